@@ -1,0 +1,1 @@
+//! The sans-IO connection engine (placeholder until the engine lands).

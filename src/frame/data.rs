@@ -1,0 +1,89 @@
+//! DATA (kind 0x00): body bytes of a stream.
+
+use bytes::{BufMut, Bytes};
+
+use super::{check_flags, check_payload_len, require_stream};
+use super::{DecodeError, EncodeError, FrameHeader, Kind, StreamId, FLAG_END_STREAM};
+
+/// Body bytes of a stream. Flags: END_STREAM (0x01). Counts against both
+/// flow-control windows.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Data {
+    stream_id: StreamId,
+    payload: Bytes,
+    end_stream: bool,
+}
+
+impl Data {
+    /// A DATA frame. `stream_id` must not be 0.
+    pub fn new(stream_id: StreamId, payload: Bytes, end_stream: bool) -> Data {
+        Data {
+            stream_id,
+            payload,
+            end_stream,
+        }
+    }
+
+    pub(crate) fn load(header: FrameHeader, payload: Bytes) -> Result<Data, DecodeError> {
+        require_stream(&header)?;
+        check_flags(&header, FLAG_END_STREAM)?;
+        Ok(Data {
+            stream_id: header.stream_id(),
+            payload,
+            end_stream: header.has_flag(FLAG_END_STREAM),
+        })
+    }
+
+    /// Writes only the 9-byte header, for vectored writes of the payload.
+    pub fn encode_header<B: BufMut>(&self, dst: &mut B) -> Result<(), EncodeError> {
+        if self.stream_id.is_zero() {
+            return Err(EncodeError::InvalidStreamId(0));
+        }
+        let len = check_payload_len(Kind::DATA, self.payload.len())?;
+        let flags = if self.end_stream { FLAG_END_STREAM } else { 0 };
+        FrameHeader::new(len, Kind::DATA, flags, self.stream_id).encode(dst);
+        Ok(())
+    }
+
+    /// Writes header and payload.
+    pub fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), EncodeError> {
+        self.encode_header(dst)?;
+        dst.put_slice(&self.payload);
+        Ok(())
+    }
+
+    /// Stream id.
+    pub fn stream_id(&self) -> StreamId {
+        self.stream_id
+    }
+
+    /// Body bytes.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// Takes the body bytes.
+    pub fn into_payload(self) -> Bytes {
+        self.payload
+    }
+
+    /// Whether this frame ends the sender's half of the stream.
+    pub fn is_end_stream(&self) -> bool {
+        self.end_stream
+    }
+
+    /// Sets END_STREAM.
+    pub fn set_end_stream(&mut self, end: bool) {
+        self.end_stream = end;
+    }
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Data")
+            .field("stream_id", &self.stream_id)
+            .field("len", &self.payload.len())
+            .field("end_stream", &self.end_stream)
+            .finish()
+    }
+}

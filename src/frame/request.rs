@@ -1,0 +1,81 @@
+//! REQUEST (kind 0x01): a request head that opens a stream.
+
+use bytes::{BufMut, Bytes};
+
+use super::{check_flags, check_payload_len, require_stream};
+use super::{
+    DecodeError, EncodeError, ErrorClass, FrameHeader, Kind, RequestHead, StreamId, FLAG_END_STREAM,
+};
+use crate::codec::Limits;
+
+/// A request head opening stream `stream_id` (odd, client-chosen). Flags:
+/// END_STREAM (0x01) when the request has no body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    stream_id: StreamId,
+    head: RequestHead,
+    end_stream: bool,
+}
+
+impl Request {
+    /// A REQUEST frame.
+    pub fn new(stream_id: StreamId, head: RequestHead, end_stream: bool) -> Request {
+        Request {
+            stream_id,
+            head,
+            end_stream,
+        }
+    }
+
+    pub(crate) fn load(
+        header: FrameHeader,
+        payload: Bytes,
+        limits: &Limits,
+    ) -> Result<Request, DecodeError> {
+        require_stream(&header)?;
+        // "Streams are opened only by the client, with odd ids." (PROTOCOL.md, Streams)
+        if !header.stream_id().is_client_initiated() {
+            return Err(header.error(ErrorClass::BadStreamId, "REQUEST on an even stream id"));
+        }
+        check_flags(&header, FLAG_END_STREAM)?;
+        let head = RequestHead::decode(payload, limits.max_header_count)
+            .map_err(|(c, d)| header.error(c, d))?;
+        Ok(Request {
+            stream_id: header.stream_id(),
+            head,
+            end_stream: header.has_flag(FLAG_END_STREAM),
+        })
+    }
+
+    /// Writes header and payload.
+    pub fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), EncodeError> {
+        if self.stream_id.is_zero() {
+            return Err(EncodeError::InvalidStreamId(0));
+        }
+        let len = check_payload_len(Kind::REQUEST, self.head.encoded_len())?;
+        let flags = if self.end_stream { FLAG_END_STREAM } else { 0 };
+        FrameHeader::new(len, Kind::REQUEST, flags, self.stream_id).encode(dst);
+        self.head.encode(dst);
+        Ok(())
+    }
+
+    /// Stream id.
+    pub fn stream_id(&self) -> StreamId {
+        self.stream_id
+    }
+
+    /// The head.
+    pub fn head(&self) -> &RequestHead {
+        &self.head
+    }
+
+    /// Takes the head.
+    pub fn into_head(self) -> RequestHead {
+        self.head
+    }
+
+    /// Whether the request has no body.
+    pub fn is_end_stream(&self) -> bool {
+        self.end_stream
+    }
+}

@@ -1,0 +1,82 @@
+//! RESPONSE (kind 0x02): a response head, interim (1xx) or final.
+
+use bytes::{BufMut, Bytes};
+
+use super::{check_flags, check_payload_len, require_stream};
+use super::{DecodeError, EncodeError, FrameHeader, Kind, ResponseHead, StreamId, FLAG_END_STREAM};
+use crate::codec::Limits;
+
+/// A response head on `stream_id`. Flags: END_STREAM (0x01) when the
+/// response has no body. An interim (1xx) head must not carry END_STREAM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    stream_id: StreamId,
+    head: ResponseHead,
+    end_stream: bool,
+}
+
+impl Response {
+    /// A RESPONSE frame.
+    pub fn new(stream_id: StreamId, head: ResponseHead, end_stream: bool) -> Response {
+        Response {
+            stream_id,
+            head,
+            end_stream,
+        }
+    }
+
+    pub(crate) fn load(
+        header: FrameHeader,
+        payload: Bytes,
+        limits: &Limits,
+    ) -> Result<Response, DecodeError> {
+        require_stream(&header)?;
+        check_flags(&header, FLAG_END_STREAM)?;
+        let head = ResponseHead::decode(payload, limits.max_header_count)
+            .map_err(|(c, d)| header.error(c, d))?;
+        // "An interim (1xx) RESPONSE MUST NOT carry END_STREAM." (PROTOCOL.md, RESPONSE)
+        if head.is_informational() && header.has_flag(FLAG_END_STREAM) {
+            return Err(header.error(
+                super::ErrorClass::BadFlags,
+                "interim 1xx RESPONSE with END_STREAM",
+            ));
+        }
+        Ok(Response {
+            stream_id: header.stream_id(),
+            head,
+            end_stream: header.has_flag(FLAG_END_STREAM),
+        })
+    }
+
+    /// Writes header and payload.
+    pub fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), EncodeError> {
+        if self.stream_id.is_zero() {
+            return Err(EncodeError::InvalidStreamId(0));
+        }
+        let len = check_payload_len(Kind::RESPONSE, self.head.encoded_len())?;
+        let flags = if self.end_stream { FLAG_END_STREAM } else { 0 };
+        FrameHeader::new(len, Kind::RESPONSE, flags, self.stream_id).encode(dst);
+        self.head.encode(dst);
+        Ok(())
+    }
+
+    /// Stream id.
+    pub fn stream_id(&self) -> StreamId {
+        self.stream_id
+    }
+
+    /// The head.
+    pub fn head(&self) -> &ResponseHead {
+        &self.head
+    }
+
+    /// Takes the head.
+    pub fn into_head(self) -> ResponseHead {
+        self.head
+    }
+
+    /// Whether the response has no body.
+    pub fn is_end_stream(&self) -> bool {
+        self.end_stream
+    }
+}

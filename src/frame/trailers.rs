@@ -1,0 +1,75 @@
+//! TRAILERS (kind 0x03): trailer fields that end the sender's half.
+
+use bytes::{BufMut, Bytes};
+
+use super::header_block::BlockError;
+use super::{check_flags, check_payload_len, require_stream};
+use super::{
+    DecodeError, EncodeError, ErrorClass, FrameHeader, HeaderBlock, Kind, StreamId, FLAG_END_STREAM,
+};
+use crate::codec::Limits;
+
+/// Trailer fields. The payload is a bare header block. END_STREAM (0x01)
+/// is mandatory: trailers always end the sender's half of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trailers {
+    stream_id: StreamId,
+    fields: HeaderBlock,
+}
+
+impl Trailers {
+    /// A TRAILERS frame.
+    pub fn new(stream_id: StreamId, fields: HeaderBlock) -> Trailers {
+        Trailers { stream_id, fields }
+    }
+
+    pub(crate) fn load(
+        header: FrameHeader,
+        payload: Bytes,
+        limits: &Limits,
+    ) -> Result<Trailers, DecodeError> {
+        require_stream(&header)?;
+        check_flags(&header, FLAG_END_STREAM)?;
+        // "A TRAILERS frame MUST carry END_STREAM." (PROTOCOL.md, TRAILERS)
+        if !header.has_flag(FLAG_END_STREAM) {
+            return Err(header.error(ErrorClass::BadFlags, "TRAILERS without END_STREAM"));
+        }
+        let fields = HeaderBlock::parse(payload, limits.max_header_count).map_err(|e| match e {
+            BlockError::Invalid(d) => header.error(ErrorClass::InvalidHeaderBlock, d),
+            BlockError::TooMany => header.error(
+                ErrorClass::TooManyHeaders,
+                "trailer block has more entries than max_header_count",
+            ),
+        })?;
+        Ok(Trailers {
+            stream_id: header.stream_id(),
+            fields,
+        })
+    }
+
+    /// Writes header and payload.
+    pub fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), EncodeError> {
+        if self.stream_id.is_zero() {
+            return Err(EncodeError::InvalidStreamId(0));
+        }
+        let len = check_payload_len(Kind::TRAILERS, self.fields.encoded_len())?;
+        FrameHeader::new(len, Kind::TRAILERS, FLAG_END_STREAM, self.stream_id).encode(dst);
+        dst.put_slice(self.fields.as_bytes());
+        Ok(())
+    }
+
+    /// Stream id.
+    pub fn stream_id(&self) -> StreamId {
+        self.stream_id
+    }
+
+    /// Trailer fields.
+    pub fn fields(&self) -> &HeaderBlock {
+        &self.fields
+    }
+
+    /// Takes the trailer fields.
+    pub fn into_fields(self) -> HeaderBlock {
+        self.fields
+    }
+}
