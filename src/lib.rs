@@ -30,11 +30,16 @@
 //! assert_eq!(codec.decode(&mut buf).unwrap(), Some(frame));
 //! ```
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod codec;
 pub mod conn;
+pub mod environ;
 pub mod frame;
+#[cfg(feature = "net")]
+pub mod net;
+#[cfg(feature = "net")]
+pub mod server;
 
 /// Generated prost types. Kept private: the public API speaks the
 /// hand-written types in [`frame`].

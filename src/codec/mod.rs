@@ -13,7 +13,7 @@
 //! use uwire::frame::{preface, Frame, Ping};
 //!
 //! let mut wire = BytesMut::from(&preface::PREFACE[..]);
-//! Codec::without_preface(Default::default()).encode(Ping::new([7; 8]).into(), &mut wire).unwrap();
+//! Codec::without_preface(Default::default()).encode(Frame::from(Ping::new([7; 8])), &mut wire).unwrap();
 //! let mut rx = Codec::new(Default::default());
 //! assert_eq!(rx.decode(&mut wire).unwrap(), Some(Frame::Ping(Ping::new([7; 8]))));
 //! ```

@@ -2,11 +2,13 @@
 //! RESPONSE frames, carried as prost messages with compact header blocks.
 
 use bytes::{BufMut, Bytes};
-use prost::Message;
+use prost::encoding::{
+    decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
+    DecodeContext, WireType,
+};
 
 use super::header_block::{BlockError, HeaderBlock};
 use super::ErrorClass;
-use crate::pb;
 
 /// The HTTP version the proxy received the request with. A newtype over the
 /// wire value so versions added later survive a round trip.
@@ -57,6 +59,162 @@ fn port(p: u32) -> Result<u16, HeadError> {
     u16::try_from(p).map_err(|_| (ErrorClass::InvalidHead, "port exceeds 65535"))
 }
 
+// The heads are decoded and encoded by hand rather than through the
+// prost-generated `pb::RequestHead`/`pb::ResponseHead` types: the generated
+// path costs a `Bytes` refcount clone per field on every encode (three times
+// per frame: `encoded_len`, `encode` and the codec's `encoded_len`) and a
+// generic `Buf` merge loop on decode. Wire compatibility is exact: the key,
+// varint and unknown-field routines are prost's own (`prost::encoding`, the
+// same functions the generated code calls), fields are written in tag order
+// with proto3 default omission, exactly as prost writes them, and the tests
+// below check both directions against the generated types.
+
+/// Reads fields of one protobuf message, handing out `bytes` fields as
+/// zero-copy slices of the payload.
+struct Reader<'a> {
+    payload: &'a Bytes,
+    rest: &'a [u8],
+}
+
+/// A malformed protobuf message (the detail is not kept: every case maps to
+/// `invalid_protobuf`).
+struct PbError;
+
+impl From<prost::DecodeError> for PbError {
+    fn from(_: prost::DecodeError) -> PbError {
+        PbError
+    }
+}
+
+impl<'a> Reader<'a> {
+    fn new(payload: &'a Bytes) -> Reader<'a> {
+        Reader {
+            payload,
+            rest: payload,
+        }
+    }
+
+    /// The next field key, `None` at the end of the message.
+    #[inline]
+    fn key(&mut self) -> Result<Option<(u32, WireType)>, PbError> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(decode_key(&mut self.rest)?))
+    }
+
+    /// A `bytes` field (as `prost::encoding::bytes::merge`).
+    #[inline]
+    fn bytes(&mut self, wire_type: WireType) -> Result<Bytes, PbError> {
+        let b = self.bytes_raw(wire_type)?;
+        Ok(self.payload.slice_ref(b))
+    }
+
+    /// The value of a `bytes` field as a borrowed slice of the payload.
+    #[inline]
+    fn bytes_raw(&mut self, wire_type: WireType) -> Result<&'a [u8], PbError> {
+        if wire_type != WireType::LengthDelimited {
+            return Err(PbError);
+        }
+        let len = decode_varint(&mut self.rest)?;
+        if len > self.rest.len() as u64 {
+            return Err(PbError);
+        }
+        let (b, rest) = self.rest.split_at(len as usize);
+        self.rest = rest;
+        Ok(b)
+    }
+
+    /// A `bytes` field whose value is usually one of `common`: a match is
+    /// returned as a static `Bytes`, saving the atomic refcount increment
+    /// (and the later decrement) that slicing the shared payload costs.
+    #[inline]
+    fn bytes_common(
+        &mut self,
+        wire_type: WireType,
+        common: &[&'static [u8]],
+    ) -> Result<Bytes, PbError> {
+        let b = self.bytes_raw(wire_type)?;
+        match common.iter().find(|c| **c == b) {
+            Some(c) => Ok(Bytes::from_static(c)),
+            None => Ok(self.payload.slice_ref(b)),
+        }
+    }
+
+    /// A varint field (`int32`, `uint32`, `uint64`, `bool`): the raw value,
+    /// which the caller truncates as prost does.
+    #[inline]
+    fn varint(&mut self, wire_type: WireType) -> Result<u64, PbError> {
+        if wire_type != WireType::Varint {
+            return Err(PbError);
+        }
+        Ok(decode_varint(&mut self.rest)?)
+    }
+
+    /// Skips a field this version does not know (unknown fields are ignored).
+    fn skip(&mut self, wire_type: WireType, tag: u32) -> Result<(), PbError> {
+        Ok(skip_field(
+            wire_type,
+            tag,
+            &mut self.rest,
+            DecodeContext::default(),
+        )?)
+    }
+}
+
+/// Encoded length of a proto3 `bytes` field (absent when empty).
+#[inline]
+fn bytes_len(tag: u32, v: &[u8]) -> usize {
+    if v.is_empty() {
+        0
+    } else {
+        opt_bytes_len(tag, v)
+    }
+}
+
+/// Encoded length of a present `optional bytes` field.
+#[inline]
+fn opt_bytes_len(tag: u32, v: &[u8]) -> usize {
+    key_len(tag) + encoded_len_varint(v.len() as u64) + v.len()
+}
+
+/// Encoded length of a proto3 varint field (absent when zero).
+#[inline]
+fn varint_len(tag: u32, v: u64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(v)
+    }
+}
+
+#[inline]
+fn put_bytes<B: BufMut>(tag: u32, v: &[u8], dst: &mut B) {
+    if !v.is_empty() {
+        put_opt_bytes(tag, v, dst);
+    }
+}
+
+#[inline]
+fn put_opt_bytes<B: BufMut>(tag: u32, v: &[u8], dst: &mut B) {
+    encode_key(tag, WireType::LengthDelimited, dst);
+    encode_varint(v.len() as u64, dst);
+    dst.put_slice(v);
+}
+
+#[inline]
+fn put_varint<B: BufMut>(tag: u32, v: u64, dst: &mut B) {
+    if v != 0 {
+        put_opt_varint(tag, v, dst);
+    }
+}
+
+#[inline]
+fn put_opt_varint<B: BufMut>(tag: u32, v: u64, dst: &mut B) {
+    encode_key(tag, WireType::Varint, dst);
+    encode_varint(v, dst);
+}
+
 /// Everything the application needs to know about a request except its body.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestHead {
@@ -93,33 +251,33 @@ pub struct RequestHead {
 impl RequestHead {
     /// Decodes a REQUEST payload. `payload` is sliced, not copied.
     pub(crate) fn decode(payload: Bytes, max_header_count: u32) -> Result<RequestHead, HeadError> {
-        let m = pb::RequestHead::decode(payload).map_err(|_| {
+        let raw = RawRequestHead::decode(&payload).map_err(|PbError| {
             (
                 ErrorClass::InvalidProtobuf,
                 "REQUEST payload is not a valid RequestHead message",
             )
         })?;
-        if m.method.is_empty() || !super::header_block::is_valid_name(&m.method) {
+        if raw.method.is_empty() || !super::header_block::is_valid_name(&raw.method) {
             return Err((ErrorClass::InvalidHead, "method is empty or not a token"));
         }
-        if m.path.is_empty() {
+        if raw.path.is_empty() {
             return Err((ErrorClass::InvalidHead, "path is empty"));
         }
         Ok(RequestHead {
-            method: m.method,
-            scheme: m.scheme,
-            authority: m.authority,
-            path: m.path,
-            query: m.query,
-            version: HttpVersion(m.version),
-            headers: block(m.headers, max_header_count)?,
-            client_addr: m.client_addr,
-            client_port: port(m.client_port)?,
-            server_name: m.server_name,
-            server_port: port(m.server_port)?,
-            tls: m.tls,
-            params: block(m.params, max_header_count)?,
-            body_length: m.body_length,
+            method: raw.method,
+            scheme: raw.scheme,
+            authority: raw.authority,
+            path: raw.path,
+            query: raw.query,
+            version: HttpVersion(raw.version),
+            headers: block(raw.headers, max_header_count)?,
+            client_addr: raw.client_addr,
+            client_port: port(raw.client_port)?,
+            server_name: raw.server_name,
+            server_port: port(raw.server_port)?,
+            tls: raw.tls,
+            params: block(raw.params, max_header_count)?,
+            body_length: raw.body_length,
         })
     }
 
@@ -131,33 +289,47 @@ impl RequestHead {
         })
     }
 
-    fn to_pb(&self) -> pb::RequestHead {
-        pb::RequestHead {
-            method: self.method.clone(),
-            scheme: self.scheme.clone(),
-            authority: self.authority.clone(),
-            path: self.path.clone(),
-            query: self.query.clone(),
-            version: self.version.0,
-            headers: self.headers.as_bytes().clone(),
-            client_addr: self.client_addr.clone(),
-            client_port: self.client_port.into(),
-            server_name: self.server_name.clone(),
-            server_port: self.server_port.into(),
-            tls: self.tls,
-            params: self.params.as_bytes().clone(),
-            body_length: self.body_length,
-        }
-    }
-
     /// Encoded payload length.
     pub fn encoded_len(&self) -> usize {
-        self.to_pb().encoded_len()
+        bytes_len(1, &self.method)
+            + bytes_len(2, &self.scheme)
+            + bytes_len(3, &self.authority)
+            + bytes_len(4, &self.path)
+            + self.query.as_ref().map_or(0, |q| opt_bytes_len(5, q))
+            + varint_len(6, self.version.0 as u64)
+            + bytes_len(7, self.headers.as_bytes())
+            + bytes_len(8, &self.client_addr)
+            + varint_len(9, self.client_port.into())
+            + bytes_len(10, &self.server_name)
+            + varint_len(11, self.server_port.into())
+            + varint_len(12, self.tls.into())
+            + bytes_len(13, self.params.as_bytes())
+            + self
+                .body_length
+                .map_or(0, |n| key_len(14) + encoded_len_varint(n))
     }
 
     /// Writes the payload (no frame header).
     pub fn encode<B: BufMut>(&self, dst: &mut B) {
-        self.to_pb().encode_raw(dst)
+        put_bytes(1, &self.method, dst);
+        put_bytes(2, &self.scheme, dst);
+        put_bytes(3, &self.authority, dst);
+        put_bytes(4, &self.path, dst);
+        if let Some(q) = &self.query {
+            put_opt_bytes(5, q, dst);
+        }
+        // int32: negative values are sign-extended to ten bytes, as prost does.
+        put_varint(6, self.version.0 as u64, dst);
+        put_bytes(7, self.headers.as_bytes(), dst);
+        put_bytes(8, &self.client_addr, dst);
+        put_varint(9, self.client_port.into(), dst);
+        put_bytes(10, &self.server_name, dst);
+        put_varint(11, self.server_port.into(), dst);
+        put_varint(12, self.tls.into(), dst);
+        put_bytes(13, self.params.as_bytes(), dst);
+        if let Some(n) = self.body_length {
+            put_opt_varint(14, n, dst);
+        }
     }
 
     /// The request target as it appears in `REQUEST_URI`: path, then `?`
@@ -208,16 +380,31 @@ impl ResponseHead {
     }
 
     pub(crate) fn decode(payload: Bytes, max_header_count: u32) -> Result<ResponseHead, HeadError> {
-        let m = pb::ResponseHead::decode(payload).map_err(|_| {
+        let mut status: u32 = 0;
+        let mut reason: Option<Bytes> = None;
+        let mut headers = Bytes::new();
+        let mut r = Reader::new(&payload);
+        let parsed: Result<(), PbError> = (|| {
+            while let Some((tag, wt)) = r.key()? {
+                match tag {
+                    1 => status = r.varint(wt)? as u32,
+                    2 => reason = Some(r.bytes(wt)?),
+                    3 => headers = r.bytes(wt)?,
+                    _ => r.skip(wt, tag)?,
+                }
+            }
+            Ok(())
+        })();
+        parsed.map_err(|PbError| {
             (
                 ErrorClass::InvalidProtobuf,
                 "RESPONSE payload is not a valid ResponseHead message",
             )
         })?;
-        if !(100..=999).contains(&m.status) {
+        if !(100..=999).contains(&status) {
             return Err((ErrorClass::InvalidHead, "status outside 100..=999"));
         }
-        if let Some(r) = &m.reason {
+        if let Some(r) = &reason {
             if !super::header_block::is_valid_value(r) {
                 return Err((
                     ErrorClass::InvalidHead,
@@ -226,9 +413,9 @@ impl ResponseHead {
             }
         }
         Ok(ResponseHead {
-            status: m.status as u16,
-            reason: m.reason,
-            headers: block(m.headers, max_header_count)?,
+            status: status as u16,
+            reason,
+            headers: block(headers, max_header_count)?,
         })
     }
 
@@ -239,21 +426,314 @@ impl ResponseHead {
         })
     }
 
-    fn to_pb(&self) -> pb::ResponseHead {
-        pb::ResponseHead {
-            status: self.status.into(),
-            reason: self.reason.clone(),
-            headers: self.headers.as_bytes().clone(),
-        }
-    }
-
     /// Encoded payload length.
     pub fn encoded_len(&self) -> usize {
-        self.to_pb().encoded_len()
+        varint_len(1, self.status.into())
+            + self.reason.as_ref().map_or(0, |r| opt_bytes_len(2, r))
+            + bytes_len(3, self.headers.as_bytes())
     }
 
     /// Writes the payload (no frame header).
     pub fn encode<B: BufMut>(&self, dst: &mut B) {
-        self.to_pb().encode_raw(dst)
+        put_varint(1, self.status.into(), dst);
+        if let Some(r) = &self.reason {
+            put_opt_bytes(2, r, dst);
+        }
+        put_bytes(3, self.headers.as_bytes(), dst);
+    }
+}
+
+/// Methods decoded without touching the payload's refcount.
+const COMMON_METHODS: &[&[u8]] = &[
+    b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH",
+];
+/// Schemes decoded without touching the payload's refcount.
+const COMMON_SCHEMES: &[&[u8]] = &[b"https", b"http"];
+
+/// The fields of a `uwire.v1.RequestHead` message before validation.
+#[derive(Default)]
+struct RawRequestHead {
+    method: Bytes,
+    scheme: Bytes,
+    authority: Bytes,
+    path: Bytes,
+    query: Option<Bytes>,
+    version: i32,
+    headers: Bytes,
+    client_addr: Bytes,
+    client_port: u32,
+    server_name: Bytes,
+    server_port: u32,
+    tls: bool,
+    params: Bytes,
+    body_length: Option<u64>,
+}
+
+impl RawRequestHead {
+    /// Decodes the message with prost's semantics: last value wins for a
+    /// repeated scalar field, unknown fields are skipped, a known field with
+    /// the wrong wire type is an error, varints are truncated to the field
+    /// width.
+    fn decode(payload: &Bytes) -> Result<RawRequestHead, PbError> {
+        let mut m = RawRequestHead::default();
+        let mut r = Reader::new(payload);
+        while let Some((tag, wt)) = r.key()? {
+            match tag {
+                1 => m.method = r.bytes_common(wt, COMMON_METHODS)?,
+                2 => m.scheme = r.bytes_common(wt, COMMON_SCHEMES)?,
+                3 => m.authority = r.bytes(wt)?,
+                4 => m.path = r.bytes(wt)?,
+                5 => m.query = Some(r.bytes(wt)?),
+                6 => m.version = r.varint(wt)? as i32,
+                7 => m.headers = r.bytes(wt)?,
+                8 => m.client_addr = r.bytes(wt)?,
+                9 => m.client_port = r.varint(wt)? as u32,
+                10 => m.server_name = r.bytes(wt)?,
+                11 => m.server_port = r.varint(wt)? as u32,
+                12 => m.tls = r.varint(wt)? != 0,
+                13 => m.params = r.bytes(wt)?,
+                14 => m.body_length = Some(r.varint(wt)?),
+                _ => r.skip(wt, tag)?,
+            }
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn to_pb(h: &RequestHead) -> pb::RequestHead {
+        pb::RequestHead {
+            method: h.method.clone(),
+            scheme: h.scheme.clone(),
+            authority: h.authority.clone(),
+            path: h.path.clone(),
+            query: h.query.clone(),
+            version: h.version.0,
+            headers: h.headers.as_bytes().clone(),
+            client_addr: h.client_addr.clone(),
+            client_port: h.client_port.into(),
+            server_name: h.server_name.clone(),
+            server_port: h.server_port.into(),
+            tls: h.tls,
+            params: h.params.as_bytes().clone(),
+            body_length: h.body_length,
+        }
+    }
+
+    fn raw_eq_pb(raw: &RawRequestHead, m: &pb::RequestHead) -> bool {
+        raw.method == m.method
+            && raw.scheme == m.scheme
+            && raw.authority == m.authority
+            && raw.path == m.path
+            && raw.query == m.query
+            && raw.version == m.version
+            && raw.headers == m.headers
+            && raw.client_addr == m.client_addr
+            && raw.client_port == m.client_port
+            && raw.server_name == m.server_name
+            && raw.server_port == m.server_port
+            && raw.tls == m.tls
+            && raw.params == m.params
+            && raw.body_length == m.body_length
+    }
+
+    fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
+        proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+    }
+
+    fn block() -> impl Strategy<Value = HeaderBlock> {
+        proptest::collection::vec(("[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}", "[ -~]{0,20}"), 0..6)
+            .prop_map(|v| HeaderBlock::try_from_pairs(v).unwrap())
+    }
+
+    prop_compose! {
+        fn request_head()(
+            method in bytes(8), scheme in bytes(6), authority in bytes(10), path in bytes(10),
+            query in proptest::option::of(bytes(6)), version in any::<i32>(), headers in block(),
+            client_addr in bytes(6), client_port in any::<u16>(), server_name in bytes(6),
+            server_port in any::<u16>(), tls in any::<bool>(), params in block(),
+            body_length in proptest::option::of(any::<u64>()),
+        ) -> RequestHead {
+            RequestHead {
+                method, scheme, authority, path, query, version: HttpVersion(version), headers,
+                client_addr, client_port, server_name, server_port, tls, params, body_length,
+            }
+        }
+    }
+
+    prop_compose! {
+        fn response_head()(
+            status in any::<u16>(), reason in proptest::option::of(bytes(6)), headers in block(),
+        ) -> ResponseHead {
+            ResponseHead { status, reason, headers }
+        }
+    }
+
+    /// Protobuf-shaped noise: valid fields of every wire type (known and
+    /// unknown tags, right and wrong wire types), plus raw garbage.
+    fn pb_noise() -> impl Strategy<Value = Vec<u8>> {
+        let field = prop_oneof![
+            (1u32..20, any::<u64>()).prop_map(|(t, v)| {
+                let mut b = Vec::new();
+                prost::encoding::uint64::encode(t, &v, &mut b);
+                b
+            }),
+            (1u32..20, bytes(12)).prop_map(|(t, v)| {
+                let mut b = Vec::new();
+                prost::encoding::bytes::encode(t, &v, &mut b);
+                b
+            }),
+            (1u32..20, any::<u32>()).prop_map(|(t, v)| {
+                let mut b = Vec::new();
+                prost::encoding::fixed32::encode(t, &v, &mut b);
+                b
+            }),
+            (1u32..20, any::<u64>()).prop_map(|(t, v)| {
+                let mut b = Vec::new();
+                prost::encoding::fixed64::encode(t, &v, &mut b);
+                b
+            }),
+            (15u32..20).prop_map(|t| {
+                // An (empty or nested) group of an unknown field.
+                let mut b = Vec::new();
+                encode_key(t, WireType::StartGroup, &mut b);
+                prost::encoding::uint32::encode(1, &7, &mut b);
+                encode_key(t, WireType::EndGroup, &mut b);
+                b
+            }),
+            proptest::collection::vec(any::<u8>(), 0..4),
+        ];
+        proptest::collection::vec(field, 0..8).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn request_encode_matches_prost(h in request_head()) {
+            let mut ours = Vec::new();
+            h.encode(&mut ours);
+            prop_assert_eq!(ours.len(), h.encoded_len());
+            prop_assert_eq!(ours, to_pb(&h).encode_to_vec());
+        }
+
+        #[test]
+        fn response_encode_matches_prost(h in response_head()) {
+            let mut ours = Vec::new();
+            h.encode(&mut ours);
+            prop_assert_eq!(ours.len(), h.encoded_len());
+            let m = pb::ResponseHead {
+                status: h.status.into(),
+                reason: h.reason.clone(),
+                headers: h.headers.as_bytes().clone(),
+            };
+            prop_assert_eq!(ours, m.encode_to_vec());
+        }
+
+        #[test]
+        fn request_decode_matches_prost(h in request_head(), noise in pb_noise(), at in any::<prop::sample::Index>()) {
+            // Valid message, noise spliced in at a field boundary or anywhere.
+            let mut wire = Vec::new();
+            h.encode(&mut wire);
+            let i = at.index(wire.len() + 1);
+            wire.splice(i..i, noise);
+            let payload = Bytes::from(wire);
+            let ours = RawRequestHead::decode(&payload);
+            let theirs = pb::RequestHead::decode(payload.clone());
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => prop_assert!(raw_eq_pb(&a, &b)),
+                (Err(PbError), Err(_)) => {}
+                (a, b) => prop_assert!(false, "ours ok={} prost ok={}", a.is_ok(), b.is_ok()),
+            }
+        }
+
+        #[test]
+        fn request_decode_matches_prost_on_noise(noise in pb_noise()) {
+            let payload = Bytes::from(noise);
+            let ours = RawRequestHead::decode(&payload);
+            let theirs = pb::RequestHead::decode(payload.clone());
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => prop_assert!(raw_eq_pb(&a, &b)),
+                (Err(PbError), Err(_)) => {}
+                (a, b) => prop_assert!(false, "ours ok={} prost ok={}", a.is_ok(), b.is_ok()),
+            }
+        }
+
+        #[test]
+        fn response_decode_matches_prost(noise in pb_noise()) {
+            let payload = Bytes::from(noise);
+            let ours = ResponseHead::decode(payload.clone(), u32::MAX);
+            match pb::ResponseHead::decode(payload) {
+                Ok(m) => {
+                    if let Ok(h) = ours {
+                        prop_assert_eq!(u32::from(h.status), m.status);
+                        prop_assert_eq!(h.reason, m.reason);
+                        prop_assert_eq!(h.headers.as_bytes(), &m.headers);
+                    } else {
+                        prop_assert_ne!(ours.unwrap_err().0, ErrorClass::InvalidProtobuf);
+                    }
+                }
+                Err(_) => prop_assert_eq!(ours.unwrap_err().0, ErrorClass::InvalidProtobuf),
+            }
+        }
+
+        #[test]
+        fn request_round_trip(mut h in request_head(), method in "[A-Z]{1,7}", path in "/[ -~]{0,12}") {
+            // Only heads that pass validation round-trip.
+            h.method = method.into();
+            h.path = path.into();
+            let mut wire = Vec::new();
+            h.encode(&mut wire);
+            prop_assert_eq!(RequestHead::decode(Bytes::from(wire), u32::MAX).unwrap(), h);
+        }
+    }
+
+    #[test]
+    fn overlong_varint_and_groups_are_rejected_like_prost() {
+        let cases: &[&[u8]] = &[
+            // 11-byte varint for field 9.
+            &[
+                0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+            // 10-byte varint whose last byte overflows 64 bits.
+            &[
+                0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+            ],
+            // Stray end-group.
+            &[0x7c],
+            // Unterminated group.
+            &[0x7b, 0x08, 0x01],
+            // Tag 0.
+            &[0x00, 0x01],
+            // Wire types 6 and 7.
+            &[0x0e],
+            &[0x0f],
+            // Known field with the wrong wire type.
+            &[0x0d, 0, 0, 0, 0],
+            // Length past the end.
+            &[0x0a, 0x05, b'a'],
+        ];
+        for c in cases {
+            let p = Bytes::from_static(c);
+            assert!(RawRequestHead::decode(&p).is_err(), "{c:?}");
+            assert!(pb::RequestHead::decode(p).is_err(), "{c:?}");
+        }
+        // Deeply nested unknown groups hit prost's recursion limit either way.
+        let mut deep = Vec::new();
+        for _ in 0..200 {
+            encode_key(15, WireType::StartGroup, &mut deep);
+        }
+        for _ in 0..200 {
+            encode_key(15, WireType::EndGroup, &mut deep);
+        }
+        let p = Bytes::from(deep);
+        assert_eq!(
+            RawRequestHead::decode(&p).is_err(),
+            pb::RequestHead::decode(p).is_err()
+        );
     }
 }

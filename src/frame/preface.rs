@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn read_preface_prefixes() {
         for n in 0..PREFACE_LEN {
-            assert_eq!(check(&PREFACE[..n]).unwrap(), false);
+            assert!(!check(&PREFACE[..n]).unwrap());
         }
         assert!(check(&PREFACE).unwrap());
     }

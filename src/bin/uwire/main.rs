@@ -1,1 +1,52 @@
-fn main() {}
+//! The `uwire` command.
+
+mod selftest;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// uwire: a multiplexed binary transport between a reverse proxy and apps.
+#[derive(Parser, Debug)]
+#[command(name = "uwire", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a client and a server over a real Unix socket and checks that
+    /// many concurrent requests, streamed bodies, PING and graceful shutdown
+    /// all work end to end.
+    Selftest(selftest::Args),
+    /// Runs the app-side runtime with the built-in demo app (/, /echo, /environ).
+    Serve(serve::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UWIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("failed to start the tokio runtime");
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Selftest(args) => selftest::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("uwire: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

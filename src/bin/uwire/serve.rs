@@ -1,0 +1,155 @@
+//! `uwire serve`: the app-side runtime with the built-in demo app.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uwire::server::{demo::Demo, BindAddr, Listener, Metrics, Server, ServerConfig};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|e| format!("bad octal mode {s:?}: {e}"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: use e.g. 30s, 500ms, 5m"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1000.0,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Options of `uwire serve`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where to listen: unix:/path, tcp:HOST:PORT, or systemd[:N] (socket activation).
+    #[arg(long, default_value = "unix:/tmp/uwire-app.sock")]
+    pub bind: BindAddr,
+    /// File mode of the Unix socket, octal.
+    #[arg(long, default_value = "660", value_parser = parse_mode)]
+    pub socket_mode: u32,
+    /// Only serve Unix peers with this uid (repeatable; with --allow-gid, either may match).
+    #[arg(long = "allow-uid")]
+    pub allow_uid: Vec<u32>,
+    /// Only serve Unix peers with this gid (repeatable).
+    #[arg(long = "allow-gid")]
+    pub allow_gid: Vec<u32>,
+    /// Serve Prometheus metrics over HTTP on this TCP address (e.g. 127.0.0.1:9100).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Most connections open at once.
+    #[arg(long, default_value_t = uwire::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most concurrent streams per connection.
+    #[arg(long, default_value_t = uwire::conn::DEFAULT_MAX_CONCURRENT_STREAMS)]
+    pub max_streams: u32,
+    /// Largest request head in bytes.
+    #[arg(long, default_value_t = uwire::codec::DEFAULT_MAX_HEAD_SIZE)]
+    pub max_head_size: u32,
+    /// Most header fields in one head.
+    #[arg(long, default_value_t = uwire::codec::DEFAULT_MAX_HEADER_COUNT)]
+    pub max_headers: u32,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = uwire::server::DEFAULT_MAX_BODY_SIZE)]
+    pub max_body_size: u64,
+    /// Close connections idle this long (0 disables).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Answer 504 when a request takes longer (0 disables).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub request_deadline: Duration,
+    /// Time in-flight requests get after SIGTERM.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Mount prefix: becomes SCRIPT_NAME, stripped from PATH_INFO.
+    #[arg(long, default_value = "")]
+    pub script_name: String,
+    /// Map headers whose names contain '_' to HTTP_* (off by default: spoofing risk).
+    #[arg(long)]
+    pub allow_underscore_headers: bool,
+}
+
+impl Args {
+    /// The server configuration these options describe.
+    pub fn config(&self) -> ServerConfig {
+        let mut c = ServerConfig::default();
+        c.bind.socket_mode = self.socket_mode;
+        c.allow_uids = self.allow_uid.clone();
+        c.allow_gids = self.allow_gid.clone();
+        c.max_connections = self.max_connections;
+        c.conn.max_concurrent_streams = self.max_streams;
+        c.conn.limits.max_head_size = self.max_head_size;
+        c.conn.limits.max_header_count = self.max_headers;
+        c.max_body_size = self.max_body_size;
+        c.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
+        c.request_deadline = (!self.request_deadline.is_zero()).then_some(self.request_deadline);
+        c.drain_timeout = self.drain_timeout;
+        c.environ.script_name = self.script_name.clone().into();
+        c.environ.allow_underscore_headers = self.allow_underscore_headers;
+        c
+    }
+}
+
+/// Serves Prometheus text to any HTTP request on `addr`.
+pub async fn metrics_endpoint(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), BoxError> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!(
+        "uwire: metrics on http://{}/metrics",
+        listener.local_addr()?
+    );
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            // Read the request head (bounded); we answer every path the same.
+            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
+            let body = metrics.render_prometheus();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+/// Runs `uwire serve`.
+pub async fn run(args: Args) -> Result<(), BoxError> {
+    let config = args.config();
+    config.validate()?;
+    let listener = Listener::bind(&args.bind, &config.bind).await?;
+    eprintln!(
+        "uwire: serving the demo app on {} (/, /echo, /environ)",
+        listener.local_addr()
+    );
+    let server = Server::new(config);
+    if let Some(addr) = args.metrics {
+        let m = server.metrics();
+        tokio::spawn(async move {
+            if let Err(e) = metrics_endpoint(addr, m).await {
+                eprintln!("uwire: metrics endpoint failed: {e}");
+            }
+        });
+    }
+    server
+        .serve(listener, Demo, uwire::server::shutdown_signal())
+        .await?;
+    eprintln!("uwire: shut down cleanly");
+    Ok(())
+}

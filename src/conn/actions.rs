@@ -1,0 +1,327 @@
+//! Local actions on a [`Connection`]: opening streams, sending heads,
+//! bodies, trailers, resets, PINGs and GOAWAY, returning receive credit.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::engine::{Connection, PendingPing};
+use super::error::{ConnError, UserError};
+use super::stream::{Recent, RecvState, SendState, Stream};
+use super::Role;
+use crate::frame::{
+    GoAway, HeaderBlock, Ping, Reason, Request, RequestHead, Reset, Response, ResponseHead,
+    StreamId,
+};
+
+impl Connection {
+    /// Client only: opens a stream with `head`; `end_stream` when the request
+    /// has no body. Needs the peer's SETTINGS, respects its
+    /// `max_concurrent_streams`, and is refused after a GOAWAY either way.
+    pub fn open_stream(
+        &mut self,
+        head: RequestHead,
+        end_stream: bool,
+    ) -> Result<StreamId, UserError> {
+        self.require_role(Role::Client)?;
+        // "A client MUST NOT open streams before it has received the server's SETTINGS"
+        self.require_open()?;
+        // "streams > last were not processed" / "refuses later REQUESTs":
+        // no new streams once either side sent GOAWAY.
+        if self.going_away() {
+            return Err(UserError::GoingAway);
+        }
+        // "max_concurrent_streams: Streams the sender lets the peer have open at once."
+        if self.streams.len() >= self.peer_max_streams as usize {
+            return Err(UserError::StreamLimit {
+                max: self.peer_max_streams,
+            });
+        }
+        let id = StreamId::try_new(u32::try_from(self.next_stream_id).unwrap_or(u32::MAX))
+            .ok_or(UserError::StreamIdsExhausted)?;
+        // "Method empty/non-token, path empty, port > 65535 -> invalid_head."
+        if !is_token(&head.method) {
+            return Err(UserError::InvalidHead("method is empty or not a token"));
+        }
+        if head.path.is_empty() {
+            return Err(UserError::InvalidHead("path is empty"));
+        }
+        self.check_block(&head.headers)?;
+        self.check_block(&head.params)?;
+        self.check_head_len(head.encoded_len())?;
+        self.next_stream_id += 2;
+        let send = if end_stream {
+            SendState::Done
+        } else {
+            SendState::Open
+        };
+        let stream = Stream::new(
+            RecvState::AwaitHead,
+            send,
+            self.config.initial_stream_window,
+            self.peer_stream_window,
+        );
+        self.streams.insert(id, stream);
+        self.control
+            .push_back(Request::new(id, head, end_stream).into());
+        Ok(id)
+    }
+
+    /// Server only: sends a response head on `id`. Interim (1xx) heads may
+    /// precede the final one and cannot carry `end_stream`.
+    pub fn send_response(
+        &mut self,
+        id: StreamId,
+        head: ResponseHead,
+        end_stream: bool,
+    ) -> Result<(), UserError> {
+        self.require_role(Role::Server)?;
+        self.require_not_closed()?;
+        // "RESPONSE: prost uwire.v1.ResponseHead (status 100..=999 else invalid_head)."
+        if !(100..=999).contains(&head.status) {
+            return Err(UserError::InvalidHead("status outside 100..=999"));
+        }
+        if head.reason.as_ref().is_some_and(|r| !is_field_value(r)) {
+            return Err(UserError::InvalidHead(
+                "reason phrase contains NUL, CR or LF",
+            ));
+        }
+        let interim = head.is_informational();
+        // "an interim 1xx RESPONSE must not have it [END_STREAM], else bad_flags"
+        if interim && end_stream {
+            return Err(UserError::InterimWithEndStream);
+        }
+        self.check_block(&head.headers)?;
+        self.check_head_len(head.encoded_len())?;
+        let stream = self.open_stream_mut(id)?;
+        // "Server sends RESPONSE (1xx interim* then final), then DATA*, then
+        // optional TRAILERS."
+        if stream.send != SendState::AwaitHead {
+            return Err(UserError::ResponseAlreadySent(id));
+        }
+        if !interim {
+            stream.send = if end_stream {
+                SendState::Done
+            } else {
+                SendState::Open
+            };
+        }
+        self.control
+            .push_back(Response::new(id, head, end_stream).into());
+        if end_stream {
+            self.maybe_close(id);
+        }
+        Ok(())
+    }
+
+    /// Queues body bytes on `id`. Emitted by [`Connection::poll_transmit`]
+    /// as the send windows allow, split at the peer's `max_frame_size`. An
+    /// empty `data` with `end_stream` just ends the stream. The queue is
+    /// bounded only by the caller (see [`Connection::send_buffered`]).
+    pub fn send_data(
+        &mut self,
+        id: StreamId,
+        data: Bytes,
+        end_stream: bool,
+    ) -> Result<(), UserError> {
+        self.require_not_closed()?;
+        let stream = self.open_stream_mut(id)?;
+        match stream.send {
+            SendState::AwaitHead => return Err(UserError::ResponseNotSent(id)),
+            SendState::Ending | SendState::Done => return Err(UserError::SendClosed(id)),
+            SendState::Open => {}
+        }
+        stream.push_data(data);
+        if end_stream {
+            stream.send = SendState::Ending;
+        }
+        self.schedule(id);
+        Ok(())
+    }
+
+    /// Queues trailers on `id`; they are sent (with END_STREAM) after the
+    /// queued data drains.
+    pub fn send_trailers(&mut self, id: StreamId, fields: HeaderBlock) -> Result<(), UserError> {
+        self.require_not_closed()?;
+        self.check_block(&fields)?;
+        self.check_head_len(fields.encoded_len())?;
+        let stream = self.open_stream_mut(id)?;
+        match stream.send {
+            SendState::AwaitHead => return Err(UserError::ResponseNotSent(id)),
+            SendState::Ending | SendState::Done => return Err(UserError::SendClosed(id)),
+            SendState::Open => {}
+        }
+        stream.trailers = Some(Box::new(fields));
+        stream.send = SendState::Ending;
+        self.schedule(id);
+        Ok(())
+    }
+
+    /// Resets `id`: drops its queued data and sends RESET(`reason`). No
+    /// [`Event::StreamReset`] is emitted for it.
+    pub fn reset_stream(&mut self, id: StreamId, reason: Reason) -> Result<(), UserError> {
+        self.require_not_closed()?;
+        if self.remove_stream(id, Recent::Reset).is_none() {
+            return Err(UserError::UnknownStream(id));
+        }
+        self.control.push_back(Reset::new(id, reason).into());
+        self.maybe_finish_drain();
+        Ok(())
+    }
+
+    /// The application consumed `n` received bytes of `id`. Returns credit
+    /// to the peer, batching WINDOW_UPDATEs for the stream and the
+    /// connection. Fine to call after the stream closed or was reset: then
+    /// only the connection is credited. Every byte delivered in
+    /// [`Event::Data`] should be released exactly once, even after a reset,
+    /// or the connection window shrinks; over-release is clamped.
+    pub fn release_capacity(&mut self, id: StreamId, n: usize) {
+        if self.closed || n == 0 {
+            return;
+        }
+        // "Receivers return credit only as the application consumes data
+        // (release_capacity), batching updates"
+        let n = self.conn_recv.release(n) as usize;
+        self.flush_connection_update();
+        if let Some(stream) = self.streams.get_mut(id) {
+            stream.recv_window.release(n);
+            self.flush_stream_update(id);
+        }
+    }
+
+    /// Sends a PING with `payload`. Its answer comes as [`Event::PingAck`];
+    /// no answer within `ping_timeout` fails the connection.
+    pub fn send_ping(&mut self, payload: [u8; 8], now: Instant) -> Result<(), UserError> {
+        self.require_not_closed()?;
+        self.pings.push_back(PendingPing {
+            payload,
+            sent: now,
+            keepalive: false,
+        });
+        self.control.push_back(Ping::new(payload).into());
+        Ok(())
+    }
+
+    /// Starts shutdown. `Reason::NO_ERROR` is a graceful drain: GOAWAY(last
+    /// = highest peer stream id seen, 0 on a client) is sent, new peer
+    /// streams are refused with RESET(REFUSED_STREAM), no new local streams
+    /// open, and the connection closes once no streams remain (or at the
+    /// drain deadline). Any other reason closes right away after the GOAWAY;
+    /// open streams get `StreamReset { reason, remote: false }`.
+    pub fn go_away(&mut self, reason: Reason, debug: Bytes, _now: Instant) {
+        if self.closed {
+            return;
+        }
+        let last = self.last_peer_stream_id();
+        // "Graceful shutdown: server sends GOAWAY(NO_ERROR, last = highest
+        // REQUEST id received), refuses later REQUESTs with
+        // RESET(REFUSED_STREAM), closes when all streams are done or a drain
+        // deadline passes. After sending GOAWAY for an error, the sender
+        // closes."
+        if reason == Reason::NO_ERROR {
+            if self.local_goaway.is_some() {
+                return;
+            }
+            self.local_goaway = Some(reason);
+            self.control
+                .push_back(GoAway::new(last, reason, debug).into());
+            self.maybe_finish_drain();
+        } else {
+            self.local_goaway = Some(reason);
+            self.control
+                .push_back(GoAway::new(last, reason, debug).into());
+            self.reset_all(reason, false);
+            self.close(Some(ConnError::local_go_away(reason)));
+        }
+    }
+
+    /// During a graceful drain (ours or the peer's GOAWAY(NO_ERROR)): at
+    /// `deadline`, remaining streams are reset with `Reason::CANCEL` and the
+    /// connection closes (`Closed { error: None }`). May be called before
+    /// [`Connection::go_away`]; it takes effect once draining.
+    pub fn set_drain_deadline(&mut self, deadline: Instant) {
+        self.drain_deadline = Some(deadline);
+    }
+
+    // ------------------------------------------------------------------
+    // Checks
+    // ------------------------------------------------------------------
+
+    fn require_role(&self, expected: Role) -> Result<(), UserError> {
+        if self.role == expected {
+            Ok(())
+        } else {
+            Err(UserError::WrongRole { expected })
+        }
+    }
+
+    fn require_not_closed(&self) -> Result<(), UserError> {
+        if self.closed {
+            Err(UserError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn require_open(&self) -> Result<(), UserError> {
+        self.require_not_closed()?;
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(UserError::NotReady)
+        }
+    }
+
+    fn open_stream_mut(&mut self, id: StreamId) -> Result<&mut Stream, UserError> {
+        self.streams.get_mut(id).ok_or(UserError::UnknownStream(id))
+    }
+
+    fn check_block(&self, block: &HeaderBlock) -> Result<(), UserError> {
+        let max = self.peer_limits.max_header_count;
+        if block.len() > max as usize {
+            return Err(UserError::TooManyHeaders {
+                count: block.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_head_len(&self, len: usize) -> Result<(), UserError> {
+        let max = self.peer_limits.max_head_size;
+        if len > max as usize {
+            return Err(UserError::HeadTooLarge { len, max });
+        }
+        Ok(())
+    }
+}
+
+/// RFC 9110 token: non-empty, all `tchar`.
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// A field value: no NUL, CR or LF.
+fn is_field_value(s: &[u8]) -> bool {
+    !s.iter().any(|&b| matches!(b, 0 | b'\r' | b'\n'))
+}

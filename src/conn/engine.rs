@@ -1,0 +1,397 @@
+//! [`Connection`]: construction, queries, timers and the shared state
+//! transitions. Local actions are in `actions.rs`, inbound frames in
+//! `recv.rs`, the transmit scheduler in `send.rs`.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::config::{
+    Config, DEFAULT_INITIAL_CONNECTION_WINDOW, DEFAULT_INITIAL_STREAM_WINDOW,
+    DEFAULT_MAX_CONCURRENT_STREAMS,
+};
+use super::error::{ConnError, ConnErrorClass};
+use super::flow::{RecvWindow, SendWindow};
+use super::send::Scheduler;
+use super::stream::{Recent, RecvState, Stream, StreamTable};
+use super::{Event, Role};
+use crate::codec::Limits;
+use crate::frame::{Frame, GoAway, Ping, Reason, Reset, Settings, StreamId, WindowUpdate};
+
+/// A PING we sent and have not seen answered.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PendingPing {
+    pub(super) payload: [u8; 8],
+    pub(super) sent: Instant,
+    pub(super) keepalive: bool,
+}
+
+/// The state of one uwire/1 connection (sans-IO). See the [module
+/// docs](super) for how the I/O glue drives it.
+#[derive(Debug)]
+pub struct Connection {
+    pub(super) role: Role,
+    pub(super) config: Config,
+    pub(super) peer_settings: Option<Settings>,
+    /// What the peer accepts (defaults until its SETTINGS arrive).
+    pub(super) peer_limits: Limits,
+    pub(super) peer_stream_window: u32,
+    pub(super) peer_max_streams: u32,
+    pub(super) streams: StreamTable,
+    /// Client: the id the next stream gets (u64 so exhaustion is visible).
+    pub(super) next_stream_id: u64,
+    /// Server: the highest REQUEST id seen.
+    pub(super) highest_peer_id: StreamId,
+    pub(super) conn_send: SendWindow,
+    pub(super) conn_recv: RecvWindow,
+    pub(super) control: VecDeque<Frame>,
+    pub(super) sched: Scheduler,
+    pub(super) events: VecDeque<Event>,
+    /// `None` when the configured timeout is too large to represent.
+    pub(super) settings_deadline: Option<Instant>,
+    pub(super) last_recv: Instant,
+    pub(super) pings: VecDeque<PendingPing>,
+    pub(super) keepalive_seq: u32,
+    pub(super) local_goaway: Option<Reason>,
+    pub(super) peer_goaway: Option<StreamId>,
+    pub(super) drain_deadline: Option<Instant>,
+    pub(super) closed: bool,
+}
+
+impl Connection {
+    /// A new connection. Queues our SETTINGS as the first frame to transmit
+    /// (the preface bytes are written by the I/O glue, not the engine).
+    /// Out-of-range `config` values are clamped (see [`Config::validate`]).
+    pub fn new(role: Role, config: Config, now: Instant) -> Connection {
+        let config = config.sanitized();
+        let mut control = VecDeque::new();
+        control.push_back(Frame::Settings(config.settings()));
+        Connection {
+            role,
+            peer_settings: None,
+            peer_limits: Limits::default(),
+            peer_stream_window: DEFAULT_INITIAL_STREAM_WINDOW,
+            peer_max_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            streams: StreamTable::new(config.max_reset_streams),
+            next_stream_id: 1,
+            highest_peer_id: StreamId::ZERO,
+            conn_send: SendWindow::new(DEFAULT_INITIAL_CONNECTION_WINDOW),
+            conn_recv: RecvWindow::new(config.initial_connection_window),
+            control,
+            sched: Scheduler::default(),
+            events: VecDeque::new(),
+            settings_deadline: now.checked_add(config.settings_timeout),
+            last_recv: now,
+            pings: VecDeque::new(),
+            keepalive_seq: 0,
+            local_goaway: None,
+            peer_goaway: None,
+            drain_deadline: None,
+            closed: false,
+            config,
+        }
+    }
+
+    /// Which end this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    // ------------------------------------------------------------------
+    // Queries
+    // ------------------------------------------------------------------
+
+    /// Whether the peer's SETTINGS arrived.
+    pub fn is_ready(&self) -> bool {
+        self.peer_settings.is_some()
+    }
+
+    /// Client: whether [`Connection::open_stream`] would succeed now for a
+    /// valid head (ready, not going away, under the peer's limit, ids left).
+    pub fn can_open_stream(&self) -> bool {
+        self.role == Role::Client
+            && !self.closed
+            && self.is_ready()
+            && !self.going_away()
+            && self.streams.len() < self.peer_max_streams as usize
+            && self.next_stream_id <= u64::from(StreamId::MAX.get())
+    }
+
+    /// Streams with at least one half still open.
+    pub fn active_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Body bytes queued on `id` and not yet emitted (0 if unknown).
+    pub fn send_buffered(&self, id: StreamId) -> usize {
+        self.streams.get(id).map_or(0, |s| s.buffered)
+    }
+
+    /// Send credit available to `id` now: min(stream, connection) window
+    /// (0 if unknown).
+    pub fn send_window(&self, id: StreamId) -> usize {
+        self.streams.get(id).map_or(0, |s| {
+            s.send_window.available().min(self.conn_send.available()) as usize
+        })
+    }
+
+    /// The peer's SETTINGS, once received.
+    pub fn peer_settings(&self) -> Option<&Settings> {
+        self.peer_settings.as_ref()
+    }
+
+    /// Nothing more to do: the glue flushes the remaining
+    /// [`Connection::poll_transmit`] frames and closes the socket.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether [`Connection::poll_transmit`] has a frame now.
+    pub fn has_pending_transmit(&self) -> bool {
+        !self.control.is_empty()
+            || (!self.closed && self.sched.has_work(self.conn_send.available() > 0))
+    }
+
+    // ------------------------------------------------------------------
+    // Outputs and time
+    // ------------------------------------------------------------------
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let mut t: Option<Instant> = None;
+        let mut at = |i: Instant| t = Some(t.map_or(i, |t| t.min(i)));
+        if let (None, Some(d)) = (&self.peer_settings, self.settings_deadline) {
+            at(d);
+        }
+        if let Some(d) = self.ping_deadline() {
+            at(d);
+        }
+        if let Some(k) = self.keepalive_due() {
+            at(k);
+        }
+        if let (true, Some(d)) = (self.draining(), self.drain_deadline) {
+            at(d);
+        }
+        t
+    }
+
+    /// Fires the timers due at `now`: settings timeout, ping timeout, drain
+    /// deadline, keepalive PING.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        // "If the peer's SETTINGS does not arrive within settings_timeout
+        // (default 10 s) -> GOAWAY(SETTINGS_TIMEOUT)."
+        if self.peer_settings.is_none() && self.settings_deadline.is_some_and(|d| now >= d) {
+            let e = ConnError::new(
+                ConnErrorClass::SettingsTimeout,
+                StreamId::ZERO,
+                "peer SETTINGS did not arrive in time",
+            );
+            return self.fail(e);
+        }
+        // "no ACK within ping_timeout -> connection error (TIMEOUT)."
+        if self.ping_deadline().is_some_and(|d| now >= d) {
+            let e = ConnError::new(
+                ConnErrorClass::PingTimeout,
+                StreamId::ZERO,
+                "PING not acknowledged in time",
+            );
+            return self.fail(e);
+        }
+        if let (true, Some(d)) = (self.draining(), self.drain_deadline) {
+            if now >= d {
+                for id in self.streams.sorted_ids() {
+                    self.remove_stream(id, Recent::Reset);
+                    self.control
+                        .push_back(Reset::new(id, Reason::CANCEL).into());
+                    self.events.push_back(Event::StreamReset {
+                        id,
+                        reason: Reason::CANCEL,
+                        remote: false,
+                    });
+                }
+                return self.close(None);
+            }
+        }
+        // "Optional keepalive: after keepalive_interval of silence send PING"
+        if self.keepalive_due().is_some_and(|k| now >= k) {
+            self.keepalive_seq = self.keepalive_seq.wrapping_add(1);
+            let mut payload = *b"uwka\0\0\0\0";
+            payload[4..].copy_from_slice(&self.keepalive_seq.to_be_bytes());
+            self.pings.push_back(PendingPing {
+                payload,
+                sent: now,
+                keepalive: true,
+            });
+            self.control.push_back(Ping::new(payload).into());
+        }
+    }
+
+    /// The transport reported a decode error. Queues GOAWAY(`err.reason()`,
+    /// debug = the error text) and closes; open streams get
+    /// `StreamReset { reason: err.reason(), remote: false }`.
+    pub fn handle_decode_error(&mut self, err: &crate::frame::DecodeError) {
+        self.fail(ConnError::from(err));
+    }
+
+    /// The transport closed. Every open stream gets
+    /// `Event::StreamReset { reason: Reason::INTERNAL_ERROR, remote: true }`
+    /// (not retry-safe: the peer may have processed it), then
+    /// `Event::Closed { error: Some(unexpected_eof) }`. Nothing is left to
+    /// transmit.
+    pub fn handle_eof(&mut self) {
+        self.control.clear();
+        if self.closed {
+            return;
+        }
+        self.reset_all(Reason::INTERNAL_ERROR, true);
+        self.close(Some(ConnError::new(
+            ConnErrorClass::UnexpectedEof,
+            StreamId::ZERO,
+            "transport closed",
+        )));
+    }
+
+    // ------------------------------------------------------------------
+    // Shared helpers
+    // ------------------------------------------------------------------
+
+    /// Either side sent or received GOAWAY: no new local streams.
+    pub(super) fn going_away(&self) -> bool {
+        self.local_goaway.is_some() || self.peer_goaway.is_some()
+    }
+
+    /// A graceful drain is in progress (ours or the peer's).
+    fn draining(&self) -> bool {
+        self.local_goaway == Some(Reason::NO_ERROR) || self.peer_goaway.is_some()
+    }
+
+    /// When the oldest unanswered PING times out.
+    fn ping_deadline(&self) -> Option<Instant> {
+        let p = self.pings.front()?;
+        p.sent.checked_add(self.config.ping_timeout)
+    }
+
+    /// When the next keepalive PING is due, if one is.
+    fn keepalive_due(&self) -> Option<Instant> {
+        let iv = self.config.keepalive_interval?;
+        let outstanding = self.pings.iter().any(|p| p.keepalive);
+        if !self.is_ready() || outstanding {
+            return None;
+        }
+        self.last_recv.checked_add(iv)
+    }
+
+    /// The last_stream_id we put in our GOAWAY.
+    pub(super) fn last_peer_stream_id(&self) -> StreamId {
+        match self.role {
+            Role::Server => self.highest_peer_id,
+            Role::Client => StreamId::ZERO,
+        }
+    }
+
+    /// A connection error we detected: GOAWAY, reset events, close.
+    pub(super) fn fail(&mut self, err: ConnError) {
+        if self.closed {
+            return;
+        }
+        let debug = Bytes::from(err.to_string());
+        self.control
+            .push_back(GoAway::new(self.last_peer_stream_id(), err.reason(), debug).into());
+        self.reset_all(err.reason(), false);
+        self.close(Some(err));
+    }
+
+    /// Removes every open stream with a `StreamReset` event (no frames).
+    pub(super) fn reset_all(&mut self, reason: Reason, remote: bool) {
+        for id in self.streams.sorted_ids() {
+            self.remove_stream(id, Recent::Reset);
+            self.events
+                .push_back(Event::StreamReset { id, reason, remote });
+        }
+    }
+
+    pub(super) fn close(&mut self, error: Option<ConnError>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.sched = Scheduler::default();
+        self.pings.clear();
+        self.events.push_back(Event::Closed { error });
+    }
+
+    /// Removes an open stream (and its transmit queue entry).
+    pub(super) fn remove_stream(&mut self, id: StreamId, how: Recent) -> Option<Stream> {
+        let s = self.streams.remove(id, how)?;
+        if let Some(which) = s.sched {
+            self.sched.forget(which, &self.streams);
+        }
+        Some(s)
+    }
+
+    /// A stream error: RESET(`reason`) for `id`, `StreamReset { remote:
+    /// false }` if the application knew the stream.
+    pub(super) fn stream_error(&mut self, id: StreamId, reason: Reason) {
+        if self.remove_stream(id, Recent::Reset).is_some() {
+            self.events.push_back(Event::StreamReset {
+                id,
+                reason,
+                remote: false,
+            });
+        } else {
+            self.streams.remember(id, Recent::Reset);
+        }
+        self.control.push_back(Reset::new(id, reason).into());
+        self.maybe_finish_drain();
+    }
+
+    /// Closes `id` normally if both halves are done.
+    pub(super) fn maybe_close(&mut self, id: StreamId) {
+        if self.streams.get(id).is_some_and(Stream::is_done) {
+            self.remove_stream(id, Recent::Closed);
+            self.events.push_back(Event::StreamClosed { id });
+            self.maybe_finish_drain();
+        }
+    }
+
+    /// "closes when all streams are done"
+    pub(super) fn maybe_finish_drain(&mut self) {
+        if !self.closed && self.draining() && self.streams.is_empty() {
+            self.close(None);
+        }
+    }
+
+    /// Queues a connection WINDOW_UPDATE if the batching rule says so.
+    pub(super) fn flush_connection_update(&mut self) {
+        if let Some(inc) = self.conn_recv.take_update() {
+            self.control
+                .push_back(WindowUpdate::new(StreamId::ZERO, inc).into());
+        }
+    }
+
+    /// Queues a stream WINDOW_UPDATE if the batching rule says so and the
+    /// peer may still send on the stream.
+    pub(super) fn flush_stream_update(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(id) else {
+            return;
+        };
+        if s.recv == RecvState::Closed {
+            return;
+        }
+        if let Some(inc) = s.recv_window.take_update() {
+            self.control.push_back(WindowUpdate::new(id, inc).into());
+        }
+    }
+}

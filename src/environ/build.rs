@@ -1,0 +1,502 @@
+//! [`build`]: a request head to an environ. The rules and their reasons are
+//! listed in the module documentation; each defence below quotes the text
+//! that motivates it.
+
+use std::collections::HashMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::{memchr, memrchr};
+
+use super::config::{is_normalized_script_name, normalize_script_name};
+use super::path::{check_target, match_prefix, percent_decode};
+use super::{Environ, EnvironConfig, EnvironError};
+use crate::frame::RequestHead;
+
+/// Distinct `HTTP_*` names above which lookups switch from a linear scan to
+/// a hash map (keeps many-header requests linear, small ones allocation-free).
+const INDEX_THRESHOLD: usize = 16;
+
+/// Builds the CGI/WSGI environ of `head` (see the [module
+/// documentation](super) for every variable and rule).
+///
+/// # Errors
+///
+/// An [`EnvironError`] when the head carries a request that must be refused
+/// (the runtime answers 400): NUL in the target, invalid, conflicting or
+/// `Transfer-Encoding`-accompanied `Content-Length`, conflicting
+/// `Content-Type`, repeated `Host`, or an environ over
+/// [`EnvironConfig::max_size`].
+pub fn build(head: &RequestHead, config: &EnvironConfig) -> Result<Environ, EnvironError> {
+    check_target(head)?;
+    let mapped = map_headers(head, config)?;
+
+    let script = if is_normalized_script_name(&config.script_name) {
+        config.script_name.clone()
+    } else {
+        normalize_script_name(config.script_name.clone())
+    };
+    let (script_name, path_info) = match match_prefix(&head.path, &script) {
+        Some(rest) => (script, percent_decode(&head.path, rest)),
+        None => (Bytes::new(), percent_decode(&head.path, 0)),
+    };
+
+    let scheme = if !head.scheme.is_empty() {
+        head.scheme.clone()
+    } else if head.tls {
+        Bytes::from_static(b"https")
+    } else {
+        Bytes::from_static(b"http")
+    };
+    let (auth_host, auth_port) = split_authority(&head.authority);
+    let server_name = if !head.server_name.is_empty() {
+        head.server_name.clone()
+    } else if !auth_host.is_empty() {
+        head.authority.slice_ref(auth_host)
+    } else {
+        config.default_server_name.clone()
+    };
+    let server_port = if head.server_port != 0 {
+        head.server_port
+    } else if let Some(p) = auth_port.or(config.default_server_port) {
+        p
+    } else if head.tls || scheme.eq_ignore_ascii_case(b"https") {
+        443
+    } else {
+        80
+    };
+
+    let mut vars: Vec<(Bytes, Bytes)> =
+        Vec::with_capacity(17 + mapped.http.len() + head.params.len());
+    let mut put = |name: &'static str, value: Bytes| {
+        vars.push((Bytes::from_static(name.as_bytes()), value));
+    };
+    put("REQUEST_METHOD", head.method.clone());
+    put("SCRIPT_NAME", script_name);
+    put("PATH_INFO", path_info);
+    put("QUERY_STRING", head.query.clone().unwrap_or_default());
+    put("REQUEST_URI", request_uri(head));
+    put("REQUEST_SCHEME", scheme);
+    put(
+        "SERVER_PROTOCOL",
+        Bytes::from_static(head.version.as_protocol_str().as_bytes()),
+    );
+    put("SERVER_NAME", server_name);
+    put("SERVER_PORT", decimal(server_port.into()));
+    put("SERVER_SOFTWARE", config.server_software.clone());
+    put("GATEWAY_INTERFACE", Bytes::from_static(b"CGI/1.1"));
+    put("REMOTE_ADDR", strip_brackets(&head.client_addr));
+    if head.client_port != 0 {
+        put("REMOTE_PORT", decimal(head.client_port.into()));
+    }
+    if head.tls {
+        put("HTTPS", Bytes::from_static(b"on"));
+    }
+    if let Some(ct) = mapped.content_type {
+        put("CONTENT_TYPE", ct);
+    }
+    if let Some(len) = head.body_length.or(mapped.content_length) {
+        put("CONTENT_LENGTH", decimal(len));
+    }
+    if !mapped.has_host && !head.authority.is_empty() {
+        put("HTTP_HOST", head.authority.clone());
+    }
+    vars.extend(mapped.http);
+
+    // Params: trusted, override in place (exact name), appended otherwise.
+    let pbuf = head.params.as_bytes();
+    for (name, value) in head.params.iter() {
+        if name == b"CONTENT_LENGTH" {
+            // The body length is framing, carried by `body_length` and the
+            // stream; a variable from the proxy must not contradict it.
+            continue;
+        }
+        let value = pbuf.slice_ref(value);
+        match vars.iter_mut().find(|(n, _)| n[..] == *name) {
+            Some((_, v)) => *v = value,
+            None => vars.push((pbuf.slice_ref(name), value)),
+        }
+    }
+
+    let env = Environ::from_vec(vars);
+    if let Some(limit) = config.max_size {
+        let size = env.size();
+        if size > limit {
+            return Err(EnvironError::TooLarge { size, limit });
+        }
+    }
+    Ok(env)
+}
+
+/// Headers sorted into what the environ needs.
+struct Mapped {
+    content_type: Option<Bytes>,
+    content_length: Option<u64>,
+    has_host: bool,
+    http: Vec<(Bytes, Bytes)>,
+}
+
+/// One `HTTP_*` variable being assembled.
+struct Pending<'a> {
+    name: Bytes,
+    first: &'a [u8],
+    joined: Option<Vec<u8>>,
+}
+
+impl Pending<'_> {
+    fn append(&mut self, value: &[u8]) {
+        // RFC 9113 8.2.3: "If there are multiple Cookie header fields after
+        // decompression, these MUST be concatenated into a single octet
+        // string using the two-octet delimiter of 0x3b, 0x20 (the ASCII
+        // string "; ") before being passed into a non-HTTP/2 context, such
+        // as an HTTP/1.1 connection, or a generic HTTP server application."
+        // (RFC 6265 5.4 already forbids a user agent to send more than one.)
+        // RFC 9110 5.3: "... by appending each subsequent field line value
+        // to the initial field line value in order, separated by a comma
+        // (",") and optional whitespace ... For consistency, use comma SP."
+        let sep: &[u8] = if &self.name[..] == b"HTTP_COOKIE" {
+            b"; "
+        } else {
+            b", "
+        };
+        let joined = self.joined.get_or_insert_with(|| self.first.to_vec());
+        joined.extend_from_slice(sep);
+        joined.extend_from_slice(value);
+    }
+}
+
+/// Variables no header may produce, whatever the configuration.
+///
+/// httpoxy, CVE-2016-5385: "PHP through 7.0.8 does not attempt to address
+/// RFC 3875 section 4.1.18 namespace conflicts and therefore does not
+/// protect applications from the presence of untrusted client data in the
+/// HTTP_PROXY environment variable, which might allow remote attackers to
+/// redirect an application's outbound HTTP traffic to an arbitrary proxy
+/// server via a crafted Proxy header in an HTTP request" (also Go
+/// CVE-2016-5386, Apache CVE-2016-5387, Python CVE-2016-1000110).
+///
+/// RFC 3875 4.1.18: "The server is not required to create meta-variables
+/// for all the header fields that it receives. In particular, it SHOULD
+/// remove any header fields carrying authentication information, such as
+/// 'Authorization'; or that are available to the script in other
+/// meta-variables, such as 'Content-Length' and 'Content-Type'."
+/// (`Authorization` is kept: WSGI applications rely on
+/// `HTTP_AUTHORIZATION`, and nginx and uWSGI pass it.)
+const RESERVED: [&[u8]; 3] = [b"HTTP_PROXY", b"HTTP_CONTENT_LENGTH", b"HTTP_CONTENT_TYPE"];
+
+/// Whether a header name may become an `HTTP_*` variable.
+///
+/// CVE-2015-0219: "Django before 1.4.18, 1.6.x before 1.6.10, and 1.7.x
+/// before 1.7.3 allows remote attackers to spoof WSGI headers by using an _
+/// (underscore) character instead of a - (dash) character in an HTTP
+/// header, as demonstrated by an X-Auth_User header."
+///
+/// nginx, `ignore_invalid_headers` (on by default): "Valid names are
+/// composed of English letters, digits, hyphens, and possibly underscores
+/// (as controlled by the underscores_in_headers directive)." Apache 2.4
+/// likewise: headers "containing invalid characters (including underscores)
+/// are now silently dropped" when building CGI variables.
+fn is_mappable_name(name: &[u8], allow_underscore: bool) -> bool {
+    name.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || (allow_underscore && b == b'_'))
+}
+
+fn map_headers(head: &RequestHead, config: &EnvironConfig) -> Result<Mapped, EnvironError> {
+    let block = &head.headers;
+    let buf = block.as_bytes();
+    // One allocation holds every HTTP_* name; each is split off as a Bytes.
+    let names_len: usize = block.iter().map(|(n, _)| 5 + n.len()).sum();
+    let mut names = BytesMut::with_capacity(names_len);
+    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(block.len());
+    let mut index: Option<HashMap<Bytes, usize>> = None;
+    let mut content_type: Option<&[u8]> = None;
+    let mut content_length: Option<u64> = None;
+    let mut has_host = false;
+    let mut has_te = false;
+
+    for (name, value) in block.iter() {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // RFC 9112 6.3: "If a message is received without
+            // Transfer-Encoding and with an invalid Content-Length header
+            // field, then the message framing is invalid and the recipient
+            // MUST treat it as an unrecoverable error, unless the field
+            // value can be successfully parsed as a comma-separated list
+            // (Section 5.6.1 of [HTTP]), all values in the list are valid,
+            // and all values in the list are the same". RFC 9110 8.6 allows
+            // "Content-Length: 42, 42" to be replaced "with a single instance
+            // of the decimal value". Repeated fields are one list (RFC 9110
+            // 5.3), so differing repeats conflict too: request smuggling
+            // defence, the two sides of a desync disagree on the length.
+            let n = parse_content_length(value)?;
+            match content_length {
+                Some(first) if first != n => {
+                    return Err(EnvironError::ConflictingContentLength { first, other: n })
+                }
+                _ => content_length = Some(n),
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-type") {
+            // RFC 9110 5.3: "A sender MUST NOT generate multiple field lines
+            // with the same name in a message ... unless that field's
+            // definition allows multiple field line values to be recombined
+            // as a comma-separated list". Content-Type does not; servers
+            // that disagree on which copy wins can be played off each other.
+            match content_type {
+                Some(first) if first != value => return Err(EnvironError::ConflictingContentType),
+                _ => content_type = Some(value),
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            // RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request)
+            // status code to any HTTP/1.1 request message that lacks a Host
+            // header field and to any request message that contains more
+            // than one Host header field line or a Host header field with an
+            // invalid field value."
+            if has_host {
+                return Err(EnvironError::DuplicateHost);
+            }
+            has_host = true;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            has_te = true;
+        }
+        if !is_mappable_name(name, config.allow_underscore_headers) {
+            continue;
+        }
+        // RFC 3875 4.1.18: "The HTTP header field name is converted to upper
+        // case, has all occurrences of "-" replaced with "_" and has "HTTP_"
+        // prepended to give the meta-variable name." Every header variable
+        // carries the prefix, so no header can set a server variable.
+        names.put_slice(b"HTTP_");
+        names.extend(name.iter().map(|&b| match b {
+            b'-' => b'_',
+            _ => b.to_ascii_uppercase(),
+        }));
+        if RESERVED.contains(&&names[..]) {
+            names.clear();
+            continue;
+        }
+        // RFC 3875 4.1.18: "If multiple header fields with the same
+        // field-name are received then the server MUST rewrite them as a
+        // single value having the same semantics." Names that normalise to
+        // the same variable are merged in order, never overwritten.
+        let found = match &index {
+            Some(map) => map.get(&names[..]).copied(),
+            None => pending.iter().position(|p| p.name[..] == names[..]),
+        };
+        match found {
+            Some(i) => {
+                names.clear();
+                pending[i].append(value);
+            }
+            None => {
+                let key = names.split().freeze();
+                if let Some(map) = &mut index {
+                    map.insert(key.clone(), pending.len());
+                }
+                pending.push(Pending {
+                    name: key,
+                    first: value,
+                    joined: None,
+                });
+                if index.is_none() && pending.len() >= INDEX_THRESHOLD {
+                    let map = pending
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (p.name.clone(), i))
+                        .collect();
+                    index = Some(map);
+                }
+            }
+        }
+    }
+
+    // RFC 9112 6.3: "If a message is received with both a Transfer-Encoding
+    // and a Content-Length header field, the Transfer-Encoding overrides the
+    // Content-Length. Such a message might indicate an attempt to perform
+    // request smuggling (Section 11.2) or response splitting (Section 11.1)
+    // and ought to be handled as an error. An intermediary that chooses to
+    // forward the message MUST first remove the received Content-Length
+    // field". A proxy that forwards both broke that rule: refuse.
+    if has_te && content_length.is_some() {
+        return Err(EnvironError::ContentLengthWithTransferEncoding);
+    }
+
+    let http = pending
+        .into_iter()
+        .map(|p| {
+            let value = match p.joined {
+                Some(v) => Bytes::from(v),
+                None => buf.slice_ref(p.first),
+            };
+            (p.name, value)
+        })
+        .collect();
+    Ok(Mapped {
+        content_type: content_type.map(|v| buf.slice_ref(v)),
+        content_length,
+        has_host,
+        http,
+    })
+}
+
+/// Parses a `Content-Length` value: a comma-separated list of identical
+/// decimals (`"42"`, `"42, 42"`), each fitting in 64 bits.
+fn parse_content_length(value: &[u8]) -> Result<u64, EnvironError> {
+    let invalid = || EnvironError::InvalidContentLength {
+        value: String::from_utf8_lossy(&value[..value.len().min(64)]).into_owned(),
+    };
+    let mut result: Option<u64> = None;
+    for elem in value.split(|&b| b == b',') {
+        let elem = trim_ows(elem);
+        if elem.is_empty() || !elem.iter().all(u8::is_ascii_digit) {
+            return Err(invalid());
+        }
+        let n = elem
+            .iter()
+            .try_fold(0u64, |acc, &d| {
+                acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
+            .ok_or_else(invalid)?;
+        match result {
+            Some(first) if first != n => {
+                return Err(EnvironError::ConflictingContentLength { first, other: n })
+            }
+            _ => result = Some(n),
+        }
+    }
+    result.ok_or_else(invalid)
+}
+
+/// Strips RFC 9110 optional whitespace (SP / HTAB) from both ends.
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Splits an authority into host (brackets of an IPv6 literal kept) and a
+/// valid non-zero port. Userinfo, if any, is dropped.
+fn split_authority(a: &[u8]) -> (&[u8], Option<u16>) {
+    let a = match memrchr(b'@', a) {
+        Some(i) => &a[i + 1..],
+        None => a,
+    };
+    if a.first() == Some(&b'[') {
+        return match memchr(b']', a) {
+            Some(end) => {
+                let port = a[end + 1..].strip_prefix(b":").and_then(parse_port);
+                (&a[..=end], port)
+            }
+            None => (a, None),
+        };
+    }
+    match memrchr(b':', a) {
+        Some(i) => (&a[..i], parse_port(&a[i + 1..])),
+        None => (a, None),
+    }
+}
+
+fn parse_port(p: &[u8]) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = p
+        .iter()
+        .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
+    u16::try_from(n).ok().filter(|&n| n != 0)
+}
+
+/// `REMOTE_ADDR` is a bare address (RFC 3875 4.1.8: `hostnumber`), so a
+/// bracketed IPv6 literal loses its brackets.
+fn strip_brackets(addr: &Bytes) -> Bytes {
+    match &addr[..] {
+        [b'[', inner @ .., b']'] => addr.slice_ref(inner),
+        _ => addr.clone(),
+    }
+}
+
+/// `REQUEST_URI`: the path as received, then `?` and the query when the
+/// target had a `?`. No copy when there is no query.
+fn request_uri(head: &RequestHead) -> Bytes {
+    match &head.query {
+        None => head.path.clone(),
+        Some(q) => {
+            let mut v = BytesMut::with_capacity(head.path.len() + 1 + q.len());
+            v.put_slice(&head.path);
+            v.put_u8(b'?');
+            v.put_slice(q);
+            v.freeze()
+        }
+    }
+}
+
+/// A decimal number as bytes; the common ports without allocating.
+fn decimal(n: u64) -> Bytes {
+    match n {
+        80 => Bytes::from_static(b"80"),
+        443 => Bytes::from_static(b"443"),
+        0 => Bytes::from_static(b"0"),
+        _ => Bytes::from(n.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod helper_tests {
+    use super::*;
+
+    #[test]
+    fn content_length_lists() {
+        assert_eq!(parse_content_length(b"42"), Ok(42));
+        assert_eq!(parse_content_length(b"042"), Ok(42));
+        assert_eq!(parse_content_length(b" 42 ,\t42"), Ok(42));
+        assert_eq!(parse_content_length(b"18446744073709551615"), Ok(u64::MAX));
+        for bad in [
+            &b""[..],
+            b" ",
+            b"4 2",
+            b"-1",
+            b"+1",
+            b"0x10",
+            b"42,",
+            b"18446744073709551616",
+        ] {
+            assert!(
+                matches!(
+                    parse_content_length(bad),
+                    Err(EnvironError::InvalidContentLength { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse_content_length(b"1, 2"),
+            Err(EnvironError::ConflictingContentLength { first: 1, other: 2 })
+        );
+    }
+
+    #[test]
+    fn authority_split() {
+        assert_eq!(split_authority(b"example.com"), (&b"example.com"[..], None));
+        assert_eq!(
+            split_authority(b"example.com:8080"),
+            (&b"example.com"[..], Some(8080))
+        );
+        assert_eq!(
+            split_authority(b"example.com:"),
+            (&b"example.com"[..], None)
+        );
+        assert_eq!(
+            split_authority(b"example.com:99999"),
+            (&b"example.com"[..], None)
+        );
+        assert_eq!(split_authority(b"[::1]:8443"), (&b"[::1]"[..], Some(8443)));
+        assert_eq!(split_authority(b"[::1]"), (&b"[::1]"[..], None));
+        assert_eq!(split_authority(b"u:p@h:81"), (&b"h"[..], Some(81)));
+        assert_eq!(split_authority(b""), (&b""[..], None));
+    }
+}

@@ -1,0 +1,522 @@
+//! The connection driver: a task that owns the socket and the sans-IO
+//! engine, moves bytes between them, and relays events to stream handles.
+//!
+//! It reads and writes at once (both branches of one `select!`), so two
+//! peers that are both writing can never deadlock on full socket buffers,
+//! and it stops reading while its own write buffer is over a high-water
+//! mark, so a peer that floods control frames but never reads cannot make
+//! it buffer without bound.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::{Error, Kind};
+use super::stream::{Command, CommandTx, Opened, RecvEvent, RecvStream, Responder};
+use super::IncomingRequest;
+use crate::codec::Codec;
+use crate::conn::{Config, Connection, Event, Role};
+use crate::frame::{preface, Reason, RequestHead, ResponseHead, StreamId};
+
+/// A send completes (the caller may send more) once at most this many bytes
+/// of the stream wait in the engine for flow-control credit.
+const SEND_LOW_WATER: usize = 128 * 1024;
+/// Stop reading while this many bytes wait to be written.
+const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Commands handled per wake-up before the driver writes again.
+const COMMAND_BATCH: usize = 64;
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+#[derive(Default)]
+struct Slot {
+    body: Option<mpsc::UnboundedSender<RecvEvent>>,
+    response: Option<oneshot::Sender<Result<ResponseHead, Error>>>,
+}
+
+type OpenRequest = (RequestHead, bool, oneshot::Sender<Result<Opened, Error>>);
+
+pub(crate) struct Driver {
+    engine: Connection,
+    codec: Codec,
+    streams: HashMap<StreamId, Slot>,
+    pending_opens: VecDeque<OpenRequest>,
+    acks: Vec<(StreamId, oneshot::Sender<Result<(), Error>>)>,
+    pings: VecDeque<oneshot::Sender<Result<Duration, Error>>>,
+    ping_seq: u64,
+    incoming: Option<mpsc::UnboundedSender<IncomingRequest>>,
+    cmd_weak: mpsc::WeakUnboundedSender<Command>,
+    goaway_received: bool,
+    failure: Option<Error>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        role: Role,
+        config: Config,
+        cmd_weak: mpsc::WeakUnboundedSender<Command>,
+        incoming: Option<mpsc::UnboundedSender<IncomingRequest>>,
+    ) -> Driver {
+        let limits = config.limits;
+        Driver {
+            engine: Connection::new(role, config, now()),
+            codec: Codec::new(limits),
+            streams: HashMap::new(),
+            pending_opens: VecDeque::new(),
+            acks: Vec::new(),
+            pings: VecDeque::new(),
+            ping_seq: 0,
+            incoming,
+            cmd_weak,
+            goaway_received: false,
+            failure: None,
+        }
+    }
+
+    fn cmd_tx(&self) -> Option<CommandTx> {
+        self.cmd_weak.upgrade()
+    }
+
+    /// Runs the connection to completion.
+    pub(crate) async fn run<T>(
+        mut self,
+        io: T,
+        mut cmd_rx: mpsc::UnboundedReceiver<Command>,
+    ) -> Result<(), Error>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let mut rbuf = BytesMut::with_capacity(64 * 1024);
+        let mut wbuf = BytesMut::with_capacity(64 * 1024);
+        wbuf.extend_from_slice(&preface::PREFACE);
+        let mut read_open = true;
+        let mut cmds_open = true;
+
+        loop {
+            self.process_events();
+            self.fill(&mut wbuf);
+            self.resolve_acks();
+            if self.engine.is_closed() && wbuf.is_empty() && !self.engine.has_pending_transmit() {
+                break;
+            }
+            if !read_open && !self.engine.is_closed() && wbuf.is_empty() {
+                // Peer is gone and we have nothing left to say.
+                self.engine.handle_eof();
+                continue;
+            }
+            let deadline = self
+                .engine
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            if rbuf.capacity() - rbuf.len() < 8 * 1024 {
+                rbuf.reserve(64 * 1024);
+            }
+            tokio::select! {
+                biased;
+                res = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+                    if let Err(e) = res {
+                        self.fail_io(e);
+                        break;
+                    }
+                }
+                res = rd.read_buf(&mut rbuf), if read_open && wbuf.len() < WRITE_HIGH_WATER => {
+                    match res {
+                        Ok(0) => {
+                            read_open = false;
+                            if let Err(e) = self.codec.decode_frame_eof(&mut rbuf) {
+                                self.engine.handle_decode_error(&e);
+                            }
+                            self.engine.handle_eof();
+                        }
+                        Ok(_) => {
+                            if !self.decode(&mut rbuf) {
+                                read_open = false;
+                            }
+                        }
+                        Err(e) => {
+                            self.fail_io(e);
+                            break;
+                        }
+                    }
+                }
+                cmd = cmd_rx.recv(), if cmds_open => {
+                    match cmd {
+                        Some(c) => {
+                            self.apply(c);
+                            for _ in 0..COMMAND_BATCH {
+                                match cmd_rx.try_recv() {
+                                    Ok(c) => self.apply(c),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        None => {
+                            // Every handle is gone: finish what is in flight, then close.
+                            cmds_open = false;
+                            self.engine.go_away(Reason::NO_ERROR, Bytes::new(), now());
+                        }
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.engine.handle_timeout(now());
+                }
+            }
+        }
+        let _ = wr.shutdown().await;
+        self.process_events();
+        self.fail_all(Error::closed);
+        match self.failure.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Decodes every complete frame in `rbuf`. Returns false once reading
+    /// must stop (decode or connection error).
+    fn decode(&mut self, rbuf: &mut BytesMut) -> bool {
+        loop {
+            match self.codec.decode_frame(rbuf) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = self.engine.handle_frame(frame, now()) {
+                        tracing_warn(&format!("uwire: closing connection: {e}"));
+                        self.failure = Some(e.into());
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(e) => {
+                    tracing_warn(&format!("uwire: closing connection: {e}"));
+                    self.engine.handle_decode_error(&e);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn fill(&mut self, wbuf: &mut BytesMut) {
+        while wbuf.len() < WRITE_HIGH_WATER {
+            match self.engine.poll_transmit() {
+                Some(frame) => {
+                    wbuf.reserve(frame.encoded_len());
+                    if let Err(e) = frame.encode(wbuf) {
+                        // Engine-produced frames are always encodable; report loudly if not.
+                        tracing_warn(&format!("uwire: dropping unencodable frame: {e}"));
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn resolve_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        let engine = &self.engine;
+        let mut i = 0;
+        while i < self.acks.len() {
+            if engine.send_buffered(self.acks[i].0) <= SEND_LOW_WATER {
+                let (_, tx) = self.acks.swap_remove(i);
+                let _ = tx.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn process_events(&mut self) {
+        while let Some(ev) = self.engine.poll_event() {
+            self.dispatch(ev);
+        }
+        self.try_open();
+    }
+
+    fn dispatch(&mut self, ev: Event) {
+        match ev {
+            Event::Ready => {}
+            Event::Request {
+                id,
+                head,
+                end_stream,
+            } => self.on_request(id, head, end_stream),
+            Event::Response {
+                id,
+                head,
+                end_stream,
+            } => {
+                if head.is_informational() {
+                    return;
+                }
+                if let Some(slot) = self.streams.get_mut(&id) {
+                    if let Some(tx) = slot.response.take() {
+                        let _ = tx.send(Ok(head));
+                    }
+                    if end_stream {
+                        if let Some(body) = slot.body.take() {
+                            let _ = body.send(RecvEvent::End);
+                        }
+                    }
+                }
+            }
+            Event::Data {
+                id,
+                data,
+                end_stream,
+            } => {
+                let n = data.len();
+                let delivered = match self.streams.get_mut(&id).and_then(|s| s.body.as_ref()) {
+                    Some(body) => body.send(RecvEvent::Data(data)).is_ok(),
+                    None => false,
+                };
+                if !delivered {
+                    // Nobody will read it: give the credit back right away.
+                    self.engine.release_capacity(id, n);
+                } else if end_stream {
+                    if let Some(body) = self.streams.get_mut(&id).and_then(|s| s.body.take()) {
+                        let _ = body.send(RecvEvent::End);
+                    }
+                }
+            }
+            Event::Trailers { id, fields } => {
+                if let Some(body) = self.streams.get_mut(&id).and_then(|s| s.body.take()) {
+                    let _ = body.send(RecvEvent::Trailers(fields));
+                }
+            }
+            Event::StreamReset { id, reason, remote } => {
+                let err = || {
+                    if reason == Reason::REFUSED_STREAM {
+                        Error::new(Kind::Refused)
+                    } else {
+                        Error::new(Kind::Reset(reason, remote))
+                    }
+                };
+                if let Some(slot) = self.streams.remove(&id) {
+                    if let Some(tx) = slot.response {
+                        let _ = tx.send(Err(err()));
+                    }
+                    if let Some(body) = slot.body {
+                        let _ = body.send(RecvEvent::Error(err()));
+                    }
+                }
+                self.fail_acks(id, err);
+            }
+            Event::StreamClosed { id } => {
+                if let Some(slot) = self.streams.remove(&id) {
+                    if let Some(body) = slot.body {
+                        let _ = body.send(RecvEvent::End);
+                    }
+                }
+            }
+            Event::PingAck { rtt, .. } => {
+                if let Some(tx) = self.pings.pop_front() {
+                    let _ = tx.send(Ok(rtt.unwrap_or_default()));
+                }
+            }
+            Event::GoAway { .. } => {
+                self.goaway_received = true;
+            }
+            Event::Closed { error } => {
+                if let Some(e) = error {
+                    if self.failure.is_none() {
+                        self.failure = Some(e.into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, id: StreamId, head: RequestHead, end_stream: bool) {
+        let (Some(cmd), Some(incoming)) = (self.cmd_tx(), self.incoming.as_ref()) else {
+            let _ = self.engine.reset_stream(id, Reason::REFUSED_STREAM);
+            return;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut slot = Slot::default();
+        if end_stream {
+            let _ = tx.send(RecvEvent::End);
+        } else {
+            slot.body = Some(tx);
+        }
+        let req = IncomingRequest {
+            head,
+            body: RecvStream::new(id, rx, cmd.clone(), false),
+            responder: Responder::new(id, cmd),
+        };
+        if incoming.send(req).is_err() {
+            // The application stopped accepting: refuse (the handles' drops reset the stream).
+            return;
+        }
+        self.streams.insert(id, slot);
+    }
+
+    fn try_open(&mut self) {
+        while !self.pending_opens.is_empty() && self.engine.can_open_stream() {
+            let (head, end_stream, reply) =
+                self.pending_opens.pop_front().expect("checked non-empty");
+            if reply.is_closed() {
+                continue;
+            }
+            match self.engine.open_stream(head, end_stream) {
+                Ok(id) => {
+                    let (resp_tx, resp_rx) = oneshot::channel();
+                    let (body_tx, body_rx) = mpsc::unbounded_channel();
+                    self.streams.insert(
+                        id,
+                        Slot {
+                            body: Some(body_tx),
+                            response: Some(resp_tx),
+                        },
+                    );
+                    let _ = reply.send(Ok(Opened {
+                        id,
+                        response: resp_rx,
+                        body: body_rx,
+                    }));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            }
+        }
+        if (self.goaway_received || self.engine.is_closed()) && !self.engine.can_open_stream() {
+            for (_, _, reply) in self.pending_opens.drain(..) {
+                let _ = reply.send(Err(Error::new(Kind::Refused)));
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::Open {
+                head,
+                end_stream,
+                reply,
+            } => {
+                if self.engine.is_closed() {
+                    let _ = reply.send(Err(Error::closed()));
+                } else {
+                    self.pending_opens.push_back((head, end_stream, reply));
+                    self.try_open();
+                }
+            }
+            Command::Respond {
+                id,
+                head,
+                end_stream,
+            } => {
+                let _ = self.engine.send_response(id, head, end_stream);
+            }
+            Command::Data {
+                id,
+                data,
+                end_stream,
+                done,
+            } => match self.engine.send_data(id, data, end_stream) {
+                Ok(()) => {
+                    if self.engine.send_buffered(id) <= SEND_LOW_WATER {
+                        let _ = done.send(Ok(()));
+                    } else {
+                        self.acks.push((id, done));
+                    }
+                }
+                Err(e) => {
+                    let _ = done.send(Err(e.into()));
+                }
+            },
+            Command::Trailers { id, fields } => {
+                let _ = self.engine.send_trailers(id, fields);
+            }
+            Command::Reset { id, reason } => {
+                let _ = self.engine.reset_stream(id, reason);
+                if let Some(slot) = self.streams.remove(&id) {
+                    if let Some(tx) = slot.response {
+                        let _ = tx.send(Err(Error::new(Kind::Reset(reason, false))));
+                    }
+                }
+                self.fail_acks(id, || Error::new(Kind::Reset(reason, false)));
+            }
+            Command::Release { id, n } => self.engine.release_capacity(id, n),
+            Command::Discard { id } => {
+                // Later DATA finds no reader and its credit is returned at once.
+                if let Some(slot) = self.streams.get_mut(&id) {
+                    slot.body = None;
+                }
+            }
+            Command::Ping { reply } => {
+                self.ping_seq += 1;
+                match self.engine.send_ping(self.ping_seq.to_be_bytes(), now()) {
+                    Ok(()) => self.pings.push_back(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::GoAway { drain } => {
+                let t = now();
+                self.engine.go_away(Reason::NO_ERROR, Bytes::new(), t);
+                if let Some(d) = drain {
+                    self.engine.set_drain_deadline(t + d);
+                }
+            }
+        }
+    }
+
+    fn fail_acks(&mut self, id: StreamId, err: impl Fn() -> Error) {
+        let mut i = 0;
+        while i < self.acks.len() {
+            if self.acks[i].0 == id {
+                let (_, tx) = self.acks.swap_remove(i);
+                let _ = tx.send(Err(err()));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn fail_io(&mut self, e: std::io::Error) {
+        self.engine.handle_eof();
+        self.process_events();
+        if self.failure.is_none() {
+            self.failure = Some(e.into());
+        }
+    }
+
+    fn fail_all(&mut self, err: impl Fn() -> Error) {
+        for (_, slot) in self.streams.drain() {
+            if let Some(tx) = slot.response {
+                let _ = tx.send(Err(err()));
+            }
+            if let Some(body) = slot.body {
+                let _ = body.send(RecvEvent::Error(err()));
+            }
+        }
+        for (_, tx) in self.acks.drain(..) {
+            let _ = tx.send(Err(err()));
+        }
+        for (_, _, reply) in self.pending_opens.drain(..) {
+            let _ = reply.send(Err(err()));
+        }
+        for tx in self.pings.drain(..) {
+            let _ = tx.send(Err(err()));
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn tracing_warn(msg: &str) {
+    if std::env::var_os("UWIRE_DEBUG").is_some() {
+        eprintln!("{msg}");
+    }
+}

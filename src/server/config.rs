@@ -1,0 +1,94 @@
+//! Server limits and timeouts, each with a documented default.
+
+use std::time::Duration;
+
+use super::bind::BindOptions;
+use crate::conn::Config as ConnConfig;
+use crate::environ::EnvironConfig;
+
+/// Default cap on open connections: 1024.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default cap on one request body: 1 GiB.
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 1 << 30;
+/// Default idle-connection timeout: 5 minutes. Proxies keep pooled
+/// connections open; the timeout only reaps ones that stay unused.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default per-request deadline: 60 s (uWSGI's "harakiri", without the kill).
+pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+/// Default time in-flight requests get to finish after shutdown starts: 30 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a [`super::Server`] can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Protocol settings of each connection: max concurrent streams per
+    /// connection, windows, max head size and header count (see
+    /// [`crate::conn::Config`]).
+    pub conn: ConnConfig,
+    /// Most connections open at once; further clients wait in the listen
+    /// backlog. Default [`DEFAULT_MAX_CONNECTIONS`]; range 1..
+    pub max_connections: usize,
+    /// Largest request body; larger ones get 413 (or a RESET once the
+    /// response has started). Default [`DEFAULT_MAX_BODY_SIZE`].
+    pub max_body_size: u64,
+    /// Close a connection that has had no stream for this long (GOAWAY).
+    /// Default [`DEFAULT_IDLE_TIMEOUT`]; `None` disables it.
+    pub idle_timeout: Option<Duration>,
+    /// Answer 504 (or RESET with TIMEOUT once the head was sent) when a
+    /// request takes longer. Default [`DEFAULT_REQUEST_DEADLINE`]; `None`
+    /// disables it.
+    pub request_deadline: Option<Duration>,
+    /// After shutdown starts, in-flight requests get this long before they
+    /// are reset. Default [`DEFAULT_DRAIN_TIMEOUT`].
+    pub drain_timeout: Duration,
+    /// How request heads become environs.
+    pub environ: EnvironConfig,
+    /// If non-empty (or `allow_gids` is), only Unix peers whose uid is listed
+    /// (or whose gid is in `allow_gids`) are served. Unix sockets only.
+    pub allow_uids: Vec<u32>,
+    /// See `allow_uids`.
+    pub allow_gids: Vec<u32>,
+    /// Socket file mode and backlog.
+    pub bind: BindOptions,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            conn: ConnConfig::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            request_deadline: Some(DEFAULT_REQUEST_DEADLINE),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            environ: EnvironConfig::default(),
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
+            bind: BindOptions::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks every value against its range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        if self.bind.socket_mode > 0o777 {
+            return Err(format!(
+                "socket mode {:o} is not a permission mode",
+                self.bind.socket_mode
+            ));
+        }
+        self.conn.validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Whether a peer with `uid`/`gid` may connect.
+    pub fn peer_allowed(&self, uid: u32, gid: u32) -> bool {
+        (self.allow_uids.is_empty() && self.allow_gids.is_empty())
+            || self.allow_uids.contains(&uid)
+            || self.allow_gids.contains(&gid)
+    }
+}

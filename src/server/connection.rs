@@ -1,0 +1,257 @@
+//! One connection: accept its streams, run each through the handler with the
+//! request deadline, stream responses back.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::handler::{Body, BodyError, Handler, Request, Response, ResponseBody};
+use super::metrics::{ErrorKind, Metrics};
+use super::ServerConfig;
+use crate::environ;
+use crate::frame::{HeaderBlock, Reason, ResponseHead};
+use crate::net::{self, IncomingRequest};
+
+pub(crate) struct Ctx {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Clone for Ctx {
+    fn clone(&self) -> Ctx {
+        Ctx {
+            handler: self.handler.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+pub(crate) async fn serve<T>(io: T, ctx: Ctx, mut stop: watch::Receiver<bool>)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ctx.metrics.connection_opened();
+    let (mut incoming, task) = net::server(io, ctx.config.conn.clone());
+    let driver = tokio::spawn(task);
+    let active = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let last_activity = Arc::new(AtomicU64::new(0));
+    let idle = ctx.config.idle_timeout;
+    let tick = idle.map(|d| (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    let mut shutting_down = *stop.borrow();
+    if shutting_down {
+        incoming.shutdown(Some(ctx.config.drain_timeout));
+    }
+    loop {
+        tokio::select! {
+            req = incoming.accept() => {
+                let Some(req) = req else { break };
+                active.fetch_add(1, Ordering::Relaxed);
+                let (ctx, active, last) = (ctx.clone(), active.clone(), last_activity.clone());
+                let span = tracing::debug_span!("stream", id = %req.responder.id());
+                tokio::spawn(
+                    async move {
+                        serve_stream(req, &ctx).await;
+                        last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        active.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    .instrument(span),
+                );
+            }
+            changed = stop.changed(), if !shutting_down => {
+                if changed.is_err() || *stop.borrow() {
+                    shutting_down = true;
+                    incoming.shutdown(Some(ctx.config.drain_timeout));
+                }
+            }
+            _ = tokio::time::sleep(tick.unwrap_or(Duration::from_secs(3600))), if tick.is_some() && !shutting_down => {
+                let idle_for = started.elapsed().saturating_sub(Duration::from_millis(last_activity.load(Ordering::Relaxed)));
+                if active.load(Ordering::Relaxed) == 0 && idle_for >= idle.unwrap_or(Duration::MAX) {
+                    tracing::debug!(?idle_for, "idle timeout: closing connection");
+                    shutting_down = true;
+                    incoming.shutdown(Some(Duration::ZERO));
+                }
+            }
+        }
+    }
+    drop(incoming);
+    match driver.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            if e.is_protocol() {
+                ctx.metrics.error(ErrorKind::Protocol);
+                tracing::warn!(error = %e, "connection closed on a protocol error");
+            } else if e.is_io() {
+                ctx.metrics.error(ErrorKind::Io);
+                tracing::debug!(error = %e, "connection i/o error");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "connection task failed"),
+    }
+    ctx.metrics.connection_closed();
+}
+
+fn simple(status: u16, msg: &str) -> Response {
+    let mut r = Response::new(ResponseBody::from(format!("{msg}\n")));
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn header_block(headers: &http::HeaderMap) -> HeaderBlock {
+    let mut b = HeaderBlock::builder();
+    for (name, value) in headers {
+        // http's types already forbid CR, LF and NUL; a value that still
+        // fails is dropped rather than failing the response.
+        if b.push(name.as_str().as_bytes(), value.as_bytes()).is_err() {
+            tracing::warn!(header = %name, "dropping a response header uwire cannot carry");
+        }
+    }
+    b.finish()
+}
+
+async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
+    let started = Instant::now();
+    ctx.metrics.stream_started();
+    let deadline = ctx
+        .config
+        .request_deadline
+        .map(|d| tokio::time::Instant::now() + d);
+    let IncomingRequest {
+        head,
+        body,
+        responder,
+    } = req;
+    let max_body = ctx.config.max_body_size;
+
+    let early = match environ::build(&head, &ctx.config.environ) {
+        Err(e) => {
+            ctx.metrics.error(ErrorKind::BadRequest);
+            Err(simple(400, &format!("bad request: {e}")))
+        }
+        Ok(_) if head.body_length.is_some_and(|n| n > max_body) => {
+            ctx.metrics.error(ErrorKind::BodyTooLarge);
+            Err(simple(413, "request body too large"))
+        }
+        Ok(env) => Ok(env),
+    };
+    let response = match early {
+        Err(resp) => resp,
+        Ok(environ) => {
+            let request = Request::new(
+                head,
+                environ,
+                Body::new(body, max_body, Some(ctx.metrics.clone())),
+            );
+            let fut = AssertUnwindSafe(ctx.handler.call(request)).catch_unwind();
+            let outcome = match deadline {
+                Some(d) => tokio::time::timeout_at(d, fut).await,
+                None => Ok(fut.await),
+            };
+            match outcome {
+                Err(_) => {
+                    ctx.metrics.error(ErrorKind::Deadline);
+                    simple(504, "request deadline exceeded")
+                }
+                Ok(Err(_panic)) => {
+                    ctx.metrics.error(ErrorKind::HandlerPanic);
+                    tracing::error!("handler panicked; answering 500");
+                    simple(500, "internal server error")
+                }
+                Ok(Ok(Err(e))) => {
+                    if let Some(BodyError::TooLarge { .. }) = e.downcast_ref::<BodyError>() {
+                        ctx.metrics.error(ErrorKind::BodyTooLarge);
+                        simple(413, "request body too large")
+                    } else if let Some(BodyError::Aborted(_)) = e.downcast_ref::<BodyError>() {
+                        ctx.metrics.error(ErrorKind::PeerReset);
+                        simple(400, "request aborted")
+                    } else {
+                        ctx.metrics.error(ErrorKind::HandlerError);
+                        tracing::warn!(error = %e, "handler error; answering 500");
+                        simple(500, "internal server error")
+                    }
+                }
+                Ok(Ok(Ok(resp))) => resp,
+            }
+        }
+    };
+
+    let (parts, body) = response.into_parts();
+    let mut body = body.into_inner();
+    let end = http_body::Body::is_end_stream(&body);
+    let head = ResponseHead {
+        status: parts.status.as_u16(),
+        reason: None,
+        headers: header_block(&parts.headers),
+    };
+    let Ok(mut send) = responder.send_response(head, end) else {
+        ctx.metrics.stream_finished(started.elapsed());
+        return;
+    };
+    if !end {
+        loop {
+            let next = AssertUnwindSafe(body.frame()).catch_unwind();
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, next).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        ctx.metrics.error(ErrorKind::Deadline);
+                        send.reset(Reason::TIMEOUT);
+                        break;
+                    }
+                },
+                None => next.await,
+            };
+            match next {
+                Err(_panic) => {
+                    ctx.metrics.error(ErrorKind::HandlerPanic);
+                    send.reset(Reason::INTERNAL_ERROR);
+                    break;
+                }
+                Ok(None) => {
+                    let _ = send.finish().await;
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    ctx.metrics.error(ErrorKind::HandlerError);
+                    tracing::warn!(error = %e, "response body failed; resetting the stream");
+                    send.reset(Reason::INTERNAL_ERROR);
+                    break;
+                }
+                Ok(Some(Ok(frame))) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => {
+                            let n = data.len() as u64;
+                            if send.send_data(data, false).await.is_err() {
+                                // The proxy reset the stream: drop the response.
+                                ctx.metrics.error(ErrorKind::PeerReset);
+                                break;
+                            }
+                            ctx.metrics.add_bytes_out(n);
+                            continue;
+                        }
+                        Err(f) => f,
+                    };
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = send.send_trailers(header_block(&trailers));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    ctx.metrics.stream_finished(started.elapsed());
+}

@@ -1,0 +1,357 @@
+//! What applications implement: a [`Handler`] turns a [`Request`] (head,
+//! environ, streaming body) into an `http::Response` with a streaming body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use crate::environ::Environ;
+use crate::frame::RequestHead;
+use crate::net::RecvStream;
+
+/// A boxed error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Errors a request body can yield.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The body grew past the server's `max_body_size`.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The stream was reset or the connection failed.
+    #[error("request body aborted: {0}")]
+    Aborted(#[from] crate::net::Error),
+}
+
+/// A streaming request body. Flow-control credit returns to the proxy only
+/// as the handler reads, so a handler that reads slowly slows the sender
+/// instead of growing memory.
+#[derive(Debug)]
+pub struct Body {
+    inner: Option<RecvStream>,
+    read: u64,
+    limit: u64,
+    metrics: Option<Arc<super::Metrics>>,
+}
+
+impl Body {
+    pub(crate) fn new(inner: RecvStream, limit: u64, metrics: Option<Arc<super::Metrics>>) -> Body {
+        Body {
+            inner: Some(inner),
+            read: 0,
+            limit,
+            metrics,
+        }
+    }
+
+    /// An empty body (tests, internal requests).
+    pub fn empty() -> Body {
+        Body {
+            inner: None,
+            read: 0,
+            limit: 0,
+            metrics: None,
+        }
+    }
+
+    /// The next chunk; `None` at the end.
+    pub async fn data(&mut self) -> Option<Result<Bytes, BodyError>> {
+        let inner = self.inner.as_mut()?;
+        match inner.data().await {
+            None => None,
+            Some(Err(e)) => Some(Err(e.into())),
+            Some(Ok(b)) => {
+                self.read += b.len() as u64;
+                if let Some(m) = &self.metrics {
+                    m.add_bytes_in(b.len() as u64);
+                }
+                if self.read > self.limit {
+                    if let Some(s) = self.inner.take() {
+                        s.reset(crate::frame::Reason::LIMIT_EXCEEDED);
+                    }
+                    return Some(Err(BodyError::TooLarge { limit: self.limit }));
+                }
+                Some(Ok(b))
+            }
+        }
+    }
+
+    /// Reads the whole body into memory (bounded by the server's limit).
+    pub async fn to_bytes(&mut self) -> Result<Bytes, BodyError> {
+        let mut out = bytes::BytesMut::new();
+        while let Some(c) = self.data().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let fut = this.data();
+        futures_util::pin_mut!(fut);
+        match fut.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => Poll::Ready(r.map(|r| r.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|s| s.is_end())
+    }
+}
+
+/// A request as a handler sees it.
+#[derive(Debug)]
+pub struct Request {
+    head: RequestHead,
+    environ: Environ,
+    body: Body,
+}
+
+impl Request {
+    /// Assembles a request (the runtime does this; also useful in tests).
+    pub fn new(head: RequestHead, environ: Environ, body: Body) -> Request {
+        Request {
+            head,
+            environ,
+            body,
+        }
+    }
+
+    /// The head as the proxy sent it (raw header names and order).
+    pub fn head(&self) -> &RequestHead {
+        &self.head
+    }
+
+    /// The CGI/WSGI environ built from the head.
+    pub fn environ(&self) -> &Environ {
+        &self.environ
+    }
+
+    /// The body.
+    pub fn body_mut(&mut self) -> &mut Body {
+        &mut self.body
+    }
+
+    /// Splits the request.
+    pub fn into_parts(self) -> (RequestHead, Environ, Body) {
+        (self.head, self.environ, self.body)
+    }
+}
+
+/// A response body: anything implementing `http_body::Body`, boxed.
+pub struct ResponseBody {
+    inner: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseBody")
+    }
+}
+
+impl ResponseBody {
+    /// Wraps any body.
+    pub fn new<B>(body: B) -> ResponseBody
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Into<Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        ResponseBody {
+            inner: body
+                .map_frame(|f| f.map_data(Into::into))
+                .map_err(Into::into)
+                .boxed_unsync(),
+        }
+    }
+
+    /// No body.
+    pub fn empty() -> ResponseBody {
+        ResponseBody::new(http_body_util::Empty::<Bytes>::new())
+    }
+
+    /// A body from a stream of chunks.
+    pub fn from_stream<S>(stream: S) -> ResponseBody
+    where
+        S: futures_util::Stream<Item = Result<Bytes, BoxError>> + Send + 'static,
+    {
+        use futures_util::StreamExt;
+        ResponseBody::new(http_body_util::StreamBody::new(
+            stream.map(|r| r.map(Frame::data)),
+        ))
+    }
+
+    pub(crate) fn into_inner(self) -> http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError> {
+        self.inner
+    }
+}
+
+impl From<Bytes> for ResponseBody {
+    fn from(b: Bytes) -> ResponseBody {
+        ResponseBody::new(http_body_util::Full::new(b))
+    }
+}
+
+impl From<&'static str> for ResponseBody {
+    fn from(s: &'static str) -> ResponseBody {
+        Bytes::from_static(s.as_bytes()).into()
+    }
+}
+
+impl From<String> for ResponseBody {
+    fn from(s: String) -> ResponseBody {
+        Bytes::from(s).into()
+    }
+}
+
+impl From<Vec<u8>> for ResponseBody {
+    fn from(v: Vec<u8>) -> ResponseBody {
+        Bytes::from(v).into()
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+/// The response type handlers return.
+pub type Response = http::Response<ResponseBody>;
+
+/// An application: turns requests into responses. Errors and panics become
+/// a 500 for that request only.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request.
+    fn call(&self, req: Request) -> BoxFuture<Result<Response, BoxError>>;
+}
+
+impl<H: Handler + ?Sized> Handler for Arc<H> {
+    fn call(&self, req: Request) -> BoxFuture<Result<Response, BoxError>> {
+        (**self).call(req)
+    }
+}
+
+/// A handler made from an async closure; see [`handler_fn`].
+#[derive(Clone)]
+pub struct HandlerFn<F> {
+    f: F,
+}
+
+/// Makes a [`Handler`] from `async fn(Request) -> Result<Response, E>`.
+///
+/// ```
+/// use uwire::server::{handler_fn, Request, Response, ResponseBody};
+/// let h = handler_fn(|req: Request| async move {
+///     Ok::<_, std::convert::Infallible>(Response::new(ResponseBody::from(format!("{:?}", req.head().path))))
+/// });
+/// # let _ = h;
+/// ```
+pub fn handler_fn<F, Fut, E>(f: F) -> HandlerFn<F>
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    HandlerFn { f }
+}
+
+impl<F, Fut, E> Handler for HandlerFn<F>
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    fn call(&self, req: Request) -> BoxFuture<Result<Response, BoxError>> {
+        let fut = (self.f)(req);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+/// Adapts any `tower::Service<Request>` whose response is an
+/// `http::Response<B>` into a [`Handler`]; see [`from_service`].
+#[derive(Clone)]
+pub struct ServiceHandler<S> {
+    svc: S,
+}
+
+/// Adapts a `tower::Service` (cloned per request, readiness awaited).
+pub fn from_service<S, B>(svc: S) -> ServiceHandler<S>
+where
+    S: tower_service::Service<Request, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: HttpBody + Send + 'static,
+    B::Data: Into<Bytes>,
+    B::Error: Into<BoxError>,
+{
+    ServiceHandler { svc }
+}
+
+impl<S, B> Handler for ServiceHandler<S>
+where
+    S: tower_service::Service<Request, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: HttpBody + Send + 'static,
+    B::Data: Into<Bytes>,
+    B::Error: Into<BoxError>,
+{
+    fn call(&self, req: Request) -> BoxFuture<Result<Response, BoxError>> {
+        let mut svc = self.svc.clone();
+        Box::pin(async move {
+            std::future::poll_fn(|cx| svc.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            let resp = svc.call(req).await.map_err(Into::into)?;
+            Ok(resp.map(ResponseBody::new))
+        })
+    }
+}

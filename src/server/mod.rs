@@ -1,0 +1,180 @@
+//! The app-side runtime: accepts uwire connections, turns each request into
+//! a CGI/WSGI environ plus a streaming body, dispatches it to a [`Handler`]
+//! and streams the response back.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use uwire::server::{handler_fn, BindAddr, Listener, Request, Response, Server, ServerConfig};
+//! let config = ServerConfig::default();
+//! let listener = Listener::bind(&"unix:/tmp/app.sock".parse::<BindAddr>().unwrap(), &config.bind).await?;
+//! let app = handler_fn(|_req: Request| async { Ok::<_, std::convert::Infallible>(Response::new("hello\n".into())) });
+//! Server::new(config).serve(listener, app, uwire::server::shutdown_signal()).await
+//! # }
+//! ```
+
+mod bind;
+mod config;
+mod connection;
+pub mod demo;
+mod handler;
+mod metrics;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+pub use bind::{BindAddr, BindOptions, Listener, Stream, DEFAULT_BACKLOG, DEFAULT_SOCKET_MODE};
+pub use config::*;
+pub use handler::{
+    from_service, handler_fn, Body, BodyError, BoxError, BoxFuture, Handler, HandlerFn, Request,
+    Response, ResponseBody, ServiceHandler,
+};
+pub use metrics::{ErrorKind, Metrics, Snapshot, LATENCY_BUCKETS};
+
+/// A uwire server: configuration plus the metrics its connections update.
+#[derive(Debug, Clone)]
+pub struct Server {
+    config: Arc<ServerConfig>,
+    metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// A server with `config`.
+    pub fn new(config: ServerConfig) -> Server {
+        Server {
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The live counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Serves `listener` with `handler` until `shutdown` resolves, then shuts
+    /// down gracefully: stops accepting (removing the socket file), sends
+    /// GOAWAY on every connection, lets in-flight requests finish for up to
+    /// `drain_timeout`, and returns once every connection is closed.
+    pub async fn serve<H, F>(&self, listener: Listener, handler: H, shutdown: F) -> io::Result<()>
+    where
+        H: Handler,
+        F: Future<Output = ()>,
+    {
+        self.config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if matches!(listener, Listener::Tcp(_))
+            && !(self.config.allow_uids.is_empty() && self.config.allow_gids.is_empty())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "peer uid/gid allowlists need a Unix socket (SO_PEERCRED)",
+            ));
+        }
+        let handler: Arc<dyn Handler> = Arc::new(handler);
+        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        let mut next_id: u64 = 0;
+        tokio::pin!(shutdown);
+        tracing::info!(addr = %listener.local_addr(), "uwire server listening");
+        loop {
+            // Reap finished connection tasks so the set does not grow.
+            while conns.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                _ = &mut shutdown => break,
+            };
+            let stream = tokio::select! {
+                s = listener.accept() => s,
+                _ = &mut shutdown => break,
+            };
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Stream::Unix(ref s) = stream {
+                if !(self.config.allow_uids.is_empty() && self.config.allow_gids.is_empty()) {
+                    let allowed = match s.peer_cred() {
+                        Ok(c) => self.config.peer_allowed(c.uid(), c.gid()),
+                        Err(_) => false,
+                    };
+                    if !allowed {
+                        let cred = s.peer_cred().ok();
+                        tracing::warn!(
+                            uid = cred.map(|c| c.uid()),
+                            gid = cred.map(|c| c.gid()),
+                            "peer denied by uid/gid allowlist; closing before reading any frame"
+                        );
+                        self.metrics.error(ErrorKind::PeerDenied);
+                        continue;
+                    }
+                }
+            }
+            next_id += 1;
+            let span = tracing::info_span!("conn", id = next_id);
+            let ctx = connection::Ctx {
+                handler: handler.clone(),
+                config: self.config.clone(),
+                metrics: self.metrics.clone(),
+            };
+            let stop = stop_rx.clone();
+            conns.spawn(
+                async move {
+                    let _permit = permit;
+                    match stream {
+                        Stream::Unix(s) => connection::serve(s, ctx, stop).await,
+                        Stream::Tcp(s) => connection::serve(s, ctx, stop).await,
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        drop(listener);
+        tracing::info!(
+            connections = conns.len(),
+            "shutting down: GOAWAY sent, draining"
+        );
+        let _ = stop_tx.send(true);
+        let grace = self.config.drain_timeout + Duration::from_secs(2);
+        let drained =
+            tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = conns.len(),
+                "drain timeout: aborting remaining connections"
+            );
+            conns.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
