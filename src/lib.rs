@@ -32,12 +32,16 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "net")]
+pub mod client;
 pub mod codec;
 pub mod conn;
 pub mod environ;
 pub mod frame;
 #[cfg(feature = "net")]
 pub mod net;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 #[cfg(feature = "net")]
 pub mod server;
 

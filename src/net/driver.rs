@@ -16,10 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Kind};
 use super::stream::{Command, CommandTx, Opened, RecvEvent, RecvStream, Responder};
-use super::IncomingRequest;
+use super::{IncomingRequest, Shared};
 use crate::codec::Codec;
 use crate::conn::{Config, Connection, Event, Role};
 use crate::frame::{preface, Reason, RequestHead, ResponseHead, StreamId};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// A send completes (the caller may send more) once at most this many bytes
 /// of the stream wait in the engine for flow-control credit.
@@ -53,6 +55,7 @@ pub(crate) struct Driver {
     cmd_weak: mpsc::WeakUnboundedSender<Command>,
     goaway_received: bool,
     failure: Option<Error>,
+    shared: Arc<Shared>,
 }
 
 impl Driver {
@@ -61,6 +64,7 @@ impl Driver {
         config: Config,
         cmd_weak: mpsc::WeakUnboundedSender<Command>,
         incoming: Option<mpsc::UnboundedSender<IncomingRequest>>,
+        shared: Arc<Shared>,
     ) -> Driver {
         let limits = config.limits;
         Driver {
@@ -75,6 +79,7 @@ impl Driver {
             cmd_weak,
             goaway_received: false,
             failure: None,
+            shared,
         }
     }
 
@@ -170,6 +175,8 @@ impl Driver {
         }
         let _ = wr.shutdown().await;
         self.process_events();
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.going_away.store(true, Ordering::Release);
         self.fail_all(Error::closed);
         match self.failure.take() {
             Some(e) => Err(e),
@@ -235,11 +242,26 @@ impl Driver {
             self.dispatch(ev);
         }
         self.try_open();
+        let s = &self.shared;
+        s.active_streams
+            .store(self.engine.active_streams() as u32, Ordering::Release);
+        if self.goaway_received || self.engine.is_closed() {
+            s.going_away.store(true, Ordering::Release);
+        }
     }
 
     fn dispatch(&mut self, ev: Event) {
         match ev {
-            Event::Ready => {}
+            Event::Ready => {
+                let max = self
+                    .engine
+                    .peer_settings()
+                    .and_then(|s| s.max_concurrent_streams)
+                    .unwrap_or(crate::conn::DEFAULT_MAX_CONCURRENT_STREAMS);
+                self.shared
+                    .peer_max_streams
+                    .store(max.max(1), Ordering::Release);
+            }
             Event::Request {
                 id,
                 head,
@@ -458,6 +480,7 @@ impl Driver {
                 }
             }
             Command::GoAway { drain } => {
+                self.shared.going_away.store(true, Ordering::Release);
                 let t = now();
                 self.engine.go_away(Reason::NO_ERROR, Bytes::new(), t);
                 if let Some(d) = drain {

@@ -33,6 +33,8 @@ mod stream;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -67,19 +69,33 @@ impl std::fmt::Debug for ConnectionTask {
     }
 }
 
+/// State the driver publishes for its handles.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The peer's max_concurrent_streams once its SETTINGS arrived, else 0.
+    pub(crate) peer_max_streams: AtomicU32,
+    /// Streams open on the connection right now.
+    pub(crate) active_streams: AtomicU32,
+    /// Set once the driver stopped.
+    pub(crate) closed: AtomicBool,
+    /// Set once the peer sent GOAWAY or the connection is shutting down.
+    pub(crate) going_away: AtomicBool,
+}
+
 fn spawn_driver<T>(
     io: T,
     role: Role,
     config: Config,
     incoming: Option<mpsc::UnboundedSender<IncomingRequest>>,
-) -> (CommandTx, ConnectionTask)
+) -> (CommandTx, Arc<Shared>, ConnectionTask)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let driver = Driver::new(role, config, cmd_tx.downgrade(), incoming);
+    let shared = Arc::new(Shared::default());
+    let driver = Driver::new(role, config, cmd_tx.downgrade(), incoming, shared.clone());
     let fut = Box::pin(driver.run(io, cmd_rx));
-    (cmd_tx, ConnectionTask { fut })
+    (cmd_tx, shared, ConnectionTask { fut })
 }
 
 /// Starts the client (proxy) side of a connection on `io`.
@@ -87,8 +103,8 @@ pub fn client<T>(io: T, config: Config) -> (SendRequest, ConnectionTask)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (cmd, task) = spawn_driver(io, Role::Client, config, None);
-    (SendRequest { cmd }, task)
+    let (cmd, shared, task) = spawn_driver(io, Role::Client, config, None);
+    (SendRequest { cmd, shared }, task)
 }
 
 /// Starts the server (application) side of a connection on `io`.
@@ -97,7 +113,7 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (cmd, task) = spawn_driver(io, Role::Server, config, Some(tx));
+    let (cmd, _shared, task) = spawn_driver(io, Role::Server, config, Some(tx));
     (Incoming { rx, cmd }, task)
 }
 
@@ -105,6 +121,7 @@ where
 #[derive(Debug, Clone)]
 pub struct SendRequest {
     cmd: CommandTx,
+    shared: Arc<Shared>,
 }
 
 impl SendRequest {
@@ -147,7 +164,26 @@ impl SendRequest {
 
     /// Whether the connection task has stopped.
     pub fn is_closed(&self) -> bool {
-        self.cmd.is_closed()
+        self.cmd.is_closed() || self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection accepts no new streams (peer GOAWAY, shutdown
+    /// or closed).
+    pub fn is_going_away(&self) -> bool {
+        self.is_closed() || self.shared.going_away.load(Ordering::Acquire)
+    }
+
+    /// The peer's stream limit, once its SETTINGS arrived.
+    pub fn peer_max_concurrent_streams(&self) -> Option<u32> {
+        match self.shared.peer_max_streams.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// Streams open on this connection now.
+    pub fn active_streams(&self) -> u32 {
+        self.shared.active_streams.load(Ordering::Acquire)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `uwire` command.
 
+mod proxy;
 mod selftest;
 mod serve;
 
@@ -21,6 +22,10 @@ enum Command {
     Selftest(selftest::Args),
     /// Runs the app-side runtime with the built-in demo app (/, /echo, /environ).
     Serve(serve::Args),
+    /// Runs the HTTP front: forwards HTTP requests to uwire (or classic uwsgi) upstreams.
+    Proxy(proxy::Args),
+    /// Runs the HTTP front and the demo app in one process on built-in defaults.
+    Quickstart(proxy::QuickstartArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +45,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Selftest(args) => selftest::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
+            Command::Quickstart(args) => proxy::quickstart(args).await,
         }
     });
     match result {

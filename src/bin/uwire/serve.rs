@@ -14,7 +14,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .map_err(|e| format!("bad octal mode {s:?}: {e}"))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(
         s.find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(s.len()),

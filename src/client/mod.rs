@@ -1,0 +1,411 @@
+//! The proxy side: a [`Client`] that carries `http::Request`s over pooled
+//! uwire connections to one or more upstream apps. It is a
+//! `tower::Service<http::Request<B>>`, so any tokio/hyper proxy can use it
+//! as a backend.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use http_body_util::{BodyExt, Empty};
+//! use uwire::client::{Client, ClientConfig};
+//! let client = Client::new(vec!["unix:/run/app.sock".parse()?], ClientConfig::default())?;
+//! let req = http::Request::get("http://example/hello").body(Empty::<bytes::Bytes>::new())?;
+//! let resp = client.request(req).await?;
+//! let body = resp.into_body().collect().await?.to_bytes();
+//! # let _ = body; Ok(()) }
+//! ```
+//!
+//! For sockets the caller manages itself, [`handshake`] returns the
+//! lower-level `(SendRequest, ConnectionTask)` pair.
+
+mod body;
+mod config;
+mod error;
+mod legacy;
+mod pool;
+mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use http_body::Body as HttpBody;
+
+pub use body::Body;
+pub use config::*;
+pub use error::{BoxError, Error};
+pub use upstream::{Protocol, Transport, Upstream};
+
+use crate::frame::{HeaderBlock, HttpVersion, RequestHead};
+use error::Kind;
+use pool::UpstreamState;
+
+pub(crate) use body::header_map;
+#[allow(unused_imports)]
+pub(crate) use pool::{connect_raw_with_retry, InflightGuard, Io};
+
+/// Starts a uwire client connection on a socket the caller opened. Spawn
+/// the returned task; open streams with the [`crate::net::SendRequest`].
+pub fn handshake<T>(
+    io: T,
+    config: crate::conn::Config,
+) -> (crate::net::SendRequest, crate::net::ConnectionTask)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    crate::net::client(io, config)
+}
+
+/// Facts about the downstream connection that become part of the request
+/// head (and so of the app's environ). An HTTP front puts this in the
+/// request's extensions; [`Client`] reads it from there.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// The end client's address (REMOTE_ADDR/REMOTE_PORT).
+    pub client_addr: Option<SocketAddr>,
+    /// The name the request was received on (SERVER_NAME).
+    pub server_name: Option<Bytes>,
+    /// The port the request was received on (SERVER_PORT).
+    pub server_port: Option<u16>,
+    /// Whether the downstream connection used TLS.
+    pub tls: bool,
+    /// Extra CGI variables, like nginx's `uwsgi_param`.
+    pub params: Vec<(Bytes, Bytes)>,
+}
+
+struct Inner {
+    upstreams: Vec<Arc<UpstreamState>>,
+    config: ClientConfig,
+    rr: AtomicUsize,
+}
+
+/// Carries HTTP requests to upstream apps over pooled uwire connections,
+/// with load balancing and passive ejection. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("upstreams", &self.inner.upstreams)
+            .finish()
+    }
+}
+
+fn version(v: http::Version) -> HttpVersion {
+    match v {
+        http::Version::HTTP_09 => HttpVersion::HTTP_09,
+        http::Version::HTTP_10 => HttpVersion::HTTP_10,
+        http::Version::HTTP_2 => HttpVersion::HTTP_2,
+        http::Version::HTTP_3 => HttpVersion::HTTP_3,
+        _ => HttpVersion::HTTP_11,
+    }
+}
+
+/// Builds the request head from the parts of an `http::Request`.
+pub(crate) fn request_head(
+    parts: &http::request::Parts,
+    body_length: Option<u64>,
+) -> Result<RequestHead, Error> {
+    let meta = parts
+        .extensions
+        .get::<RequestMeta>()
+        .cloned()
+        .unwrap_or_default();
+    let uri = &parts.uri;
+    let mut headers = HeaderBlock::builder();
+    for (n, v) in &parts.headers {
+        headers
+            .push(n.as_str().as_bytes(), v.as_bytes())
+            .map_err(|e| Error::with(Kind::InvalidRequest, e))?;
+    }
+    let mut params = HeaderBlock::builder();
+    for (n, v) in &meta.params {
+        params
+            .push(n, v)
+            .map_err(|e| Error::with(Kind::InvalidRequest, e))?;
+    }
+    let authority = match uri.authority() {
+        Some(a) => Bytes::copy_from_slice(a.as_str().as_bytes()),
+        None => parts
+            .headers
+            .get(http::header::HOST)
+            .map(|h| Bytes::copy_from_slice(h.as_bytes()))
+            .unwrap_or_default(),
+    };
+    let scheme = match uri.scheme_str() {
+        Some(s) => Bytes::copy_from_slice(s.as_bytes()),
+        None if meta.tls => Bytes::from_static(b"https"),
+        None => Bytes::from_static(b"http"),
+    };
+    let path = match uri.path() {
+        "" => Bytes::from_static(b"/"),
+        p => Bytes::copy_from_slice(p.as_bytes()),
+    };
+    let (client_addr, client_port) = match meta.client_addr {
+        Some(a) => (Bytes::from(a.ip().to_string()), a.port()),
+        None => (Bytes::new(), 0),
+    };
+    Ok(RequestHead {
+        method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+        scheme,
+        authority,
+        path,
+        query: uri.query().map(|q| Bytes::copy_from_slice(q.as_bytes())),
+        version: version(parts.version),
+        headers: headers.finish(),
+        client_addr,
+        client_port,
+        server_name: meta.server_name.unwrap_or_default(),
+        server_port: meta.server_port.unwrap_or(0),
+        tls: meta.tls,
+        params: params.finish(),
+        body_length,
+    })
+}
+
+fn body_length<B: HttpBody>(parts: &http::request::Parts, body: &B) -> Option<u64> {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    // A bodiless request without Content-Length gets no length at all
+    // (CONTENT_LENGTH stays unset, as nginx leaves it empty).
+    declared.or_else(|| {
+        if body.is_end_stream() {
+            None
+        } else {
+            body.size_hint().exact()
+        }
+    })
+}
+
+impl Client {
+    /// A client for `upstreams` (at least one).
+    pub fn new(upstreams: Vec<Upstream>, config: ClientConfig) -> Result<Client, String> {
+        config.validate()?;
+        if upstreams.is_empty() {
+            return Err("at least one upstream is required".into());
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                upstreams: upstreams
+                    .into_iter()
+                    .map(|u| Arc::new(UpstreamState::new(u)))
+                    .collect(),
+                config,
+                rr: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Live pooled connections per upstream, in configuration order.
+    pub fn connection_counts(&self) -> Vec<usize> {
+        self.inner
+            .upstreams
+            .iter()
+            .map(|u| u.live_connections())
+            .collect()
+    }
+
+    /// Connections opened so far per upstream (reconnects included).
+    pub fn connections_opened(&self) -> Vec<u64> {
+        self.inner
+            .upstreams
+            .iter()
+            .map(|u| u.connects.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Requests in flight per upstream.
+    pub fn outstanding(&self) -> Vec<usize> {
+        self.inner
+            .upstreams
+            .iter()
+            .map(|u| u.outstanding.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Which upstreams are ejected right now.
+    pub fn ejected(&self) -> Vec<bool> {
+        let now = Instant::now();
+        self.inner
+            .upstreams
+            .iter()
+            .map(|u| u.is_ejected(now))
+            .collect()
+    }
+
+    /// Picks an upstream, skipping `tried` and ejected ones.
+    fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let ups = &self.inner.upstreams;
+        let now = Instant::now();
+        let start = self.inner.rr.fetch_add(1, Ordering::Relaxed);
+        let n = ups.len();
+        let order = (0..n)
+            .map(|i| (start + i) % n)
+            .filter(|i| !tried.contains(i));
+        let healthy: Vec<usize> = order.clone().filter(|i| !ups[*i].is_ejected(now)).collect();
+        let candidates = if healthy.is_empty() {
+            // Every remaining upstream is ejected: rather than fail outright,
+            // try the one whose cool-down ends first.
+            let mut all: Vec<usize> = order.collect();
+            all.sort_by_key(|i| ups[*i].ejected_until());
+            all.truncate(1);
+            all
+        } else {
+            healthy
+        };
+        match self.inner.config.balance {
+            Balance::RoundRobin => candidates.first().copied(),
+            Balance::LeastOutstanding => candidates
+                .iter()
+                .copied()
+                .min_by_key(|i| ups[*i].outstanding.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Sends one request and waits for the response head. The body streams
+    /// in both directions; see the module docs.
+    pub async fn request<B>(&self, req: http::Request<B>) -> Result<http::Response<Body>, Error>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = req.into_parts();
+        let len = body_length(&parts, &body);
+        let head = request_head(&parts, len)?;
+        let end_stream = body.is_end_stream();
+        let cfg = &self.inner.config;
+        let deadline = cfg.request_timeout.map(|d| tokio::time::Instant::now() + d);
+        let mut body = Some(body);
+        let mut tried = Vec::new();
+        let mut attempts = 0;
+        loop {
+            let Some(i) = self.pick(&tried) else {
+                return Err(Error::new(Kind::NoUpstream));
+            };
+            tried.push(i);
+            let up = self.inner.upstreams[i].clone();
+            let attempt = async {
+                match up.addr.protocol {
+                    Protocol::Uwire => {
+                        self.send_uwire(&up, head.clone(), end_stream, &mut body, &parts)
+                            .await
+                    }
+                    Protocol::Uwsgi => legacy::request(&up, &head, &mut body, cfg).await,
+                }
+            };
+            let result = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, attempt).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::new(Kind::Timeout)),
+                },
+                None => attempt.await,
+            };
+            match result {
+                Ok(resp) => {
+                    up.record_success();
+                    return Ok(resp);
+                }
+                Err(e) => {
+                    if e.is_upstream_failure() {
+                        up.record_failure(cfg);
+                    }
+                    attempts += 1;
+                    // Nothing reached the app (connect failure or refused
+                    // stream) and the body was not consumed: safe to retry,
+                    // on another upstream if there is one; a refused stream
+                    // (GOAWAY from a restarting app) may retry the same one.
+                    let retryable =
+                        (e.is_connect() && !e.is_timeout() || e.is_refused()) && body.is_some();
+                    if retryable && attempts <= self.inner.upstreams.len() {
+                        if tried.len() == self.inner.upstreams.len() {
+                            if !e.is_refused() {
+                                return Err(e);
+                            }
+                            tried.clear();
+                        }
+                        tracing::debug!(upstream = %up.addr, error = %e, "retrying");
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn send_uwire<B>(
+        &self,
+        up: &Arc<UpstreamState>,
+        head: RequestHead,
+        end_stream: bool,
+        body: &mut Option<B>,
+        _parts: &http::request::Parts,
+    ) -> Result<http::Response<Body>, Error>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        let lease = up.checkout(&self.inner.config).await?;
+        let (send, response) = lease
+            .sender
+            .send_request(head, end_stream)
+            .await
+            .map_err(Error::from_net)?;
+        // From here on the body belongs to this attempt (an empty body stays
+        // behind, so a refused bodiless request can be retried).
+        if !end_stream {
+            if let Some(b) = body.take() {
+                tokio::spawn(body::pump(b, send));
+            }
+        }
+        let (rhead, recv) = response.await.map_err(Error::from_net)?;
+        let mut builder = http::Response::builder().status(rhead.status);
+        if let Some(h) = builder.headers_mut() {
+            *h = header_map(&rhead.headers);
+        }
+        builder
+            .body(Body::uwire(recv, lease.guard))
+            .map_err(|e| Error::with(Kind::Upstream, e))
+    }
+}
+
+/// A boxed response future.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Error>> + Send>>;
+
+impl<B> tower_service::Service<http::Request<B>> for Client
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = http::Response<Body>;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // Connections are opened lazily per request; streams queue inside
+        // each connection when the app's limit is reached.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
+        let client = self.clone();
+        Box::pin(async move { client.request(req).await })
+    }
+}

@@ -1,0 +1,255 @@
+//! Per-upstream state: the pool of long-lived uwire connections, the
+//! in-flight counters the balancer reads, and passive-ejection bookkeeping.
+
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpStream, UnixStream};
+
+use super::error::{Error, Kind};
+use super::upstream::{Transport, Upstream};
+use super::ClientConfig;
+use crate::net::{self, SendRequest};
+
+/// One pooled connection.
+struct Pooled {
+    sender: SendRequest,
+    inflight: Arc<AtomicU32>,
+}
+
+/// A checked-out connection: the sender plus a guard that counts the
+/// request as in flight until dropped.
+pub(crate) struct Lease {
+    pub(crate) sender: SendRequest,
+    pub(crate) guard: InflightGuard,
+}
+
+/// Decrements the in-flight counters when the request (and its response
+/// body) is done.
+#[derive(Debug)]
+pub(crate) struct InflightGuard {
+    conn: Arc<AtomicU32>,
+    upstream: Arc<UpstreamState>,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.conn.fetch_sub(1, Ordering::AcqRel);
+        self.upstream.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Everything known about one upstream.
+pub(crate) struct UpstreamState {
+    pub(crate) addr: Upstream,
+    conns: Mutex<Vec<Pooled>>,
+    connect_lock: tokio::sync::Mutex<()>,
+    pub(crate) outstanding: AtomicUsize,
+    failures: AtomicU32,
+    ejected_until: Mutex<Option<Instant>>,
+    pub(crate) connects: AtomicU64,
+}
+
+impl std::fmt::Debug for UpstreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamState")
+            .field("addr", &self.addr)
+            .field("outstanding", &self.outstanding.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+enum Pick {
+    Use(Lease),
+    Connect,
+}
+
+impl UpstreamState {
+    pub(crate) fn new(addr: Upstream) -> UpstreamState {
+        UpstreamState {
+            addr,
+            conns: Mutex::new(Vec::new()),
+            connect_lock: tokio::sync::Mutex::new(()),
+            outstanding: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: Mutex::new(None),
+            connects: AtomicU64::new(0),
+        }
+    }
+
+    /// Live pooled connections.
+    pub(crate) fn live_connections(&self) -> usize {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|c| !c.sender.is_closed());
+        conns.len()
+    }
+
+    /// Counts a request as outstanding on this upstream (before any lease).
+    #[allow(dead_code)] // used by the classic uwsgi upstream path
+    pub(crate) fn begin(self: &Arc<Self>) -> Arc<AtomicU32> {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        Arc::new(AtomicU32::new(1))
+    }
+
+    /// A guard for a request that needs no pooled connection (uwsgi).
+    #[allow(dead_code)] // used by the classic uwsgi upstream path
+    pub(crate) fn guard(self: &Arc<Self>) -> InflightGuard {
+        InflightGuard {
+            conn: self.begin(),
+            upstream: self.clone(),
+        }
+    }
+
+    fn lease(self: &Arc<Self>, p: &Pooled) -> Lease {
+        p.inflight.fetch_add(1, Ordering::AcqRel);
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        Lease {
+            sender: p.sender.clone(),
+            guard: InflightGuard {
+                conn: p.inflight.clone(),
+                upstream: self.clone(),
+            },
+        }
+    }
+
+    fn pick(self: &Arc<Self>, max_conns: usize) -> Pick {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|c| !c.sender.is_closed());
+        let best = conns
+            .iter()
+            .filter(|c| !c.sender.is_going_away())
+            .min_by_key(|c| c.inflight.load(Ordering::Acquire));
+        match best {
+            None => Pick::Connect,
+            Some(c) => {
+                let limit = c
+                    .sender
+                    .peer_max_concurrent_streams()
+                    .unwrap_or(crate::conn::DEFAULT_MAX_CONCURRENT_STREAMS);
+                let usable = conns.iter().filter(|c| !c.sender.is_going_away()).count();
+                if c.inflight.load(Ordering::Acquire) < limit || usable >= max_conns {
+                    // Below the peer's limit, or the pool is full and the
+                    // connection queues the stream until one ends.
+                    Pick::Use(self.lease(c))
+                } else {
+                    Pick::Connect
+                }
+            }
+        }
+    }
+
+    /// A connection with room for one more stream, connecting if needed.
+    pub(crate) async fn checkout(self: &Arc<Self>, cfg: &ClientConfig) -> Result<Lease, Error> {
+        if let Pick::Use(l) = self.pick(cfg.max_connections_per_upstream) {
+            return Ok(l);
+        }
+        let _one_connect_at_a_time = self.connect_lock.lock().await;
+        if let Pick::Use(l) = self.pick(cfg.max_connections_per_upstream) {
+            return Ok(l);
+        }
+        let sender = connect_with_retry(&self.addr.transport, cfg).await?;
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        let pooled = Pooled {
+            sender,
+            inflight: Arc::new(AtomicU32::new(0)),
+        };
+        let lease = self.lease(&pooled);
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pooled);
+        Ok(lease)
+    }
+
+    /// Whether the upstream is ejected at `now`.
+    pub(crate) fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| now < t)
+    }
+
+    /// When the ejection ends (for choosing among all-ejected upstreams).
+    pub(crate) fn ejected_until(&self) -> Option<Instant> {
+        *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn record_success(&self) {
+        self.failures.store(0, Ordering::Release);
+    }
+
+    pub(crate) fn record_failure(&self, cfg: &ClientConfig) {
+        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if cfg.eject_after > 0 && n >= cfg.eject_after {
+            self.failures.store(0, Ordering::Release);
+            *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::now() + cfg.eject_cooldown);
+            tracing::warn!(upstream = %self.addr, cooldown = ?cfg.eject_cooldown, "upstream ejected after {n} consecutive failures");
+        }
+    }
+}
+
+/// Opens one raw byte stream to `transport`.
+pub(crate) async fn connect_io(transport: &Transport) -> io::Result<Io> {
+    match transport {
+        Transport::Unix(p) => Ok(Io::Unix(UnixStream::connect(p).await?)),
+        Transport::Tcp(a) => {
+            let s = TcpStream::connect(a.as_str()).await?;
+            let _ = s.set_nodelay(true);
+            Ok(Io::Tcp(s))
+        }
+    }
+}
+
+/// A connected socket of either kind.
+pub(crate) enum Io {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+/// Connects, retrying with exponential backoff, all within the connect timeout.
+pub(crate) async fn connect_raw_with_retry(
+    transport: &Transport,
+    cfg: &ClientConfig,
+) -> Result<Io, Error> {
+    let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
+    let mut backoff = cfg.retry_backoff;
+    let mut attempt = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, connect_io(transport)).await {
+            Err(_) => return Err(Error::new(Kind::ConnectTimeout)),
+            Ok(Ok(io)) => return Ok(io),
+            Ok(Err(e)) => {
+                if attempt >= cfg.connect_retries {
+                    return Err(Error::with(Kind::Connect, e));
+                }
+                attempt += 1;
+                let wake = tokio::time::Instant::now() + backoff;
+                if wake >= deadline {
+                    return Err(Error::with(Kind::Connect, e));
+                }
+                tokio::time::sleep_until(wake).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn connect_with_retry(
+    transport: &Transport,
+    cfg: &ClientConfig,
+) -> Result<SendRequest, Error> {
+    let io = connect_raw_with_retry(transport, cfg).await?;
+    let (sender, task) = match io {
+        Io::Unix(s) => net::client(s, cfg.conn.clone()),
+        Io::Tcp(s) => net::client(s, cfg.conn.clone()),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}

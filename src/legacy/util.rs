@@ -1,0 +1,215 @@
+//! Byte-level helpers shared by the legacy codec: token and value checks,
+//! percent coding, decimals, authorities.
+
+use bytes::Bytes;
+use memchr::{memchr, memchr3, memrchr};
+
+/// RFC 9110 5.6.2 `tchar`.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// A non-empty RFC 9110 token (what header names, methods and header-block
+/// names must be).
+pub(crate) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+/// Whether `v` is free of NUL, CR and LF (what a head field may hold).
+pub(crate) fn is_clean(v: &[u8]) -> bool {
+    memchr3(0, b'\r', b'\n', v).is_none()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes a URI path the way `PATH_INFO` is built (nginx, uWSGI and
+/// `uwire::environ` agree): `%XX` with two hex digits becomes its byte, a
+/// `%` not followed by two hex digits stays literal, `+` stays `+`. A slice
+/// of `src` (no copy) when there is no `%`.
+pub(crate) fn percent_decode(src: &Bytes) -> Bytes {
+    let s = &src[..];
+    if memchr(b'%', s).is_none() {
+        return src.clone();
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push((h << 4) | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    Bytes::from(out)
+}
+
+/// Whether `raw` percent-decodes (as [`percent_decode`]) to exactly `want`,
+/// without allocating.
+pub(crate) fn decodes_to(raw: &[u8], want: &[u8]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < raw.len() {
+        let (b, used) = match raw[i] {
+            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
+                (Some(h), Some(l)) => ((h << 4) | l, 3),
+                _ => (b'%', 1),
+            },
+            b => (b, 1),
+        };
+        if want.get(j) != Some(&b) {
+            return false;
+        }
+        i += used;
+        j += 1;
+    }
+    j == want.len()
+}
+
+/// Whether a decoded path byte must be percent-encoded to put it back in a
+/// URI path: controls and space, `%`, `?`, `#`, DEL and every non-ASCII
+/// byte. Everything else is written as is, so decoding gives back the exact
+/// bytes.
+fn needs_escape(b: u8) -> bool {
+    b <= 0x20 || b >= 0x7F || matches!(b, b'%' | b'?' | b'#')
+}
+
+/// Percent-encodes a decoded path (nginx's `PATH_INFO`) into a URI path
+/// (upper-case hex). [`percent_decode`] of the result is `decoded` again.
+pub(crate) fn percent_encode_path(decoded: &[u8]) -> Bytes {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(decoded.len() + 8);
+    for &b in decoded {
+        if needs_escape(b) {
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        } else {
+            out.push(b);
+        }
+    }
+    Bytes::from(out)
+}
+
+/// A plain decimal (ASCII digits only, at least one) that fits in 64 bits.
+pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    s.iter()
+        .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// A decimal as bytes; the common values without allocating.
+pub(crate) fn decimal(n: u64) -> Bytes {
+    match n {
+        0 => Bytes::from_static(b"0"),
+        80 => Bytes::from_static(b"80"),
+        443 => Bytes::from_static(b"443"),
+        _ => Bytes::from(n.to_string()),
+    }
+}
+
+/// Splits an authority into its host (brackets of an IPv6 literal kept) and
+/// a valid non-zero port; userinfo is dropped. The same reading as
+/// `uwire::environ` uses for `SERVER_NAME`/`SERVER_PORT`.
+pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<u16>) {
+    let a = match memrchr(b'@', a) {
+        Some(i) => &a[i + 1..],
+        None => a,
+    };
+    let port = |p: &[u8]| {
+        if p.len() > 5 {
+            return None;
+        }
+        parse_u64(p)
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|&n| n != 0)
+    };
+    if a.first() == Some(&b'[') {
+        return match memchr(b']', a) {
+            Some(end) => (&a[..=end], a[end + 1..].strip_prefix(b":").and_then(port)),
+            None => (a, None),
+        };
+    }
+    match memrchr(b':', a) {
+        Some(i) => (&a[..i], port(&a[i + 1..])),
+        None => (a, None),
+    }
+}
+
+/// `REMOTE_ADDR` is a bare address: brackets around an IPv6 literal go.
+pub(crate) fn strip_brackets(addr: &Bytes) -> Bytes {
+    match &addr[..] {
+        [b'[', inner @ .., b']'] => addr.slice_ref(inner),
+        _ => addr.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_round_trip() {
+        let d = |s: &'static str| percent_decode(&Bytes::from_static(s.as_bytes()));
+        assert_eq!(&d("/a%20b+c")[..], b"/a b+c");
+        assert_eq!(&d("/%2f%2F")[..], b"///");
+        assert_eq!(&d("/%FF%fe")[..], b"/\xff\xfe");
+        assert_eq!(&d("/%zz%4%")[..], b"/%zz%4%");
+        assert_eq!(&d("/%41%")[..], b"/A%");
+        assert_eq!(&d("/%4")[..], b"/%4");
+        assert_eq!(&d("%41")[..], b"A");
+        assert!(decodes_to(b"/%61pp", b"/app"));
+        assert!(decodes_to(b"/%zz", b"/%zz"));
+        assert!(decodes_to(b"/%4", b"/%4"));
+        assert!(!decodes_to(b"/app", b"/ap"));
+        assert!(!decodes_to(b"/ap", b"/app"));
+        for raw in [&b"/a b?c#d%e\x00\x7f\xff\r\n"[..], b"", b"/caf\xc3\xa9", b"%41"] {
+            let enc = percent_encode_path(raw);
+            assert!(enc.iter().all(|b| (0x21..0x7f).contains(b)), "{enc:?}");
+            assert_eq!(&percent_decode(&enc)[..], raw);
+            assert!(decodes_to(&enc, raw));
+        }
+        assert_eq!(&percent_encode_path(b"/a b%")[..], b"/a%20b%25");
+    }
+
+    #[test]
+    fn decimals_and_authorities() {
+        assert_eq!(parse_u64(b"0"), Some(0));
+        assert_eq!(parse_u64(b"007"), Some(7));
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [&b""[..], b"18446744073709551616", b"-1", b"+1", b" 1", b"1 ", b"0x1"] {
+            assert_eq!(parse_u64(bad), None, "{bad:?}");
+        }
+        assert_eq!(split_authority(b"h:81"), (&b"h"[..], Some(81)));
+        assert_eq!(split_authority(b"u@[::1]:8443"), (&b"[::1]"[..], Some(8443)));
+        assert_eq!(split_authority(b"h:0"), (&b"h"[..], None));
+        assert_eq!(split_authority(b"h:000080"), (&b"h"[..], None));
+        assert_eq!(&strip_brackets(&Bytes::from_static(b"[::1]"))[..], b"::1");
+    }
+}

@@ -1,0 +1,566 @@
+//! End-to-end tests of the app-side runtime (`uwire::server`) over real Unix
+//! and TCP sockets: listeners, peer credentials, many streams, cancellation,
+//! panics, environs, metrics, tower services.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use tokio::io::AsyncReadExt;
+use uwire::frame::{HeaderBlock, Reason};
+use uwire::server::{
+    demo::Demo, from_service, handler_fn, BindAddr, BindOptions, BodyError, BoxError, ErrorKind,
+    Listener, Request, Response, ServerConfig,
+};
+
+// ---------------------------------------------------------------------------
+// Listener
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_default_mode_serves_and_is_removed_on_exit() {
+    bounded(async {
+        let srv = TestServer::start("mode-default", ServerConfig::default(), app()).await;
+        let meta = std::fs::symlink_metadata(&srv.path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        let c = srv.client().await;
+        assert_eq!(get(&c, "/hello").await.unwrap(), (200, "hello".into()));
+        let path = srv.path.clone();
+        drop(c);
+        srv.shutdown().await.unwrap();
+        assert!(!path.exists(), "socket file left behind after a clean exit");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_custom_mode() {
+    bounded(async {
+        let mut config = ServerConfig::default();
+        config.bind.socket_mode = 0o600;
+        let srv = TestServer::start("mode-0600", config, app()).await;
+        let mode = std::fs::metadata(&srv.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let c = srv.client().await;
+        assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_refuses_to_replace_a_regular_file() {
+    bounded(async {
+        let path = sock_path("not-a-socket");
+        std::fs::write(&path, b"precious data").unwrap();
+        let err = Listener::bind(&BindAddr::Unix(path.clone()), &BindOptions::default())
+            .await
+            .expect_err("bind over a regular file must fail");
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious data");
+        std::fs::remove_file(&path).unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_replaces_a_stale_socket() {
+    bounded(async {
+        let path = sock_path("stale");
+        // A socket file whose listener is gone (std's listener does not
+        // remove its file on drop, like a crashed server).
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_socket());
+        let listener = Listener::bind(&BindAddr::Unix(path.clone()), &BindOptions::default())
+            .await
+            .expect("a stale socket is replaced");
+        let srv = TestServer::serve(path, listener, ServerConfig::default(), app());
+        let c = srv.client().await;
+        assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_on_a_live_socket_is_addr_in_use() {
+    bounded(async {
+        let srv = TestServer::start("live", ServerConfig::default(), app()).await;
+        let err = Listener::bind(&BindAddr::Unix(srv.path.clone()), &BindOptions::default())
+            .await
+            .expect_err("a live socket must not be replaced");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        // The live server is untouched.
+        let c = srv.client().await;
+        assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
+        assert!(srv.path.exists());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_listener_on_port_zero() {
+    bounded(async {
+        let addr: BindAddr = "tcp:127.0.0.1:0".parse().unwrap();
+        let listener = Listener::bind(&addr, &BindOptions::default())
+            .await
+            .unwrap();
+        let local = listener.tcp_addr().expect("a TCP listener has an address");
+        assert_ne!(local.port(), 0);
+        let server = uwire::server::Server::new(ServerConfig::default());
+        let metrics = server.metrics();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, app(), async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        let sock = tokio::net::TcpStream::connect(local).await.unwrap();
+        let (c, conn) = uwire::net::client(sock, Default::default());
+        tokio::spawn(conn);
+        assert_eq!(get(&c, "/hello").await.unwrap(), (200, "hello".into()));
+        assert_eq!(get(&c, "/id/tcp").await.unwrap(), (200, "tcp".into()));
+        assert_eq!(metrics.snapshot().streams_total, 2);
+        drop(c);
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+
+        // Peer-credential allowlists need a Unix socket.
+        let listener = Listener::bind(&addr, &BindOptions::default())
+            .await
+            .unwrap();
+        let mut config = ServerConfig::default();
+        config.allow_uids = vec![ids().0];
+        let err = uwire::server::Server::new(config)
+            .serve(listener, app(), std::future::pending())
+            .await
+            .expect_err("allowlist on TCP is a configuration error");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Peer credentials
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_denied_is_closed_before_any_frame() {
+    bounded(async {
+        let (uid, gid) = ids();
+        let mut config = ServerConfig::default();
+        config.allow_uids = vec![uid.wrapping_add(4242)];
+        let srv = TestServer::start("peer-denied", config, app()).await;
+        for _ in 0..2 {
+            // The server must not even send its preface: the first read is EOF.
+            let mut raw = Raw::connect_silent(&srv.path).await;
+            let mut buf = [0u8; 64];
+            let n = within(Duration::from_secs(5), "denied read", raw.io.read(&mut buf))
+                .await
+                .unwrap_or(0);
+            assert_eq!(n, 0, "denied peer received {:?}", &buf[..n]);
+        }
+        // A net client sees its request fail.
+        let c = srv.client().await;
+        let e = get(&c, "/hello")
+            .await
+            .expect_err("denied peer got an answer");
+        assert!(e.is_closed() || e.is_io() || e.is_protocol(), "{e}");
+        let snap = srv.metrics.snapshot();
+        assert_eq!(snap.error(ErrorKind::PeerDenied), 3);
+        assert_eq!(snap.connections_total, 0);
+        assert_eq!(snap.streams_total, 0);
+
+        // Our uid listed (among others): served.
+        let mut config = ServerConfig::default();
+        config.allow_uids = vec![uid.wrapping_add(4242), uid];
+        let ok = TestServer::start("peer-allowed-uid", config, app()).await;
+        let c = ok.client().await;
+        assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
+        assert_eq!(ok.metrics.snapshot().error(ErrorKind::PeerDenied), 0);
+
+        // Either list may match: our gid listed, our uid not.
+        let mut config = ServerConfig::default();
+        config.allow_uids = vec![uid.wrapping_add(4242)];
+        config.allow_gids = vec![gid];
+        let ok = TestServer::start("peer-allowed-gid", config, app()).await;
+        let c = ok.client().await;
+        assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
+
+        // The denying server is still serving (its accept loop survived).
+        let raw = Raw::connect_silent(&srv.path).await;
+        drop(raw);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(srv.metrics.snapshot().error(ErrorKind::PeerDenied), 4);
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Many streams on one connection
+// ---------------------------------------------------------------------------
+
+/// Streams held in flight at once on one connection.
+const IN_FLIGHT: usize = 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_streams_in_flight_on_one_connection() {
+    bounded(async {
+        let mut config = ServerConfig::default();
+        config.conn.max_concurrent_streams = IN_FLIGHT as u32;
+        // Every handler waits until all of them have arrived: the test only
+        // passes if IN_FLIGHT streams are really open at the same time.
+        let barrier = Arc::new(tokio::sync::Barrier::new(IN_FLIGHT));
+        let h = handler_fn(move |req: Request| {
+            let barrier = barrier.clone();
+            async move {
+                barrier.wait().await;
+                let id = String::from_utf8_lossy(&req.head().path[1..]).into_owned();
+                Ok::<_, BoxError>(Response::new(format!("answer {id}").into()))
+            }
+        });
+        let srv = TestServer::start("1000-streams", config, h).await;
+        let c = srv.client().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..IN_FLIGHT {
+            let c = c.clone();
+            tasks.spawn(async move { (i, get(&c, &format!("/{i}")).await) });
+        }
+        let mut seen = vec![false; IN_FLIGHT];
+        while let Some(r) = tasks.join_next().await {
+            let (i, r) = r.unwrap();
+            let (status, body) = r.unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+            assert_eq!(status, 200);
+            assert_eq!(body, format!("answer {i}"));
+            seen[i] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+        let snap = srv.metrics.snapshot();
+        assert_eq!(snap.streams_total, IN_FLIGHT as u64);
+        assert_eq!(snap.connections_total, 1);
+        println!("concurrent streams in flight on one connection: {IN_FLIGHT}");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_queues_above_the_server_stream_limit() {
+    bounded(async {
+        const LIMIT: usize = 8;
+        const REQUESTS: usize = 300;
+        let mut config = ServerConfig::default();
+        config.conn.max_concurrent_streams = LIMIT as u32;
+        let now = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (n2, p2) = (now.clone(), peak.clone());
+        let h = handler_fn(move |req: Request| {
+            let (now, peak) = (n2.clone(), p2.clone());
+            async move {
+                let cur = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(cur, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                let id = String::from_utf8_lossy(&req.head().path[1..]).into_owned();
+                Ok::<_, BoxError>(Response::new(id.into()))
+            }
+        });
+        let srv = TestServer::start("queue-above-limit", config, h).await;
+        let c = srv.client().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..REQUESTS {
+            let c = c.clone();
+            tasks.spawn(async move { (i, get(&c, &format!("/{i}")).await) });
+        }
+        while let Some(r) = tasks.join_next().await {
+            let (i, r) = r.unwrap();
+            let (status, body) = r.unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+            assert_eq!((status, body), (200, Bytes::from(i.to_string())));
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(peak <= LIMIT, "{peak} handlers ran at once, limit {LIMIT}");
+        assert!(
+            peak >= 2,
+            "requests were not concurrent at all (peak {peak})"
+        );
+        assert_eq!(srv.metrics.snapshot().streams_total, REQUESTS as u64);
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Cancellation and failures
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_mid_body_fails_the_body_read_only_for_that_stream() {
+    bounded(async {
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel::<Result<u64, String>>();
+        let slots = Arc::new(std::sync::Mutex::new(Some((first_tx, result_tx))));
+        let inner = Arc::new(app());
+        let h = handler_fn(move |mut req: Request| {
+            let slots = slots.clone();
+            let inner = inner.clone();
+            async move {
+                if &req.head().path[..] != b"/victim" {
+                    return uwire::server::Handler::call(&*inner, req).await;
+                }
+                let (first_tx, result_tx) = slots.lock().unwrap().take().unwrap();
+                let body = req.body_mut();
+                let first = body.data().await.expect("first chunk").expect("ok chunk");
+                assert_eq!(&first[..], b"first part");
+                let _ = first_tx.send(());
+                let outcome = loop {
+                    match body.data().await {
+                        Some(Ok(_)) => continue,
+                        Some(Err(e @ BodyError::Aborted(_))) => break Err(e.to_string()),
+                        Some(Err(e)) => break Err(format!("unexpected error kind: {e}")),
+                        None => break Ok(body.bytes_read()),
+                    }
+                };
+                let _ = result_tx.send(outcome);
+                Ok::<_, BoxError>(Response::new("unreachable".into()))
+            }
+        });
+        let srv = TestServer::start("reset-mid-body", ServerConfig::default(), h).await;
+        let c = srv.client().await;
+
+        // A concurrent echo on the same connection, started before the reset
+        // and finished after it.
+        let (mut echo_send, echo_resp) =
+            c.send_request(head("POST", "/echo"), false).await.unwrap();
+        echo_send.send_data("before ".into(), false).await.unwrap();
+
+        let (mut send, resp) = c
+            .send_request(head("POST", "/victim"), false)
+            .await
+            .unwrap();
+        send.send_data("first part".into(), false).await.unwrap();
+        first_rx.await.unwrap();
+        send.reset(Reason::CANCEL);
+        let outcome = within(Duration::from_secs(5), "handler sees the reset", result_rx)
+            .await
+            .unwrap();
+        let msg = outcome.expect_err("body read must fail after a RESET");
+        assert!(msg.contains("aborted"), "{msg}");
+        let e = resp.await.expect_err("reset stream has no response");
+        assert!(e.is_reset(), "{e}");
+
+        echo_send.send_data("after".into(), true).await.unwrap();
+        let (h2, mut b2) = echo_resp.await.unwrap();
+        assert_eq!(h2.status, 200);
+        assert_eq!(b2.collect(1 << 20).await.unwrap(), "before after");
+        assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(srv.metrics.snapshot().error(ErrorKind::PeerReset), 1);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_panic_is_isolated_to_its_stream() {
+    bounded(async {
+        let srv = TestServer::start("panic", ServerConfig::default(), app()).await;
+        let c = srv.client().await;
+        let slow: Vec<_> = (0..8)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { get(&c, "/sleep/200").await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        // Before the head: 500 for that stream.
+        let (status, body) = get(&c, "/panic").await.unwrap();
+        assert_eq!(status, 500);
+        assert_eq!(body, "internal server error\n");
+        // A handler error: 500 as well.
+        assert_eq!(get(&c, "/error").await.unwrap().0, 500);
+
+        // After the head: RESET(INTERNAL_ERROR) for that stream.
+        let (_s, resp) = c
+            .send_request(head("GET", "/panic-body"), true)
+            .await
+            .unwrap();
+        let (h, mut body) = resp.await.unwrap();
+        assert_eq!(h.status, 200);
+        let first = body.data().await.unwrap().unwrap();
+        assert_eq!(first, "partial");
+        let e = body
+            .data()
+            .await
+            .expect("an error, not the end")
+            .expect_err("body must fail");
+        assert!(e.is_reset() && e.is_remote_reset(), "{e}");
+        assert_eq!(e.reason(), Some(Reason::INTERNAL_ERROR));
+
+        for s in slow {
+            assert_eq!(s.await.unwrap().unwrap(), (200, "slept 200".into()));
+        }
+        assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
+        let snap = srv.metrics.snapshot();
+        assert_eq!(snap.error(ErrorKind::HandlerPanic), 2);
+        assert_eq!(snap.error(ErrorKind::HandlerError), 1);
+        assert_eq!(snap.connections_total, 1, "the connection survived");
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Environ, metrics, tower
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environ_of_the_demo_app_end_to_end() {
+    bounded(async {
+        let srv = TestServer::start("environ", ServerConfig::default(), Demo).await;
+        let c = srv.client().await;
+        let mut h = head("POST", "/environ/sub%20dir?x=1&y=%20");
+        h.headers = HeaderBlock::try_from_pairs([
+            ("Host", "example.org:8080"),
+            ("X-Custom", "one"),
+            ("x-custom", "two"),
+            ("X_Under", "spoof"),
+            ("Proxy", "http://evil.example/"),
+            ("Content-Type", "text/plain"),
+            ("User-Agent", "uwire-test"),
+        ])
+        .unwrap();
+        h.authority = "example.org:8080".into();
+        h.client_addr = "192.0.2.7".into();
+        h.client_port = 40000;
+        h.body_length = Some(5);
+        let (status, body) = request(&c, h, Some("abcde".into())).await.unwrap();
+        assert_eq!(status, 200);
+        let env: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&body).expect("environ is JSON");
+        let get = |k: &str| env.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        assert_eq!(get("REQUEST_METHOD").as_deref(), Some("POST"));
+        assert_eq!(get("PATH_INFO").as_deref(), Some("/environ/sub dir"));
+        assert_eq!(get("SCRIPT_NAME").as_deref(), Some(""));
+        assert_eq!(get("QUERY_STRING").as_deref(), Some("x=1&y=%20"));
+        assert_eq!(
+            get("REQUEST_URI").as_deref(),
+            Some("/environ/sub%20dir?x=1&y=%20")
+        );
+        assert_eq!(get("SERVER_NAME").as_deref(), Some("example.org"));
+        assert_eq!(get("SERVER_PORT").as_deref(), Some("8080"));
+        assert_eq!(get("REMOTE_ADDR").as_deref(), Some("192.0.2.7"));
+        assert_eq!(get("REMOTE_PORT").as_deref(), Some("40000"));
+        assert_eq!(get("CONTENT_LENGTH").as_deref(), Some("5"));
+        assert_eq!(get("CONTENT_TYPE").as_deref(), Some("text/plain"));
+        assert_eq!(get("HTTP_HOST").as_deref(), Some("example.org:8080"));
+        assert_eq!(get("HTTP_X_CUSTOM").as_deref(), Some("one, two"));
+        assert_eq!(get("HTTP_USER_AGENT").as_deref(), Some("uwire-test"));
+        assert_eq!(get("HTTP_X_UNDER"), None, "underscore header mapped");
+        assert_eq!(get("HTTP_PROXY"), None, "httpoxy: Proxy header mapped");
+        assert_eq!(get("HTTP_CONTENT_TYPE"), None);
+        assert!(!env.keys().any(|k| k.contains("UNDER")), "{env:?}");
+
+        // Demo's other routes.
+        assert_eq!(
+            get_(&c, "/").await,
+            (200, Bytes::from_static(b"Hello from uwire!\n"))
+        );
+        assert_eq!(get_(&c, "/nope").await.0, 404);
+        // A bad head (conflicting Content-Length) is a 400, not a crash.
+        let mut bad = head("GET", "/environ");
+        bad.headers =
+            HeaderBlock::try_from_pairs([("Content-Length", "1"), ("Content-Length", "2")])
+                .unwrap();
+        assert_eq!(request(&c, bad, None).await.unwrap().0, 400);
+        assert_eq!(srv.metrics.snapshot().error(ErrorKind::BadRequest), 1);
+    })
+    .await
+}
+
+async fn get_(c: &uwire::net::SendRequest, target: &str) -> (u16, Bytes) {
+    get(c, target).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    bounded(async {
+        let srv = TestServer::start("metrics", ServerConfig::default(), app()).await;
+        let c1 = srv.client().await;
+        let c2 = srv.client().await;
+        for i in 0..5 {
+            assert_eq!(get(&c1, &format!("/id/{i}")).await.unwrap().0, 200);
+        }
+        let body = Bytes::from(vec![7u8; 10_000]);
+        let (status, echoed) = request(&c2, head("POST", "/echo"), Some(body.clone()))
+            .await
+            .unwrap();
+        assert_eq!((status, echoed), (200, body));
+        assert_eq!(get(&c2, "/panic").await.unwrap().0, 500);
+        assert_eq!(get(&c2, "/missing").await.unwrap().0, 404);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s = srv.metrics.snapshot();
+        assert_eq!(s.connections_total, 2);
+        assert_eq!(s.connections_active, 2);
+        assert_eq!(s.streams_total, 8);
+        assert_eq!(s.streams_active, 0);
+        assert_eq!(s.latency_count, 8);
+        assert_eq!(s.bytes_in, 10_000);
+        // 5 one-byte ids, the echo, "internal server error\n", "not found".
+        assert_eq!(s.bytes_out, 5 + 10_000 + 22 + 9);
+        assert_eq!(s.error(ErrorKind::HandlerPanic), 1);
+        let total_errors: u64 = s.errors.iter().map(|(_, n)| n).sum();
+        assert_eq!(total_errors, 1, "{:?}", s.errors);
+
+        let text = srv.metrics.render_prometheus();
+        for line in [
+            "uwire_connections_total 2",
+            "uwire_connections_active 2",
+            "uwire_streams_total 8",
+            "uwire_streams_active 0",
+            "uwire_request_body_bytes_total 10000",
+            "uwire_errors_total{kind=\"handler_panic\"} 1",
+            "uwire_request_duration_seconds_count 8",
+            "uwire_request_duration_seconds_bucket{le=\"+Inf\"} 8",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+
+        drop((c1, c2));
+        within(Duration::from_secs(5), "connections to close", async {
+            while srv.metrics.snapshot().connections_active != 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_service_handler() {
+    bounded(async {
+        let svc = tower::service_fn(|req: Request| async move {
+            let p = String::from_utf8_lossy(&req.head().path).into_owned();
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                Bytes::from(format!("tower saw {p}")),
+            )))
+        });
+        let srv = TestServer::start("tower", ServerConfig::default(), from_service(svc)).await;
+        let c = srv.client().await;
+        assert_eq!(
+            get(&c, "/x/y").await.unwrap(),
+            (200, Bytes::from("tower saw /x/y"))
+        );
+    })
+    .await
+}
