@@ -7,10 +7,11 @@
 //!
 //! All three head representations carry the same content: method, scheme,
 //! authority, path, query, version and the same 20 browser-like header
-//! fields (about 600 bytes of HTTP text). Every decode benchmark touches every
-//! header name and value (summing their lengths), because httparse and the
-//! uwire block iterator both hand back slices and the work is only comparable
-//! when the consumer actually reads them.
+//! fields (673 bytes of HTTP/1.1 text; the uwire REQUEST frame is 743 bytes,
+//! its header block 662). Every decode benchmark touches every header name
+//! and value (summing their lengths), because httparse and the uwire block
+//! iterator both hand back slices and the work is only comparable when the
+//! consumer actually reads them.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -29,40 +30,37 @@ use uwire::frame::{
 // ---------------------------------------------------------------------------
 
 const METHOD: &str = "GET";
-const PATH: &str = "/catalog/products/electronics/laptops";
-const QUERY: &str = "sort=price&page=2&ref=nav";
+const PATH: &str = "/catalog/laptops";
+const QUERY: &str = "sort=price&page=2";
 
 /// 20 header fields a current desktop browser sends for a same-origin
 /// navigation behind a load balancer.
 const HEADERS: [(&str, &str); 20] = [
     ("Host", "shop.example.com"),
     ("Connection", "keep-alive"),
-    ("sec-ch-ua", "\"Chromium\";v=\"124\", \"Google Chrome\";v=\"124\", \"Not-A.Brand\";v=\"99\""),
+    (
+        "sec-ch-ua",
+        "\"Chromium\";v=\"124\", \"Not.A/Brand\";v=\"8\"",
+    ),
     ("sec-ch-ua-mobile", "?0"),
     ("sec-ch-ua-platform", "\"Linux\""),
     ("Upgrade-Insecure-Requests", "1"),
     (
         "User-Agent",
-        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (X11; Linux x86_64) Chrome/124.0 Safari/537.36",
     ),
-    (
-        "Accept",
-        "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
-    ),
+    ("Accept", "text/html,*/*;q=0.8"),
     ("Sec-Fetch-Site", "same-origin"),
     ("Sec-Fetch-Mode", "navigate"),
     ("Sec-Fetch-User", "?1"),
     ("Sec-Fetch-Dest", "document"),
-    ("Referer", "https://shop.example.com/catalog/products/electronics"),
-    ("Accept-Encoding", "gzip, deflate, br, zstd"),
-    ("Accept-Language", "en-US,en;q=0.9,de;q=0.8"),
-    (
-        "Cookie",
-        "session=5f2b9c1e8a7d4e3f; cart=3; _ga=GA1.2.1234567890.1700000000; theme=dark",
-    ),
-    ("X-Forwarded-For", "203.0.113.195, 70.41.3.18"),
+    ("Referer", "https://shop.example.com/"),
+    ("Accept-Encoding", "gzip, deflate, br"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+    ("Cookie", "session=5f2b9c1e; cart=3"),
+    ("X-Forwarded-For", "203.0.113.195"),
     ("X-Forwarded-Proto", "https"),
-    ("X-Request-Id", "7c9e6679-7425-40de-944b-e07fc1f90ae7"),
+    ("X-Request-Id", "7c9e6679"),
     ("Priority", "u=0, i"),
 ];
 
@@ -273,6 +271,8 @@ fn head_decode(c: &mut Criterion) {
         let mut r = httparse::Request::new(&mut req);
         assert!(r.parse(&text).unwrap().is_complete());
         assert_eq!(r.headers.len(), HEADERS.len());
+        assert_eq!(text.len(), 673);
+        assert_eq!(wire.len(), 743, "frame size");
         let f = Codec::without_preface(Limits::default())
             .decode(&mut wire.clone())
             .unwrap()

@@ -38,6 +38,7 @@ pub mod codec;
 pub mod conn;
 pub mod environ;
 pub mod frame;
+pub mod legacy;
 #[cfg(feature = "net")]
 pub mod net;
 #[cfg(feature = "proxy")]

@@ -139,8 +139,10 @@ async fn tcp_listener_on_port_zero() {
         let listener = Listener::bind(&addr, &BindOptions::default())
             .await
             .unwrap();
-        let mut config = ServerConfig::default();
-        config.allow_uids = vec![ids().0];
+        let config = ServerConfig {
+            allow_uids: vec![ids().0],
+            ..ServerConfig::default()
+        };
         let err = uwire::server::Server::new(config)
             .serve(listener, app(), std::future::pending())
             .await
@@ -158,8 +160,10 @@ async fn tcp_listener_on_port_zero() {
 async fn peer_denied_is_closed_before_any_frame() {
     bounded(async {
         let (uid, gid) = ids();
-        let mut config = ServerConfig::default();
-        config.allow_uids = vec![uid.wrapping_add(4242)];
+        let config = ServerConfig {
+            allow_uids: vec![uid.wrapping_add(4242)],
+            ..ServerConfig::default()
+        };
         let srv = TestServer::start("peer-denied", config, app()).await;
         for _ in 0..2 {
             // The server must not even send its preface: the first read is EOF.
@@ -175,24 +179,29 @@ async fn peer_denied_is_closed_before_any_frame() {
         let e = get(&c, "/hello")
             .await
             .expect_err("denied peer got an answer");
-        assert!(e.is_closed() || e.is_io() || e.is_protocol(), "{e}");
+        // Never sent (no SETTINGS ever came): safe to retry elsewhere.
+        assert!(e.is_refused(), "{e}");
         let snap = srv.metrics.snapshot();
         assert_eq!(snap.error(ErrorKind::PeerDenied), 3);
         assert_eq!(snap.connections_total, 0);
         assert_eq!(snap.streams_total, 0);
 
         // Our uid listed (among others): served.
-        let mut config = ServerConfig::default();
-        config.allow_uids = vec![uid.wrapping_add(4242), uid];
+        let config = ServerConfig {
+            allow_uids: vec![uid.wrapping_add(4242), uid],
+            ..ServerConfig::default()
+        };
         let ok = TestServer::start("peer-allowed-uid", config, app()).await;
         let c = ok.client().await;
         assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
         assert_eq!(ok.metrics.snapshot().error(ErrorKind::PeerDenied), 0);
 
         // Either list may match: our gid listed, our uid not.
-        let mut config = ServerConfig::default();
-        config.allow_uids = vec![uid.wrapping_add(4242)];
-        config.allow_gids = vec![gid];
+        let config = ServerConfig {
+            allow_uids: vec![uid.wrapping_add(4242)],
+            allow_gids: vec![gid],
+            ..ServerConfig::default()
+        };
         let ok = TestServer::start("peer-allowed-gid", config, app()).await;
         let c = ok.client().await;
         assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
@@ -561,6 +570,170 @@ async fn tower_service_handler() {
             get(&c, "/x/y").await.unwrap(),
             (200, Bytes::from("tower saw /x/y"))
         );
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Responses the client cannot take, trailers, disconnects
+// ---------------------------------------------------------------------------
+
+/// `/1xx`: a handler answering 103 as its final status; `/big-head`: a
+/// response head over the client's `max_head_size`; `/many-headers`: over
+/// its `max_header_count`; `/trailers`: body then trailers; `/big-trailers`:
+/// trailers over the client's `max_head_size`.
+fn awkward() -> impl uwire::server::Handler {
+    use http_body_util::StreamBody;
+    handler_fn(|req: Request| async move {
+        let mut r = Response::new("body".into());
+        match &req.head().path[..] {
+            b"/1xx" => *r.status_mut() = http::StatusCode::EARLY_HINTS,
+            b"/big-head" => {
+                r.headers_mut()
+                    .insert("x-big", "b".repeat(4000).parse().unwrap());
+            }
+            b"/many-headers" => {
+                for i in 0..10 {
+                    r.headers_mut().insert(
+                        format!("x-h{i}").parse::<http::HeaderName>().unwrap(),
+                        "v".parse().unwrap(),
+                    );
+                }
+            }
+            p @ (b"/trailers" | b"/big-trailers") => {
+                let mut t = http::HeaderMap::new();
+                let v = if p == b"/trailers" {
+                    "ok".to_string()
+                } else {
+                    "t".repeat(4000)
+                };
+                t.insert("x-checksum", v.parse().unwrap());
+                let frames = futures_util::stream::iter([
+                    Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(b"data"))),
+                    Ok(http_body::Frame::trailers(t)),
+                ]);
+                r = Response::new(uwire::server::ResponseBody::new(StreamBody::new(frames)));
+            }
+            _ => {}
+        }
+        Ok::<_, BoxError>(r)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_the_client_cannot_take_fail_the_stream_not_hang_it() {
+    bounded(async {
+        let srv = TestServer::start("awkward", ServerConfig::default(), awkward()).await;
+        let mut cfg = uwire::conn::Config::default();
+        cfg.limits.max_head_size = 1024;
+        cfg.limits.max_header_count = 4;
+        let c = connect_with(&srv.path, cfg).await;
+        let quick = Duration::from_secs(3);
+
+        // A 1xx status is no final response: 500 instead of a hang.
+        let r = within(quick, "1xx final status", get(&c, "/1xx")).await;
+        assert_eq!(r.unwrap().0, 500);
+
+        // Heads over the client's limits: the stream fails at once.
+        for path in ["/big-head", "/many-headers"] {
+            let e = within(quick, path, get(&c, path))
+                .await
+                .expect_err("over-limit response head delivered");
+            assert!(
+                e.is_reset() || e.is_refused(),
+                "{path}: unexpected error {e}"
+            );
+        }
+
+        // Trailers end to end.
+        let (_s, resp) = c
+            .send_request(head("GET", "/trailers"), true)
+            .await
+            .unwrap();
+        let (h, mut b) = within(quick, "trailers head", resp).await.unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(b.collect(100).await.unwrap(), "data");
+        assert_eq!(b.trailers().unwrap().get(b"x-checksum"), Some(&b"ok"[..]));
+
+        // Trailers over the client's limit: the stream fails, not hangs.
+        let (_s, resp) = c
+            .send_request(head("GET", "/big-trailers"), true)
+            .await
+            .unwrap();
+        let r = within(quick, "big trailers", async {
+            let (_, mut b) = resp.await?;
+            b.collect(100).await
+        })
+        .await;
+        assert!(r.is_err(), "over-limit trailers: {r:?}");
+
+        // The connection is still fine.
+        assert_eq!(get(&c, "/").await.unwrap(), (200, Bytes::from("body")));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_disconnect_cancels_running_handlers() {
+    bounded(async {
+        struct Flag(Arc<AtomicUsize>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let started = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (s2, d2) = (started.clone(), dropped.clone());
+        let h = handler_fn(move |_req: Request| {
+            let flag = Flag(d2.clone());
+            s2.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let _flag = flag;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, BoxError>(Response::new("late".into()))
+            }
+        });
+        let srv = TestServer::start("disconnect", ServerConfig::default(), h).await;
+
+        // A probe that connects and leaves, and a pool-like client that
+        // handshakes and drops an idle connection: neither is an error.
+        drop(Raw::connect_silent(&srv.path).await);
+        drop(Raw::connect(&srv.path).await);
+
+        let mut raw = Raw::connect(&srv.path).await;
+        for id in [1, 3, 5] {
+            raw.send(uwire::frame::Request::new(sid(id), head("GET", "/"), true))
+                .await;
+        }
+        within(Duration::from_secs(5), "handlers to start", async {
+            while started.load(Ordering::SeqCst) < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        drop(raw); // vanishes without GOAWAY
+        within(Duration::from_secs(5), "handlers to be cancelled", async {
+            while dropped.load(Ordering::SeqCst) < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        within(Duration::from_secs(5), "gauges to settle", async {
+            loop {
+                let s = srv.metrics.snapshot();
+                if s.streams_active == 0 && s.connections_active == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let s = srv.metrics.snapshot();
+        assert_eq!(s.connections_total, 3);
+        assert_eq!(s.error(ErrorKind::Protocol), 0, "{:?}", s.errors);
+        assert_eq!(s.error(ErrorKind::Io), 1, "{:?}", s.errors);
+        assert_eq!(s.latency_count, 3);
     })
     .await
 }

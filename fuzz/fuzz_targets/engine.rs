@@ -49,8 +49,8 @@ use libfuzzer_sys::fuzz_target;
 use uwire::codec::{Codec, Limits};
 use uwire::conn::{Config, Connection, Event, Role};
 use uwire::frame::{
-    Data, Frame, GoAway, HeaderBlock, HttpVersion, Ping, Reason, Request, RequestHead, Reset,
-    Response, ResponseHead, Settings, StreamId, Trailers, Unknown, WindowUpdate, Kind,
+    Data, Frame, GoAway, HeaderBlock, HttpVersion, Kind, Ping, Reason, Request, RequestHead, Reset,
+    Response, ResponseHead, Settings, StreamId, Trailers, Unknown, WindowUpdate,
 };
 
 /// Most ops run per input (keeps executions fast and bounded).
@@ -404,7 +404,8 @@ impl Harness {
             2 => {
                 let id = if inp.u8() < 240 {
                     let id = self.next_peer_request;
-                    self.next_peer_request = self.next_peer_request.saturating_add(2).min(0x7FFF_FFFF);
+                    self.next_peer_request =
+                        self.next_peer_request.saturating_add(2).min(0x7FFF_FFFF);
                     StreamId::new(id)
                 } else {
                     self.pick_id(inp)
@@ -455,11 +456,7 @@ impl Harness {
             }
             8 => {
                 let last = StreamId::new(inp.u32() & 0x7FFF_FFFF);
-                let last = if inp.bool() {
-                    self.pick_id(inp)
-                } else {
-                    last
-                };
+                let last = if inp.bool() { self.pick_id(inp) } else { last };
                 GoAway::new(last, reason(inp), Bytes::from_static(b"bye")).into()
             }
             9 | 10 => {
@@ -471,8 +468,13 @@ impl Harness {
                 let inc = inp.size().clamp(1, 0x7FFF_FFFF);
                 WindowUpdate::new(id, inc).into()
             }
-            _ => Unknown::new(Kind(0x80 | inp.u8()), inp.u8(), StreamId::new(1), Bytes::new())
-                .into(),
+            _ => Unknown::new(
+                Kind(0x80 | inp.u8()),
+                inp.u8(),
+                StreamId::new(1),
+                Bytes::new(),
+            )
+            .into(),
         };
         if let Frame::Request(r) = &f {
             self.note_id(r.stream_id());
@@ -629,10 +631,8 @@ impl Harness {
             assert_eq!(self.closed_events, 0, "event after Closed: {e:?}");
             match e {
                 Event::Request { id, .. } | Event::Response { id, .. } => self.note_id(id),
-                Event::Data { id, data, .. } => {
-                    if self.auto_release {
-                        self.conn.release_capacity(id, data.len());
-                    }
+                Event::Data { id, data, .. } if self.auto_release => {
+                    self.conn.release_capacity(id, data.len());
                 }
                 Event::Closed { .. } => self.closed_events += 1,
                 _ => {}

@@ -152,7 +152,10 @@ fn chunked(control: u8, wire: &[u8]) -> Outcome {
     };
     let mut c = codec(control);
     let l = *c.limits();
-    let largest = l.max_frame_size.max(l.max_head_size).max(l.max_control_size) as usize;
+    let largest = l
+        .max_frame_size
+        .max(l.max_head_size)
+        .max(l.max_control_size) as usize;
     let mut chunks = Chunks::new(control);
     let mut buf = BytesMut::new();
     let mut rest = wire;

@@ -70,8 +70,14 @@ fn is_tchar(b: u8) -> bool {
 fn check_block(block: &HeaderBlock) {
     let mut n = 0;
     for (name, value) in block {
-        assert!(!name.is_empty() && name.iter().all(|&b| is_tchar(b)), "{name:?}");
-        assert!(!value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n'), "{value:?}");
+        assert!(
+            !name.is_empty() && name.iter().all(|&b| is_tchar(b)),
+            "{name:?}"
+        );
+        assert!(
+            !value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n'),
+            "{value:?}"
+        );
         n += 1;
         // Lookup by the same name (any case) finds a value.
         assert!(block.get(&name.to_ascii_uppercase()).is_some());

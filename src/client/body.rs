@@ -20,8 +20,12 @@ enum Inner {
     Uwire {
         recv: RecvStream,
         trailers_sent: bool,
+        /// What the stream yielded after the last data chunk, read ahead so
+        /// `is_end_stream` can say "that was the last chunk" (an HTTP/2
+        /// front then ends the stream on that DATA frame instead of sending
+        /// an extra empty one; h2 clients budget small non-final frames).
+        peeked: Option<Option<Result<Bytes, crate::net::Error>>>,
     },
-    #[allow(dead_code)] // built by the classic uwsgi upstream path
     Stream(BoxStream),
     Empty,
 }
@@ -46,12 +50,12 @@ impl Body {
             inner: Inner::Uwire {
                 recv,
                 trailers_sent: false,
+                peeked: None,
             },
             _guard: Some(guard),
         }
     }
 
-    #[allow(dead_code)] // used by the classic uwsgi upstream path
     pub(crate) fn from_stream(s: BoxStream, guard: Option<InflightGuard>) -> Body {
         Body {
             inner: Inner::Stream(s),
@@ -98,24 +102,40 @@ impl HttpBody for Body {
             Inner::Uwire {
                 recv,
                 trailers_sent,
+                peeked,
             } => {
-                if recv.is_end() {
-                    if !*trailers_sent {
-                        *trailers_sent = true;
-                        if let Some(t) = recv.trailers() {
-                            return Poll::Ready(Some(Ok(Frame::trailers(header_map(t)))));
+                let polled = match peeked.take() {
+                    Some(p) => Poll::Ready(p),
+                    None => {
+                        if recv.is_end() {
+                            if !*trailers_sent {
+                                *trailers_sent = true;
+                                if let Some(t) = recv.trailers() {
+                                    return Poll::Ready(Some(Ok(Frame::trailers(header_map(t)))));
+                                }
+                            }
+                            return Poll::Ready(None);
                         }
+                        let fut = recv.data();
+                        futures_util::pin_mut!(fut);
+                        fut.poll(cx)
                     }
-                    return Poll::Ready(None);
-                }
-                let polled = {
-                    let fut = recv.data();
-                    futures_util::pin_mut!(fut);
-                    fut.poll(cx)
                 };
                 match polled {
                     Poll::Pending => Poll::Pending,
-                    Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                    Poll::Ready(Some(Ok(b))) => {
+                        // Look one event ahead without registering for a
+                        // wake-up (the next poll_frame registers again).
+                        if !recv.is_end() {
+                            let fut = recv.data();
+                            futures_util::pin_mut!(fut);
+                            let mut noop = Context::from_waker(std::task::Waker::noop());
+                            if let Poll::Ready(next) = fut.poll(&mut noop) {
+                                *peeked = Some(next);
+                            }
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(b))))
+                    }
                     Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from_net(e)))),
                     Poll::Ready(None) => {
                         *trailers_sent = true;
@@ -135,7 +155,12 @@ impl HttpBody for Body {
             Inner::Uwire {
                 recv,
                 trailers_sent,
-            } => recv.is_end() && (*trailers_sent || recv.trailers().is_none()),
+                peeked,
+            } => {
+                recv.is_end()
+                    && !matches!(peeked, Some(Some(_)))
+                    && (*trailers_sent || recv.trailers().is_none())
+            }
             Inner::Stream(_) => false,
         }
     }

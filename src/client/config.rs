@@ -71,6 +71,11 @@ pub struct ClientConfig {
     pub eject_after: u32,
     /// How long an ejected upstream sits out. Default [`DEFAULT_EJECT_COOLDOWN`].
     pub eject_cooldown: Duration,
+    /// Largest vars block sent to a classic uwsgi upstream. Default 65535
+    /// (the protocol's cap); set it to the uWSGI server's `buffer-size`
+    /// (uWSGI's default is 4096) so oversized heads fail here with a clear
+    /// error instead of being dropped by uWSGI.
+    pub uwsgi_buffer_size: u16,
 }
 
 impl Default for ClientConfig {
@@ -89,6 +94,7 @@ impl Default for ClientConfig {
             balance: Balance::default(),
             eject_after: DEFAULT_EJECT_AFTER,
             eject_cooldown: DEFAULT_EJECT_COOLDOWN,
+            uwsgi_buffer_size: u16::MAX,
         }
     }
 }

@@ -16,6 +16,9 @@ pub(crate) enum Kind {
     Protocol,
     Reset(Reason),
     Refused,
+    /// The connection closed before the request was written (nothing
+    /// reached the app): safe to retry, a 502 if retries run out.
+    NotSent,
     Closed,
     NoUpstream,
     InvalidRequest,
@@ -41,7 +44,9 @@ impl Error {
     }
 
     pub(crate) fn from_net(e: crate::net::Error) -> Error {
-        let kind = if e.is_refused() {
+        let kind = if e.is_refused() && e.is_closed() {
+            Kind::NotSent
+        } else if e.is_refused() {
             Kind::Refused
         } else if e.is_reset() {
             Kind::Reset(e.reason().unwrap_or(Reason::INTERNAL_ERROR))
@@ -79,9 +84,17 @@ impl Error {
         matches!(self.kind, Kind::Refused)
     }
 
-    /// The connection closed mid-request (e.g. the app was killed).
+    /// The connection closed mid-request (e.g. the app was killed), or
+    /// before the request could be sent on it.
     pub fn is_closed(&self) -> bool {
-        matches!(self.kind, Kind::Closed)
+        matches!(self.kind, Kind::Closed | Kind::NotSent)
+    }
+
+    /// Whether nothing of the request reached the app, so it may be sent
+    /// again (connect failures other than timeouts, refused streams,
+    /// connections that closed before the request was written).
+    pub(crate) fn is_retryable(&self) -> bool {
+        matches!(self.kind, Kind::Connect | Kind::Refused | Kind::NotSent)
     }
 
     /// No upstream is configured.
@@ -122,7 +135,12 @@ impl Error {
     pub(crate) fn is_upstream_failure(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Connect | Kind::ConnectTimeout | Kind::Protocol | Kind::Closed | Kind::Upstream
+            Kind::Connect
+                | Kind::ConnectTimeout
+                | Kind::Protocol
+                | Kind::Closed
+                | Kind::NotSent
+                | Kind::Upstream
         )
     }
 }
@@ -148,6 +166,7 @@ impl fmt::Display for Error {
             Kind::Reset(_) => "upstream reset the stream",
             Kind::Refused => "upstream refused the stream",
             Kind::Closed => "upstream connection closed",
+            Kind::NotSent => "upstream connection closed before the request was sent",
             Kind::NoUpstream => "no upstream configured",
             Kind::InvalidRequest => "request cannot be carried upstream",
             Kind::Upstream => "invalid upstream response",

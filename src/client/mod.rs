@@ -326,15 +326,16 @@ impl Client {
                         up.record_failure(cfg);
                     }
                     attempts += 1;
-                    // Nothing reached the app (connect failure or refused
-                    // stream) and the body was not consumed: safe to retry,
+                    // Nothing reached the app (connect failure, refused
+                    // stream, connection gone before the request was
+                    // written) and the body was not consumed: safe to retry,
                     // on another upstream if there is one; a refused stream
-                    // (GOAWAY from a restarting app) may retry the same one.
-                    let retryable =
-                        (e.is_connect() && !e.is_timeout() || e.is_refused()) && body.is_some();
+                    // (GOAWAY from a restarting app) or a dead pooled
+                    // connection may retry the same one.
+                    let retryable = e.is_retryable() && body.is_some();
                     if retryable && attempts <= self.inner.upstreams.len() {
                         if tried.len() == self.inner.upstreams.len() {
-                            if !e.is_refused() {
+                            if e.is_connect() {
                                 return Err(e);
                             }
                             tried.clear();

@@ -87,14 +87,12 @@ impl UpstreamState {
     }
 
     /// Counts a request as outstanding on this upstream (before any lease).
-    #[allow(dead_code)] // used by the classic uwsgi upstream path
     pub(crate) fn begin(self: &Arc<Self>) -> Arc<AtomicU32> {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         Arc::new(AtomicU32::new(1))
     }
 
     /// A guard for a request that needs no pooled connection (uwsgi).
-    #[allow(dead_code)] // used by the classic uwsgi upstream path
     pub(crate) fn guard(self: &Arc<Self>) -> InflightGuard {
         InflightGuard {
             conn: self.begin(),

@@ -226,7 +226,12 @@ mod tests {
             let r = dec.decode_eof(&mut buf);
             match cut {
                 0 => assert_eq!(r, Ok(None)),
-                1..=3 => assert_eq!(r, Err(LegacyError::Truncated { what: "packet header" })),
+                1..=3 => assert_eq!(
+                    r,
+                    Err(LegacyError::Truncated {
+                        what: "packet header"
+                    })
+                ),
                 _ => assert_eq!(r, Err(LegacyError::Truncated { what: "vars block" })),
             }
         }

@@ -87,9 +87,12 @@ impl PacketHeader {
     }
 }
 
-/// Reads one var at the start of `input`: `(key, value, rest)`, or which
-/// field runs past the end.
-fn var(input: &[u8]) -> Result<(&[u8], &[u8], &[u8]), &'static str> {
+/// `(key, value, rest of the block)`.
+type Var<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+/// Reads one var at the start of `input`, or names the field that runs past
+/// the end.
+fn var(input: &[u8]) -> Result<Var<'_>, &'static str> {
     let (rest, key_len) = le_u16::<_, NomError<'_>>(input).map_err(|_| "key size")?;
     let (rest, key) = take::<_, _, NomError<'_>>(key_len)
         .parse(rest)
@@ -115,7 +118,8 @@ pub fn parse_vars(block: &Bytes, max_vars: usize) -> Result<Vec<(Bytes, Bytes)>,
     let mut rest: &[u8] = block;
     while !rest.is_empty() {
         let offset = block.len() - rest.len();
-        let (key, value, tail) = var(rest).map_err(|what| LegacyError::VarPastEnd { offset, what })?;
+        let (key, value, tail) =
+            var(rest).map_err(|what| LegacyError::VarPastEnd { offset, what })?;
         if key.is_empty() {
             return Err(LegacyError::EmptyKey { offset });
         }
@@ -303,11 +307,17 @@ mod tests {
         assert!(PacketHeader::new(0, 10, 0).check(&limits).is_ok());
         assert_eq!(
             PacketHeader::new(0, 11, 0).check(&limits),
-            Err(LegacyError::BlockTooLarge { size: 11, limit: 10 })
+            Err(LegacyError::BlockTooLarge {
+                size: 11,
+                limit: 10
+            })
         );
         // modifier1 is checked first.
         assert_eq!(
-            PacketHeader::new(5, 11, 1).check(&limits).unwrap_err().class(),
+            PacketHeader::new(5, 11, 1)
+                .check(&limits)
+                .unwrap_err()
+                .class(),
             "unsupported_modifier"
         );
     }
@@ -354,7 +364,12 @@ mod tests {
     fn cl(values: &[&'static str]) -> Result<Option<u64>, LegacyError> {
         let vars: Vec<(Bytes, Bytes)> = values
             .iter()
-            .map(|v| (Bytes::from_static(b"CONTENT_LENGTH"), Bytes::from_static(v.as_bytes())))
+            .map(|v| {
+                (
+                    Bytes::from_static(b"CONTENT_LENGTH"),
+                    Bytes::from_static(v.as_bytes()),
+                )
+            })
             .collect();
         content_length(&vars)
     }
@@ -368,8 +383,21 @@ mod tests {
         assert_eq!(cl(&["18446744073709551615"]), Ok(Some(u64::MAX)));
         assert_eq!(cl(&["1", "1"]), Err(LegacyError::DuplicateContentLength));
         assert_eq!(cl(&["", ""]), Err(LegacyError::DuplicateContentLength));
-        for bad in ["-1", "+1", " 1", "1 ", "1,1", "0x10", "18446744073709551616", "1.0"] {
-            assert_eq!(cl(&[bad]).unwrap_err().class(), "invalid_content_length", "{bad}");
+        for bad in [
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "1,1",
+            "0x10",
+            "18446744073709551616",
+            "1.0",
+        ] {
+            assert_eq!(
+                cl(&[bad]).unwrap_err().class(),
+                "invalid_content_length",
+                "{bad}"
+            );
         }
     }
 
@@ -426,7 +454,12 @@ mod tests {
         let total: usize = vars.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
         vars[0].1.extend(std::iter::repeat_n(b'x', 65535 - total));
         let mut buf = BytesMut::new();
-        assert_eq!(encode_packet(0, 0, &vars, &limits, &mut buf).unwrap().datasize, 65535);
+        assert_eq!(
+            encode_packet(0, 0, &vars, &limits, &mut buf)
+                .unwrap()
+                .datasize,
+            65535
+        );
         vars[1].1.push(b'x');
         let mut buf = BytesMut::new();
         assert_eq!(
@@ -465,7 +498,10 @@ mod tests {
         buf.clear();
         assert_eq!(
             encode_packet(0, 0, &[("KEY", "VALUE!")], &small, &mut buf),
-            Err(LegacyError::BlockTooLarge { size: 13, limit: 12 })
+            Err(LegacyError::BlockTooLarge {
+                size: 13,
+                limit: 12
+            })
         );
         assert_eq!(
             encode_packet(0, 0, &[("A", ""), ("B", "")], &small, &mut buf),

@@ -120,8 +120,9 @@ pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    s.iter()
-        .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    s.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// A decimal as bytes; the common values without allocating.
@@ -189,7 +190,12 @@ mod tests {
         assert!(decodes_to(b"/%4", b"/%4"));
         assert!(!decodes_to(b"/app", b"/ap"));
         assert!(!decodes_to(b"/ap", b"/app"));
-        for raw in [&b"/a b?c#d%e\x00\x7f\xff\r\n"[..], b"", b"/caf\xc3\xa9", b"%41"] {
+        for raw in [
+            &b"/a b?c#d%e\x00\x7f\xff\r\n"[..],
+            b"",
+            b"/caf\xc3\xa9",
+            b"%41",
+        ] {
             let enc = percent_encode_path(raw);
             assert!(enc.iter().all(|b| (0x21..0x7f).contains(b)), "{enc:?}");
             assert_eq!(&percent_decode(&enc)[..], raw);
@@ -203,11 +209,22 @@ mod tests {
         assert_eq!(parse_u64(b"0"), Some(0));
         assert_eq!(parse_u64(b"007"), Some(7));
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [&b""[..], b"18446744073709551616", b"-1", b"+1", b" 1", b"1 ", b"0x1"] {
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"-1",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"0x1",
+        ] {
             assert_eq!(parse_u64(bad), None, "{bad:?}");
         }
         assert_eq!(split_authority(b"h:81"), (&b"h"[..], Some(81)));
-        assert_eq!(split_authority(b"u@[::1]:8443"), (&b"[::1]"[..], Some(8443)));
+        assert_eq!(
+            split_authority(b"u@[::1]:8443"),
+            (&b"[::1]"[..], Some(8443))
+        );
         assert_eq!(split_authority(b"h:0"), (&b"h"[..], None));
         assert_eq!(split_authority(b"h:000080"), (&b"h"[..], None));
         assert_eq!(&strip_brackets(&Bytes::from_static(b"[::1]"))[..], b"::1");

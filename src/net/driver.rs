@@ -18,7 +18,7 @@ use super::error::{Error, Kind};
 use super::stream::{Command, CommandTx, Opened, RecvEvent, RecvStream, Responder};
 use super::{IncomingRequest, Shared};
 use crate::codec::Codec;
-use crate::conn::{Config, Connection, Event, Role};
+use crate::conn::{Config, Connection, Event, Role, UserError};
 use crate::frame::{preface, Reason, RequestHead, ResponseHead, StreamId};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -408,7 +408,13 @@ impl Driver {
         }
         if (self.goaway_received || self.engine.is_closed()) && !self.engine.can_open_stream() {
             for (_, _, reply) in self.pending_opens.drain(..) {
-                let _ = reply.send(Err(Error::new(Kind::Refused)));
+                // Refused by the peer's GOAWAY, or never sent because the
+                // connection ended without one (both safe to retry).
+                let _ = reply.send(Err(if self.goaway_received {
+                    Error::new(Kind::Refused)
+                } else {
+                    Error::not_sent()
+                }));
             }
         }
     }
@@ -421,7 +427,7 @@ impl Driver {
                 reply,
             } => {
                 if self.engine.is_closed() {
-                    let _ = reply.send(Err(Error::closed()));
+                    let _ = reply.send(Err(Error::not_sent()));
                 } else {
                     self.pending_opens.push_back((head, end_stream, reply));
                     self.try_open();
@@ -432,7 +438,9 @@ impl Driver {
                 head,
                 end_stream,
             } => {
-                let _ = self.engine.send_response(id, head, end_stream);
+                if let Err(e) = self.engine.send_response(id, head, end_stream) {
+                    self.reset_unsendable(id, e);
+                }
             }
             Command::Data {
                 id,
@@ -452,7 +460,9 @@ impl Driver {
                 }
             },
             Command::Trailers { id, fields } => {
-                let _ = self.engine.send_trailers(id, fields);
+                if let Err(e) = self.engine.send_trailers(id, fields) {
+                    self.reset_unsendable(id, e);
+                }
             }
             Command::Reset { id, reason } => {
                 let _ = self.engine.reset_stream(id, reason);
@@ -490,6 +500,23 @@ impl Driver {
         }
     }
 
+    /// A head or trailers the engine refused (over the peer's limits, or an
+    /// interim status with END_STREAM): the peer would wait forever for a
+    /// frame that will never come, so the stream is reset instead (section
+    /// 13: "RESET(LIMIT_EXCEEDED)" for heads over the peer's limits).
+    fn reset_unsendable(&mut self, id: StreamId, e: UserError) {
+        let reason = match e {
+            UserError::HeadTooLarge { .. } | UserError::TooManyHeaders { .. } => {
+                Reason::LIMIT_EXCEEDED
+            }
+            // Already gone: nothing is waiting.
+            UserError::UnknownStream(_) | UserError::Closed => return,
+            _ => Reason::INTERNAL_ERROR,
+        };
+        tracing_warn(&format!("uwire: resetting stream {id} ({reason}): {e}"));
+        self.apply(Command::Reset { id, reason });
+    }
+
     fn fail_acks(&mut self, id: StreamId, err: impl Fn() -> Error) {
         let mut i = 0;
         while i < self.acks.len() {
@@ -523,7 +550,8 @@ impl Driver {
             let _ = tx.send(Err(err()));
         }
         for (_, _, reply) in self.pending_opens.drain(..) {
-            let _ = reply.send(Err(err()));
+            // Never written: safe to retry whatever ended the connection.
+            let _ = reply.send(Err(Error::not_sent()));
         }
         for tx in self.pings.drain(..) {
             let _ = tx.send(Err(err()));

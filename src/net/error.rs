@@ -19,6 +19,9 @@ pub(crate) enum Kind {
     Reset(Reason, bool),
     /// The stream was refused before any processing (GOAWAY or REFUSED_STREAM): safe to retry.
     Refused,
+    /// The connection closed (or was closing) before the request was
+    /// written: nothing reached the peer, so it is safe to retry.
+    NotSent,
     /// The transport failed.
     Io(io::Error),
     /// The peer broke the protocol; the connection was closed.
@@ -36,10 +39,15 @@ impl Error {
         Error::new(Kind::Closed)
     }
 
+    /// A request that never left this side because the connection was gone.
+    pub(crate) fn not_sent() -> Error {
+        Error::new(Kind::NotSent)
+    }
+
     /// Whether the connection was closed (by either side) before the
     /// operation could finish.
     pub fn is_closed(&self) -> bool {
-        matches!(self.kind, Kind::Closed)
+        matches!(self.kind, Kind::Closed | Kind::NotSent)
     }
 
     /// Whether the stream was reset; see [`Error::reason`].
@@ -48,11 +56,14 @@ impl Error {
     }
 
     /// Whether the stream was refused before the peer processed it, so the
-    /// request can be retried safely on another connection.
+    /// request can be retried safely on another connection. Also true when
+    /// [`SendRequest::send_request`](super::SendRequest::send_request) found
+    /// the connection already closed and sent nothing (then
+    /// [`Error::is_closed`] is true as well).
     pub fn is_refused(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Refused | Kind::Reset(Reason::REFUSED_STREAM, _)
+            Kind::Refused | Kind::NotSent | Kind::Reset(Reason::REFUSED_STREAM, _)
         )
     }
 
@@ -102,6 +113,9 @@ impl fmt::Display for Error {
             Kind::Reset(r, true) => write!(f, "stream reset by peer: {r}"),
             Kind::Reset(r, false) => write!(f, "stream reset locally: {r}"),
             Kind::Refused => f.write_str("stream refused by peer (safe to retry)"),
+            Kind::NotSent => {
+                f.write_str("connection closed before the request was sent (safe to retry)")
+            }
             Kind::Io(e) => write!(f, "i/o error: {e}"),
             Kind::Protocol(e) => write!(f, "protocol error: {e}"),
             Kind::User(e) => write!(f, "misuse: {e}"),

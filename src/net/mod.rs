@@ -140,8 +140,8 @@ impl SendRequest {
                 end_stream,
                 reply,
             })
-            .map_err(|_| Error::closed())?;
-        let opened = rx.await.map_err(|_| Error::closed())??;
+            .map_err(|_| Error::not_sent())?;
+        let opened = rx.await.map_err(|_| Error::not_sent())??;
         let send = SendStream::new(opened.id, self.cmd.clone(), end_stream);
         let body = RecvStream::new(opened.id, opened.body, self.cmd.clone(), true);
         Ok((

@@ -114,6 +114,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The size of a request head as HTTP/1.1 would write it: request line and
+/// `name: value\r\n` per field.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n ".len();
+    req.headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+        + 2
+}
+
+/// The host part of a `Host` value: `example.com:8080` -> `example.com`,
+/// `[2001:db8::1]:8443` -> `[2001:db8::1]`, `[2001:db8::1]` unchanged.
+fn host_without_port(h: &str) -> &str {
+    match h.rsplit_once(':') {
+        Some((host, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']'))) =>
+        {
+            host
+        }
+        _ => h,
+    }
+}
+
 fn error_response(status: StatusCode, detail: &str) -> Response<ProxyBody> {
     let text = format!(
         "{} {}\n{detail}\n",
@@ -138,6 +166,9 @@ struct Limited {
     inner: Incoming,
     left: u64,
     exceeded: Arc<AtomicBool>,
+    /// Told (or dropped) once the body yields anything: the client has
+    /// started sending it (after `100 Continue`, for `Expect`).
+    started: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +183,13 @@ impl HttpBody for Limited {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            if let Some(tx) = self.started.take() {
+                let _ = tx.send(());
+            }
+        }
+        match polled {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     let n = d.len() as u64;
@@ -198,7 +235,21 @@ impl Front {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let resp = if declared.is_some_and(|n| n > self.config.max_body_size) {
+        let resp = if req.headers().len() > self.config.max_headers {
+            // hyper enforces this for HTTP/1 only; HTTP/2 lands here.
+            error_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many request header fields",
+            )
+        } else if head_size(&req) > self.config.max_header_size {
+            // hyper's HTTP/1 read buffer limit is approximate (a head that
+            // arrives in one read can exceed it); HTTP/2's header list limit
+            // counts differently. This is the exact check for both.
+            error_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            )
+        } else if declared.is_some_and(|n| n > self.config.max_body_size) {
             error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
         } else {
             self.forward(req, peer).await
@@ -217,15 +268,26 @@ impl Front {
 
     async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let scheme = "http";
+        let expects_continue = req.version() == http::Version::HTTP_11
+            && req
+                .headers()
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         if self.config.x_forwarded_for {
-            let ip = peer.ip().to_string();
-            let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip,
-            };
-            if let Ok(v) = HeaderValue::from_str(&value) {
+            // Every incoming field is kept, in order (several fields are one
+            // comma-separated list, RFC 9110 5.3), then the client appended.
+            let mut value: Vec<u8> = Vec::new();
+            for prev in headers.get_all("x-forwarded-for") {
+                let prev = prev.as_bytes().trim_ascii();
+                if !prev.is_empty() {
+                    value.extend_from_slice(prev);
+                    value.extend_from_slice(b", ");
+                }
+            }
+            value.extend_from_slice(peer.ip().to_string().as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
                 headers.insert("x-forwarded-for", v);
             }
         }
@@ -240,7 +302,7 @@ impl Front {
                 req.headers()
                     .get(http::header::HOST)
                     .and_then(|h| h.to_str().ok())
-                    .map(|h| h.rsplit_once(':').map(|(h, _)| h).unwrap_or(h).to_string())
+                    .map(|h| host_without_port(h).to_string())
             })
             .unwrap_or_else(|| self.local.ip().to_string());
         let meta = RequestMeta {
@@ -253,13 +315,25 @@ impl Front {
         let exceeded = Arc::new(AtomicBool::new(false));
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(meta);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let body = Limited {
             inner: body,
             left: self.config.max_body_size,
             exceeded: exceeded.clone(),
+            started: Some(started_tx),
         };
         match self.client.request(Request::from_parts(parts, body)).await {
             Ok(resp) => {
+                if expects_continue && resp.status().is_success() {
+                    // hyper writes `100 Continue` when the body is first
+                    // read, but only while no response head has been
+                    // written. The upstream's head can win that race (an app
+                    // that answers before reading, like an echo), and a
+                    // client waiting for 100 would then never send the body.
+                    // So a success head waits until the client has started
+                    // the body (or the body is gone: ended, reset, dropped).
+                    let _ = started_rx.await;
+                }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(

@@ -269,7 +269,12 @@ fn from_systemd(n: usize) -> io::Result<Listener> {
     }
     let fd = SD_LISTEN_FDS_START + n as RawFd;
     let owned = take_fd(fd);
-    let is_unix = socket2::SockRef::from(&owned).local_addr()?.is_unix();
+    let sock = socket2::SockRef::from(&owned);
+    // systemd hands the descriptors over without FD_CLOEXEC; like
+    // sd_listen_fds(), set it so the listening socket does not leak into
+    // processes the application spawns.
+    sock.set_cloexec(true)?;
+    let is_unix = sock.local_addr()?.is_unix();
     if is_unix {
         let std: std::os::unix::net::UnixListener = owned.into();
         std.set_nonblocking(true)?;

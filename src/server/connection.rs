@@ -10,11 +10,13 @@ use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::handler::{Body, BodyError, Handler, Request, Response, ResponseBody};
 use super::metrics::{ErrorKind, Metrics};
 use super::ServerConfig;
+use crate::conn::{ConnError, ConnErrorClass};
 use crate::environ;
 use crate::frame::{HeaderBlock, Reason, ResponseHead};
 use crate::net::{self, IncomingRequest};
@@ -35,13 +37,46 @@ impl Clone for Ctx {
     }
 }
 
+/// Aborts a spawned task when dropped (the connection task may itself be
+/// aborted by the server's drain deadline; its driver must not outlive it).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs `f` when dropped: bookkeeping that must happen even when the task
+/// doing it is cancelled.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// Whether the connection ended because the peer closed the transport
+/// without a GOAWAY (as opposed to breaking the protocol).
+fn is_eof(e: &net::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<ConnError>())
+        .is_some_and(|c| c.class() == ConnErrorClass::UnexpectedEof)
+}
+
 pub(crate) async fn serve<T>(io: T, ctx: Ctx, mut stop: watch::Receiver<bool>)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     ctx.metrics.connection_opened();
+    let metrics = ctx.metrics.clone();
+    let _closed = OnDrop(move || metrics.connection_closed());
     let (mut incoming, task) = net::server(io, ctx.config.conn.clone());
-    let driver = tokio::spawn(task);
+    let mut driver = AbortOnDrop(tokio::spawn(task));
+    // Stream tasks; dropping the set (when the connection is gone) cancels
+    // handlers that are still running: nobody can receive their answer.
+    let mut streams = JoinSet::new();
     let active = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let last_activity = Arc::new(AtomicU64::new(0));
@@ -58,15 +93,18 @@ where
                 active.fetch_add(1, Ordering::Relaxed);
                 let (ctx, active, last) = (ctx.clone(), active.clone(), last_activity.clone());
                 let span = tracing::debug_span!("stream", id = %req.responder.id());
-                tokio::spawn(
+                streams.spawn(
                     async move {
+                        let _done = OnDrop(move || {
+                            last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                            active.fetch_sub(1, Ordering::Relaxed);
+                        });
                         serve_stream(req, &ctx).await;
-                        last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                        active.fetch_sub(1, Ordering::Relaxed);
                     }
                     .instrument(span),
                 );
             }
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
             changed = stop.changed(), if !shutting_down => {
                 if changed.is_err() || *stop.borrow() {
                     shutting_down = true;
@@ -84,8 +122,17 @@ where
         }
     }
     drop(incoming);
-    match driver.await {
+    match (&mut driver.0).await {
         Ok(Ok(())) => {}
+        Ok(Err(e)) if is_eof(&e) => {
+            // The peer closed the socket without a GOAWAY. Harmless when
+            // nothing was in flight (a probe, a pool dropping a connection);
+            // requests still running lost their peer.
+            if active.load(Ordering::Relaxed) > 0 {
+                ctx.metrics.error(ErrorKind::Io);
+            }
+            tracing::debug!(error = %e, "peer closed the connection");
+        }
         Ok(Err(e)) => {
             if e.is_protocol() {
                 ctx.metrics.error(ErrorKind::Protocol);
@@ -97,7 +144,6 @@ where
         }
         Err(e) => tracing::error!(error = %e, "connection task failed"),
     }
-    ctx.metrics.connection_closed();
 }
 
 fn simple(status: u16, msg: &str) -> Response {
@@ -126,6 +172,9 @@ fn header_block(headers: &http::HeaderMap) -> HeaderBlock {
 async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
     let started = Instant::now();
     ctx.metrics.stream_started();
+    // Counted as finished however this ends, cancellation included.
+    let metrics = ctx.metrics.clone();
+    let _finished = OnDrop(move || metrics.stream_finished(started.elapsed()));
     let deadline = ctx
         .config
         .request_deadline
@@ -171,24 +220,43 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
                     tracing::error!("handler panicked; answering 500");
                     simple(500, "internal server error")
                 }
-                Ok(Ok(Err(e))) => {
-                    if let Some(BodyError::TooLarge { .. }) = e.downcast_ref::<BodyError>() {
+                Ok(Ok(Err(e))) => match e.downcast_ref::<BodyError>() {
+                    Some(BodyError::TooLarge { .. }) => {
                         ctx.metrics.error(ErrorKind::BodyTooLarge);
                         simple(413, "request body too large")
-                    } else if let Some(BodyError::Aborted(_)) = e.downcast_ref::<BodyError>() {
+                    }
+                    Some(BodyError::Aborted(_)) => {
+                        // The proxy reset the stream (or the connection
+                        // died): nobody is left to answer. Counted once here;
+                        // no response is attempted (it could only fail, and
+                        // count again).
                         ctx.metrics.error(ErrorKind::PeerReset);
-                        simple(400, "request aborted")
-                    } else {
+                        responder.reset(Reason::CANCEL);
+                        return;
+                    }
+                    _ => {
                         ctx.metrics.error(ErrorKind::HandlerError);
                         tracing::warn!(error = %e, "handler error; answering 500");
                         simple(500, "internal server error")
                     }
-                }
+                },
                 Ok(Ok(Ok(resp))) => resp,
             }
         }
     };
 
+    let response = if response.status().is_informational() {
+        // A 1xx head is interim: the client would wait forever for the final
+        // one (or get a body it cannot place).
+        ctx.metrics.error(ErrorKind::HandlerError);
+        tracing::error!(
+            status = response.status().as_u16(),
+            "handler returned an interim (1xx) status as its final response; answering 500"
+        );
+        simple(500, "internal server error")
+    } else {
+        response
+    };
     let (parts, body) = response.into_parts();
     let mut body = body.into_inner();
     let end = http_body::Body::is_end_stream(&body);
@@ -198,7 +266,6 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
         headers: header_block(&parts.headers),
     };
     let Ok(mut send) = responder.send_response(head, end) else {
-        ctx.metrics.stream_finished(started.elapsed());
         return;
     };
     if !end {
@@ -226,9 +293,25 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
                     break;
                 }
                 Ok(Some(Err(e))) => {
-                    ctx.metrics.error(ErrorKind::HandlerError);
-                    tracing::warn!(error = %e, "response body failed; resetting the stream");
-                    send.reset(Reason::INTERNAL_ERROR);
+                    // A streaming response fed by the request body (an echo)
+                    // fails when that body does: keep the request body's
+                    // reason rather than blaming the handler.
+                    let reason = match e.downcast_ref::<BodyError>() {
+                        Some(BodyError::TooLarge { .. }) => {
+                            ctx.metrics.error(ErrorKind::BodyTooLarge);
+                            Reason::LIMIT_EXCEEDED
+                        }
+                        Some(BodyError::Aborted(_)) => {
+                            ctx.metrics.error(ErrorKind::PeerReset);
+                            Reason::CANCEL
+                        }
+                        _ => {
+                            ctx.metrics.error(ErrorKind::HandlerError);
+                            tracing::warn!(error = %e, "response body failed; resetting the stream");
+                            Reason::INTERNAL_ERROR
+                        }
+                    };
+                    send.reset(reason);
                     break;
                 }
                 Ok(Some(Ok(frame))) => {
@@ -253,5 +336,4 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
             }
         }
     }
-    ctx.metrics.stream_finished(started.elapsed());
 }

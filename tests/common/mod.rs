@@ -352,6 +352,7 @@ pub fn ids() -> (u32, u32) {
 /// * `/hello` -> `hello`
 /// * `/id/<x>` -> `<x>` (lets concurrent requests check they got their own answer)
 /// * `/sleep/<ms>` -> sleeps, then `slept <ms>`
+/// * `/zeros/<n>` -> `n` zero bytes, streamed in 64 KiB chunks
 /// * `/echo` -> streams the request body back
 /// * `/count` -> reads the whole body, answers its length
 /// * `/panic` -> panics before the head
@@ -369,6 +370,16 @@ pub fn app() -> impl Handler {
         }
         if let Some(x) = path.strip_prefix("/id/") {
             return ok(x.to_string().into());
+        }
+        if let Some(n) = path.strip_prefix("/zeros/") {
+            let n: usize = n.parse()?;
+            let chunks = (0..n.div_ceil(64 << 10)).map(move |i| {
+                let len = (64usize << 10).min(n - i * (64 << 10));
+                Ok::<_, BoxError>(Bytes::from(vec![0u8; len]))
+            });
+            return ok(ResponseBody::from_stream(futures_util::stream::iter(
+                chunks,
+            )));
         }
         if let Some(ms) = path.strip_prefix("/sleep/") {
             let ms: u64 = ms.parse()?;

@@ -1,0 +1,363 @@
+//! CGI vars from nginx to the common [`RequestHead`]
+//! ([`LegacyRequest::to_request_head`]).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::memchr;
+
+use super::packet::{content_length, LegacyRequest};
+use super::util::{decodes_to, is_clean, is_token, parse_u64, percent_encode_path};
+use super::{lossy, LegacyError};
+use crate::frame::{HeaderBlock, HttpVersion, RequestHead};
+
+/// Vars that become fields of the head rather than parameters.
+const CONSUMED: [&[u8]; 14] = [
+    b"REQUEST_METHOD",
+    b"REQUEST_URI",
+    b"PATH_INFO",
+    b"QUERY_STRING",
+    b"SERVER_PROTOCOL",
+    b"REQUEST_SCHEME",
+    b"UWSGI_SCHEME",
+    b"HTTPS",
+    b"REMOTE_ADDR",
+    b"REMOTE_PORT",
+    b"SERVER_NAME",
+    b"SERVER_PORT",
+    b"CONTENT_TYPE",
+    b"CONTENT_LENGTH",
+];
+
+/// `HTTP_*` vars that never become headers, whatever their value.
+///
+/// * `HTTP_PROXY`: httpoxy (CVE-2016-5385 and siblings). nginx maps a
+///   client's `Proxy` header to `HTTP_PROXY` like any other; turned into a
+///   `Proxy` header it would be dropped again by the environ builder, but
+///   it is dropped here already so no consumer of the head ever sees it.
+/// * `HTTP_CONTENT_LENGTH`, `HTTP_CONTENT_TYPE`: nginx sends the client's
+///   headers as these next to its own `CONTENT_LENGTH`/`CONTENT_TYPE`
+///   params. Framing follows `CONTENT_LENGTH` only (as uWSGI does) and the
+///   type follows `CONTENT_TYPE`; a second copy could only contradict them.
+const DROPPED: [&[u8]; 3] = [b"HTTP_PROXY", b"HTTP_CONTENT_LENGTH", b"HTTP_CONTENT_TYPE"];
+
+/// `HTTP_USER_AGENT` → `User-Agent`: the suffix after `HTTP_`, each
+/// `_`-separated word capitalised, joined with `-`. `None` when the suffix
+/// is empty or holds a byte other than ASCII letters, digits and `_` (the
+/// names the environ builder would drop as a header too).
+fn header_name(key: &[u8]) -> Option<Bytes> {
+    let suffix = key.strip_prefix(b"HTTP_")?;
+    if suffix.is_empty()
+        || !suffix
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return None;
+    }
+    let mut start = true;
+    let name: Vec<u8> = suffix
+        .iter()
+        .map(|&b| {
+            let out = match b {
+                b'_' => b'-',
+                _ if start => b.to_ascii_uppercase(),
+                _ => b.to_ascii_lowercase(),
+            };
+            start = b == b'_';
+            out
+        })
+        .collect();
+    Some(Bytes::from(name))
+}
+
+/// `SERVER_PROTOCOL` to a version; `UNSPECIFIED` when unknown.
+fn version(v: &[u8]) -> HttpVersion {
+    match v {
+        b"HTTP/1.1" => HttpVersion::HTTP_11,
+        b"HTTP/1.0" => HttpVersion::HTTP_10,
+        b"HTTP/2.0" | b"HTTP/2" => HttpVersion::HTTP_2,
+        b"HTTP/3.0" | b"HTTP/3" => HttpVersion::HTTP_3,
+        b"HTTP/0.9" => HttpVersion::HTTP_09,
+        _ => HttpVersion::UNSPECIFIED,
+    }
+}
+
+fn port(name: &'static str, v: Option<&Bytes>) -> Result<u16, LegacyError> {
+    match v {
+        None => Ok(0),
+        Some(v) if v.is_empty() => Ok(0),
+        Some(v) => parse_u64(v)
+            .filter(|_| v.len() <= 5)
+            .and_then(|n| u16::try_from(n).ok())
+            .ok_or_else(|| LegacyError::InvalidPort {
+                name,
+                value: lossy(v),
+            }),
+    }
+}
+
+impl LegacyRequest {
+    /// Turns the CGI vars nginx sent into a [`RequestHead`], so the environ
+    /// builder ([`crate::environ::build`]) produces what the application
+    /// would see under uWSGI.
+    ///
+    /// Repeated vars: the last one wins (uWSGI builds a dictionary), except
+    /// `HTTP_*` vars, which become repeated headers (joined by the environ
+    /// builder) and params, kept in order (the builder keeps the last).
+    ///
+    /// | var | head |
+    /// |---|---|
+    /// | `REQUEST_METHOD` | `method`; required, a token ([`LegacyError::InvalidMethod`]) |
+    /// | `REQUEST_URI`, `PATH_INFO` | `path`, see below |
+    /// | `QUERY_STRING` | `query`: `Some` when non-empty; `Some("")` when empty and `REQUEST_URI` ends in a bare `?`; `None` otherwise. Without the var, the query of `REQUEST_URI` |
+    /// | `SERVER_PROTOCOL` | `version` (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0`, `HTTP/3.0`, `HTTP/0.9`; else unspecified) |
+    /// | `UWSGI_SCHEME`, else `REQUEST_SCHEME` | `scheme`; when both are empty, `https` if `tls`, else `http` |
+    /// | `HTTPS` | `tls` when `on` (any case) or `1`; `tls` is also set when the scheme is `https` |
+    /// | `HTTP_HOST` | `authority` (and a `Host` header) |
+    /// | `REMOTE_ADDR`, `REMOTE_PORT` | `client_addr`, `client_port` |
+    /// | `SERVER_NAME`, `SERVER_PORT` | `server_name`, `server_port` |
+    /// | `CONTENT_TYPE` | a leading `Content-Type` header, when non-empty |
+    /// | `CONTENT_LENGTH` | `body_length`: `Some` when non-empty, `None` when absent or empty (nginx sends it empty without a body) |
+    /// | `HTTP_*` | headers in var order, names rebuilt: `HTTP_USER_AGENT` → `User-Agent` |
+    /// | anything else | `params` in var order (`DOCUMENT_ROOT`, `SCRIPT_NAME`, custom `uwsgi_param`s, uWSGI magic vars such as `UWSGI_SCRIPT`, which mean nothing to uwire) |
+    ///
+    /// Ports must be empty (0, unknown) or decimal 0..=65535
+    /// ([`LegacyError::InvalidPort`]).
+    ///
+    /// # Path
+    ///
+    /// nginx sends `REQUEST_URI`, the target as the client wrote it
+    /// (percent-encoded, dot segments and `//` as sent), and `PATH_INFO`,
+    /// nginx's `$document_uri`: decoded, normalised, possibly rewritten,
+    /// and the path nginx matched its `location`s and access rules against.
+    /// The head's path is:
+    ///
+    /// 1. the raw path of `REQUEST_URI` (before the first `?`) when it
+    ///    percent-decodes to exactly `PATH_INFO`, or when there is no
+    ///    `PATH_INFO`: the common case keeps the client's exact bytes
+    ///    (`%2F` stays distinguishable from `/`);
+    /// 2. otherwise `PATH_INFO` percent-encoded (controls, space, `%`, `?`,
+    ///    `#`, DEL and non-ASCII bytes), so the environ's `PATH_INFO` is
+    ///    nginx's byte for byte: after a `rewrite`, dot-segment removal,
+    ///    slash merging, or a `uwsgi_param PATH_INFO $1` that strips a
+    ///    `SCRIPT_NAME`, the application routes on the path nginx
+    ///    authorised, never on a different reading of the raw target;
+    /// 3. `/` when neither var gives a path.
+    ///
+    /// Vars whose value the environ builder would compute differently from
+    /// the head are added to `params` (which the builder applies over its
+    /// own values): `REQUEST_URI` when it is not `path` + `?query`,
+    /// `PATH_INFO` when it is empty (a path cannot be), and `SERVER_PROTOCOL`
+    /// when not the canonical spelling (`HTTP/2.0`).
+    ///
+    /// # What the environ builder's defences still do
+    ///
+    /// nginx has already mapped header names to `HTTP_*` (upper case, `-`
+    /// → `_`), so the spoofing defences that look at header names cannot
+    /// see the original: `X-User` and `X_User` (with nginx's
+    /// `underscores_in_headers on`) both arrive as `HTTP_X_USER` and both
+    /// become `X-User`. nginx drops names with `_` by default, which is the
+    /// defence in that configuration. What still applies: `HTTP_PROXY` is
+    /// dropped (above); `HTTP_CONTENT_*` never shadow `CONTENT_*`; names
+    /// with bytes other than letters, digits and `_` are dropped; a repeated
+    /// `HTTP_HOST` is refused by the builder (`duplicate_host`); and the
+    /// builder refuses NUL in the target (`%00`).
+    ///
+    /// # Errors
+    ///
+    /// Checked var by var in order: a NUL, CR or LF in any value except
+    /// `PATH_INFO`'s (which is re-encoded) is [`LegacyError::InvalidValue`];
+    /// a name that is not an RFC 9110 token, unless it starts with `HTTP_`
+    /// (those are dropped), is [`LegacyError::InvalidVarName`]. Then
+    /// `REQUEST_METHOD`, `REMOTE_PORT`, `SERVER_PORT` and `CONTENT_LENGTH`.
+    pub fn to_request_head(&self) -> Result<RequestHead, LegacyError> {
+        let mut last: [Option<&Bytes>; 14] = [None; 14];
+        let mut headers = HeaderBlock::builder();
+        let mut params = HeaderBlock::builder();
+        let mut http: Vec<(Bytes, &Bytes)> = Vec::new();
+
+        for (k, v) in &self.vars {
+            if &k[..] != b"PATH_INFO" && !is_clean(v) {
+                return Err(LegacyError::InvalidValue {
+                    name: lossy(k),
+                    detail: "value contains NUL, CR or LF",
+                });
+            }
+            if let Some(i) = CONSUMED.iter().position(|c| *c == &k[..]) {
+                last[i] = Some(v);
+            } else if k.starts_with(b"HTTP_") {
+                if DROPPED.contains(&&k[..]) {
+                    continue;
+                }
+                if let Some(name) = header_name(k) {
+                    http.push((name, v));
+                }
+            } else if is_token(k) {
+                params.push(k, v).expect("token name and clean value");
+            } else {
+                return Err(LegacyError::InvalidVarName { name: lossy(k) });
+            }
+        }
+        let [method, req_uri, path_info, query_string, protocol, request_scheme, uwsgi_scheme, https, remote_addr, remote_port, server_name, server_port, content_type, _] =
+            last;
+
+        let method = method
+            .filter(|m| is_token(m))
+            .cloned()
+            .ok_or(LegacyError::InvalidMethod)?;
+        let client_port = port("REMOTE_PORT", remote_port)?;
+        let server_port = port("SERVER_PORT", server_port)?;
+        let body_length = content_length(&self.vars)?;
+
+        // Target.
+        let uri = req_uri.filter(|u| !u.is_empty());
+        let (raw_path, raw_query) = match uri {
+            Some(u) => match memchr(b'?', u) {
+                Some(q) => (Some(u.slice(..q)), Some(u.slice(q + 1..))),
+                None => (Some(u.clone()), None),
+            },
+            None => (None, None),
+        };
+        let raw_path = raw_path.filter(|p| !p.is_empty());
+        let slash = || Bytes::from_static(b"/");
+        let mut path_info_param = None;
+        let path = match path_info {
+            None => raw_path.unwrap_or_else(slash),
+            Some(pi) if pi.is_empty() => {
+                path_info_param = Some(pi.clone());
+                raw_path.unwrap_or_else(slash)
+            }
+            Some(pi) => match raw_path {
+                Some(raw) if decodes_to(&raw, pi) => raw,
+                _ => percent_encode_path(pi),
+            },
+        };
+        let query = match query_string {
+            Some(qs) if !qs.is_empty() => Some(qs.clone()),
+            Some(_) => raw_query.filter(|q| q.is_empty()),
+            None => raw_query,
+        };
+
+        let version = protocol.map_or(HttpVersion::UNSPECIFIED, |p| version(p));
+        let scheme = uwsgi_scheme
+            .filter(|s| !s.is_empty())
+            .or(request_scheme.filter(|s| !s.is_empty()))
+            .cloned();
+        let tls = https.is_some_and(|h| h.eq_ignore_ascii_case(b"on") || &h[..] == b"1")
+            || scheme
+                .as_ref()
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"https"));
+        let scheme =
+            scheme.unwrap_or_else(|| Bytes::from_static(if tls { b"https" } else { b"http" }));
+
+        if let Some(ct) = content_type.filter(|c| !c.is_empty()) {
+            headers.push(b"Content-Type", ct).expect("valid header");
+        }
+        let mut authority = Bytes::new();
+        for (name, value) in &http {
+            if &name[..] == b"Host" {
+                authority = (*value).clone();
+            }
+            headers.push(name, value).expect("valid header");
+        }
+
+        if let Some(uri) = uri {
+            let rebuilt = path.len() + query.as_ref().map_or(0, |q| q.len() + 1);
+            let same = uri.len() == rebuilt
+                && uri.starts_with(&path)
+                && match &query {
+                    Some(q) => uri[path.len()] == b'?' && uri.ends_with(q),
+                    None => true,
+                };
+            if !same {
+                params.push(b"REQUEST_URI", uri).expect("clean");
+            }
+        }
+        if let Some(pi) = path_info_param {
+            params.push(b"PATH_INFO", &pi).expect("empty value");
+        }
+        if let Some(p) = protocol.filter(|p| !p.is_empty()) {
+            if &p[..] != version.as_protocol_str().as_bytes() {
+                params.push(b"SERVER_PROTOCOL", p).expect("clean");
+            }
+        }
+
+        Ok(RequestHead {
+            method,
+            scheme,
+            authority,
+            path,
+            query,
+            version,
+            headers: headers.finish(),
+            client_addr: remote_addr.cloned().unwrap_or_default(),
+            client_port,
+            server_name: server_name.cloned().unwrap_or_default(),
+            server_port,
+            tls,
+            params: params.finish(),
+            body_length,
+        })
+    }
+}
+
+impl TryFrom<&LegacyRequest> for RequestHead {
+    type Error = LegacyError;
+
+    /// [`LegacyRequest::to_request_head`].
+    fn try_from(req: &LegacyRequest) -> Result<RequestHead, LegacyError> {
+        req.to_request_head()
+    }
+}
+
+/// `path`, then `?` and the query when there is one (what `REQUEST_URI`
+/// holds).
+pub(crate) fn request_uri(path: &Bytes, query: Option<&Bytes>) -> Bytes {
+    match query {
+        None => path.clone(),
+        Some(q) => {
+            let mut v = BytesMut::with_capacity(path.len() + 1 + q.len());
+            v.put_slice(path);
+            v.put_u8(b'?');
+            v.put_slice(q);
+            v.freeze()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names() {
+        let n = |k: &[u8]| header_name(k).map(|b| String::from_utf8(b.to_vec()).unwrap());
+        assert_eq!(n(b"HTTP_USER_AGENT").as_deref(), Some("User-Agent"));
+        assert_eq!(n(b"HTTP_HOST").as_deref(), Some("Host"));
+        assert_eq!(
+            n(b"HTTP_X_FORWARDED_FOR").as_deref(),
+            Some("X-Forwarded-For")
+        );
+        assert_eq!(n(b"HTTP_DNT").as_deref(), Some("Dnt"));
+        assert_eq!(n(b"HTTP_X__Y").as_deref(), Some("X--Y"));
+        assert_eq!(n(b"HTTP_x_y2").as_deref(), Some("X-Y2"));
+        assert_eq!(n(b"HTTP_"), None);
+        assert_eq!(n(b"HTTP_X.Y"), None);
+        assert_eq!(n(b"HTTP_X-Y"), None);
+        assert_eq!(n(b"HTTPX"), None);
+    }
+
+    #[test]
+    fn ports() {
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        assert_eq!(port("P", None), Ok(0));
+        assert_eq!(port("P", Some(&b(""))), Ok(0));
+        assert_eq!(port("P", Some(&b("65535"))), Ok(65535));
+        assert_eq!(port("P", Some(&b("080"))), Ok(80));
+        for bad in ["65536", "-1", "x", " 80", "000080"] {
+            assert_eq!(
+                port("P", Some(&b(bad))).unwrap_err().class(),
+                "invalid_port",
+                "{bad}"
+            );
+        }
+    }
+}
