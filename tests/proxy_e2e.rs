@@ -602,12 +602,22 @@ async fn header_limits_give_431() {
         assert_eq!(r.status, 200);
         let r = raw_exchange(proxy.addr, with_header(20 * 1024).as_bytes()).await;
         assert_eq!(r.status, 431);
+        // The limit is exact: a head of exactly max_header_size bytes
+        // passes, one byte more does not.
+        let fixed = with_header(0).len();
+        let exact = with_header(16 * 1024 - fixed);
+        assert_eq!(exact.len(), 16 * 1024);
+        let r = raw_exchange(proxy.addr, exact.as_bytes()).await;
+        assert_eq!(r.status, 200);
+        let over = with_header(16 * 1024 - fixed + 1);
+        let r = raw_exchange(proxy.addr, over.as_bytes()).await;
+        assert_eq!(r.status, 431);
         let r = raw_exchange(proxy.addr, with_fields(20).as_bytes()).await;
         assert_eq!(r.status, 200);
         let r = raw_exchange(proxy.addr, with_fields(30).as_bytes()).await;
         assert_eq!(r.status, 431);
         let hits_h1 = app.state.hits.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(hits_h1, 2, "rejected requests must not reach the app");
+        assert_eq!(hits_h1, 3, "rejected requests must not reach the app");
 
         // HTTP/2: the same limits.
         let h2 = h2_connect(proxy.addr).await;

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use uwire::frame::{HeaderBlock, Reason};
 use uwire::server::{
     demo::Demo, from_service, handler_fn, BindAddr, BindOptions, BodyError, BoxError, ErrorKind,
-    Listener, Request, Response, ServerConfig,
+    Handler, Listener, Request, Response, ServerConfig,
 };
 
 // ---------------------------------------------------------------------------
@@ -209,8 +209,8 @@ async fn peer_denied_is_closed_before_any_frame() {
         // The denying server is still serving (its accept loop survived).
         let raw = Raw::connect_silent(&srv.path).await;
         drop(raw);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(srv.metrics.snapshot().error(ErrorKind::PeerDenied), 4);
+        let s = settle(&srv.metrics, |s| s.error(ErrorKind::PeerDenied) >= 4).await;
+        assert_eq!(s.error(ErrorKind::PeerDenied), 4);
     })
     .await
 }
@@ -370,8 +370,8 @@ async fn reset_mid_body_fails_the_body_read_only_for_that_stream() {
         assert_eq!(h2.status, 200);
         assert_eq!(b2.collect(1 << 20).await.unwrap(), "before after");
         assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(srv.metrics.snapshot().error(ErrorKind::PeerReset), 1);
+        let s = settle(&srv.metrics, |s| s.streams_active == 0).await;
+        assert_eq!(s.error(ErrorKind::PeerReset), 1, "{:?}", s.errors);
     })
     .await
 }
@@ -379,7 +379,16 @@ async fn reset_mid_body_fails_the_body_read_only_for_that_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_panic_is_isolated_to_its_stream() {
     bounded(async {
-        let srv = TestServer::start("panic", ServerConfig::default(), app()).await;
+        // `Handler::call` itself panicking (work done before the future is
+        // built, as handler_fn closures may do) is a handler panic too.
+        let inner = Arc::new(app());
+        let h = handler_fn(move |req: Request| {
+            if &req.head().path[..] == b"/sync-panic" {
+                panic!("handler panics before returning its future");
+            }
+            inner.call(req)
+        });
+        let srv = TestServer::start("panic", ServerConfig::default(), h).await;
         let c = srv.client().await;
         let slow: Vec<_> = (0..8)
             .map(|_| {
@@ -393,6 +402,7 @@ async fn handler_panic_is_isolated_to_its_stream() {
         let (status, body) = get(&c, "/panic").await.unwrap();
         assert_eq!(status, 500);
         assert_eq!(body, "internal server error\n");
+        assert_eq!(get(&c, "/sync-panic").await.unwrap().0, 500);
         // A handler error: 500 as well.
         assert_eq!(get(&c, "/error").await.unwrap().0, 500);
 
@@ -418,7 +428,7 @@ async fn handler_panic_is_isolated_to_its_stream() {
         }
         assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
         let snap = srv.metrics.snapshot();
-        assert_eq!(snap.error(ErrorKind::HandlerPanic), 2);
+        assert_eq!(snap.error(ErrorKind::HandlerPanic), 3);
         assert_eq!(snap.error(ErrorKind::HandlerError), 1);
         assert_eq!(snap.connections_total, 1, "the connection survived");
     })
@@ -513,8 +523,7 @@ async fn metrics_count_what_happened() {
         assert_eq!((status, echoed), (200, body));
         assert_eq!(get(&c2, "/panic").await.unwrap().0, 500);
         assert_eq!(get(&c2, "/missing").await.unwrap().0, 404);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let s = srv.metrics.snapshot();
+        let s = settle(&srv.metrics, |s| s.streams_active == 0).await;
         assert_eq!(s.connections_total, 2);
         assert_eq!(s.connections_active, 2);
         assert_eq!(s.streams_total, 8);
@@ -732,8 +741,187 @@ async fn peer_disconnect_cancels_running_handlers() {
         let s = srv.metrics.snapshot();
         assert_eq!(s.connections_total, 3);
         assert_eq!(s.error(ErrorKind::Protocol), 0, "{:?}", s.errors);
-        assert_eq!(s.error(ErrorKind::Io), 1, "{:?}", s.errors);
+        assert_eq!(s.error(ErrorKind::Io), 0, "{:?}", s.errors);
+        // The abandoned requests are counted by their streams.
+        assert_eq!(s.error(ErrorKind::PeerReset), 3, "{:?}", s.errors);
         assert_eq!(s.latency_count, 3);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_is_in_place_before_the_first_connection() {
+    bounded(async {
+        // A thread connects in a tight loop while the socket is bound, and
+        // looks at the mode the moment a connection first succeeds: setting
+        // the mode after listen() would show the umask's mode here.
+        let opts = BindOptions {
+            socket_mode: 0o600,
+            ..BindOptions::default()
+        };
+        for round in 0..20 {
+            let path = sock_path(&format!("mode-race-{round}"));
+            let p2 = path.clone();
+            let spy = std::thread::spawn(move || {
+                let t0 = std::time::Instant::now();
+                while t0.elapsed() < Duration::from_secs(5) {
+                    if let Ok(s) = std::os::unix::net::UnixStream::connect(&p2) {
+                        let mode = std::fs::metadata(&p2).unwrap().permissions().mode();
+                        drop(s);
+                        return Some(mode & 0o777);
+                    }
+                }
+                None
+            });
+            std::thread::sleep(Duration::from_millis(1));
+            let listener = Listener::bind(&BindAddr::Unix(path.clone()), &opts)
+                .await
+                .unwrap();
+            let seen = spy.join().unwrap().expect("spy never connected");
+            assert_eq!(seen, 0o600, "round {round}: mode at first connect {seen:o}");
+            drop(listener);
+            assert!(!path.exists());
+        }
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Flow-control credit of bodies nobody reads
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_request_bodies_do_not_leak_connection_credit() {
+    bounded(async {
+        // /hello never reads its body. Each upload fits the stream window
+        // (256 KiB), so it arrives whether or not anyone reads it; 40 of
+        // them are 8 MiB, far over the 1 MiB connection window: unless the
+        // server returns the credit of bytes it throws away, the connection
+        // stalls after a few.
+        let srv = TestServer::start("unread-bodies", ServerConfig::default(), app()).await;
+        let c = srv.client().await;
+        let body = Bytes::from(vec![b'u'; 200 << 10]);
+        for i in 0..40 {
+            let r = within(
+                Duration::from_secs(5),
+                &format!("upload {i} to a handler that ignores it"),
+                request(&c, head("POST", "/hello"), Some(body.clone())),
+            )
+            .await;
+            assert_eq!(r.unwrap(), (200, Bytes::from("hello")), "upload {i}");
+        }
+        let big = Bytes::from(vec![b'e'; 3 << 20]);
+        let r = within(
+            Duration::from_secs(10),
+            "echo after the ignored uploads",
+            echo(&c, big.clone()),
+        )
+        .await;
+        assert_eq!(r.unwrap(), (200, big));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_response_bodies_do_not_leak_connection_credit() {
+    bounded(async {
+        let srv = TestServer::start("dropped-bodies", ServerConfig::default(), app()).await;
+        let c = srv.client().await;
+        for i in 0..40 {
+            let (_s, resp) = c
+                .send_request(head("GET", "/zeros/200000"), true)
+                .await
+                .unwrap();
+            let (h, mut body) = within(Duration::from_secs(5), &format!("response {i}"), resp)
+                .await
+                .unwrap();
+            assert_eq!(h.status, 200);
+            // Read one chunk, let the rest arrive, then drop the body.
+            body.data().await.unwrap().unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            drop(body);
+        }
+        let r = within(
+            Duration::from_secs(10),
+            "a full response after the dropped ones",
+            get(&c, "/zeros/3000000"),
+        )
+        .await;
+        let (status, body) = r.unwrap();
+        assert_eq!((status, body.len()), (200, 3_000_000));
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Cancellation by the proxy
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_reset_cancels_the_handler_and_the_body_stream() {
+    bounded(async {
+        struct Flag(Arc<AtomicUsize>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let started = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (s2, d2) = (started.clone(), dropped.clone());
+        let inner = Arc::new(app());
+        let h = handler_fn(move |req: Request| {
+            let flag = Flag(d2.clone());
+            let (s2, inner) = (s2.clone(), inner.clone());
+            async move {
+                let _flag = flag;
+                s2.fetch_add(1, Ordering::SeqCst);
+                if &req.head().path[..] == b"/long-poll" {
+                    // Works for a minute before answering.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                inner.call(req).await
+            }
+        });
+        let srv = TestServer::start("proxy-cancel", ServerConfig::default(), h).await;
+        let c = srv.client().await;
+
+        // Before the head: dropping the response future sends RESET(CANCEL);
+        // the handler is dropped promptly instead of running for a minute.
+        let (_send, resp) = c
+            .send_request(head("GET", "/long-poll"), true)
+            .await
+            .unwrap();
+        within(Duration::from_secs(5), "handler start", async {
+            while started.load(Ordering::SeqCst) < 1 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        drop(resp);
+        within(Duration::from_secs(3), "handler cancelled", async {
+            while dropped.load(Ordering::SeqCst) < 1 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+
+        // After the head: an endless body stream (server-sent events, say)
+        // stops when the proxy resets, not at its next chunk.
+        let (_send, resp) = c
+            .send_request(head("GET", "/stall-body"), true)
+            .await
+            .unwrap();
+        let (h, mut body) = resp.await.unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(body.data().await.unwrap().unwrap(), "partial");
+        drop(body);
+        let s = settle(&srv.metrics, |s| s.streams_active == 0).await;
+        assert_eq!(s.streams_active, 0, "the body stream outlived its reset");
+        assert_eq!(s.error(ErrorKind::PeerReset), 2, "{:?}", s.errors);
+
+        // The connection is unaffected.
+        assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
     })
     .await
 }

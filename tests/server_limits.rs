@@ -216,8 +216,8 @@ async fn max_head_size_edge() {
         assert_eq!(get(&good, "/hello").await.unwrap().0, 200);
         let fresh = srv.client().await;
         assert_eq!(get(&fresh, "/hello").await.unwrap().0, 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(srv.metrics.snapshot().error(ErrorKind::Protocol), 1);
+        let s = settle(&srv.metrics, |s| s.error(ErrorKind::Protocol) >= 1).await;
+        assert_eq!(s.error(ErrorKind::Protocol), 1);
     })
     .await
 }
@@ -343,7 +343,7 @@ async fn max_body_size_edge() {
         // Sending the body anyway does not reach anyone.
         let _ = send.send_data(Bytes::from(vec![0u8; 2000]), true).await;
         assert_eq!(get(&c, "/hello").await.unwrap().0, 200);
-        let s = srv.metrics.snapshot();
+        let s = settle(&srv.metrics, |s| s.streams_active == 0).await;
         assert_eq!(s.bytes_in, bytes_in, "a rejected body was read");
         assert_eq!(s.error(ErrorKind::BodyTooLarge), 3);
         assert_eq!(s.error(ErrorKind::HandlerError), 0);
@@ -575,8 +575,10 @@ async fn malformed_input_closes_only_the_offending_connection() {
         }
         assert_eq!(get(&good, "/hello").await.unwrap().0, 200);
         assert_eq!(get(&srv.client().await, "/hello").await.unwrap().0, 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let s = srv.metrics.snapshot();
+        let s = settle(&srv.metrics, |s| {
+            s.error(ErrorKind::Protocol) >= cases.len() as u64
+        })
+        .await;
         assert_eq!(s.error(ErrorKind::Protocol), cases.len() as u64);
         assert_eq!(s.connections_total, cases.len() as u64 + 2);
     })

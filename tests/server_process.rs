@@ -38,7 +38,7 @@ async fn echo_100_mib_through_a_child_with_bounded_memory() {
     bounded(async {
         let path = sock_path("big-echo");
         let bind = format!("unix:{}", path.display());
-        let child = spawn_serve(&["--bind", &bind]);
+        let mut child = spawn_serve(&["--bind", &bind]);
         wait_for_socket(&path).await;
         let pid = child.child.id();
         let before = vm_hwm_kib(pid);
@@ -83,6 +83,12 @@ async fn echo_100_mib_through_a_child_with_bounded_memory() {
             peak < RSS_LIMIT_KIB,
             "peak RSS {peak} KiB over {RSS_LIMIT_KIB} KiB"
         );
+        drop(c);
+        // SAFETY: plain syscall on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+        let st = wait_exit(&mut child.child, Duration::from_secs(10)).await;
+        assert!(st.success(), "{st}");
+        assert!(!path.exists(), "socket file left after SIGTERM");
     })
     .await
 }
@@ -210,19 +216,7 @@ async fn cli_metrics_endpoint_serves_prometheus_text() {
                 .unwrap(),
             (200, body)
         );
-        let text = within(Duration::from_secs(10), "metrics endpoint", async {
-            loop {
-                if let Some(t) = http_get(&maddr).await {
-                    return t;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-        assert!(text.contains("Content-Type: text/plain; version=0.0.4"));
-        let (_, body) = text.split_once("\r\n\r\n").unwrap();
-        for line in [
+        let expected = [
             "uwire_streams_total 5",
             "uwire_streams_active 0",
             // wait_for_socket's probe (connected, then closed) and ours
@@ -233,12 +227,37 @@ async fn cli_metrics_endpoint_serves_prometheus_text() {
             "uwire_errors_total{kind=\"protocol\"} 0",
             "uwire_errors_total{kind=\"io\"} 0",
             "uwire_request_duration_seconds_count 5",
-        ] {
+        ];
+        // The gauges settle a moment after the client has its answers (the
+        // server finishes its bookkeeping after the last frame is out), so
+        // scrape until they do; a wrong count never settles and fails.
+        let mut last = String::new();
+        let settled = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(t) = http_get(&maddr).await {
+                    let ok = t
+                        .split_once("\r\n\r\n")
+                        .is_some_and(|(_, b)| expected.iter().all(|e| b.lines().any(|l| l == *e)));
+                    last = t;
+                    if ok {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let text = last;
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("Content-Type: text/plain; version=0.0.4"));
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        for line in expected {
             assert!(
                 body.lines().any(|l| l == line),
                 "missing {line:?} in\n{body}"
             );
         }
+        assert!(settled.is_ok());
         assert!(body.contains("# TYPE uwire_streams_total counter"));
         assert!(body.contains("# TYPE uwire_request_duration_seconds histogram"));
         drop(c);

@@ -39,6 +39,10 @@ fn now() -> Instant {
 struct Slot {
     body: Option<mpsc::UnboundedSender<RecvEvent>>,
     response: Option<oneshot::Sender<Result<ResponseHead, Error>>>,
+    /// Server streams: told the reason when the peer resets the stream;
+    /// dropped when the stream ends any other way. Wakes
+    /// `Responder::closed` / `SendStream::closed`.
+    closed: Option<oneshot::Sender<Reason>>,
 }
 
 type OpenRequest = (RequestHead, bool, oneshot::Sender<Result<Opened, Error>>);
@@ -325,6 +329,9 @@ impl Driver {
                     if let Some(body) = slot.body {
                         let _ = body.send(RecvEvent::Error(err()));
                     }
+                    if let (Some(tx), true) = (slot.closed, remote) {
+                        let _ = tx.send(reason);
+                    }
                 }
                 self.fail_acks(id, err);
             }
@@ -359,7 +366,11 @@ impl Driver {
             return;
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut slot = Slot::default();
+        let (closed_tx, closed_rx) = oneshot::channel();
+        let mut slot = Slot {
+            closed: Some(closed_tx),
+            ..Slot::default()
+        };
         if end_stream {
             let _ = tx.send(RecvEvent::End);
         } else {
@@ -368,7 +379,7 @@ impl Driver {
         let req = IncomingRequest {
             head,
             body: RecvStream::new(id, rx, cmd.clone(), false),
-            responder: Responder::new(id, cmd),
+            responder: Responder::new(id, cmd).with_closed(closed_rx),
         };
         if incoming.send(req).is_err() {
             // The application stopped accepting: refuse (the handles' drops reset the stream).
@@ -393,6 +404,7 @@ impl Driver {
                         Slot {
                             body: Some(body_tx),
                             response: Some(resp_tx),
+                            closed: None,
                         },
                     );
                     let _ = reply.send(Ok(Opened {

@@ -78,16 +78,33 @@ pub struct SendStream {
     id: StreamId,
     cmd: CommandTx,
     finished: bool,
+    closed: ClosedSignal,
 }
 
 impl SendStream {
     pub(crate) fn new(id: StreamId, cmd: CommandTx, finished: bool) -> SendStream {
-        SendStream { id, cmd, finished }
+        SendStream {
+            id,
+            cmd,
+            finished,
+            closed: ClosedSignal::default(),
+        }
     }
 
     /// The stream id.
     pub fn id(&self) -> StreamId {
         self.id
+    }
+
+    /// Server side (a response body): resolves once the stream is no longer
+    /// open on the connection, with `Some(reason)` when the peer reset it
+    /// (its client went away, its own timeout fired), `None` when it ended
+    /// otherwise (finished, reset locally, connection closed). Lets a
+    /// response producer that waits for its next chunk (server-sent events,
+    /// long polls) stop as soon as nobody will read it. On the client side
+    /// it never resolves. Cancel-safe.
+    pub async fn closed(&mut self) -> Option<Reason> {
+        self.closed.wait().await
     }
 
     /// Sends body bytes. Resolves once the bytes are handed to the socket or
@@ -260,6 +277,24 @@ impl RecvStream {
 
 impl Drop for RecvStream {
     fn drop(&mut self) {
+        // Bytes delivered to this handle but never read still count against
+        // the connection's receive window: give their credit back, or every
+        // body dropped half-read shrinks the window until the connection
+        // stalls. Closing first makes later deliveries fail, and the driver
+        // credits those itself.
+        self.rx.close();
+        let mut unread = 0;
+        while let Ok(ev) = self.rx.try_recv() {
+            if let RecvEvent::Data(b) = ev {
+                unread += b.len();
+            }
+        }
+        if unread > 0 {
+            let _ = self.cmd.send(Command::Release {
+                id: self.id,
+                n: unread,
+            });
+        }
         if !self.done {
             let _ = self.cmd.send(if self.reset_on_drop {
                 Command::Reset {
@@ -273,12 +308,36 @@ impl Drop for RecvStream {
     }
 }
 
+/// Resolves when the driver reports a server stream gone (see
+/// [`Responder::closed`]).
+#[derive(Debug, Default)]
+pub(crate) struct ClosedSignal {
+    rx: Option<oneshot::Receiver<Reason>>,
+    fired: Option<Option<Reason>>,
+}
+
+impl ClosedSignal {
+    async fn wait(&mut self) -> Option<Reason> {
+        if let Some(r) = self.fired {
+            return r;
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        let r = rx.await.ok();
+        self.rx = None;
+        self.fired = Some(r);
+        r
+    }
+}
+
 /// Lets a server answer one request.
 #[derive(Debug)]
 pub struct Responder {
     id: StreamId,
     cmd: CommandTx,
     sent: bool,
+    closed: ClosedSignal,
 }
 
 impl Responder {
@@ -287,12 +346,27 @@ impl Responder {
             id,
             cmd,
             sent: false,
+            closed: ClosedSignal::default(),
         }
+    }
+
+    pub(crate) fn with_closed(mut self, rx: oneshot::Receiver<Reason>) -> Responder {
+        self.closed.rx = Some(rx);
+        self
     }
 
     /// The stream id.
     pub fn id(&self) -> StreamId {
         self.id
+    }
+
+    /// Resolves once the request can no longer be answered, with
+    /// `Some(reason)` when the proxy reset the stream (its client went
+    /// away, its own timeout fired) and `None` when it ended otherwise
+    /// (reset locally, connection closed). Race it against the work that
+    /// computes the response to stop that work promptly. Cancel-safe.
+    pub async fn closed(&mut self) -> Option<Reason> {
+        self.closed.wait().await
     }
 
     /// Sends an interim (1xx) head; the final head must still follow.
@@ -321,7 +395,9 @@ impl Responder {
                 end_stream,
             })
             .map_err(|_| Error::closed())?;
-        Ok(SendStream::new(self.id, self.cmd.clone(), end_stream))
+        let mut send = SendStream::new(self.id, self.cmd.clone(), end_stream);
+        send.closed = std::mem::take(&mut self.closed);
+        Ok(send)
     }
 
     /// Resets the stream instead of answering.

@@ -114,18 +114,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The size of a request head as HTTP/1.1 would write it: request line and
-/// `name: value\r\n` per field.
+/// The size of a request head as HTTP/1.1 would write it: the request line
+/// (`METHOD /target HTTP/1.1\r\n`), `name: value\r\n` per field, and the
+/// blank line.
 fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len()
-        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
-        + " HTTP/1.1\r\n ".len();
-    req.headers()
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let fields: usize = req
+        .headers()
         .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + line
-        + 2
+        .map(|(n, v)| n.as_str().len() + ": ".len() + v.len() + "\r\n".len())
+        .sum();
+    line + fields + "\r\n".len()
 }
 
 /// The host part of a `Host` value: `example.com:8080` -> `example.com`,
@@ -427,4 +427,53 @@ where
         tracing::warn!("drain timeout: closing remaining connections");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_without_port_handles_ipv6_literals() {
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("[2001:db8::1]"), "[2001:db8::1]");
+        assert_eq!(host_without_port("[2001:db8::1]:8443"), "[2001:db8::1]");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        // Not a valid Host, left alone rather than cut in the middle.
+        assert_eq!(host_without_port("2001:db8::1"), "2001:db8::1");
+        assert_eq!(host_without_port("host:port"), "host:port");
+    }
+
+    #[test]
+    fn head_size_counts_the_http1_wire_form() {
+        let req = Request::get("/a?b=1")
+            .header("host", "x")
+            .header("x-y", "zz")
+            .body(())
+            .unwrap();
+        let wire = "GET /a?b=1 HTTP/1.1\r\nhost: x\r\nx-y: zz\r\n\r\n";
+        assert_eq!(head_size(&req), wire.len());
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed_fields() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "keep-alive, X-Foo"),
+            ("connection", "x-bar"),
+            ("x-foo", "1"),
+            ("x-bar", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-keep", "1"),
+        ] {
+            h.append(n, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+    }
 }

@@ -28,8 +28,12 @@ pub struct ServerConfig {
     /// Most connections open at once; further clients wait in the listen
     /// backlog. Default [`DEFAULT_MAX_CONNECTIONS`]; range 1..
     pub max_connections: usize,
-    /// Largest request body; larger ones get 413 (or a RESET once the
-    /// response has started). Default [`DEFAULT_MAX_BODY_SIZE`].
+    /// Largest request body. A request whose `body_length` hint is larger
+    /// gets 413 without reaching the handler. A body that grows past it
+    /// while being read is cut off at once: the stream is reset with
+    /// LIMIT_EXCEEDED (so the proxy stops uploading) and the handler's read
+    /// fails with [`BodyError::TooLarge`](super::BodyError::TooLarge).
+    /// Default [`DEFAULT_MAX_BODY_SIZE`].
     pub max_body_size: u64,
     /// Close a connection that has had no stream for this long (GOAWAY).
     /// Default [`DEFAULT_IDLE_TIMEOUT`]; `None` disables it.

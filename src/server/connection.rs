@@ -122,15 +122,22 @@ where
         }
     }
     drop(incoming);
-    match (&mut driver.0).await {
+    let result = (&mut driver.0).await;
+    // The driver has told every open stream how it ended (their `closed`
+    // signals fired), so stream tasks finish promptly and account for
+    // themselves; give them a moment, then cancel whatever is left.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while streams.join_next().await.is_some() {}
+    })
+    .await;
+    streams.abort_all();
+    match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) if is_eof(&e) => {
-            // The peer closed the socket without a GOAWAY. Harmless when
-            // nothing was in flight (a probe, a pool dropping a connection);
-            // requests still running lost their peer.
-            if active.load(Ordering::Relaxed) > 0 {
-                ctx.metrics.error(ErrorKind::Io);
-            }
+            // The peer closed the socket without a GOAWAY: harmless for an
+            // idle connection (a probe, a pool dropping a connection), and
+            // requests it abandoned were counted by their streams
+            // (PeerReset).
             tracing::debug!(error = %e, "peer closed the connection");
         }
         Ok(Err(e)) => {
@@ -182,7 +189,7 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
     let IncomingRequest {
         head,
         body,
-        responder,
+        mut responder,
     } = req;
     let max_body = ctx.config.max_body_size;
 
@@ -205,10 +212,34 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
                 environ,
                 Body::new(body, max_body, Some(ctx.metrics.clone())),
             );
-            let fut = AssertUnwindSafe(ctx.handler.call(request)).catch_unwind();
-            let outcome = match deadline {
-                Some(d) => tokio::time::timeout_at(d, fut).await,
-                None => Ok(fut.await),
+            // `call` itself may panic (work done before the future is
+            // built), as may the future: both are the handler panicking.
+            let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.call(request)))
+            {
+                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().left_future(),
+                Err(panic) => futures_util::future::ready(Err(panic)).right_future(),
+            };
+            let run = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d, fut).await,
+                    None => Ok(fut.await),
+                }
+            };
+            let outcome = tokio::select! {
+                biased;
+                outcome = run => Some(outcome),
+                reset = responder.closed() => {
+                    // The proxy reset the stream (its client went away) or
+                    // the connection closed: nobody can receive an answer,
+                    // so the handler is dropped rather than run to the end.
+                    if reset.is_some() {
+                        ctx.metrics.error(ErrorKind::PeerReset);
+                    }
+                    None
+                }
+            };
+            let Some(outcome) = outcome else {
+                return;
             };
             match outcome {
                 Err(_) => {
@@ -221,10 +252,8 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
                     simple(500, "internal server error")
                 }
                 Ok(Ok(Err(e))) => match e.downcast_ref::<BodyError>() {
-                    Some(BodyError::TooLarge { .. }) => {
-                        ctx.metrics.error(ErrorKind::BodyTooLarge);
-                        simple(413, "request body too large")
-                    }
+                    // Counted by the body when it hit the limit.
+                    Some(BodyError::TooLarge { .. }) => simple(413, "request body too large"),
                     Some(BodyError::Aborted(_)) => {
                         // The proxy reset the stream (or the connection
                         // died): nobody is left to answer. Counted once here;
@@ -271,16 +300,32 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
     if !end {
         loop {
             let next = AssertUnwindSafe(body.frame()).catch_unwind();
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, next).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        ctx.metrics.error(ErrorKind::Deadline);
-                        send.reset(Reason::TIMEOUT);
-                        break;
+            let next = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d, next).await.ok(),
+                    None => Some(next.await),
+                }
+            };
+            let next = tokio::select! {
+                biased;
+                next = next => Ok(next),
+                reset = send.closed() => Err(reset),
+            };
+            let next = match next {
+                Ok(Some(next)) => next,
+                Ok(None) => {
+                    ctx.metrics.error(ErrorKind::Deadline);
+                    send.reset(Reason::TIMEOUT);
+                    break;
+                }
+                Err(reset) => {
+                    // Reset while the body waited for its next chunk (an
+                    // endless event stream, say): stop producing it now.
+                    if reset.is_some() {
+                        ctx.metrics.error(ErrorKind::PeerReset);
                     }
-                },
-                None => next.await,
+                    break;
+                }
             };
             match next {
                 Err(_panic) => {
@@ -297,10 +342,8 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
                     // fails when that body does: keep the request body's
                     // reason rather than blaming the handler.
                     let reason = match e.downcast_ref::<BodyError>() {
-                        Some(BodyError::TooLarge { .. }) => {
-                            ctx.metrics.error(ErrorKind::BodyTooLarge);
-                            Reason::LIMIT_EXCEEDED
-                        }
+                        // Counted by the body when it hit the limit.
+                        Some(BodyError::TooLarge { .. }) => Reason::LIMIT_EXCEEDED,
                         Some(BodyError::Aborted(_)) => {
                             ctx.metrics.error(ErrorKind::PeerReset);
                             Reason::CANCEL

@@ -80,6 +80,11 @@ impl Body {
                     if let Some(s) = self.inner.take() {
                         s.reset(crate::frame::Reason::LIMIT_EXCEEDED);
                     }
+                    // Counted here, once, whatever the handler then does
+                    // with the error.
+                    if let Some(m) = &self.metrics {
+                        m.error(super::ErrorKind::BodyTooLarge);
+                    }
                     return Some(Err(BodyError::TooLarge { limit: self.limit }));
                 }
                 Some(Ok(b))

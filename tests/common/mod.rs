@@ -427,3 +427,48 @@ pub fn app() -> impl Handler {
         }
     })
 }
+
+/// Waits (up to 5 s) until the server's counters satisfy `pred`, and
+/// returns them. Counters are updated by server tasks a moment after the
+/// client sees the matching frame; the caller asserts exact values on the
+/// result, so a wrong count still fails.
+pub async fn settle(
+    metrics: &Metrics,
+    pred: impl Fn(&uwire::server::Snapshot) -> bool,
+) -> uwire::server::Snapshot {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = metrics.snapshot();
+        if pred(&s) || tokio::time::Instant::now() >= deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// POSTs `body` to `/echo`, uploading in 64 KiB chunks while reading the
+/// echo (a body larger than the flow-control windows cannot be sent first
+/// and read afterwards). Returns the status and the echoed bytes.
+pub async fn echo(sender: &SendRequest, body: Bytes) -> Result<(u16, Bytes), net::Error> {
+    let (mut send, resp) = sender.send_request(head("POST", "/echo"), false).await?;
+    let upload = async move {
+        let mut off = 0;
+        while off < body.len() {
+            let end = (off + (64 << 10)).min(body.len());
+            send.send_data(body.slice(off..end), end == body.len())
+                .await?;
+            off = end;
+        }
+        if body.is_empty() {
+            send.finish().await?;
+        }
+        Ok::<_, net::Error>(())
+    };
+    let download = async {
+        let (head, mut b) = resp.await?;
+        Ok::<_, net::Error>((head.status, b.collect(1 << 30).await?))
+    };
+    let (u, d) = tokio::join!(upload, download);
+    u?;
+    d
+}
