@@ -548,7 +548,14 @@ fn bad_inputs() -> Vec<Bad> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_closes_only_the_offending_connection() {
     bounded(async {
-        let srv = TestServer::start("malformed", ServerConfig::default(), app()).await;
+        // uwire only: in the default auto mode a connection whose first byte
+        // is not the uwire preface's is classic uwsgi, which has no GOAWAY
+        // (see `auto_mode_treats_a_foreign_first_byte_as_uwsgi`).
+        let config = ServerConfig {
+            protocol: uwire::server::ProtocolMode::Uwire,
+            ..ServerConfig::default()
+        };
+        let srv = TestServer::start("malformed", config, app()).await;
         let good = srv.client().await;
         let cases = bad_inputs();
         for case in &cases {
@@ -581,6 +588,27 @@ async fn malformed_input_closes_only_the_offending_connection() {
         .await;
         assert_eq!(s.error(ErrorKind::Protocol), cases.len() as u64);
         assert_eq!(s.connections_total, cases.len() as u64 + 2);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_treats_a_foreign_first_byte_as_uwsgi() {
+    bounded(async {
+        let srv = TestServer::start("automode", ServerConfig::default(), app()).await;
+        let good = srv.client().await;
+        // HTTP text is no uwsgi packet either (modifier1 'G' is unsupported):
+        // the connection is closed without a frame, the server keeps serving.
+        let mut raw = Raw::connect_silent(&srv.path).await;
+        raw.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(
+            raw.recv().await.is_none(),
+            "foreign bytes must close the connection"
+        );
+        assert_eq!(
+            get(&good, "/sleep/1").await.unwrap(),
+            (200, "slept 1".into())
+        );
     })
     .await
 }

@@ -22,6 +22,10 @@ pub(crate) enum Kind {
     Closed,
     NoUpstream,
     InvalidRequest,
+    /// The request body is over a limit (413).
+    TooLarge,
+    /// The request head cannot be carried upstream: over a size limit (431).
+    HeadTooLarge,
     Upstream,
 }
 
@@ -125,6 +129,8 @@ impl Error {
             Kind::Timeout | Kind::ConnectTimeout => S::GATEWAY_TIMEOUT,
             Kind::NoUpstream | Kind::Refused => S::SERVICE_UNAVAILABLE,
             Kind::InvalidRequest => S::BAD_REQUEST,
+            Kind::TooLarge => S::PAYLOAD_TOO_LARGE,
+            Kind::HeadTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Kind::Reset(Reason::LIMIT_EXCEEDED) => S::PAYLOAD_TOO_LARGE,
             _ => S::BAD_GATEWAY,
         }
@@ -169,6 +175,8 @@ impl fmt::Display for Error {
             Kind::NotSent => "upstream connection closed before the request was sent",
             Kind::NoUpstream => "no upstream configured",
             Kind::InvalidRequest => "request cannot be carried upstream",
+            Kind::TooLarge => "request body too large",
+            Kind::HeadTooLarge => "request head too large for the upstream protocol",
             Kind::Upstream => "invalid upstream response",
         };
         f.write_str(what)?;

@@ -15,7 +15,8 @@ use super::pool::{connect_raw_with_retry, InflightGuard, Io, UpstreamState};
 use super::{header_map, Body, ClientConfig};
 use crate::frame::RequestHead;
 use crate::legacy::{
-    encode_request, BodyKind, ChunkedDecoder, Dechunked, LegacyLimits, ResponseHeadParser,
+    encode_request, BodyKind, ChunkedDecoder, Dechunked, LegacyError, LegacyLimits,
+    ResponseHeadParser,
 };
 
 /// Largest request body of unknown length (chunked) that is buffered to
@@ -52,17 +53,27 @@ where
             .collect()
             .await
             .map_err(|e| {
-                Error::with(
-                    Kind::InvalidRequest,
-                    format!("request body of unknown length: {e}"),
-                )
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    Error::with(
+                        Kind::TooLarge,
+                        format!(
+                            "a request body of unknown length is buffered for uwsgi up to {MAX_BUFFERED_BODY} bytes"
+                        ),
+                    )
+                } else {
+                    Error::with(Kind::InvalidRequest, format!("reading the request body: {e}"))
+                }
             })?
             .to_bytes();
         length = Some(collected.len() as u64);
         buffered = Some(collected);
     }
-    encode_request(head, length, &limits, &mut prefix)
-        .map_err(|e| Error::with(Kind::InvalidRequest, e))?;
+    encode_request(head, length, &limits, &mut prefix).map_err(|e| match e {
+        LegacyError::BlockTooLarge { .. }
+        | LegacyError::TooManyVars { .. }
+        | LegacyError::VarTooLong { .. } => Error::with(Kind::HeadTooLarge, e),
+        _ => Error::with(Kind::InvalidRequest, e),
+    })?;
 
     let io = connect_raw_with_retry(&up.addr.transport, cfg).await?;
     match io {

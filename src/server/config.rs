@@ -18,6 +18,37 @@ pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(60);
 /// Default time in-flight requests get to finish after shutdown starts: 30 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Which protocol a listening socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtocolMode {
+    /// Decide per connection from its first byte: `0x9A` (the uwire
+    /// preface) means uwire/1, anything else classic uwsgi.
+    #[default]
+    Auto,
+    /// uwire/1 only.
+    Uwire,
+    /// Classic uwsgi only (nginx `uwsgi_pass`).
+    Uwsgi,
+}
+
+impl std::str::FromStr for ProtocolMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ProtocolMode, String> {
+        match s {
+            "auto" => Ok(ProtocolMode::Auto),
+            "uwire" => Ok(ProtocolMode::Uwire),
+            "uwsgi" => Ok(ProtocolMode::Uwsgi),
+            _ => Err(format!("unknown protocol {s:?}: auto, uwire or uwsgi")),
+        }
+    }
+}
+
+/// Default time a classic uwsgi client gets to send its request packet: 30 s.
+pub const DEFAULT_LEGACY_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default classic uwsgi body read-ahead: 16 MiB.
+pub const DEFAULT_LEGACY_READ_AHEAD: usize = 16 * 1024 * 1024;
+
 /// Everything a [`super::Server`] can be told.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -54,6 +85,23 @@ pub struct ServerConfig {
     pub allow_gids: Vec<u32>,
     /// Socket file mode and backlog.
     pub bind: BindOptions,
+    /// Which protocol connections speak. Default [`ProtocolMode::Auto`].
+    pub protocol: ProtocolMode,
+    /// Largest classic uwsgi vars block accepted. Default 65535, the
+    /// protocol's own cap; range 4..=65535.
+    pub legacy_max_block_size: u16,
+    /// Time a connection gets to send its first byte (auto-detection) and a
+    /// classic uwsgi client to send its whole request packet. Default
+    /// [`DEFAULT_LEGACY_HEAD_TIMEOUT`].
+    pub legacy_head_timeout: Duration,
+    /// How much of a classic uwsgi request body is read ahead of the
+    /// handler. Once nginx has passed a response head on to its client it
+    /// stops writing the request body to the upstream, so the runtime holds
+    /// the response head back until the whole body is in, reading it ahead
+    /// of the handler (an echo streams its answer while reading); past this
+    /// much, the head goes out anyway and reads wait for the handler.
+    /// Default [`DEFAULT_LEGACY_READ_AHEAD`].
+    pub legacy_read_ahead: usize,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +117,10 @@ impl Default for ServerConfig {
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
             bind: BindOptions::default(),
+            protocol: ProtocolMode::Auto,
+            legacy_max_block_size: u16::MAX,
+            legacy_head_timeout: DEFAULT_LEGACY_HEAD_TIMEOUT,
+            legacy_read_ahead: DEFAULT_LEGACY_READ_AHEAD,
         }
     }
 }

@@ -39,7 +39,7 @@ impl Clone for Ctx {
 
 /// Aborts a spawned task when dropped (the connection task may itself be
 /// aborted by the server's drain deadline; its driver must not outlive it).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
@@ -49,7 +49,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Runs `f` when dropped: bookkeeping that must happen even when the task
 /// doing it is cancelled.
-struct OnDrop<F: FnMut()>(F);
+pub(crate) struct OnDrop<F: FnMut()>(pub(crate) F);
 
 impl<F: FnMut()> Drop for OnDrop<F> {
     fn drop(&mut self) {
@@ -153,7 +153,7 @@ where
     }
 }
 
-fn simple(status: u16, msg: &str) -> Response {
+pub(crate) fn simple(status: u16, msg: &str) -> Response {
     let mut r = Response::new(ResponseBody::from(format!("{msg}\n")));
     *r.status_mut() =
         http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -164,7 +164,7 @@ fn simple(status: u16, msg: &str) -> Response {
     r
 }
 
-fn header_block(headers: &http::HeaderMap) -> HeaderBlock {
+pub(crate) fn header_block(headers: &http::HeaderMap) -> HeaderBlock {
     let mut b = HeaderBlock::builder();
     for (name, value) in headers {
         // http's types already forbid CR, LF and NUL; a value that still
@@ -174,6 +174,109 @@ fn header_block(headers: &http::HeaderMap) -> HeaderBlock {
         }
     }
     b.finish()
+}
+
+/// What became of a request once the handler ran.
+pub(crate) enum Outcome {
+    /// A response to send.
+    Respond(Response),
+    /// The peer is gone (reset or disconnected): nothing is sent.
+    PeerGone,
+    /// The request body was aborted: reset the stream with `CANCEL`.
+    Aborted,
+}
+
+/// Builds the environ, runs the handler under the request deadline with
+/// panics caught, and turns every failure into the response (or outcome)
+/// the runtime promises. Shared by the uwire and the classic uwsgi paths.
+pub(crate) async fn run_handler<C>(
+    ctx: &Ctx,
+    head: crate::frame::RequestHead,
+    body: Body,
+    deadline: Option<tokio::time::Instant>,
+    closed: C,
+) -> Outcome
+where
+    C: std::future::Future<Output = Option<Reason>>,
+{
+    let max_body = ctx.config.max_body_size;
+    let environ = match environ::build(&head, &ctx.config.environ) {
+        Err(e) => {
+            ctx.metrics.error(ErrorKind::BadRequest);
+            return Outcome::Respond(simple(400, &format!("bad request: {e}")));
+        }
+        Ok(_) if head.body_length.is_some_and(|n| n > max_body) => {
+            ctx.metrics.error(ErrorKind::BodyTooLarge);
+            return Outcome::Respond(simple(413, "request body too large"));
+        }
+        Ok(env) => env,
+    };
+    let request = Request::new(head, environ, body);
+    // `call` itself may panic (work done before the future is
+    // built), as may the future: both are the handler panicking.
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.call(request))) {
+        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().left_future(),
+        Err(panic) => futures_util::future::ready(Err(panic)).right_future(),
+    };
+    let run = async {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, fut).await,
+            None => Ok(fut.await),
+        }
+    };
+    let outcome = tokio::select! {
+        biased;
+        outcome = run => outcome,
+        reset = closed => {
+            // The proxy reset the stream (its client went away) or
+            // the connection closed: nobody can receive an answer,
+            // so the handler is dropped rather than run to the end.
+            if reset.is_some() {
+                ctx.metrics.error(ErrorKind::PeerReset);
+            }
+            return Outcome::PeerGone;
+        }
+    };
+    let response = match outcome {
+        Err(_) => {
+            ctx.metrics.error(ErrorKind::Deadline);
+            simple(504, "request deadline exceeded")
+        }
+        Ok(Err(_panic)) => {
+            ctx.metrics.error(ErrorKind::HandlerPanic);
+            tracing::error!("handler panicked; answering 500");
+            simple(500, "internal server error")
+        }
+        Ok(Ok(Err(e))) => match e.downcast_ref::<BodyError>() {
+            // Counted by the body when it hit the limit.
+            Some(BodyError::TooLarge { .. }) => simple(413, "request body too large"),
+            Some(BodyError::Aborted(_)) | Some(BodyError::Incomplete { .. }) => {
+                // The peer reset the stream (or the connection died):
+                // nobody is left to answer. Counted once here; no
+                // response is attempted (it could only fail, and count
+                // again).
+                ctx.metrics.error(ErrorKind::PeerReset);
+                return Outcome::Aborted;
+            }
+            _ => {
+                ctx.metrics.error(ErrorKind::HandlerError);
+                tracing::warn!(error = %e, "handler error; answering 500");
+                simple(500, "internal server error")
+            }
+        },
+        Ok(Ok(Ok(resp))) => resp,
+    };
+    if response.status().is_informational() {
+        // A 1xx head is interim: the client would wait forever for the final
+        // one (or get a body it cannot place).
+        ctx.metrics.error(ErrorKind::HandlerError);
+        tracing::error!(
+            status = response.status().as_u16(),
+            "handler returned an interim (1xx) status as its final response; answering 500"
+        );
+        return Outcome::Respond(simple(500, "internal server error"));
+    }
+    Outcome::Respond(response)
 }
 
 async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
@@ -191,100 +294,14 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
         body,
         mut responder,
     } = req;
-    let max_body = ctx.config.max_body_size;
-
-    let early = match environ::build(&head, &ctx.config.environ) {
-        Err(e) => {
-            ctx.metrics.error(ErrorKind::BadRequest);
-            Err(simple(400, &format!("bad request: {e}")))
+    let body = Body::new(body, ctx.config.max_body_size, Some(ctx.metrics.clone()));
+    let response = match run_handler(ctx, head, body, deadline, responder.closed()).await {
+        Outcome::Respond(r) => r,
+        Outcome::PeerGone => return,
+        Outcome::Aborted => {
+            responder.reset(Reason::CANCEL);
+            return;
         }
-        Ok(_) if head.body_length.is_some_and(|n| n > max_body) => {
-            ctx.metrics.error(ErrorKind::BodyTooLarge);
-            Err(simple(413, "request body too large"))
-        }
-        Ok(env) => Ok(env),
-    };
-    let response = match early {
-        Err(resp) => resp,
-        Ok(environ) => {
-            let request = Request::new(
-                head,
-                environ,
-                Body::new(body, max_body, Some(ctx.metrics.clone())),
-            );
-            // `call` itself may panic (work done before the future is
-            // built), as may the future: both are the handler panicking.
-            let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.call(request)))
-            {
-                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().left_future(),
-                Err(panic) => futures_util::future::ready(Err(panic)).right_future(),
-            };
-            let run = async {
-                match deadline {
-                    Some(d) => tokio::time::timeout_at(d, fut).await,
-                    None => Ok(fut.await),
-                }
-            };
-            let outcome = tokio::select! {
-                biased;
-                outcome = run => Some(outcome),
-                reset = responder.closed() => {
-                    // The proxy reset the stream (its client went away) or
-                    // the connection closed: nobody can receive an answer,
-                    // so the handler is dropped rather than run to the end.
-                    if reset.is_some() {
-                        ctx.metrics.error(ErrorKind::PeerReset);
-                    }
-                    None
-                }
-            };
-            let Some(outcome) = outcome else {
-                return;
-            };
-            match outcome {
-                Err(_) => {
-                    ctx.metrics.error(ErrorKind::Deadline);
-                    simple(504, "request deadline exceeded")
-                }
-                Ok(Err(_panic)) => {
-                    ctx.metrics.error(ErrorKind::HandlerPanic);
-                    tracing::error!("handler panicked; answering 500");
-                    simple(500, "internal server error")
-                }
-                Ok(Ok(Err(e))) => match e.downcast_ref::<BodyError>() {
-                    // Counted by the body when it hit the limit.
-                    Some(BodyError::TooLarge { .. }) => simple(413, "request body too large"),
-                    Some(BodyError::Aborted(_)) => {
-                        // The proxy reset the stream (or the connection
-                        // died): nobody is left to answer. Counted once here;
-                        // no response is attempted (it could only fail, and
-                        // count again).
-                        ctx.metrics.error(ErrorKind::PeerReset);
-                        responder.reset(Reason::CANCEL);
-                        return;
-                    }
-                    _ => {
-                        ctx.metrics.error(ErrorKind::HandlerError);
-                        tracing::warn!(error = %e, "handler error; answering 500");
-                        simple(500, "internal server error")
-                    }
-                },
-                Ok(Ok(Ok(resp))) => resp,
-            }
-        }
-    };
-
-    let response = if response.status().is_informational() {
-        // A 1xx head is interim: the client would wait forever for the final
-        // one (or get a body it cannot place).
-        ctx.metrics.error(ErrorKind::HandlerError);
-        tracing::error!(
-            status = response.status().as_u16(),
-            "handler returned an interim (1xx) status as its final response; answering 500"
-        );
-        simple(500, "internal server error")
-    } else {
-        response
     };
     let (parts, body) = response.into_parts();
     let mut body = body.into_inner();

@@ -32,6 +32,28 @@ pub enum BodyError {
     /// The stream was reset or the connection failed.
     #[error("request body aborted: {0}")]
     Aborted(#[from] crate::net::Error),
+    /// A classic uwsgi connection ended before `CONTENT_LENGTH` bytes.
+    #[error("request body ended after {got} of {expected} bytes")]
+    Incomplete {
+        /// Declared length.
+        expected: u64,
+        /// Bytes received.
+        got: u64,
+    },
+}
+
+/// Where a request body comes from.
+#[derive(Debug)]
+enum Source {
+    /// A uwire stream.
+    Stream(RecvStream),
+    /// Chunks read off a classic uwsgi connection by a reader task.
+    Channel {
+        rx: tokio::sync::mpsc::UnboundedReceiver<Result<Bytes, BodyError>>,
+        /// Byte credit the reader task waits on; returned as chunks are read.
+        credit: Arc<tokio::sync::Semaphore>,
+        done: bool,
+    },
 }
 
 /// A streaming request body. Flow-control credit returns to the proxy only
@@ -39,7 +61,7 @@ pub enum BodyError {
 /// instead of growing memory.
 #[derive(Debug)]
 pub struct Body {
-    inner: Option<RecvStream>,
+    inner: Option<Source>,
     read: u64,
     limit: u64,
     metrics: Option<Arc<super::Metrics>>,
@@ -48,7 +70,26 @@ pub struct Body {
 impl Body {
     pub(crate) fn new(inner: RecvStream, limit: u64, metrics: Option<Arc<super::Metrics>>) -> Body {
         Body {
-            inner: Some(inner),
+            inner: Some(Source::Stream(inner)),
+            read: 0,
+            limit,
+            metrics,
+        }
+    }
+
+    /// A body fed by a reader task (classic uwsgi connections).
+    pub(crate) fn channel(
+        rx: tokio::sync::mpsc::UnboundedReceiver<Result<Bytes, BodyError>>,
+        credit: Arc<tokio::sync::Semaphore>,
+        limit: u64,
+        metrics: Option<Arc<super::Metrics>>,
+    ) -> Body {
+        Body {
+            inner: Some(Source::Channel {
+                rx,
+                credit,
+                done: false,
+            }),
             read: 0,
             limit,
             metrics,
@@ -67,17 +108,30 @@ impl Body {
 
     /// The next chunk; `None` at the end.
     pub async fn data(&mut self) -> Option<Result<Bytes, BodyError>> {
-        let inner = self.inner.as_mut()?;
-        match inner.data().await {
+        let next = match self.inner.as_mut()? {
+            Source::Stream(s) => s.data().await.map(|r| r.map_err(BodyError::from)),
+            Source::Channel { rx, credit, done } => {
+                if *done {
+                    return None;
+                }
+                let n = rx.recv().await;
+                match &n {
+                    Some(Ok(b)) => credit.add_permits(b.len()),
+                    _ => *done = true,
+                }
+                n
+            }
+        };
+        match next {
             None => None,
-            Some(Err(e)) => Some(Err(e.into())),
+            Some(Err(e)) => Some(Err(e)),
             Some(Ok(b)) => {
                 self.read += b.len() as u64;
                 if let Some(m) = &self.metrics {
                     m.add_bytes_in(b.len() as u64);
                 }
                 if self.read > self.limit {
-                    if let Some(s) = self.inner.take() {
+                    if let Some(Source::Stream(s)) = self.inner.take() {
                         s.reset(crate::frame::Reason::LIMIT_EXCEEDED);
                     }
                     // Counted here, once, whatever the handler then does
@@ -125,7 +179,11 @@ impl HttpBody for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|s| s.is_end())
+        match &self.inner {
+            None => true,
+            Some(Source::Stream(s)) => s.is_end(),
+            Some(Source::Channel { done, .. }) => *done,
+        }
     }
 }
 

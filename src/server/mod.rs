@@ -17,7 +17,9 @@ mod config;
 mod connection;
 pub mod demo;
 mod handler;
+mod legacy;
 mod metrics;
+mod rewind;
 
 use std::future::Future;
 use std::io;
@@ -139,8 +141,8 @@ impl Server {
                 async move {
                     let _permit = permit;
                     match stream {
-                        Stream::Unix(s) => connection::serve(s, ctx, stop).await,
-                        Stream::Tcp(s) => connection::serve(s, ctx, stop).await,
+                        Stream::Unix(s) => legacy::serve_detect(s, ctx, stop).await,
+                        Stream::Tcp(s) => legacy::serve_detect(s, ctx, stop).await,
                     }
                 }
                 .instrument(span),

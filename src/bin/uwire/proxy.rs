@@ -61,6 +61,11 @@ pub struct FrontArgs {
     /// Grace period for in-flight requests on SIGTERM.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Largest vars block sent to classic uwsgi upstreams: set it to the
+    /// uWSGI server's --buffer-size (uWSGI's default is 4096) so oversized
+    /// heads get 431 here instead of being dropped by uWSGI (502).
+    #[arg(long, default_value_t = u16::MAX)]
+    pub uwsgi_buffer_size: u16,
 }
 
 impl FrontArgs {
@@ -70,6 +75,7 @@ impl FrontArgs {
             connect_timeout: self.connect_timeout,
             max_connections_per_upstream: self.connections_per_upstream,
             balance: self.balance,
+            uwsgi_buffer_size: self.uwsgi_buffer_size,
             ..ClientConfig::default()
         };
         let p = ProxyConfig {

@@ -80,6 +80,13 @@ pub struct Args {
     /// Map headers whose names contain '_' to HTTP_* (off by default: spoofing risk).
     #[arg(long)]
     pub allow_underscore_headers: bool,
+    /// Protocol of the socket: auto (uwire/1 or classic uwsgi, detected per
+    /// connection), uwire, or uwsgi (nginx uwsgi_pass).
+    #[arg(long, default_value = "auto")]
+    pub protocol: uwire::server::ProtocolMode,
+    /// Largest classic uwsgi vars block accepted (the protocol caps it at 65535).
+    #[arg(long, default_value_t = u16::MAX)]
+    pub uwsgi_max_block_size: u16,
 }
 
 impl Args {
@@ -99,6 +106,8 @@ impl Args {
         c.drain_timeout = self.drain_timeout;
         c.environ.script_name = self.script_name.clone().into();
         c.environ.allow_underscore_headers = self.allow_underscore_headers;
+        c.protocol = self.protocol;
+        c.legacy_max_block_size = self.uwsgi_max_block_size;
         c
     }
 }

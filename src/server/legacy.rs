@@ -1,0 +1,319 @@
+//! Classic uwsgi connections (nginx `uwsgi_pass`): one request per
+//! connection, the same handlers, environ rules, limits, deadline and panic
+//! isolation as uwire streams. Also the per-connection protocol detector.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::connection::{self, header_block, run_handler, AbortOnDrop, Ctx, OnDrop, Outcome};
+use super::handler::{Body, BodyError};
+use super::metrics::ErrorKind;
+use super::rewind::Rewind;
+use super::ProtocolMode;
+use crate::frame::{preface, Reason, ResponseHead};
+use crate::legacy::{encode_response_head, LegacyDecoder, LegacyError, LegacyLimits};
+
+/// Serves one accepted connection in the configured protocol, detecting it
+/// from the first byte in `auto` mode.
+pub(crate) async fn serve_detect<T>(mut io: T, ctx: Ctx, stop: watch::Receiver<bool>)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    match ctx.config.protocol {
+        ProtocolMode::Uwire => connection::serve(io, ctx, stop).await,
+        ProtocolMode::Uwsgi => serve_legacy(io, ctx).await,
+        ProtocolMode::Auto => {
+            // A connection that ends before its first byte is still counted.
+            let uncounted = |ctx: &Ctx| {
+                ctx.metrics.connection_opened();
+                ctx.metrics.connection_closed();
+            };
+            let mut first = [0u8; 1];
+            let n = match tokio::time::timeout(ctx.config.legacy_head_timeout, io.read(&mut first))
+                .await
+            {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "connection failed before its first byte");
+                    return uncounted(&ctx);
+                }
+                Err(_) => {
+                    tracing::debug!("connection sent nothing in time; closing");
+                    return uncounted(&ctx);
+                }
+            };
+            if n == 0 {
+                return uncounted(&ctx);
+            }
+            let io = Rewind::new(Bytes::copy_from_slice(&first), io);
+            // The uwire preface starts with 0x9A, which no uwsgi packet can
+            // (docs/PROTOCOL.md, "Connection preface").
+            if preface::is_uwire_first_byte(first[0]) {
+                connection::serve(io, ctx, stop).await
+            } else {
+                serve_legacy(io, ctx).await
+            }
+        }
+    }
+}
+
+/// Writes a small complete HTTP response (for refusals).
+async fn write_simple<W: AsyncWrite + Unpin>(wr: &mut W, status: u16, msg: &str) {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let body = format!("{msg}\n");
+    let text = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = wr.write_all(text.as_bytes()).await;
+    let _ = wr.shutdown().await;
+}
+
+async fn reject<W: AsyncWrite + Unpin>(wr: &mut W, ctx: &Ctx, e: &LegacyError) {
+    let kind = if matches!(e, LegacyError::BodyTooLarge { .. }) {
+        ErrorKind::BodyTooLarge
+    } else {
+        ErrorKind::BadRequest
+    };
+    ctx.metrics.error(kind);
+    match e.suggested_status() {
+        Some(status) => {
+            tracing::warn!(class = e.class(), error = %e, status, "refusing a uwsgi request");
+            write_simple(wr, status, &e.to_string()).await;
+        }
+        None => {
+            tracing::warn!(class = e.class(), error = %e, "closing a uwsgi connection");
+        }
+    }
+}
+
+pub(crate) async fn serve_legacy<T>(io: T, ctx: Ctx)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ctx.metrics.connection_opened();
+    let metrics = ctx.metrics.clone();
+    let _closed = OnDrop(move || metrics.connection_closed());
+    let limits = LegacyLimits {
+        max_block_size: ctx.config.legacy_max_block_size,
+        max_body_size: Some(ctx.config.max_body_size),
+        ..LegacyLimits::default()
+    };
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut decoder = LegacyDecoder::new(limits);
+    let head_deadline = tokio::time::Instant::now() + ctx.config.legacy_head_timeout;
+    let request = loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(r)) => break r,
+            Ok(None) => {}
+            Err(e) => return reject(&mut wr, &ctx, &e).await,
+        }
+        match tokio::time::timeout_at(head_deadline, rd.read_buf(&mut buf)).await {
+            Err(_) => {
+                tracing::debug!("uwsgi request packet not received in time; closing");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "uwsgi connection failed");
+                return;
+            }
+            Ok(Ok(0)) => match decoder.decode_eof(&mut buf) {
+                Ok(Some(r)) => break r,
+                Ok(None) => return,
+                Err(e) => return reject(&mut wr, &ctx, &e).await,
+            },
+            Ok(Ok(_)) => {}
+        }
+    };
+    let head = match request.to_request_head() {
+        Ok(h) => h,
+        Err(e) => return reject(&mut wr, &ctx, &e).await,
+    };
+
+    let started = Instant::now();
+    ctx.metrics.stream_started();
+    let metrics = ctx.metrics.clone();
+    let _finished = OnDrop(move || metrics.stream_finished(started.elapsed()));
+    let deadline = ctx
+        .config
+        .request_deadline
+        .map(|d| tokio::time::Instant::now() + d);
+
+    // The body follows the packet: a reader task hands it over in chunks of
+    // at most CHUNK bytes through a channel holding up to `legacy_read_ahead`
+    // bytes (then a slow handler slows the reads), then watches for the peer
+    // closing the connection, which is how nginx says its client went away.
+    const CHUNK: usize = 64 * 1024;
+    let expected = request.body_length;
+    let credit = Arc::new(Semaphore::new(ctx.config.legacy_read_ahead.max(CHUNK)));
+    let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, BodyError>>();
+    let reader_credit = credit.clone();
+    let (gone_tx, gone_rx) = watch::channel(false);
+    // Whether the response may start: nginx stops sending the request body
+    // once the response begins, so the head waits until the whole body is
+    // in (or the read-ahead is full, when waiting longer could deadlock).
+    let (ready_tx, mut ready_rx) = watch::channel(expected == 0);
+    let _reader = AbortOnDrop(tokio::spawn(async move {
+        let mut left = expected;
+        let mut deliver = true;
+        loop {
+            if left > 0 && !buf.is_empty() {
+                let take = (left.min(CHUNK as u64) as usize).min(buf.len());
+                let chunk = buf.split_to(take).freeze();
+                left -= take as u64;
+                if deliver {
+                    // Wait for room in the read-ahead (the handler returns
+                    // credit as it reads).
+                    let permit = match reader_credit.try_acquire_many(take as u32) {
+                        Ok(p) => Ok(p),
+                        Err(_) => {
+                            let _ = ready_tx.send(true);
+                            reader_credit.acquire_many(take as u32).await
+                        }
+                    };
+                    match permit {
+                        Ok(p) => p.forget(),
+                        Err(_) => deliver = false,
+                    }
+                }
+                if deliver && tx.send(Ok(chunk)).is_err() {
+                    // The handler dropped its body: discard the rest.
+                    deliver = false;
+                }
+                continue;
+            }
+            if left == 0 {
+                break;
+            }
+            buf.reserve(CHUNK);
+            match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(Err(BodyError::Incomplete {
+                        expected,
+                        got: expected - left,
+                    }));
+                    let _ = ready_tx.send(true);
+                    let _ = gone_tx.send(true);
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+        drop(tx);
+        let _ = ready_tx.send(true);
+        loop {
+            buf.clear();
+            match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = gone_tx.send(true);
+                    return;
+                }
+                // Bytes after the body: uwsgi has no pipelining; ignore them.
+                Ok(_) => {}
+            }
+        }
+    }));
+    let gone = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|g| *g).await;
+        Some(Reason::CANCEL)
+    };
+
+    let body = Body::channel(
+        rx,
+        credit,
+        ctx.config.max_body_size,
+        Some(ctx.metrics.clone()),
+    );
+    let response = match run_handler(&ctx, head, body, deadline, gone(gone_rx.clone())).await {
+        Outcome::Respond(r) => r,
+        Outcome::PeerGone | Outcome::Aborted => return,
+    };
+    let (mut parts, body) = response.into_parts();
+    let mut body = body.into_inner();
+    // The body goes out raw and the connection closes after it, so
+    // transfer codings do not apply; a known length is announced.
+    parts.headers.remove(http::header::TRANSFER_ENCODING);
+    if !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+        if let Some(n) = http_body::Body::size_hint(&body).exact() {
+            parts.headers.insert(http::header::CONTENT_LENGTH, n.into());
+        }
+    }
+    let head = ResponseHead {
+        status: parts.status.as_u16(),
+        reason: None,
+        headers: header_block(&parts.headers),
+    };
+    let _ = ready_rx.wait_for(|r| *r).await;
+    let mut out = BytesMut::with_capacity(512);
+    if let Err(e) = encode_response_head(&head, &mut out) {
+        ctx.metrics.error(ErrorKind::HandlerError);
+        tracing::error!(error = %e, "response head cannot be written as HTTP/1.1; answering 500");
+        return write_simple(&mut wr, 500, "internal server error").await;
+    }
+    if wr.write_all(&out).await.is_err() {
+        ctx.metrics.error(ErrorKind::PeerReset);
+        return;
+    }
+    loop {
+        let next = std::panic::AssertUnwindSafe(body.frame());
+        let next = futures_util::FutureExt::catch_unwind(next);
+        let next = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, next).await.ok(),
+                None => Some(next.await),
+            }
+        };
+        let next = tokio::select! {
+            biased;
+            next = next => next,
+            _ = gone(gone_rx.clone()) => {
+                ctx.metrics.error(ErrorKind::PeerReset);
+                return;
+            }
+        };
+        match next {
+            None => {
+                // Deadline: the head is out, so the only signal left is
+                // closing early (nginx reports a truncated response).
+                ctx.metrics.error(ErrorKind::Deadline);
+                return;
+            }
+            Some(Err(_panic)) => {
+                ctx.metrics.error(ErrorKind::HandlerPanic);
+                return;
+            }
+            Some(Ok(None)) => break,
+            Some(Ok(Some(Err(e)))) => {
+                if !matches!(
+                    e.downcast_ref::<BodyError>(),
+                    Some(BodyError::TooLarge { .. })
+                ) {
+                    ctx.metrics.error(ErrorKind::HandlerError);
+                }
+                tracing::warn!(error = %e, "response body failed; closing the uwsgi connection");
+                return;
+            }
+            Some(Ok(Some(Ok(frame)))) => {
+                if let Ok(data) = frame.into_data() {
+                    let n = data.len() as u64;
+                    if wr.write_all(&data).await.is_err() {
+                        ctx.metrics.error(ErrorKind::PeerReset);
+                        return;
+                    }
+                    ctx.metrics.add_bytes_out(n);
+                }
+                // Trailers cannot be carried by a close-delimited response.
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
