@@ -303,9 +303,17 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
             return;
         }
     };
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let mut body = body.into_inner();
     let end = http_body::Body::is_end_stream(&body);
+    // Announce a known length, so an HTTP/1.1 front need not chunk it.
+    if !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        if let Some(n) = http_body::Body::size_hint(&body).exact() {
+            parts.headers.insert(http::header::CONTENT_LENGTH, n.into());
+        }
+    }
     let head = ResponseHead {
         status: parts.status.as_u16(),
         reason: None,

@@ -246,10 +246,7 @@ impl ResponseBody {
         B::Error: Into<BoxError>,
     {
         ResponseBody {
-            inner: body
-                .map_frame(|f| f.map_data(Into::into))
-                .map_err(Into::into)
-                .boxed_unsync(),
+            inner: IntoBytes { inner: body }.boxed_unsync(),
         }
     }
 
@@ -416,5 +413,44 @@ where
             let resp = svc.call(req).await.map_err(Into::into)?;
             Ok(resp.map(ResponseBody::new))
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Adapts a body's data and error types while keeping its size hint
+    /// (which `http_body_util`'s `map_frame` drops, and which the runtime
+    /// uses to announce a Content-Length and to write small bodies with
+    /// their head).
+    struct IntoBytes<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> HttpBody for IntoBytes<B>
+where
+    B: HttpBody,
+    B::Data: Into<Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project()
+            .inner
+            .poll_frame(cx)
+            .map(|o| o.map(|r| r.map(|f| f.map_data(Into::into)).map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

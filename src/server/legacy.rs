@@ -33,30 +33,32 @@ where
                 ctx.metrics.connection_opened();
                 ctx.metrics.connection_closed();
             };
-            let mut first = [0u8; 1];
-            let n = match tokio::time::timeout(ctx.config.legacy_head_timeout, io.read(&mut first))
-                .await
-            {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "connection failed before its first byte");
-                    return uncounted(&ctx);
-                }
-                Err(_) => {
-                    tracing::debug!("connection sent nothing in time; closing");
-                    return uncounted(&ctx);
-                }
-            };
+            // Read whatever has arrived (usually the whole uwsgi packet or
+            // the uwire preface and SETTINGS) and classify by its first byte.
+            let mut first = BytesMut::with_capacity(16 * 1024);
+            let n =
+                match tokio::time::timeout(ctx.config.legacy_head_timeout, io.read_buf(&mut first))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "connection failed before its first byte");
+                        return uncounted(&ctx);
+                    }
+                    Err(_) => {
+                        tracing::debug!("connection sent nothing in time; closing");
+                        return uncounted(&ctx);
+                    }
+                };
             if n == 0 {
                 return uncounted(&ctx);
             }
-            let io = Rewind::new(Bytes::copy_from_slice(&first), io);
             // The uwire preface starts with 0x9A, which no uwsgi packet can
             // (docs/PROTOCOL.md, "Connection preface").
             if preface::is_uwire_first_byte(first[0]) {
-                connection::serve(io, ctx, stop).await
+                connection::serve(Rewind::new(first.freeze(), io), ctx, stop).await
             } else {
-                serve_legacy(io, ctx).await
+                serve_legacy_with(io, ctx, first).await
             }
         }
     }
@@ -99,6 +101,14 @@ pub(crate) async fn serve_legacy<T>(io: T, ctx: Ctx)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    serve_legacy_with(io, ctx, BytesMut::with_capacity(8 * 1024)).await
+}
+
+/// Serves a classic uwsgi connection whose first bytes are already in `buf`.
+async fn serve_legacy_with<T>(io: T, ctx: Ctx, mut buf: BytesMut)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     ctx.metrics.connection_opened();
     let metrics = ctx.metrics.clone();
     let _closed = OnDrop(move || metrics.connection_closed());
@@ -108,7 +118,6 @@ where
         ..LegacyLimits::default()
     };
     let (mut rd, mut wr) = tokio::io::split(io);
-    let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut decoder = LegacyDecoder::new(limits);
     let head_deadline = tokio::time::Instant::now() + ctx.config.legacy_head_timeout;
     let request = loop {
@@ -259,9 +268,16 @@ where
         tracing::error!(error = %e, "response head cannot be written as HTTP/1.1; answering 500");
         return write_simple(&mut wr, 500, "internal server error").await;
     }
-    if wr.write_all(&out).await.is_err() {
-        ctx.metrics.error(ErrorKind::PeerReset);
-        return;
+    // A body of known size (a full buffer) goes out with the head in one
+    // write; anything else streams after it.
+    let mut head_out = Some(out);
+    if http_body::Body::size_hint(&body).exact().is_none() {
+        if let Some(out) = head_out.take() {
+            if wr.write_all(&out).await.is_err() {
+                ctx.metrics.error(ErrorKind::PeerReset);
+                return;
+            }
+        }
     }
     loop {
         let next = std::panic::AssertUnwindSafe(body.frame());
@@ -291,7 +307,15 @@ where
                 ctx.metrics.error(ErrorKind::HandlerPanic);
                 return;
             }
-            Some(Ok(None)) => break,
+            Some(Ok(None)) => {
+                if let Some(out) = head_out.take() {
+                    if wr.write_all(&out).await.is_err() {
+                        ctx.metrics.error(ErrorKind::PeerReset);
+                        return;
+                    }
+                }
+                break;
+            }
             Some(Ok(Some(Err(e)))) => {
                 if !matches!(
                     e.downcast_ref::<BodyError>(),
@@ -305,7 +329,14 @@ where
             Some(Ok(Some(Ok(frame)))) => {
                 if let Ok(data) = frame.into_data() {
                     let n = data.len() as u64;
-                    if wr.write_all(&data).await.is_err() {
+                    let written = match head_out.take() {
+                        Some(mut out) => {
+                            out.extend_from_slice(&data);
+                            wr.write_all(&out).await
+                        }
+                        None => wr.write_all(&data).await,
+                    };
+                    if written.is_err() {
                         ctx.metrics.error(ErrorKind::PeerReset);
                         return;
                     }
