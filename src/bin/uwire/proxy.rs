@@ -111,6 +111,7 @@ pub struct Args {
 
 /// Runs `uwire proxy`.
 pub async fn run(args: Args) -> Result<(), BoxError> {
+    let shutdown = uwire::server::shutdown_signal();
     let mut upstreams = args.upstreams.clone();
     if let Some(p) = &args.upstream_protocol {
         let protocol = match p.as_str() {
@@ -134,7 +135,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    proxy::serve(listener, client, pcfg, uwire::server::shutdown_signal()).await?;
+    proxy::serve(listener, client, pcfg, shutdown).await?;
     eprintln!("uwire proxy: shut down cleanly");
     Ok(())
 }
@@ -155,6 +156,7 @@ pub struct QuickstartArgs {
 /// Runs `uwire quickstart`: the app runtime with the demo app on a Unix
 /// socket and the HTTP front before it, in one process.
 pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
+    let shutdown = uwire::server::shutdown_signal();
     let sock = args.app_socket.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("uwire-quickstart-{}.sock", std::process::id()))
     });
@@ -193,7 +195,7 @@ pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
     println!("  head -c 100M /dev/zero | curl -sT - http://{addr}/echo | wc -c");
     println!();
     println!("Ctrl-C stops both.");
-    proxy::serve(listener, client, pcfg, uwire::server::shutdown_signal()).await?;
+    proxy::serve(listener, client, pcfg, shutdown).await?;
     let _ = stop_tx.send(true);
     app.await??;
     println!("uwire quickstart: stopped");

@@ -140,6 +140,7 @@ pub async fn metrics_endpoint(addr: SocketAddr, metrics: Arc<Metrics>) -> Result
 
 /// Runs `uwire serve`.
 pub async fn run(args: Args) -> Result<(), BoxError> {
+    let shutdown = uwire::server::shutdown_signal();
     let config = args.config();
     config.validate()?;
     let listener = Listener::bind(&args.bind, &config.bind).await?;
@@ -156,9 +157,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             }
         });
     }
-    server
-        .serve(listener, Demo, uwire::server::shutdown_signal())
-        .await?;
+    server.serve(listener, Demo, shutdown).await?;
     eprintln!("uwire: shut down cleanly");
     Ok(())
 }
