@@ -85,16 +85,47 @@ impl Default for BindOptions {
     }
 }
 
+/// A socket file this process created: its path and identity (device and
+/// inode), so that dropping the listener never removes a file another server
+/// has since bound at the same path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketFile {
+    /// The path.
+    pub path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn of(path: &Path) -> io::Result<SocketFile> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// Whether the path still names the socket this process created.
+    fn is_ours(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(&self.path)
+            .map(|m| m.file_type().is_socket() && m.dev() == self.dev && m.ino() == self.ino)
+            .unwrap_or(false)
+    }
+}
+
 /// A bound, listening socket. A Unix socket file this process created is
-/// removed when the listener is dropped.
+/// removed when the listener is dropped (only if it is still that file).
 #[derive(Debug)]
 pub enum Listener {
     /// A Unix socket.
     Unix {
         /// The listener.
         listener: UnixListener,
-        /// Path to remove on drop, if this process created it.
-        cleanup: Option<PathBuf>,
+        /// The socket file to remove on drop, if this process created it.
+        cleanup: Option<SocketFile>,
     },
     /// A TCP socket.
     Tcp(TcpListener),
@@ -174,16 +205,14 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Unix {
-            cleanup: Some(path),
+            cleanup: Some(file),
             ..
         } = self
         {
-            // Only remove it if it is still a socket (someone may have replaced it).
-            if std::fs::symlink_metadata(&*path)
-                .map(|m| m.file_type().is_socket())
-                .unwrap_or(false)
-            {
-                let _ = std::fs::remove_file(&*path);
+            // Only remove it if it is still our socket: the path may have
+            // been deleted and bound again by a newer server.
+            if file.is_ours() {
+                let _ = std::fs::remove_file(&file.path);
             }
         }
     }
@@ -240,9 +269,10 @@ async fn bind_unix(path: &Path, opts: &BindOptions) -> io::Result<Listener> {
     }
     sock.set_nonblocking(true)?;
     let std: std::os::unix::net::UnixListener = sock.into();
+    let file = SocketFile::of(path)?;
     Ok(Listener::Unix {
         listener: UnixListener::from_std(std)?,
-        cleanup: Some(path.to_path_buf()),
+        cleanup: Some(file),
     })
 }
 
@@ -296,4 +326,37 @@ fn take_fd(fd: RawFd) -> std::os::fd::OwnedFd {
     // owned by nobody else; LISTEN_PID was checked to be this process, and
     // each index is taken at most once per bind call.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drop_keeps_a_successors_socket() {
+        let dir = std::env::temp_dir().join(format!("uwire-bind-succ-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let addr = BindAddr::Unix(path.clone());
+        let old = Listener::bind(&addr, &BindOptions::default())
+            .await
+            .unwrap();
+        // Someone deletes the file and a newer server binds the same path.
+        std::fs::remove_file(&path).unwrap();
+        let new = Listener::bind(&addr, &BindOptions::default())
+            .await
+            .unwrap();
+        drop(old);
+        assert!(
+            path.exists(),
+            "the old listener removed the new server's socket"
+        );
+        drop(new);
+        assert!(
+            !path.exists(),
+            "the new listener did not clean up its own socket"
+        );
+        let _ = std::fs::remove_dir(&dir);
+    }
 }

@@ -30,7 +30,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-pub use bind::{BindAddr, BindOptions, Listener, Stream, DEFAULT_BACKLOG, DEFAULT_SOCKET_MODE};
+pub use bind::{
+    BindAddr, BindOptions, Listener, SocketFile, Stream, DEFAULT_BACKLOG, DEFAULT_SOCKET_MODE,
+};
 pub use config::*;
 pub use handler::{
     from_service, handler_fn, Body, BodyError, BoxError, BoxFuture, Handler, HandlerFn, Request,
