@@ -1317,6 +1317,321 @@ fn user_errors_for_misuse() {
 }
 
 // ----------------------------------------------------------------------
+// Abusive peers: budgets and bounded reply backlog
+// ----------------------------------------------------------------------
+
+/// Takes whatever `side` has queued for transmit (into `side.sent`).
+fn flush(side: &mut Side) {
+    while let Some(f) = side.conn.poll_transmit() {
+        side.sent.push(f);
+    }
+    side.drain_events();
+}
+
+/// Asserts `side` failed with `class` and transmitted GOAWAY(ENHANCE_YOUR_CALM).
+fn assert_calm(side: &mut Side, class: &str) {
+    flush(side);
+    assert!(side.conn.is_closed(), "expected {class}, still open");
+    let err = side
+        .closed_error()
+        .expect("Closed event")
+        .expect("an error");
+    assert_eq!(err.class().as_str(), class, "{err}");
+    assert_eq!(err.reason(), Reason::ENHANCE_YOUR_CALM);
+    assert_eq!(side.errors.last().map(|e| e.class()), Some(err.class()));
+    let g = side.sent_goaway().expect("GOAWAY sent");
+    assert_eq!(g.reason(), Reason::ENHANCE_YOUR_CALM);
+}
+
+fn assert_alive(side: &Side) {
+    assert!(side.errors.is_empty(), "{:?}", side.errors);
+    assert!(!side.conn.is_closed());
+}
+
+fn abuse_config(f: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::default();
+    c.abuse_window(Duration::from_secs(1));
+    f(&mut c);
+    assert_eq!(c.validate(), Ok(()));
+    c
+}
+
+/// Client opens a stream with a body and resets it before the server
+/// answers (the CVE-2023-44487 pattern).
+fn open_and_reset(p: &mut Pair) {
+    let id = p.c.conn.open_stream(post("/"), false).unwrap();
+    p.pump();
+    p.c.conn.reset_stream(id, Reason::CANCEL).unwrap();
+    p.pump();
+}
+
+#[test]
+fn rapid_reset_exactly_at_the_limit_passes_one_over_fails() {
+    let server = abuse_config(|c| {
+        c.max_peer_resets(3);
+    });
+    let mut p = Pair::ready(Config::default(), server);
+    for _ in 0..3 {
+        open_and_reset(&mut p);
+    }
+    assert_alive(&p.s);
+    // Just before the window ends the budget is still spent.
+    p.advance(Duration::from_millis(999));
+    open_and_reset(&mut p);
+    assert_calm(&mut p.s, "rapid_reset");
+    assert_eq!(
+        p.c.closed_error().unwrap().unwrap().class().as_str(),
+        "remote_go_away"
+    );
+}
+
+#[test]
+fn rapid_reset_budget_renews_each_window() {
+    let server = abuse_config(|c| {
+        c.max_peer_resets(3);
+    });
+    let mut p = Pair::ready(Config::default(), server);
+    for _ in 0..5 {
+        for _ in 0..3 {
+            open_and_reset(&mut p);
+        }
+        p.advance(Duration::from_secs(1));
+    }
+    assert_alive(&p.s);
+    assert_eq!(p.s.sent_resets(), vec![], "peer resets are never answered");
+}
+
+#[test]
+fn resets_after_the_response_head_do_not_count() {
+    let server = abuse_config(|c| {
+        c.max_peer_resets(1);
+    });
+    let mut p = Pair::ready(Config::default(), server);
+    for _ in 0..20 {
+        let id = p.c.conn.open_stream(post("/"), false).unwrap();
+        p.pump();
+        p.s.conn
+            .send_response(id, ResponseHead::new(200), false)
+            .unwrap();
+        p.pump();
+        p.c.conn.reset_stream(id, Reason::CANCEL).unwrap();
+        p.pump();
+    }
+    assert_alive(&p.s);
+}
+
+#[test]
+fn default_reset_budget_edge() {
+    // The default budget: 1000 early resets per 10 s pass, the 1001st fails.
+    let mut p = Pair::default_ready();
+    for n in 0..1000u32 {
+        let id = sid(2 * n + 1);
+        p.inject_to_server(Request::new(id, post("/"), false).into());
+        p.inject_to_server(uwire::frame::Reset::new(id, Reason::CANCEL).into());
+    }
+    assert_alive(&p.s);
+    p.advance(Duration::from_millis(9_999));
+    p.inject_to_server(Request::new(sid(2001), post("/"), false).into());
+    p.inject_to_server(uwire::frame::Reset::new(sid(2001), Reason::CANCEL).into());
+    assert_calm(&mut p.s, "rapid_reset");
+}
+
+#[test]
+fn refused_streams_count_as_resets() {
+    let server = abuse_config(|c| {
+        c.max_concurrent_streams(0).max_peer_resets(2);
+    });
+    let mut p = Pair::ready(Config::default(), server);
+    for n in [1, 3] {
+        p.inject_to_server(Request::new(sid(n), get("/"), true).into());
+        flush(&mut p.s);
+    }
+    assert_alive(&p.s);
+    assert_eq!(
+        p.s.sent_resets(),
+        vec![
+            (sid(1), Reason::REFUSED_STREAM),
+            (sid(3), Reason::REFUSED_STREAM)
+        ]
+    );
+    p.inject_to_server(Request::new(sid(5), get("/"), true).into());
+    assert_calm(&mut p.s, "rapid_reset");
+}
+
+#[test]
+fn reply_reset_backlog_is_bounded() {
+    let server = abuse_config(|c| {
+        c.max_concurrent_streams(0).max_pending_resets(2);
+    });
+    let mut p = Pair::ready(Config::default(), server);
+    // Draining keeps the backlog empty: any number passes (within budget).
+    for n in 0..10 {
+        p.inject_to_server(Request::new(sid(2 * n + 1), get("/"), true).into());
+        flush(&mut p.s);
+    }
+    assert_alive(&p.s);
+    // The glue stops draining: 2 pending RESETs pass, the 3rd fails.
+    p.inject_to_server(Request::new(sid(21), get("/"), true).into());
+    p.inject_to_server(Request::new(sid(23), get("/"), true).into());
+    assert_alive(&p.s);
+    p.inject_to_server(Request::new(sid(25), get("/"), true).into());
+    assert_calm(&mut p.s, "transmit_backlog");
+}
+
+#[test]
+fn ping_budget_exactly_at_the_limit_passes_one_over_fails() {
+    let server = abuse_config(|c| {
+        c.max_peer_pings(5);
+    });
+    let mut p = Pair::ready(Config::default(), server);
+    for i in 0..5u8 {
+        p.inject_to_server(Ping::new([i; 8]).into());
+        flush(&mut p.s);
+    }
+    assert_alive(&p.s);
+    assert_eq!(
+        p.s.count_sent(|f| matches!(f, Frame::Ping(x) if x.is_ack())),
+        5
+    );
+    // A new window: 5 more pass.
+    p.advance(Duration::from_secs(1));
+    for i in 0..5u8 {
+        p.inject_to_server(Ping::new([i; 8]).into());
+        flush(&mut p.s);
+    }
+    assert_alive(&p.s);
+    p.inject_to_server(Ping::new([9; 8]).into());
+    assert_calm(&mut p.s, "ping_flood");
+}
+
+#[test]
+fn pending_pong_backlog_is_bounded() {
+    let server = abuse_config(|c| {
+        c.max_pending_pongs(4);
+    });
+    let mut p = Pair::ready(Config::default(), server);
+    for i in 0..4u8 {
+        p.inject_to_server(Ping::new([i; 8]).into());
+    }
+    assert_alive(&p.s);
+    // Draining empties the backlog.
+    flush(&mut p.s);
+    for i in 0..4u8 {
+        p.inject_to_server(Ping::new([i; 8]).into());
+    }
+    assert_alive(&p.s);
+    p.inject_to_server(Ping::new([4; 8]).into());
+    assert_calm(&mut p.s, "ping_flood");
+    // The ACKs queued before the failure still go out, then the GOAWAY.
+    assert_eq!(
+        p.s.count_sent(|f| matches!(f, Frame::Ping(x) if x.is_ack())),
+        9
+    );
+}
+
+#[test]
+fn default_pending_pong_edge() {
+    let mut p = Pair::default_ready();
+    for i in 0..16u8 {
+        p.inject_to_server(Ping::new([i; 8]).into());
+    }
+    assert_alive(&p.s);
+    p.inject_to_server(Ping::new([16; 8]).into());
+    assert_calm(&mut p.s, "ping_flood");
+}
+
+#[test]
+fn useless_frames_share_one_budget() {
+    let server = abuse_config(|c| {
+        c.max_useless_frames(3);
+    });
+    let mut p = Pair::ready(Config::default(), server);
+    let id = p.c.conn.open_stream(post("/"), false).unwrap();
+    p.pump();
+    // Useful frames do not count: a large connection increment, an empty
+    // DATA on another stream that ends it, a stream WINDOW_UPDATE.
+    for _ in 0..10 {
+        p.inject_to_server(WindowUpdate::new(StreamId::ZERO, 1024).into());
+        p.inject_to_server(WindowUpdate::new(id, 1).into());
+    }
+    let id2 = p.c.conn.open_stream(post("/"), false).unwrap();
+    p.pump();
+    p.inject_to_server(uwire::frame::Data::new(id2, Bytes::new(), true).into());
+    assert_alive(&p.s);
+    // Three useless frames of the three kinds pass.
+    p.inject_to_server(uwire::frame::Data::new(id, Bytes::new(), false).into());
+    p.inject_to_server(
+        uwire::frame::Unknown::new(uwire::frame::Kind(0xA0), 0, StreamId::ZERO, Bytes::new())
+            .into(),
+    );
+    p.inject_to_server(WindowUpdate::new(StreamId::ZERO, 1023).into());
+    assert_alive(&p.s);
+    // The 4th in the same window fails.
+    p.advance(Duration::from_millis(999));
+    p.inject_to_server(uwire::frame::Data::new(id, Bytes::new(), false).into());
+    assert_calm(&mut p.s, "frame_flood");
+}
+
+#[test]
+fn useless_frame_budget_renews_each_window() {
+    let server = abuse_config(|c| {
+        c.max_useless_frames(3);
+    });
+    let mut p = Pair::ready(Config::default(), server);
+    for _ in 0..5 {
+        for _ in 0..3 {
+            p.inject_to_server(WindowUpdate::new(StreamId::ZERO, 1).into());
+        }
+        p.advance(Duration::from_secs(1));
+    }
+    assert_alive(&p.s);
+}
+
+#[test]
+fn tiny_increment_threshold_follows_the_peer_window() {
+    // A client announcing a 1000-byte connection window batches updates of
+    // about 500 bytes: those are not useless.
+    let mut client = Config::default();
+    client.initial_connection_window(1000);
+    let server = abuse_config(|c| {
+        c.max_useless_frames(0);
+    });
+    let mut p = Pair::ready(client, server);
+    p.inject_to_server(WindowUpdate::new(StreamId::ZERO, 500).into());
+    assert_alive(&p.s);
+    p.inject_to_server(WindowUpdate::new(StreamId::ZERO, 499).into());
+    assert_calm(&mut p.s, "frame_flood");
+}
+
+#[test]
+fn legitimate_traffic_stays_under_the_default_budgets() {
+    // Many requests with bodies through small windows, with keepalive
+    // PINGs and cancellations: no abuse error on either side.
+    let mut client = small_windows();
+    client.keepalive_interval(Some(Duration::from_millis(100)));
+    let mut p = Pair::ready(client, small_windows());
+    for round in 0..50u8 {
+        let id = p.c.conn.open_stream(post("/"), false).unwrap();
+        p.c.conn
+            .send_data(id, Bytes::from(pattern(100_000, round)), true)
+            .unwrap();
+        p.pump();
+        if round % 2 == 0 {
+            p.c.conn.reset_stream(id, Reason::CANCEL).unwrap();
+        } else {
+            p.s.conn
+                .send_response(id, ResponseHead::new(200), true)
+                .unwrap();
+        }
+        p.pump();
+        p.advance(Duration::from_millis(100));
+        p.pump();
+    }
+    assert_alive(&p.s);
+    assert_alive(&p.c);
+}
+
+// ----------------------------------------------------------------------
 // Robustness: arbitrary peer input never panics
 // ----------------------------------------------------------------------
 

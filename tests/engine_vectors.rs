@@ -75,6 +75,12 @@ fn config_for(case: &Case) -> Config {
             "keepalive_interval_ms" => c.keepalive_interval = Some(Duration::from_millis(v)),
             "ping_timeout_ms" => c.ping_timeout = Duration::from_millis(v),
             "max_reset_streams" => c.max_reset_streams = v as usize,
+            "abuse_window_ms" => c.abuse_window = Duration::from_millis(v),
+            "max_peer_resets" => c.max_peer_resets = v32,
+            "max_peer_pings" => c.max_peer_pings = v32,
+            "max_useless_frames" => c.max_useless_frames = v32,
+            "max_pending_pongs" => c.max_pending_pongs = v as usize,
+            "max_pending_resets" => c.max_pending_resets = v as usize,
             other => panic!("case {}: unknown config key {other:?}", case.name),
         }
     }
@@ -395,6 +401,45 @@ fn recv(f: impl Into<Frame>) -> Value {
     json!({ "recv_hex": hex_frame(f) })
 }
 
+/// Several frames in one `recv_hex` step: fed back to back, with no
+/// transmit drain in between.
+fn recv_all(frames: impl IntoIterator<Item = Frame>) -> Value {
+    let hex: String = frames.into_iter().map(hex_frame).collect();
+    json!({ "recv_hex": hex })
+}
+
+fn req_frame(id: u32, end: bool) -> Frame {
+    let head = RequestHead {
+        method: "GET".into(),
+        path: "/".into(),
+        ..Default::default()
+    };
+    Request::new(sid(id), head, end).into()
+}
+
+/// REQUEST n, RESET(CANCEL) n for stream ids `first`, `first + 2`, ...
+fn open_reset_pairs(first: u32, count: u32) -> Value {
+    recv_all((0..count).flat_map(|i| {
+        let id = first + 2 * i;
+        [
+            req_frame(id, false),
+            Reset::new(sid(id), Reason::CANCEL).into(),
+        ]
+    }))
+}
+
+fn pings(count: usize) -> Value {
+    recv_all((0..count).map(|i| Ping::new((i as u64).to_be_bytes()).into()))
+}
+
+fn extension() -> Frame {
+    Unknown::new(Kind(0xA0), 0, sid(0), Bytes::new()).into()
+}
+
+fn calm(class: &str) -> Value {
+    conn_err(class, "ENHANCE_YOUR_CALM")
+}
+
 fn sid(n: u32) -> StreamId {
     StreamId::new(n)
 }
@@ -576,6 +621,55 @@ fn invalid_cases() -> Vec<Value> {
         case("client_data_exceeds_stream_window", "1025 response bytes into a 1024-byte stream window", c,
             json!({"initial_stream_window": 1024}),
             vec![settings(), open(true), resp(1, 200, false), data(1, 1025, false), stream_reset(1, fce)]),
+        case("rapid_reset_over_budget", "max_peer_resets 2 per 1 s: a third REQUEST+RESET within the window fails", s,
+            json!({"max_peer_resets": 2, "abuse_window_ms": 1000}),
+            vec![settings(), open_reset_pairs(1, 2), expect(json!({"no_error": true, "sent": []})), advance(999),
+                 open_reset_pairs(5, 1), calm("rapid_reset")]),
+        case("rapid_reset_default_budget", "the default budget: 1000 REQUEST+RESET pairs pass, the 1001st within 10 s fails", s, none.clone(),
+            vec![settings(), open_reset_pairs(1, 1000), expect(json!({"no_error": true, "sent": []})), advance(9_999),
+                 open_reset_pairs(2001, 1), calm("rapid_reset")]),
+        case("rapid_reset_refusals", "refused REQUESTs count as resets: max_peer_resets 2, max_concurrent_streams 0", s,
+            json!({"max_peer_resets": 2, "max_concurrent_streams": 0}),
+            vec![settings(), req(1, true), req(3, true),
+                 expect(json!({"no_error": true, "sent": [{"kind": "RESET", "stream": 1, "reason": "REFUSED_STREAM"},
+                                                        {"kind": "RESET", "stream": 3, "reason": "REFUSED_STREAM"}]})),
+                 req(5, true), calm("rapid_reset")]),
+        case("rapid_reset_stream_errors", "RESET(STREAM_CLOSED) replies count as resets: max_peer_resets 1", s,
+            json!({"max_peer_resets": 1}),
+            vec![settings(), req(1, true), req(3, true), data(1, 1, false), stream_reset(1, "STREAM_CLOSED"),
+                 data(3, 1, false), calm("rapid_reset")]),
+        case("reply_reset_backlog", "max_pending_resets 2: a third refusal RESET queued without a transmit drain fails", s,
+            json!({"max_pending_resets": 2, "max_concurrent_streams": 0}),
+            vec![settings(), recv_all([req_frame(1, true), req_frame(3, true)]), expect(json!({"no_error": true})),
+                 recv_all([req_frame(5, true), req_frame(7, true), req_frame(9, true)]), calm("transmit_backlog")]),
+        case("ping_flood_budget", "max_peer_pings 3 per 1 s: a fourth PING within the window fails", s,
+            json!({"max_peer_pings": 3, "abuse_window_ms": 1000}),
+            vec![settings(), pings(1), pings(1), pings(1), expect(json!({"no_error": true})), advance(999),
+                 pings(1), calm("ping_flood")]),
+        case("ping_flood_pending_acks", "max_pending_pongs 2: three PINGs in one read without a transmit drain fail", s,
+            json!({"max_pending_pongs": 2}),
+            vec![settings(), pings(2), expect(json!({"no_error": true, "sent": [{"kind": "PING", "ack": true}, {"kind": "PING", "ack": true}]})),
+                 pings(3), calm("ping_flood")]),
+        case("ping_flood_default_pending_acks", "the default: 16 PINGs in one read pass, 17 fail", s, none.clone(),
+            vec![settings(), pings(16), expect(json!({"no_error": true})), pings(17), calm("ping_flood")]),
+        case("frame_flood_empty_data", "max_useless_frames 2: a third empty DATA without END_STREAM fails", s,
+            json!({"max_useless_frames": 2}),
+            vec![settings(), req(1, false), data(1, 0, false), data(1, 0, false), expect(json!({"no_error": true, "sent": []})),
+                 data(1, 0, false), calm("frame_flood")]),
+        case("frame_flood_extension_frames", "max_useless_frames 2: a third extension frame fails", s,
+            json!({"max_useless_frames": 2}),
+            vec![settings(), recv_all([extension(), extension()]), expect(json!({"no_error": true})),
+                 recv(Unknown::new(Kind(0xFF), 0, sid(3), Bytes::new())), calm("frame_flood")]),
+        case("frame_flood_tiny_window_updates", "max_useless_frames 2: connection WINDOW_UPDATEs below 1024 bytes, the third fails", s,
+            json!({"max_useless_frames": 2}),
+            vec![settings(), wu(0, 1), wu(0, 1023), expect(json!({"no_error": true})), wu(0, 100), calm("frame_flood")]),
+        case("frame_flood_mixed", "empty DATA, extension and tiny WINDOW_UPDATE share one budget of 2", c,
+            json!({"max_useless_frames": 2}),
+            vec![settings(), open(false), resp(1, 200, false), data(1, 0, false), recv(extension()),
+                 expect(json!({"no_error": true})), wu(0, 10), calm("frame_flood")]),
+        case("frame_flood_default_budget", "the default: 1000 extension frames per 10 s pass, the 1001st fails", s, none.clone(),
+            vec![settings(), recv_all((0..1000).map(|_| extension())), expect(json!({"no_error": true})),
+                 advance(9_999), recv(extension()), calm("frame_flood")]),
     ]
 }
 
@@ -749,6 +843,79 @@ fn valid_cases() -> Vec<Value> {
                 expect(json!({"no_error": true, "closed": false})),
                 resp(1, 200, true),
                 expect(json!({"no_error": true, "closed": true, "sent": []})),
+            ],
+        ),
+        case(
+            "rapid_reset_budget_renews",
+            "max_peer_resets 2 per 1 s: two REQUEST+RESET pairs in each of three windows",
+            s,
+            json!({"max_peer_resets": 2, "abuse_window_ms": 1000}),
+            vec![
+                settings(),
+                open_reset_pairs(1, 2),
+                advance(1000),
+                open_reset_pairs(5, 2),
+                advance(1000),
+                open_reset_pairs(9, 2),
+                ok(json!([])),
+            ],
+        ),
+        case(
+            "client_resets_not_counted_on_client",
+            "a client does not count the server's RESETs of its streams: max_peer_resets 0",
+            c,
+            json!({"max_peer_resets": 0}),
+            vec![
+                settings(),
+                open(false),
+                open(false),
+                recv(Reset::new(sid(1), Reason::REFUSED_STREAM)),
+                recv(Reset::new(sid(3), Reason::INTERNAL_ERROR)),
+                ok(json!([{"kind": "REQUEST", "stream": 1}, {"kind": "REQUEST", "stream": 3}])),
+            ],
+        ),
+        case(
+            "ping_budget_exactly_reached",
+            "max_peer_pings 3 and max_pending_pongs 3: three PINGs in one read are all answered",
+            s,
+            json!({"max_peer_pings": 3, "max_pending_pongs": 3}),
+            vec![
+                settings(),
+                pings(3),
+                ok(json!([
+                    {"kind": "PING", "ack": true, "payload_hex": "0000000000000000"},
+                    {"kind": "PING", "ack": true, "payload_hex": "0000000000000001"},
+                    {"kind": "PING", "ack": true, "payload_hex": "0000000000000002"}
+                ])),
+            ],
+        ),
+        case(
+            "useful_frames_not_counted",
+            "max_useless_frames 0: connection WINDOW_UPDATE of 1024, stream WINDOW_UPDATE of 1, empty DATA with END_STREAM",
+            s,
+            json!({"max_useless_frames": 0}),
+            vec![
+                settings(),
+                req(1, false),
+                wu(0, 1024),
+                wu(1, 1),
+                data(1, 0, true),
+                ok(json!([])),
+            ],
+        ),
+        case(
+            "useless_frame_budget_renews",
+            "max_useless_frames 2 per 1 s: two extension frames in each of three windows",
+            s,
+            json!({"max_useless_frames": 2, "abuse_window_ms": 1000}),
+            vec![
+                settings(),
+                recv_all([extension(), extension()]),
+                advance(1000),
+                recv_all([extension(), extension()]),
+                advance(1000),
+                recv_all([extension(), extension()]),
+                ok(json!([])),
             ],
         ),
         case(

@@ -133,7 +133,15 @@ fn config(variant: u8) -> Config {
             c.initial_stream_window(1024);
         }
         2 => {
-            c.max_concurrent_streams(1).max_reset_streams(0);
+            // Tight abuse budgets: floods end the connection quickly.
+            c.max_concurrent_streams(1)
+                .max_reset_streams(0)
+                .abuse_window(Duration::from_millis(100))
+                .max_peer_resets(4)
+                .max_peer_pings(4)
+                .max_useless_frames(4)
+                .max_pending_pongs(2)
+                .max_pending_resets(2);
         }
         3 => {
             c.keepalive_interval(Some(Duration::from_secs(1)))

@@ -20,6 +20,25 @@ pub const DEFAULT_SETTINGS_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default number of recently closed or reset stream ids remembered: 1024.
 pub const DEFAULT_MAX_RESET_STREAMS: usize = 1024;
+/// Default length of the window the abuse budgets below are counted in:
+/// 10 s.
+pub const DEFAULT_ABUSE_WINDOW: Duration = Duration::from_secs(10);
+/// Default rapid-reset budget per [`DEFAULT_ABUSE_WINDOW`]: 1000 (an
+/// average of 100 per second). Attacks of the CVE-2023-44487 class run at
+/// tens of thousands of resets per second; a proxy cancelling requests only
+/// counts when it cancels before the response head was sent.
+pub const DEFAULT_MAX_PEER_RESETS: u32 = 1000;
+/// Default PING budget per [`DEFAULT_ABUSE_WINDOW`]: 100 PINGs without ACK
+/// (keepalive and RTT probes need a handful).
+pub const DEFAULT_MAX_PEER_PINGS: u32 = 100;
+/// Default budget of frames that do no useful work per
+/// [`DEFAULT_ABUSE_WINDOW`]: 1000.
+pub const DEFAULT_MAX_USELESS_FRAMES: u32 = 1000;
+/// Default bound on PING ACKs queued and not yet transmitted: 16.
+pub const DEFAULT_MAX_PENDING_PONGS: usize = 16;
+/// Default bound on reply RESETs (refusals, stream errors) queued and not
+/// yet transmitted: 256.
+pub const DEFAULT_MAX_PENDING_RESETS: usize = 256;
 
 /// Configuration of one [`Connection`](super::Connection).
 ///
@@ -58,6 +77,42 @@ pub struct Config {
     /// [`DEFAULT_MAX_RESET_STREAMS`]. Older ids are forgotten; frames for
     /// forgotten streams are ignored.
     pub max_reset_streams: usize,
+    /// The window the abuse budgets (`max_peer_resets`, `max_peer_pings`,
+    /// `max_useless_frames`) are counted in. Default
+    /// [`DEFAULT_ABUSE_WINDOW`]; must be non-zero. A window opens at the
+    /// first event counted and lasts this long (fixed windows, on the
+    /// clock passed to [`handle_frame`](super::Connection::handle_frame)).
+    pub abuse_window: Duration,
+    /// Rapid-reset budget: resets per `abuse_window` before the connection
+    /// fails with `rapid_reset`, GOAWAY(ENHANCE_YOUR_CALM). Counted: on a
+    /// server, a peer RESET of an open stream whose final response head we
+    /// have not sent; on both sides, every RESET we send in reply to a peer
+    /// frame (REFUSED_STREAM refusals, STREAM_CLOSED and
+    /// FLOW_CONTROL_ERROR stream errors). Default
+    /// [`DEFAULT_MAX_PEER_RESETS`]; range 0..=2^32-1 (`u32::MAX` never
+    /// trips).
+    pub max_peer_resets: u32,
+    /// PINGs without ACK per `abuse_window` before the connection fails
+    /// with `ping_flood`, GOAWAY(ENHANCE_YOUR_CALM). Default
+    /// [`DEFAULT_MAX_PEER_PINGS`]; range 0..=2^32-1.
+    pub max_peer_pings: u32,
+    /// Frames that do no useful work, per `abuse_window`, before the
+    /// connection fails with `frame_flood`, GOAWAY(ENHANCE_YOUR_CALM):
+    /// empty DATA without END_STREAM, extension (unknown) frames, and
+    /// connection WINDOW_UPDATEs with an increment below
+    /// min(1024, half the peer's announced `initial_connection_window`).
+    /// Default [`DEFAULT_MAX_USELESS_FRAMES`]; range 0..=2^32-1.
+    pub max_useless_frames: u32,
+    /// PING ACKs queued for transmit and not yet taken by
+    /// [`poll_transmit`](super::Connection::poll_transmit); one more fails
+    /// the connection with `ping_flood`. Default
+    /// [`DEFAULT_MAX_PENDING_PONGS`]; range 1..=usize::MAX.
+    pub max_pending_pongs: usize,
+    /// RESETs queued in reply to peer frames and not yet taken by
+    /// [`poll_transmit`](super::Connection::poll_transmit); one more fails
+    /// the connection with `transmit_backlog`. Default
+    /// [`DEFAULT_MAX_PENDING_RESETS`]; range 1..=usize::MAX.
+    pub max_pending_resets: usize,
 }
 
 impl Default for Config {
@@ -71,6 +126,12 @@ impl Default for Config {
             keepalive_interval: None,
             ping_timeout: DEFAULT_PING_TIMEOUT,
             max_reset_streams: DEFAULT_MAX_RESET_STREAMS,
+            abuse_window: DEFAULT_ABUSE_WINDOW,
+            max_peer_resets: DEFAULT_MAX_PEER_RESETS,
+            max_peer_pings: DEFAULT_MAX_PEER_PINGS,
+            max_useless_frames: DEFAULT_MAX_USELESS_FRAMES,
+            max_pending_pongs: DEFAULT_MAX_PENDING_PONGS,
+            max_pending_resets: DEFAULT_MAX_PENDING_RESETS,
         }
     }
 }
@@ -105,6 +166,12 @@ impl Config {
         if self.keepalive_interval.is_some_and(|d| d.is_zero()) {
             return Err("keepalive_interval must be non-zero when set");
         }
+        if self.abuse_window.is_zero() {
+            return Err("abuse_window must be non-zero");
+        }
+        if self.max_pending_pongs == 0 || self.max_pending_resets == 0 {
+            return Err("max_pending_pongs and max_pending_resets must be at least 1");
+        }
         Ok(())
     }
 
@@ -123,6 +190,9 @@ impl Config {
         c.settings_timeout = c.settings_timeout.max(tick);
         c.ping_timeout = c.ping_timeout.max(tick);
         c.keepalive_interval = c.keepalive_interval.map(|d| d.max(tick));
+        c.abuse_window = c.abuse_window.max(tick);
+        c.max_pending_pongs = c.max_pending_pongs.max(1);
+        c.max_pending_resets = c.max_pending_resets.max(1);
         c
     }
 
@@ -173,6 +243,42 @@ impl Config {
         self.max_reset_streams = v;
         self
     }
+
+    /// Sets [`Config::abuse_window`].
+    pub fn abuse_window(&mut self, v: Duration) -> &mut Self {
+        self.abuse_window = v;
+        self
+    }
+
+    /// Sets [`Config::max_peer_resets`].
+    pub fn max_peer_resets(&mut self, v: u32) -> &mut Self {
+        self.max_peer_resets = v;
+        self
+    }
+
+    /// Sets [`Config::max_peer_pings`].
+    pub fn max_peer_pings(&mut self, v: u32) -> &mut Self {
+        self.max_peer_pings = v;
+        self
+    }
+
+    /// Sets [`Config::max_useless_frames`].
+    pub fn max_useless_frames(&mut self, v: u32) -> &mut Self {
+        self.max_useless_frames = v;
+        self
+    }
+
+    /// Sets [`Config::max_pending_pongs`].
+    pub fn max_pending_pongs(&mut self, v: usize) -> &mut Self {
+        self.max_pending_pongs = v;
+        self
+    }
+
+    /// Sets [`Config::max_pending_resets`].
+    pub fn max_pending_resets(&mut self, v: usize) -> &mut Self {
+        self.max_pending_resets = v;
+        self
+    }
 }
 
 #[cfg(test)]
@@ -208,5 +314,14 @@ mod tests {
         c.ping_timeout(Duration::ZERO);
         assert!(c.validate().is_err());
         assert!(c.sanitized().validate().is_ok());
+        let mut c = Config::default();
+        c.abuse_window(Duration::ZERO).max_pending_pongs(0);
+        assert!(c.validate().is_err());
+        let s = c.sanitized();
+        assert!(s.validate().is_ok());
+        assert_eq!(s.max_pending_pongs, 1);
+        let mut c = Config::default();
+        c.max_pending_resets(0);
+        assert!(c.validate().is_err());
     }
 }

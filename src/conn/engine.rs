@@ -13,6 +13,7 @@ use super::config::{
 };
 use super::error::{ConnError, ConnErrorClass};
 use super::flow::{RecvWindow, SendWindow};
+use super::guard::{Budget, ControlQueue, Origin};
 use super::send::Scheduler;
 use super::stream::{Recent, RecvState, Stream, StreamTable};
 use super::{Event, Role};
@@ -45,7 +46,7 @@ pub struct Connection {
     pub(super) highest_peer_id: StreamId,
     pub(super) conn_send: SendWindow,
     pub(super) conn_recv: RecvWindow,
-    pub(super) control: VecDeque<Frame>,
+    pub(super) control: ControlQueue,
     pub(super) sched: Scheduler,
     pub(super) events: VecDeque<Event>,
     /// `None` when the configured timeout is too large to represent.
@@ -57,6 +58,12 @@ pub struct Connection {
     pub(super) peer_goaway: Option<StreamId>,
     pub(super) drain_deadline: Option<Instant>,
     pub(super) closed: bool,
+    /// Rapid-reset budget (`max_peer_resets`).
+    pub(super) reset_budget: Budget,
+    /// PING budget (`max_peer_pings`).
+    pub(super) ping_budget: Budget,
+    /// Useless-frame budget (`max_useless_frames`).
+    pub(super) useless_budget: Budget,
 }
 
 impl Connection {
@@ -65,7 +72,7 @@ impl Connection {
     /// Out-of-range `config` values are clamped (see [`Config::validate`]).
     pub fn new(role: Role, config: Config, now: Instant) -> Connection {
         let config = config.sanitized();
-        let mut control = VecDeque::new();
+        let mut control = ControlQueue::default();
         control.push_back(Frame::Settings(config.settings()));
         Connection {
             role,
@@ -89,6 +96,9 @@ impl Connection {
             peer_goaway: None,
             drain_deadline: None,
             closed: false,
+            reset_budget: Budget::default(),
+            ping_budget: Budget::default(),
+            useless_budget: Budget::default(),
             config,
         }
     }
@@ -341,9 +351,11 @@ impl Connection {
         Some(s)
     }
 
-    /// A stream error: RESET(`reason`) for `id`, `StreamReset { remote:
-    /// false }` if the application knew the stream.
-    pub(super) fn stream_error(&mut self, id: StreamId, reason: Reason) {
+    /// A stream error caused by a peer frame: RESET(`reason`) for `id`,
+    /// `StreamReset { remote: false }` if the application knew the stream.
+    /// The RESET counts against the rapid-reset budget and the reply
+    /// backlog.
+    pub(super) fn stream_error(&mut self, id: StreamId, reason: Reason) -> Result<(), ConnError> {
         if self.remove_stream(id, Recent::Reset).is_some() {
             self.events.push_back(Event::StreamReset {
                 id,
@@ -353,8 +365,57 @@ impl Connection {
         } else {
             self.streams.remember(id, Recent::Reset);
         }
-        self.control.push_back(Reset::new(id, reason).into());
+        self.queue_reply_reset(id, reason)?;
         self.maybe_finish_drain();
+        Ok(())
+    }
+
+    /// Queues a RESET in reply to a peer frame: counts it against
+    /// `max_peer_resets` and `max_pending_resets`.
+    pub(super) fn queue_reply_reset(
+        &mut self,
+        id: StreamId,
+        reason: Reason,
+    ) -> Result<(), ConnError> {
+        self.control
+            .push_reply(Reset::new(id, reason).into(), Origin::Reset);
+        self.charge_reset(id)?;
+        if self.control.pending_resets() > self.config.max_pending_resets {
+            return Err(ConnError::new(
+                ConnErrorClass::TransmitBacklog,
+                id,
+                "too many RESETs in reply to peer frames waiting for transmit",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts one reset against `max_peer_resets` (at the time of the frame
+    /// being handled).
+    pub(super) fn charge_reset(&mut self, id: StreamId) -> Result<(), ConnError> {
+        let (max, window) = (self.config.max_peer_resets, self.config.abuse_window);
+        if self.reset_budget.spend(self.last_recv, max, window) {
+            return Ok(());
+        }
+        Err(ConnError::new(
+            ConnErrorClass::RapidReset,
+            id,
+            "too many stream resets in the abuse window",
+        ))
+    }
+
+    /// Counts one frame that does no useful work against
+    /// `max_useless_frames`.
+    pub(super) fn charge_useless(
+        &mut self,
+        id: StreamId,
+        what: &'static str,
+    ) -> Result<(), ConnError> {
+        let (max, window) = (self.config.max_useless_frames, self.config.abuse_window);
+        if self.useless_budget.spend(self.last_recv, max, window) {
+            return Ok(());
+        }
+        Err(ConnError::new(ConnErrorClass::FrameFlood, id, what))
     }
 
     /// Closes `id` normally if both halves are done.

@@ -46,6 +46,19 @@ pub enum ConnErrorClass {
     LocalGoAway,
     /// The transport closed while the connection was still in use.
     UnexpectedEof,
+    /// The peer reset (or made us refuse or reset) more streams per
+    /// `abuse_window` than `max_peer_resets` allows (CVE-2023-44487 class).
+    RapidReset,
+    /// More PINGs per `abuse_window` than `max_peer_pings`, or more PING
+    /// ACKs waiting for transmit than `max_pending_pongs`.
+    PingFlood,
+    /// More frames that do no useful work per `abuse_window` than
+    /// `max_useless_frames` (empty DATA without END_STREAM, extension
+    /// frames, tiny connection WINDOW_UPDATEs).
+    FrameFlood,
+    /// More RESETs in reply to peer frames waiting for transmit than
+    /// `max_pending_resets`.
+    TransmitBacklog,
 }
 
 impl ConnErrorClass {
@@ -67,6 +80,10 @@ impl ConnErrorClass {
             ConnErrorClass::RemoteGoAway => "remote_go_away",
             ConnErrorClass::LocalGoAway => "local_go_away",
             ConnErrorClass::UnexpectedEof => "unexpected_eof",
+            ConnErrorClass::RapidReset => "rapid_reset",
+            ConnErrorClass::PingFlood => "ping_flood",
+            ConnErrorClass::FrameFlood => "frame_flood",
+            ConnErrorClass::TransmitBacklog => "transmit_backlog",
         }
     }
 
@@ -82,6 +99,10 @@ impl ConnErrorClass {
             ConnErrorClass::SettingsTimeout => Reason::SETTINGS_TIMEOUT,
             ConnErrorClass::PingTimeout => Reason::TIMEOUT,
             ConnErrorClass::UnexpectedEof | ConnErrorClass::LocalGoAway => Reason::INTERNAL_ERROR,
+            ConnErrorClass::RapidReset
+            | ConnErrorClass::PingFlood
+            | ConnErrorClass::FrameFlood
+            | ConnErrorClass::TransmitBacklog => Reason::ENHANCE_YOUR_CALM,
             _ => Reason::PROTOCOL_ERROR,
         }
     }
@@ -297,6 +318,15 @@ mod tests {
             ConnErrorClass::WindowOverflow.default_reason(),
             Reason::FLOW_CONTROL_ERROR
         );
+        for c in [
+            ConnErrorClass::RapidReset,
+            ConnErrorClass::PingFlood,
+            ConnErrorClass::FrameFlood,
+            ConnErrorClass::TransmitBacklog,
+        ] {
+            assert_eq!(c.default_reason(), Reason::ENHANCE_YOUR_CALM);
+        }
+        assert_eq!(ConnErrorClass::RapidReset.as_str(), "rapid_reset");
         let g = ConnError::remote_go_away(Reason::ENHANCE_YOUR_CALM, &Bytes::from_static(b"x"));
         assert_eq!(g.reason(), Reason::ENHANCE_YOUR_CALM);
         assert_eq!(g.class().as_str(), "remote_go_away");

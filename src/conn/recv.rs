@@ -9,6 +9,7 @@ use super::config::{
 use super::engine::Connection;
 use super::error::{ConnError, ConnErrorClass};
 use super::flow::SendWindow;
+use super::guard::Origin;
 use super::stream::{Recent, RecvState, SendState, Stream};
 use super::{Event, Role};
 use crate::codec::Limits;
@@ -16,6 +17,10 @@ use crate::frame::{
     Data, DecodeError, ErrorClass, Frame, GoAway, Kind, Ping, Reason, Request, Reset, Response,
     Settings, StreamId, Trailers, WindowUpdate,
 };
+
+/// Connection WINDOW_UPDATE increments below this (or below half the
+/// peer's announced connection window, if smaller) count as useless frames.
+const TINY_WINDOW_INCREMENT: u32 = 1024;
 
 /// Where a stream id stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +95,7 @@ impl Connection {
             }
             Frame::WindowUpdate(f) => self.recv_window_update(f),
             // "0x80-0xFF: extension range, unknown -> ignored"
-            Frame::Unknown(_) => Ok(()),
+            Frame::Unknown(f) => self.charge_useless(f.stream_id(), "too many extension frames"),
         }
     }
 
@@ -156,8 +161,7 @@ impl Connection {
             Lookup::Recent(Recent::Closed)
                 if matches!(kind, Kind::DATA | Kind::TRAILERS | Kind::RESPONSE) =>
             {
-                self.stream_error(id, Reason::STREAM_CLOSED);
-                Ok(())
+                self.stream_error(id, Reason::STREAM_CLOSED)
             }
             // "Frames for a stream we reset ourselves (recently) are ignored
             // [...]. Frames for a long-closed, forgotten stream are ignored
@@ -172,10 +176,9 @@ impl Connection {
         self.flush_connection_update();
     }
 
-    fn refuse(&mut self, id: StreamId) {
+    fn refuse(&mut self, id: StreamId) -> Result<(), ConnError> {
         self.streams.remember(id, Recent::Reset);
-        self.control
-            .push_back(Reset::new(id, Reason::REFUSED_STREAM).into());
+        self.queue_reply_reset(id, Reason::REFUSED_STREAM)
     }
 
     fn recv_request(&mut self, f: Request) -> Result<(), ConnError> {
@@ -212,14 +215,12 @@ impl Connection {
         // REQUEST id received), refuses later REQUESTs with
         // RESET(REFUSED_STREAM)"
         if self.local_goaway.is_some() {
-            self.refuse(id);
-            return Ok(());
+            return self.refuse(id);
         }
         // "REQUEST beyond our max_concurrent_streams -> RESET(REFUSED_STREAM)
         // for that stream only (safe to retry)."
         if self.streams.len() >= self.config.max_concurrent_streams as usize {
-            self.refuse(id);
-            return Ok(());
+            return self.refuse(id);
         }
         let end_stream = f.is_end_stream();
         let recv = if end_stream {
@@ -270,8 +271,7 @@ impl Connection {
         };
         match s.recv {
             RecvState::Closed => {
-                self.stream_error(id, Reason::STREAM_CLOSED);
-                return Ok(());
+                return self.stream_error(id, Reason::STREAM_CLOSED);
             }
             // "Server sends RESPONSE (1xx interim* then final), then DATA*,
             // then optional TRAILERS."
@@ -311,6 +311,9 @@ impl Connection {
         if at == Lookup::Idle {
             return self.not_open(id, at, Kind::DATA);
         }
+        if len == 0 && !end_stream {
+            self.charge_useless(id, "too many empty DATA frames without END_STREAM")?;
+        }
         // "DATA payload bytes count against the per-stream and
         // per-connection windows" / "Receiving more DATA than the window
         // allows -> FLOW_CONTROL_ERROR (stream window: RESET; connection
@@ -347,8 +350,7 @@ impl Connection {
         };
         if let Some(reason) = stream_reset {
             self.discard(len);
-            self.stream_error(id, reason);
-            return Ok(());
+            return self.stream_error(id, reason);
         }
         if len == 0 && !end_stream {
             // Nothing to deliver.
@@ -385,10 +387,7 @@ impl Connection {
                 "TRAILERS before the final RESPONSE",
             )),
             // "END_STREAM closes the sender's half."
-            RecvState::Closed => {
-                self.stream_error(id, Reason::STREAM_CLOSED);
-                Ok(())
-            }
+            RecvState::Closed => self.stream_error(id, Reason::STREAM_CLOSED),
             RecvState::Body => {
                 s.recv = RecvState::Closed;
                 self.events.push_back(Event::Trailers {
@@ -406,12 +405,23 @@ impl Connection {
         match self.lookup(id) {
             // "RESET closes both halves at once."
             Lookup::Open => {
+                // Rapid reset (CVE-2023-44487): a stream the peer opened and
+                // reset before we sent its final response head cost us work
+                // for nothing.
+                let early = self.role == Role::Server
+                    && self
+                        .streams
+                        .get(id)
+                        .is_some_and(|s| s.send == SendState::AwaitHead);
                 self.remove_stream(id, Recent::Reset);
                 self.events.push_back(Event::StreamReset {
                     id,
                     reason: f.reason(),
                     remote: true,
                 });
+                if early {
+                    self.charge_reset(id)?;
+                }
                 self.maybe_finish_drain();
                 Ok(())
             }
@@ -426,9 +436,25 @@ impl Connection {
     fn recv_ping(&mut self, f: Ping, now: Instant) -> Result<(), ConnError> {
         let payload = f.payload();
         if !f.is_ack() {
+            let (max, window) = (self.config.max_peer_pings, self.config.abuse_window);
+            if !self.ping_budget.spend(now, max, window) {
+                return Err(err(
+                    ConnErrorClass::PingFlood,
+                    StreamId::ZERO,
+                    "too many PINGs in the abuse window",
+                ));
+            }
             // "PING without ACK is answered by PING with ACK and the same
             // payload, immediately."
-            self.control.push_back(Ping::pong(payload).into());
+            self.control
+                .push_reply(Ping::pong(payload).into(), Origin::Pong);
+            if self.control.pending_pongs() > self.config.max_pending_pongs {
+                return Err(err(
+                    ConnErrorClass::PingFlood,
+                    StreamId::ZERO,
+                    "too many PING ACKs waiting for transmit",
+                ));
+            }
             return Ok(());
         }
         let Some(p) = self
@@ -487,6 +513,16 @@ impl Connection {
         // "WINDOW_UPDATE that makes a window exceed 2^31-1 ->
         // FLOW_CONTROL_ERROR (stream: RESET; connection: GOAWAY)."
         if id.is_zero() {
+            // A tiny connection increment grants next to nothing; a peer
+            // batching as section 8.2 says never sends one.
+            let peer_window = self
+                .peer_settings
+                .as_ref()
+                .and_then(|s| s.initial_connection_window)
+                .unwrap_or(DEFAULT_INITIAL_CONNECTION_WINDOW);
+            if f.increment() < (peer_window / 2).min(TINY_WINDOW_INCREMENT) {
+                self.charge_useless(id, "too many tiny connection WINDOW_UPDATEs")?;
+            }
             return self.conn_send.grant(f.increment()).map_err(|_| {
                 err(
                     ConnErrorClass::WindowOverflow,
@@ -500,10 +536,9 @@ impl Connection {
             return self.not_open(id, at, Kind::WINDOW_UPDATE);
         };
         if s.send_window.grant(f.increment()).is_err() {
-            self.stream_error(id, Reason::FLOW_CONTROL_ERROR);
-        } else {
-            self.schedule(id);
+            return self.stream_error(id, Reason::FLOW_CONTROL_ERROR);
         }
+        self.schedule(id);
         Ok(())
     }
 }
