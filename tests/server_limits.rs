@@ -612,3 +612,69 @@ async fn auto_mode_treats_a_foreign_first_byte_as_uwsgi() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uwsgi_peer_leaving_a_bodiless_request_drops_the_handler() {
+    bounded(async {
+        use tokio::io::AsyncWriteExt;
+        struct Dropped(Arc<AtomicUsize>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (a, d) = (arrived.clone(), dropped.clone());
+        let app = handler_fn(move |_req: uwire::server::Request| {
+            let guard = Dropped(d.clone());
+            a.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok::<_, BoxError>(Response::new("never".into()))
+            }
+        });
+        let srv = TestServer::start("uwsgi-gone", ServerConfig::default(), app).await;
+        let mut packet = bytes::BytesMut::new();
+        uwire::legacy::encode_packet(
+            0,
+            0,
+            &[
+                ("REQUEST_METHOD", "GET"),
+                ("REQUEST_URI", "/hold"),
+                ("PATH_INFO", "/hold"),
+                ("SERVER_PROTOCOL", "HTTP/1.1"),
+                ("CONTENT_LENGTH", ""),
+            ],
+            &uwire::legacy::LegacyLimits::default(),
+            &mut packet,
+        )
+        .unwrap();
+        let mut conn = tokio::net::UnixStream::connect(&srv.path).await.unwrap();
+        conn.write_all(&packet).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while arrived.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the request never arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(conn);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = srv.metrics.snapshot();
+            if dropped.load(Ordering::SeqCst) == 1
+                && s.streams_active == 0
+                && s.connections_active == 0
+                && s.error(ErrorKind::PeerReset) == 1
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the peer leaving was not noticed: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}

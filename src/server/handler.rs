@@ -96,6 +96,16 @@ impl Body {
         }
     }
 
+    /// The empty body of a classic uwsgi request without one.
+    pub(crate) fn channel_empty(limit: u64, metrics: Option<Arc<super::Metrics>>) -> Body {
+        Body {
+            inner: None,
+            read: 0,
+            limit,
+            metrics,
+        }
+    }
+
     /// An empty body (tests, internal requests).
     pub fn empty() -> Body {
         Body {

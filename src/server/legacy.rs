@@ -20,10 +20,7 @@ use crate::legacy::{encode_response_head, LegacyDecoder, LegacyError, LegacyLimi
 
 /// Serves one accepted connection in the configured protocol, detecting it
 /// from the first byte in `auto` mode.
-pub(crate) async fn serve_detect<T>(mut io: T, ctx: Ctx, stop: watch::Receiver<bool>)
-where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+pub(crate) async fn serve_detect<T: LegacyIo>(mut io: T, ctx: Ctx, stop: watch::Receiver<bool>) {
     match ctx.config.protocol {
         ProtocolMode::Uwire => connection::serve(io, ctx, stop).await,
         ProtocolMode::Uwsgi => serve_legacy(io, ctx).await,
@@ -97,18 +94,103 @@ async fn reject<W: AsyncWrite + Unpin>(wr: &mut W, ctx: &Ctx, e: &LegacyError) {
     }
 }
 
-pub(crate) async fn serve_legacy<T>(io: T, ctx: Ctx)
-where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+/// A connection the classic uwsgi path can split into owned halves, for
+/// the reader task that streams a request body (the concrete streams'
+/// own halves, rather than `tokio::io::split`, which locks on every poll).
+pub(crate) trait LegacyIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The read half.
+    type Read: AsyncRead + Send + Unpin + 'static;
+    /// The write half.
+    type Write: AsyncWrite + Send + Unpin + 'static;
+    /// Splits the connection.
+    fn into_halves(self) -> std::io::Result<(Self::Read, Self::Write)>;
+}
+
+impl LegacyIo for tokio::net::UnixStream {
+    type Read = tokio::net::unix::OwnedReadHalf;
+    type Write = tokio::net::unix::OwnedWriteHalf;
+    fn into_halves(self) -> std::io::Result<(Self::Read, Self::Write)> {
+        Ok(self.into_split())
+    }
+}
+
+impl LegacyIo for tokio::net::TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn into_halves(self) -> std::io::Result<(Self::Read, Self::Write)> {
+        Ok(self.into_split())
+    }
+}
+
+/// Where the response goes, and how the peer going away is noticed.
+trait Sink {
+    type W: AsyncWrite + Unpin;
+    fn writer(&mut self) -> &mut Self::W;
+    /// Resolves once the peer has closed the connection (or it failed).
+    fn gone(&mut self) -> impl std::future::Future<Output = Option<Reason>> + Send + '_;
+    /// Ends the response (the connection closes when the sink is dropped).
+    fn finish(&mut self) -> impl std::future::Future<Output = ()> + Send + '_;
+}
+
+/// A connection whose request had no body: nothing else reads it, so the
+/// peer closing is noticed by reading it in place, and only while waiting
+/// (for the handler, or for the next chunk of a streamed response).
+struct Whole<T>(T);
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Sink for Whole<T> {
+    type W = T;
+    fn writer(&mut self) -> &mut T {
+        &mut self.0
+    }
+    async fn gone(&mut self) -> Option<Reason> {
+        // Small: this future is part of every connection task's state.
+        let mut scratch = [0u8; 64];
+        loop {
+            match self.0.read(&mut scratch).await {
+                Ok(0) | Err(_) => return Some(Reason::CANCEL),
+                // Bytes after the packet: uwsgi has no pipelining; ignore
+                // them.
+                Ok(_) => {}
+            }
+        }
+    }
+    fn finish(&mut self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        // Nothing: the connection is dropped (closed, which the peer reads
+        // as the end of the response) right after; a `shutdown` first would
+        // only cost a system call.
+        std::future::ready(())
+    }
+}
+
+/// A connection whose read half belongs to the body reader task, which
+/// reports the peer closing.
+struct Halves<W> {
+    wr: W,
+    gone: watch::Receiver<bool>,
+}
+
+impl<W: AsyncWrite + Send + Unpin> Sink for Halves<W> {
+    type W = W;
+    fn writer(&mut self) -> &mut W {
+        &mut self.wr
+    }
+    async fn gone(&mut self) -> Option<Reason> {
+        let _ = self.gone.wait_for(|g| *g).await;
+        Some(Reason::CANCEL)
+    }
+    async fn finish(&mut self) {
+        // The reader task holds the read half until it is aborted, which
+        // may close the socket a little later: say the response is over now.
+        let _ = self.wr.shutdown().await;
+    }
+}
+
+pub(crate) async fn serve_legacy<T: LegacyIo>(io: T, ctx: Ctx) {
     serve_legacy_with(io, ctx, BytesMut::with_capacity(8 * 1024)).await
 }
 
 /// Serves a classic uwsgi connection whose first bytes are already in `buf`.
-async fn serve_legacy_with<T>(io: T, ctx: Ctx, mut buf: BytesMut)
-where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+async fn serve_legacy_with<T: LegacyIo>(mut io: T, ctx: Ctx, mut buf: BytesMut) {
     ctx.metrics.connection_opened();
     let metrics = ctx.metrics.clone();
     let _closed = OnDrop(move || metrics.connection_closed());
@@ -117,16 +199,15 @@ where
         max_body_size: Some(ctx.config.max_body_size),
         ..LegacyLimits::default()
     };
-    let (mut rd, mut wr) = tokio::io::split(io);
     let mut decoder = LegacyDecoder::new(limits);
     let head_deadline = tokio::time::Instant::now() + ctx.config.legacy_head_timeout;
     let request = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(r)) => break r,
             Ok(None) => {}
-            Err(e) => return reject(&mut wr, &ctx, &e).await,
+            Err(e) => return reject(&mut io, &ctx, &e).await,
         }
-        match tokio::time::timeout_at(head_deadline, rd.read_buf(&mut buf)).await {
+        match tokio::time::timeout_at(head_deadline, io.read_buf(&mut buf)).await {
             Err(_) => {
                 tracing::debug!("uwsgi request packet not received in time; closing");
                 return;
@@ -138,15 +219,17 @@ where
             Ok(Ok(0)) => match decoder.decode_eof(&mut buf) {
                 Ok(Some(r)) => break r,
                 Ok(None) => return,
-                Err(e) => return reject(&mut wr, &ctx, &e).await,
+                Err(e) => return reject(&mut io, &ctx, &e).await,
             },
             Ok(Ok(_)) => {}
         }
     };
     let head = match request.to_request_head() {
         Ok(h) => h,
-        Err(e) => return reject(&mut wr, &ctx, &e).await,
+        Err(e) => return reject(&mut io, &ctx, &e).await,
     };
+    let expected = request.body_length;
+    drop(request);
 
     let started = Instant::now();
     ctx.metrics.stream_started();
@@ -157,12 +240,31 @@ where
         .request_deadline
         .map(|d| tokio::time::Instant::now() + d);
 
+    if expected == 0 {
+        // No body: no reader task, no channels; the connection is read
+        // again only to notice the peer leaving while the handler runs.
+        drop(buf);
+        let mut sink = Whole(io);
+        let body = Body::channel_empty(ctx.config.max_body_size, Some(ctx.metrics.clone()));
+        let response = match run_handler(&ctx, head, body, deadline, sink.gone()).await {
+            Outcome::Respond(r) => r,
+            Outcome::PeerGone | Outcome::Aborted => return,
+        };
+        return respond(&ctx, &mut sink, response, deadline).await;
+    }
+
+    let (mut rd, wr) = match io.into_halves() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::debug!(error = %e, "uwsgi connection failed");
+            return;
+        }
+    };
     // The body follows the packet: a reader task hands it over in chunks of
     // at most CHUNK bytes through a channel holding up to `legacy_read_ahead`
     // bytes (then a slow handler slows the reads), then watches for the peer
     // closing the connection, which is how nginx says its client went away.
     const CHUNK: usize = 64 * 1024;
-    let expected = request.body_length;
     let credit = Arc::new(Semaphore::new(ctx.config.legacy_read_ahead.max(CHUNK)));
     let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, BodyError>>();
     let reader_credit = credit.clone();
@@ -170,7 +272,7 @@ where
     // Whether the response may start: nginx stops sending the request body
     // once the response begins, so the head waits until the whole body is
     // in (or the read-ahead is full, when waiting longer could deadlock).
-    let (ready_tx, mut ready_rx) = watch::channel(expected == 0);
+    let (ready_tx, mut ready_rx) = watch::channel(false);
     let _reader = AbortOnDrop(tokio::spawn(async move {
         let mut left = expected;
         let mut deliver = true;
@@ -231,10 +333,7 @@ where
             }
         }
     }));
-    let gone = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|g| *g).await;
-        Some(Reason::CANCEL)
-    };
+    let mut sink = Halves { wr, gone: gone_rx };
 
     let body = Body::channel(
         rx,
@@ -242,10 +341,21 @@ where
         ctx.config.max_body_size,
         Some(ctx.metrics.clone()),
     );
-    let response = match run_handler(&ctx, head, body, deadline, gone(gone_rx.clone())).await {
+    let response = match run_handler(&ctx, head, body, deadline, sink.gone()).await {
         Outcome::Respond(r) => r,
         Outcome::PeerGone | Outcome::Aborted => return,
     };
+    let _ = ready_rx.wait_for(|r| *r).await;
+    respond(&ctx, &mut sink, response, deadline).await
+}
+
+/// Writes the handler's response as HTTP/1.1 and closes the connection.
+async fn respond<S: Sink>(
+    ctx: &Ctx,
+    sink: &mut S,
+    response: super::handler::Response,
+    deadline: Option<tokio::time::Instant>,
+) {
     let (mut parts, body) = response.into_parts();
     let mut body = body.into_inner();
     // The body goes out raw and the connection closes after it, so
@@ -261,19 +371,18 @@ where
         reason: None,
         headers: header_block(&parts.headers),
     };
-    let _ = ready_rx.wait_for(|r| *r).await;
     let mut out = BytesMut::with_capacity(512);
     if let Err(e) = encode_response_head(&head, &mut out) {
         ctx.metrics.error(ErrorKind::HandlerError);
         tracing::error!(error = %e, "response head cannot be written as HTTP/1.1; answering 500");
-        return write_simple(&mut wr, 500, "internal server error").await;
+        return write_simple(sink.writer(), 500, "internal server error").await;
     }
     // A body of known size (a full buffer) goes out with the head in one
     // write; anything else streams after it.
     let mut head_out = Some(out);
     if http_body::Body::size_hint(&body).exact().is_none() {
         if let Some(out) = head_out.take() {
-            if wr.write_all(&out).await.is_err() {
+            if sink.writer().write_all(&out).await.is_err() {
                 ctx.metrics.error(ErrorKind::PeerReset);
                 return;
             }
@@ -291,7 +400,7 @@ where
         let next = tokio::select! {
             biased;
             next = next => next,
-            _ = gone(gone_rx.clone()) => {
+            _ = sink.gone() => {
                 ctx.metrics.error(ErrorKind::PeerReset);
                 return;
             }
@@ -309,7 +418,7 @@ where
             }
             Some(Ok(None)) => {
                 if let Some(out) = head_out.take() {
-                    if wr.write_all(&out).await.is_err() {
+                    if sink.writer().write_all(&out).await.is_err() {
                         ctx.metrics.error(ErrorKind::PeerReset);
                         return;
                     }
@@ -329,6 +438,7 @@ where
             Some(Ok(Some(Ok(frame)))) => {
                 if let Ok(data) = frame.into_data() {
                     let n = data.len() as u64;
+                    let wr = sink.writer();
                     let written = match head_out.take() {
                         Some(mut out) => {
                             out.extend_from_slice(&data);
@@ -346,5 +456,5 @@ where
             }
         }
     }
-    let _ = wr.shutdown().await;
+    sink.finish().await;
 }

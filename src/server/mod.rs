@@ -17,6 +17,7 @@ mod config;
 mod connection;
 pub mod demo;
 mod handler;
+mod lazy;
 mod legacy;
 mod metrics;
 mod rewind;
@@ -89,6 +90,16 @@ impl Server {
         let handler: Arc<dyn Handler> = Arc::new(handler);
         let slots = Arc::new(Semaphore::new(self.config.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Unix connections are accepted unregistered (see `lazy`), except
+        // when peer credentials must be checked.
+        let raw = match &listener {
+            Listener::Unix { listener: l, .. }
+                if self.config.allow_uids.is_empty() && self.config.allow_gids.is_empty() =>
+            {
+                Some(lazy::RawAcceptor::new(l)?)
+            }
+            _ => None,
+        };
         let mut conns = JoinSet::new();
         let mut next_id: u64 = 0;
         tokio::pin!(shutdown);
@@ -101,7 +112,7 @@ impl Server {
                 _ = &mut shutdown => break,
             };
             let stream = tokio::select! {
-                s = listener.accept() => s,
+                s = accept(&listener, raw.as_ref()) => s,
                 _ = &mut shutdown => break,
             };
             let stream = match stream {
@@ -113,7 +124,7 @@ impl Server {
                     continue;
                 }
             };
-            if let Stream::Unix(ref s) = stream {
+            if let Accepted::Stream(Stream::Unix(ref s)) = stream {
                 if !(self.config.allow_uids.is_empty() && self.config.allow_gids.is_empty()) {
                     let allowed = match s.peer_cred() {
                         Ok(c) => self.config.peer_allowed(c.uid(), c.gid()),
@@ -143,13 +154,19 @@ impl Server {
                 async move {
                     let _permit = permit;
                     match stream {
-                        Stream::Unix(s) => legacy::serve_detect(s, ctx, stop).await,
-                        Stream::Tcp(s) => legacy::serve_detect(s, ctx, stop).await,
+                        Accepted::Lazy(s) => legacy::serve_detect(s, ctx, stop).await,
+                        Accepted::Stream(Stream::Unix(s)) => {
+                            legacy::serve_detect(s, ctx, stop).await
+                        }
+                        Accepted::Stream(Stream::Tcp(s)) => {
+                            legacy::serve_detect(s, ctx, stop).await
+                        }
                     }
                 }
                 .instrument(span),
             );
         }
+        drop(raw);
         drop(listener);
         tracing::info!(
             connections = conns.len(),
@@ -167,6 +184,18 @@ impl Server {
             conns.shutdown().await;
         }
         Ok(())
+    }
+}
+
+enum Accepted {
+    Lazy(lazy::LazyStream),
+    Stream(Stream),
+}
+
+async fn accept(listener: &Listener, raw: Option<&lazy::RawAcceptor>) -> io::Result<Accepted> {
+    match raw {
+        Some(raw) => raw.accept().await.map(Accepted::Lazy),
+        None => listener.accept().await.map(Accepted::Stream),
     }
 }
 
