@@ -185,40 +185,11 @@ mod alt {
     /// The same validation the compact block gets (tchar names, no NUL/CR/LF
     /// in values), so both designs do the same work.
     pub fn validate(h: &RequestHead) -> bool {
-        h.headers.iter().chain(&h.params).all(|f| {
-            !f.name.is_empty()
-                && f.name.iter().all(|&b| TCHAR[b as usize])
-                && memchr::memchr3(0, b'\r', b'\n', &f.value).is_none()
-        })
+        h.headers
+            .iter()
+            .chain(&h.params)
+            .all(|f| uwire::frame::is_valid_name(&f.name) && uwire::frame::is_valid_value(&f.value))
     }
-
-    static TCHAR: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut i = 0;
-        while i < 256 {
-            let c = i as u8;
-            t[i] = c.is_ascii_alphanumeric()
-                || matches!(
-                    c,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                );
-            i += 1;
-        }
-        t
-    };
 }
 
 fn alt_head() -> alt::RequestHead {

@@ -38,7 +38,9 @@ pub use error::{DecodeError, EncodeError, ErrorClass};
 pub use goaway::GoAway;
 pub use head::{HttpVersion, RequestHead, ResponseHead};
 pub use header::{FrameHeader, HEADER_LEN, MAX_PAYLOAD_LEN};
-pub use header_block::{HeaderBlock, HeaderBlockBuilder, Iter as HeaderIter};
+pub use header_block::{
+    is_valid_name, is_valid_value, HeaderBlock, HeaderBlockBuilder, Iter as HeaderIter,
+};
 pub use ids::{Kind, StreamId};
 pub use ping::Ping;
 pub use reason::Reason;
