@@ -40,7 +40,7 @@ impl Connection {
         let id = StreamId::try_new(u32::try_from(self.next_stream_id).unwrap_or(u32::MAX))
             .ok_or(UserError::StreamIdsExhausted)?;
         // "Method empty/non-token, path empty, port > 65535 -> invalid_head."
-        if !is_token(&head.method) {
+        if !crate::frame::is_valid_name(&head.method) {
             return Err(UserError::InvalidHead("method is empty or not a token"));
         }
         if head.path.is_empty() {
@@ -81,7 +81,11 @@ impl Connection {
         if !(100..=999).contains(&head.status) {
             return Err(UserError::InvalidHead("status outside 100..=999"));
         }
-        if head.reason.as_ref().is_some_and(|r| !is_field_value(r)) {
+        if head
+            .reason
+            .as_ref()
+            .is_some_and(|r| !crate::frame::is_valid_value(r))
+        {
             return Err(UserError::InvalidHead(
                 "reason phrase contains NUL, CR or LF",
             ));
@@ -294,34 +298,4 @@ impl Connection {
         }
         Ok(())
     }
-}
-
-/// RFC 9110 token: non-empty, all `tchar`.
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
-}
-
-/// A field value: no NUL, CR or LF.
-fn is_field_value(s: &[u8]) -> bool {
-    !s.iter().any(|&b| matches!(b, 0 | b'\r' | b'\n'))
 }

@@ -56,6 +56,11 @@ static TCHAR: [bool; 256] = {
     t
 };
 
+/// Whether `b` is an RFC 9110 `tchar`.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    TCHAR[b as usize]
+}
+
 /// Whether `name` is a valid field name: non-empty, all `tchar`.
 #[inline]
 pub fn is_valid_name(name: &[u8]) -> bool {

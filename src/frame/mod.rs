@@ -18,7 +18,7 @@ mod error;
 mod goaway;
 mod head;
 mod header;
-mod header_block;
+pub(crate) mod header_block;
 mod ids;
 mod ping;
 pub mod preface;

@@ -2,40 +2,14 @@
 //! percent coding, decimals, authorities.
 
 use bytes::Bytes;
-use memchr::{memchr, memchr3, memrchr};
+use memchr::{memchr, memrchr};
 
-/// RFC 9110 5.6.2 `tchar`.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
-}
-
+pub(crate) use crate::frame::header_block::is_tchar;
 /// A non-empty RFC 9110 token (what header names, methods and header-block
 /// names must be).
-pub(crate) fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
-}
-
-/// Whether `v` is free of NUL, CR and LF (what a head field may hold).
-pub(crate) fn is_clean(v: &[u8]) -> bool {
-    memchr3(0, b'\r', b'\n', v).is_none()
-}
+pub(crate) use crate::frame::is_valid_name as is_token;
+/// Whether a value is free of NUL, CR and LF (what a head field may hold).
+pub(crate) use crate::frame::is_valid_value as is_clean;
 
 fn hex(b: u8) -> Option<u8> {
     match b {
