@@ -381,7 +381,7 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 
 /// Splits an authority into host (brackets of an IPv6 literal kept) and a
 /// valid non-zero port. Userinfo, if any, is dropped.
-fn split_authority(a: &[u8]) -> (&[u8], Option<u16>) {
+pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<u16>) {
     let a = match memrchr(b'@', a) {
         Some(i) => &a[i + 1..],
         None => a,
@@ -413,7 +413,7 @@ fn parse_port(p: &[u8]) -> Option<u16> {
 
 /// `REMOTE_ADDR` is a bare address (RFC 3875 4.1.8: `hostnumber`), so a
 /// bracketed IPv6 literal loses its brackets.
-fn strip_brackets(addr: &Bytes) -> Bytes {
+pub(crate) fn strip_brackets(addr: &Bytes) -> Bytes {
     match &addr[..] {
         [b'[', inner @ .., b']'] => addr.slice_ref(inner),
         _ => addr.clone(),

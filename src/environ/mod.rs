@@ -127,9 +127,9 @@
 //! problems in header order, then `Content-Length` with
 //! `Transfer-Encoding`, then [`EnvironError::TooLarge`].
 
-mod build;
+pub(crate) mod build;
 mod config;
-mod path;
+pub(crate) mod path;
 #[cfg(test)]
 mod tests;
 

@@ -47,7 +47,7 @@ fn decode_at(s: &[u8], i: usize) -> (u8, usize) {
 
 /// Percent-decodes `src[start..]`; a slice of `src` (no copy) when there is
 /// no `%`. `+` is not a space here: that is form encoding, not URI paths.
-pub(super) fn percent_decode(src: &Bytes, start: usize) -> Bytes {
+pub(crate) fn percent_decode(src: &Bytes, start: usize) -> Bytes {
     let s = &src[start..];
     let Some(first) = memchr(b'%', s) else {
         return src.slice(start..);
@@ -70,7 +70,7 @@ pub(super) fn percent_decode(src: &Bytes, start: usize) -> Bytes {
 }
 
 /// Whether `raw` percent-decodes to exactly `want`, without allocating.
-fn decoded_eq(raw: &[u8], want: &[u8]) -> bool {
+pub(crate) fn decoded_eq(raw: &[u8], want: &[u8]) -> bool {
     let (mut i, mut j) = (0, 0);
     while i < raw.len() {
         let (b, used) = decode_at(raw, i);

@@ -2,7 +2,6 @@
 //! percent coding, decimals, authorities.
 
 use bytes::Bytes;
-use memchr::{memchr, memrchr};
 
 pub(crate) use crate::frame::header_block::is_tchar;
 /// A non-empty RFC 9110 token (what header names, methods and header-block
@@ -11,60 +10,17 @@ pub(crate) use crate::frame::is_valid_name as is_token;
 /// Whether a value is free of NUL, CR and LF (what a head field may hold).
 pub(crate) use crate::frame::is_valid_value as is_clean;
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Percent-decodes a URI path the way `PATH_INFO` is built (nginx, uWSGI and
-/// `uwire::environ` agree): `%XX` with two hex digits becomes its byte, a
-/// `%` not followed by two hex digits stays literal, `+` stays `+`. A slice
-/// of `src` (no copy) when there is no `%`.
+/// `uwire::environ` agree, and share this code): `%XX` with two hex digits
+/// becomes its byte, a `%` not followed by two hex digits stays literal, `+`
+/// stays `+`. A slice of `src` (no copy) when there is no `%`.
 pub(crate) fn percent_decode(src: &Bytes) -> Bytes {
-    let s = &src[..];
-    if memchr(b'%', s).is_none() {
-        return src.clone();
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push((h << 4) | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    Bytes::from(out)
+    crate::environ::path::percent_decode(src, 0)
 }
 
 /// Whether `raw` percent-decodes (as [`percent_decode`]) to exactly `want`,
 /// without allocating.
-pub(crate) fn decodes_to(raw: &[u8], want: &[u8]) -> bool {
-    let (mut i, mut j) = (0, 0);
-    while i < raw.len() {
-        let (b, used) = match raw[i] {
-            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
-                (Some(h), Some(l)) => ((h << 4) | l, 3),
-                _ => (b'%', 1),
-            },
-            b => (b, 1),
-        };
-        if want.get(j) != Some(&b) {
-            return false;
-        }
-        i += used;
-        j += 1;
-    }
-    j == want.len()
-}
+pub(crate) use crate::environ::path::decoded_eq as decodes_to;
 
 /// Whether a decoded path byte must be percent-encoded to put it back in a
 /// URI path: controls and space, `%`, `?`, `#`, DEL and every non-ASCII
@@ -110,40 +66,11 @@ pub(crate) fn decimal(n: u64) -> Bytes {
 }
 
 /// Splits an authority into its host (brackets of an IPv6 literal kept) and
-/// a valid non-zero port; userinfo is dropped. The same reading as
-/// `uwire::environ` uses for `SERVER_NAME`/`SERVER_PORT`.
-pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<u16>) {
-    let a = match memrchr(b'@', a) {
-        Some(i) => &a[i + 1..],
-        None => a,
-    };
-    let port = |p: &[u8]| {
-        if p.len() > 5 {
-            return None;
-        }
-        parse_u64(p)
-            .and_then(|n| u16::try_from(n).ok())
-            .filter(|&n| n != 0)
-    };
-    if a.first() == Some(&b'[') {
-        return match memchr(b']', a) {
-            Some(end) => (&a[..=end], a[end + 1..].strip_prefix(b":").and_then(port)),
-            None => (a, None),
-        };
-    }
-    match memrchr(b':', a) {
-        Some(i) => (&a[..i], port(&a[i + 1..])),
-        None => (a, None),
-    }
-}
-
+/// a valid non-zero port; userinfo is dropped: the reading `uwire::environ`
+/// uses for `SERVER_NAME`/`SERVER_PORT`.
+pub(crate) use crate::environ::build::split_authority;
 /// `REMOTE_ADDR` is a bare address: brackets around an IPv6 literal go.
-pub(crate) fn strip_brackets(addr: &Bytes) -> Bytes {
-    match &addr[..] {
-        [b'[', inner @ .., b']'] => addr.slice_ref(inner),
-        _ => addr.clone(),
-    }
-}
+pub(crate) use crate::environ::build::strip_brackets;
 
 #[cfg(test)]
 mod tests {
