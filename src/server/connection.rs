@@ -279,16 +279,31 @@ where
     Outcome::Respond(response)
 }
 
-async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
+/// Counts a stream as started, and as finished when the returned guard
+/// drops (cancellation included); returns the guard and the request deadline.
+pub(crate) fn begin_stream(ctx: &Ctx) -> (OnDrop<impl FnMut()>, Option<tokio::time::Instant>) {
     let started = Instant::now();
     ctx.metrics.stream_started();
-    // Counted as finished however this ends, cancellation included.
     let metrics = ctx.metrics.clone();
-    let _finished = OnDrop(move || metrics.stream_finished(started.elapsed()));
+    let finished = OnDrop(move || metrics.stream_finished(started.elapsed()));
     let deadline = ctx
         .config
         .request_deadline
         .map(|d| tokio::time::Instant::now() + d);
+    (finished, deadline)
+}
+
+/// Adds `Content-Length` when the body's exact size is known and none is set.
+pub(crate) fn announce_length<B: http_body::Body>(headers: &mut http::HeaderMap, body: &B) {
+    if !headers.contains_key(http::header::CONTENT_LENGTH) {
+        if let Some(n) = body.size_hint().exact() {
+            headers.insert(http::header::CONTENT_LENGTH, n.into());
+        }
+    }
+}
+
+async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
+    let (_finished, deadline) = begin_stream(ctx);
     let IncomingRequest {
         head,
         body,
@@ -307,12 +322,8 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
     let mut body = body.into_inner();
     let end = http_body::Body::is_end_stream(&body);
     // Announce a known length, so an HTTP/1.1 front need not chunk it.
-    if !parts.headers.contains_key(http::header::CONTENT_LENGTH)
-        && !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
-    {
-        if let Some(n) = http_body::Body::size_hint(&body).exact() {
-            parts.headers.insert(http::header::CONTENT_LENGTH, n.into());
-        }
+    if !parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        announce_length(&mut parts.headers, &body);
     }
     let head = ResponseHead {
         status: parts.status.as_u16(),

@@ -3,14 +3,16 @@
 //! isolation as uwire streams. Also the per-connection protocol detector.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::connection::{self, header_block, run_handler, AbortOnDrop, Ctx, OnDrop, Outcome};
+use super::connection::{
+    self, announce_length, begin_stream, header_block, run_handler, AbortOnDrop, Ctx, OnDrop,
+    Outcome,
+};
 use super::handler::{Body, BodyError};
 use super::metrics::ErrorKind;
 use super::rewind::Rewind;
@@ -231,14 +233,7 @@ async fn serve_legacy_with<T: LegacyIo>(mut io: T, ctx: Ctx, mut buf: BytesMut) 
     let expected = request.body_length;
     drop(request);
 
-    let started = Instant::now();
-    ctx.metrics.stream_started();
-    let metrics = ctx.metrics.clone();
-    let _finished = OnDrop(move || metrics.stream_finished(started.elapsed()));
-    let deadline = ctx
-        .config
-        .request_deadline
-        .map(|d| tokio::time::Instant::now() + d);
+    let (_finished, deadline) = begin_stream(&ctx);
 
     if expected == 0 {
         // No body: no reader task, no channels; the connection is read
@@ -361,11 +356,7 @@ async fn respond<S: Sink>(
     // The body goes out raw and the connection closes after it, so
     // transfer codings do not apply; a known length is announced.
     parts.headers.remove(http::header::TRANSFER_ENCODING);
-    if !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
-        if let Some(n) = http_body::Body::size_hint(&body).exact() {
-            parts.headers.insert(http::header::CONTENT_LENGTH, n.into());
-        }
-    }
+    announce_length(&mut parts.headers, &body);
     let head = ResponseHead {
         status: parts.status.as_u16(),
         reason: None,
