@@ -20,7 +20,8 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
 use tokio_util::codec::{Decoder, Encoder};
-use uwire::codec::{Codec, Limits};
+use uwire::codec::Codec;
+use uwire::frame::Limits;
 use uwire::frame::{
     Data, Frame, HeaderBlock, HttpVersion, Request, RequestHead, StreamId, HEADER_LEN,
 };

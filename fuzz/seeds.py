@@ -9,7 +9,7 @@ their content, so re-running only adds what is missing and never disturbs
 what the fuzzer has found since. The corpus directory is generated at fuzz
 time and is not committed.
 
-    python3 fuzz/seeds.py            # writes fuzz/corpus/{frame_decoder,heads,engine,legacy}/
+    python3 fuzz/seeds.py            # writes fuzz/corpus/{frame_decoder,heads,engine,uwsgi}/
     python3 fuzz/seeds.py --out DIR  # somewhere else
 
 Python 3 standard library only.
@@ -198,7 +198,7 @@ def main():
     args = ap.parse_args()
     out = pathlib.Path(args.out)
 
-    seeds = {"frame_decoder": set(), "heads": set(), "engine": set(), "legacy": set()}
+    seeds = {"frame_decoder": set(), "heads": set(), "engine": set(), "uwsgi": set()}
 
     frame_cases = load("frames_valid.json") + load("frames_invalid.json")
     builtin = builtin_frames()
@@ -227,14 +227,14 @@ def main():
             prog += bytes([0, len(req)]) + req
         seeds["engine"].add(prog)
 
-    # The legacy target: one control byte (chunking and limits), then the
+    # The uwsgi target: one control byte (chunking and limits), then the
     # bytes of a classic uwsgi request packet or a response head.
-    for name in ("legacy_valid.json", "legacy_invalid.json", "legacy_response.json"):
+    for name in ("uwsgi_valid.json", "uwsgi_invalid.json", "uwsgi_response.json"):
         for c in load(name):
             if "hex" not in c:
                 continue
             for control in (0x0F, 0x00, 0x23, 0x54, 0x6F):
-                seeds["legacy"].add(bytes([control]) + bytes.fromhex(c["hex"]))
+                seeds["uwsgi"].add(bytes([control]) + bytes.fromhex(c["hex"]))
 
     for target, items in seeds.items():
         d = out / target

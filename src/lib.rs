@@ -38,13 +38,13 @@ pub mod codec;
 pub mod conn;
 pub mod environ;
 pub mod frame;
-pub mod legacy;
 #[cfg(feature = "net")]
 pub mod net;
 #[cfg(feature = "proxy")]
 pub mod proxy;
 #[cfg(feature = "net")]
 pub mod server;
+pub mod uwsgi;
 
 /// Generated prost types. Kept private: the public API speaks the
 /// hand-written types in [`frame`].

@@ -5,8 +5,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
-use uwire::codec::{Codec, Limits};
+use uwire::codec::Codec;
 use uwire::frame::Data;
+use uwire::frame::Limits;
 use uwire::frame::{
     preface, ErrorClass, Frame, GoAway, HeaderBlock, HttpVersion, Kind, Ping, Reason, Request,
     RequestHead, Reset, Response, ResponseHead, Settings, StreamId, Trailers, Unknown,

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use uwire::codec::{Codec, Limits};
+use uwire::codec::Codec;
 use uwire::conn::{
     Config, ConnError, ConnErrorClass, Connection, Event, Role, UserError, MAX_WINDOW,
 };
+use uwire::frame::Limits;
 use uwire::frame::{
     Frame, GoAway, HeaderBlock, Ping, Reason, Request, RequestHead, Response, ResponseHead,
     Settings, StreamId, WindowUpdate,

@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 
 use bytes::BytesMut;
 use serde_json::{Map, Value};
-use uwire::codec::{Codec, Limits};
+use uwire::codec::Codec;
+use uwire::frame::Limits;
 use uwire::frame::{preface, DecodeError, Frame, HeaderBlock, Kind};
 
 const MIN_VALID_CASES: usize = 30;

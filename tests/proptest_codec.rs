@@ -16,7 +16,8 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
-use uwire::codec::{Codec, Limits};
+use uwire::codec::Codec;
+use uwire::frame::Limits;
 use uwire::frame::{
     preface, Data, DecodeError, Frame, GoAway, HeaderBlock, HttpVersion, Kind, Ping, Reason,
     Request, RequestHead, Reset, Response, ResponseHead, Settings, StreamId, Trailers, Unknown,

@@ -637,7 +637,7 @@ async fn a_uwsgi_peer_leaving_a_bodiless_request_drops_the_handler() {
         });
         let srv = TestServer::start("uwsgi-gone", ServerConfig::default(), app).await;
         let mut packet = bytes::BytesMut::new();
-        uwire::legacy::encode_packet(
+        uwire::uwsgi::encode_packet(
             0,
             0,
             &[
@@ -647,7 +647,7 @@ async fn a_uwsgi_peer_leaving_a_bodiless_request_drops_the_handler() {
                 ("SERVER_PROTOCOL", "HTTP/1.1"),
                 ("CONTENT_LENGTH", ""),
             ],
-            &uwire::legacy::LegacyLimits::default(),
+            &uwire::uwsgi::UwsgiLimits::default(),
             &mut packet,
         )
         .unwrap();

@@ -46,8 +46,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use uwire::codec::{Codec, Limits};
+use uwire::codec::Codec;
 use uwire::conn::{Config, Connection, Event, Role};
+use uwire::frame::Limits;
 use uwire::frame::{
     Data, Frame, GoAway, HeaderBlock, HttpVersion, Kind, Ping, Reason, Request, RequestHead, Reset,
     Response, ResponseHead, Settings, StreamId, Trailers, Unknown, WindowUpdate,

@@ -18,7 +18,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use uwire::codec::{Codec, Limits};
+use uwire::codec::Codec;
+use uwire::frame::Limits;
 use uwire::frame::{DecodeError, Frame, MAX_PAYLOAD_LEN};
 
 fn limits(variant: u8) -> Limits {

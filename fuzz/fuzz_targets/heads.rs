@@ -16,7 +16,8 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use uwire::codec::{Codec, Limits};
+use uwire::codec::Codec;
+use uwire::frame::Limits;
 use uwire::frame::{ErrorClass, Frame, HeaderBlock, RequestHead, ResponseHead, MAX_PAYLOAD_LEN};
 
 /// `uwire.v1.RequestHead`, as prost-derive decodes it.

@@ -20,9 +20,9 @@
 mod body;
 mod config;
 mod error;
-mod legacy;
 mod pool;
 mod upstream;
+mod uwsgi;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,8 +45,6 @@ use error::Kind;
 use pool::UpstreamState;
 
 pub(crate) use body::header_map;
-#[allow(unused_imports)]
-pub(crate) use pool::{connect_raw_with_retry, InflightGuard, Io};
 
 /// Starts a uwire client connection on a socket the caller opened. Spawn
 /// the returned task; open streams with the [`crate::net::SendRequest`].
@@ -306,7 +304,7 @@ impl Client {
                         self.send_uwire(&up, head.clone(), end_stream, &mut body, &parts)
                             .await
                     }
-                    Protocol::Uwsgi => legacy::request(&up, &head, &mut body, cfg).await,
+                    Protocol::Uwsgi => uwsgi::request(&up, &head, &mut body, cfg).await,
                 }
             };
             let result = match deadline {

@@ -18,16 +18,14 @@
 //! assert_eq!(rx.decode(&mut wire).unwrap(), Some(Frame::Ping(Ping::new([7; 8]))));
 //! ```
 
-mod limits;
-
 use std::io;
 
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-pub use limits::*;
-
-use crate::frame::{preface, DecodeError, EncodeError, ErrorClass, Frame, FrameHeader, HEADER_LEN};
+use crate::frame::{
+    preface, DecodeError, EncodeError, ErrorClass, Frame, FrameHeader, Limits, HEADER_LEN,
+};
 
 /// Errors of the codec layer.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::codec::Limits;
+use crate::frame::Limits;
 use crate::frame::Settings;
 
 use super::flow::MAX_WINDOW;
@@ -179,7 +179,7 @@ impl Config {
     pub(crate) fn sanitized(&self) -> Config {
         let mut c = self.clone();
         let clamp_size =
-            |v: u32| v.clamp(crate::codec::MIN_SIZE_LIMIT, crate::frame::MAX_PAYLOAD_LEN);
+            |v: u32| v.clamp(crate::frame::MIN_SIZE_LIMIT, crate::frame::MAX_PAYLOAD_LEN);
         c.limits.max_frame_size = clamp_size(c.limits.max_frame_size);
         c.limits.max_head_size = clamp_size(c.limits.max_head_size);
         c.limits.max_control_size = clamp_size(c.limits.max_control_size);

@@ -14,10 +14,10 @@ use super::config::{
 use super::error::{ConnError, ConnErrorClass};
 use super::flow::{RecvWindow, SendWindow};
 use super::guard::{Budget, ControlQueue, Origin};
-use super::send::Scheduler;
+use super::sched::Scheduler;
 use super::stream::{Recent, RecvState, Stream, StreamTable};
 use super::{Event, Role};
-use crate::codec::Limits;
+use crate::frame::Limits;
 use crate::frame::{Frame, GoAway, Ping, Reason, Reset, Settings, StreamId, WindowUpdate};
 
 /// A PING we sent and have not seen answered.

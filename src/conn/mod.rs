@@ -44,6 +44,7 @@ mod error;
 mod flow;
 mod guard;
 mod recv;
+mod sched;
 mod send;
 mod stream;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::flow::SendWindow;
 use super::guard::Origin;
 use super::stream::{Recent, RecvState, SendState, Stream};
 use super::{Event, Role};
-use crate::codec::Limits;
+use crate::frame::Limits;
 use crate::frame::{
     Data, DecodeError, ErrorClass, Frame, GoAway, Kind, Ping, Reason, Request, Reset, Response,
     Settings, StreamId, Trailers, WindowUpdate,

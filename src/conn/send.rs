@@ -1,66 +1,11 @@
 //! The transmit side: control frames first, then stream frames round-robin
 //! (one frame per stream per turn) so one large body cannot starve others.
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 
 use super::engine::Connection;
-use super::stream::{Sched, SendState, StreamTable};
+use super::stream::{Sched, SendState};
 use crate::frame::{Data, Frame, StreamId, Trailers};
-
-/// The two round-robin queues of streams with something to send.
-///
-/// Entries of streams removed from the table go stale and are skipped when
-/// popped; the queues are compacted when stale entries dominate, so their
-/// length stays within a constant factor of the live count.
-#[derive(Debug, Default)]
-pub(crate) struct Scheduler {
-    /// Streams with buffered DATA and stream credit (need connection credit).
-    ready: VecDeque<StreamId>,
-    /// Streams whose next frame needs no credit (trailers, empty END_STREAM).
-    free: VecDeque<StreamId>,
-    ready_live: usize,
-    free_live: usize,
-}
-
-impl Scheduler {
-    fn push(&mut self, which: Sched, id: StreamId) {
-        match which {
-            Sched::Ready => {
-                self.ready.push_back(id);
-                self.ready_live += 1;
-            }
-            Sched::Free => {
-                self.free.push_back(id);
-                self.free_live += 1;
-            }
-        }
-    }
-
-    /// A queued stream was popped or removed from the table.
-    pub(crate) fn forget(&mut self, which: Sched, streams: &StreamTable) {
-        let (queue, live) = match which {
-            Sched::Ready => (&mut self.ready, &mut self.ready_live),
-            Sched::Free => (&mut self.free, &mut self.free_live),
-        };
-        *live = live.saturating_sub(1);
-        if queue.len() > 2 * *live + 32 {
-            queue.retain(|id| streams.get(*id).is_some_and(|s| s.sched == Some(which)));
-        }
-    }
-
-    /// Whether a frame can be produced (`conn_credit`: connection send
-    /// window is open).
-    pub(crate) fn has_work(&self, conn_credit: bool) -> bool {
-        self.free_live > 0 || (conn_credit && self.ready_live > 0)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn queued_len(&self) -> usize {
-        self.ready.len() + self.free.len()
-    }
-}
 
 impl Connection {
     /// Puts `id` in the transmit queue it now belongs in, unless already
@@ -81,22 +26,6 @@ impl Connection {
         }
     }
 
-    /// Takes `id` out of the queue it was popped from.
-    fn unqueue(&mut self, id: StreamId, which: Sched) -> bool {
-        match self.streams.get_mut(id) {
-            Some(s) if s.sched == Some(which) => {
-                s.sched = None;
-                let live = match which {
-                    Sched::Ready => &mut self.sched.ready_live,
-                    Sched::Free => &mut self.sched.free_live,
-                };
-                *live = live.saturating_sub(1);
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// The next frame to write to the transport, if any: queued control
     /// frames and heads first, then trailers and empty END_STREAM frames,
     /// then DATA round-robin across streams as the windows allow.
@@ -107,10 +36,7 @@ impl Connection {
         if self.closed {
             return None;
         }
-        while let Some(id) = self.sched.free.pop_front() {
-            if !self.unqueue(id, Sched::Free) {
-                continue;
-            }
+        while let Some(id) = self.sched.pop(Sched::Free, &mut self.streams) {
             let Some(s) = self.streams.get_mut(id) else {
                 continue;
             };
@@ -123,10 +49,7 @@ impl Connection {
             return Some(frame);
         }
         while self.conn_send.available() > 0 {
-            let id = self.sched.ready.pop_front()?;
-            if !self.unqueue(id, Sched::Ready) {
-                continue;
-            }
+            let id = self.sched.pop(Sched::Ready, &mut self.streams)?;
             let max_frame = self.peer_limits.max_frame_size;
             let conn_avail = self.conn_send.available();
             let Some(s) = self.streams.get_mut(id) else {

@@ -15,8 +15,8 @@ use bytes::BufMut;
 use nom::number::complete::{be_u24, be_u32, u8 as nom_u8};
 use nom::{IResult, Parser};
 
+use super::Limits;
 use super::{DecodeError, ErrorClass, Kind, StreamId};
-use crate::codec::Limits;
 
 /// Length of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 9;

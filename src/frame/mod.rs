@@ -20,6 +20,7 @@ mod head;
 mod header;
 pub(crate) mod header_block;
 mod ids;
+mod limits;
 mod ping;
 pub mod preface;
 mod reason;
@@ -42,6 +43,10 @@ pub use header_block::{
     is_valid_name, is_valid_value, HeaderBlock, HeaderBlockBuilder, Iter as HeaderIter,
 };
 pub use ids::{Kind, StreamId};
+pub use limits::{
+    Limits, DEFAULT_MAX_CONTROL_SIZE, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_COUNT,
+    DEFAULT_MAX_HEAD_SIZE, MIN_SIZE_LIMIT,
+};
 pub use ping::Ping;
 pub use reason::Reason;
 pub use request::Request;
@@ -51,8 +56,6 @@ pub use settings::Settings;
 pub use trailers::Trailers;
 pub use unknown::Unknown;
 pub use window_update::WindowUpdate;
-
-use crate::codec::Limits;
 
 /// Flag bit 0x01 on DATA, REQUEST, RESPONSE and TRAILERS: the sender's half
 /// of the stream ends with this frame.

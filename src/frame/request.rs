@@ -2,11 +2,11 @@
 
 use bytes::{BufMut, Bytes};
 
+use super::Limits;
 use super::{check_flags, check_payload_len, require_stream};
 use super::{
     DecodeError, EncodeError, ErrorClass, FrameHeader, Kind, RequestHead, StreamId, FLAG_END_STREAM,
 };
-use crate::codec::Limits;
 
 /// A request head opening stream `stream_id` (odd, client-chosen). Flags:
 /// END_STREAM (0x01) when the request has no body.

@@ -2,9 +2,9 @@
 
 use bytes::{BufMut, Bytes};
 
+use super::Limits;
 use super::{check_flags, check_payload_len, require_stream};
 use super::{DecodeError, EncodeError, FrameHeader, Kind, ResponseHead, StreamId, FLAG_END_STREAM};
-use crate::codec::Limits;
 
 /// A response head on `stream_id`. Flags: END_STREAM (0x01) when the
 /// response has no body. An interim (1xx) head must not carry END_STREAM.

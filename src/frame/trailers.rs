@@ -3,11 +3,11 @@
 use bytes::{BufMut, Bytes};
 
 use super::header_block::BlockError;
+use super::Limits;
 use super::{check_flags, check_payload_len, require_stream};
 use super::{
     DecodeError, EncodeError, ErrorClass, FrameHeader, HeaderBlock, Kind, StreamId, FLAG_END_STREAM,
 };
-use crate::codec::Limits;
 
 /// Trailer fields. The payload is a bare header block. END_STREAM (0x01)
 /// is mandatory: trailers always end the sender's half of the stream.

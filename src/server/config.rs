@@ -44,10 +44,10 @@ impl std::str::FromStr for ProtocolMode {
 }
 
 /// Default time a classic uwsgi client gets to send its request packet: 30 s.
-pub const DEFAULT_LEGACY_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_UWSGI_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default classic uwsgi body read-ahead: 16 MiB.
-pub const DEFAULT_LEGACY_READ_AHEAD: usize = 16 * 1024 * 1024;
+pub const DEFAULT_UWSGI_READ_AHEAD: usize = 16 * 1024 * 1024;
 
 /// Everything a [`super::Server`] can be told.
 #[derive(Debug, Clone)]
@@ -89,19 +89,19 @@ pub struct ServerConfig {
     pub protocol: ProtocolMode,
     /// Largest classic uwsgi vars block accepted. Default 65535, the
     /// protocol's own cap; range 4..=65535.
-    pub legacy_max_block_size: u16,
+    pub uwsgi_max_block_size: u16,
     /// Time a connection gets to send its first byte (auto-detection) and a
     /// classic uwsgi client to send its whole request packet. Default
-    /// [`DEFAULT_LEGACY_HEAD_TIMEOUT`].
-    pub legacy_head_timeout: Duration,
+    /// [`DEFAULT_UWSGI_HEAD_TIMEOUT`].
+    pub uwsgi_head_timeout: Duration,
     /// How much of a classic uwsgi request body is read ahead of the
     /// handler. Once nginx has passed a response head on to its client it
     /// stops writing the request body to the upstream, so the runtime holds
     /// the response head back until the whole body is in, reading it ahead
     /// of the handler (an echo streams its answer while reading); past this
     /// much, the head goes out anyway and reads wait for the handler.
-    /// Default [`DEFAULT_LEGACY_READ_AHEAD`].
-    pub legacy_read_ahead: usize,
+    /// Default [`DEFAULT_UWSGI_READ_AHEAD`].
+    pub uwsgi_read_ahead: usize,
 }
 
 impl Default for ServerConfig {
@@ -118,9 +118,9 @@ impl Default for ServerConfig {
             allow_gids: Vec::new(),
             bind: BindOptions::default(),
             protocol: ProtocolMode::Auto,
-            legacy_max_block_size: u16::MAX,
-            legacy_head_timeout: DEFAULT_LEGACY_HEAD_TIMEOUT,
-            legacy_read_ahead: DEFAULT_LEGACY_READ_AHEAD,
+            uwsgi_max_block_size: u16::MAX,
+            uwsgi_head_timeout: DEFAULT_UWSGI_HEAD_TIMEOUT,
+            uwsgi_read_ahead: DEFAULT_UWSGI_READ_AHEAD,
         }
     }
 }

@@ -149,7 +149,7 @@ impl AsyncWrite for LazyStream {
     }
 }
 
-impl super::legacy::LegacyIo for LazyStream {
+impl super::uwsgi::UwsgiIo for LazyStream {
     type Read = tokio::net::unix::OwnedReadHalf;
     type Write = tokio::net::unix::OwnedWriteHalf;
     fn into_halves(self) -> io::Result<(Self::Read, Self::Write)> {

@@ -18,9 +18,9 @@ mod connection;
 pub mod demo;
 mod handler;
 mod lazy;
-mod legacy;
 mod metrics;
 mod rewind;
+mod uwsgi;
 
 use std::future::Future;
 use std::io;
@@ -154,13 +154,11 @@ impl Server {
                 async move {
                     let _permit = permit;
                     match stream {
-                        Accepted::Lazy(s) => legacy::serve_detect(s, ctx, stop).await,
+                        Accepted::Lazy(s) => uwsgi::serve_detect(s, ctx, stop).await,
                         Accepted::Stream(Stream::Unix(s)) => {
-                            legacy::serve_detect(s, ctx, stop).await
+                            uwsgi::serve_detect(s, ctx, stop).await
                         }
-                        Accepted::Stream(Stream::Tcp(s)) => {
-                            legacy::serve_detect(s, ctx, stop).await
-                        }
+                        Accepted::Stream(Stream::Tcp(s)) => uwsgi::serve_detect(s, ctx, stop).await,
                     }
                 }
                 .instrument(span),

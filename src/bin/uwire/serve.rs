@@ -57,10 +57,10 @@ pub struct Args {
     #[arg(long, default_value_t = uwire::conn::DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_streams: u32,
     /// Largest request head in bytes.
-    #[arg(long, default_value_t = uwire::codec::DEFAULT_MAX_HEAD_SIZE)]
+    #[arg(long, default_value_t = uwire::frame::DEFAULT_MAX_HEAD_SIZE)]
     pub max_head_size: u32,
     /// Most header fields in one head.
-    #[arg(long, default_value_t = uwire::codec::DEFAULT_MAX_HEADER_COUNT)]
+    #[arg(long, default_value_t = uwire::frame::DEFAULT_MAX_HEADER_COUNT)]
     pub max_headers: u32,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = uwire::server::DEFAULT_MAX_BODY_SIZE)]
@@ -107,7 +107,7 @@ impl Args {
         c.environ.script_name = self.script_name.clone().into();
         c.environ.allow_underscore_headers = self.allow_underscore_headers;
         c.protocol = self.protocol;
-        c.legacy_max_block_size = self.uwsgi_max_block_size;
+        c.uwsgi_max_block_size = self.uwsgi_max_block_size;
         c
     }
 }

@@ -1,4 +1,4 @@
-//! The classic uwsgi codec (`uwire::legacy`) on arbitrary bytes.
+//! The classic uwsgi codec (`uwire::uwsgi`) on arbitrary bytes.
 //!
 //! Input: one control byte, then the data.
 //!
@@ -25,14 +25,14 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use uwire::environ::{build, EnvironConfig};
-use uwire::legacy::{
+use uwire::uwsgi::{
     encode_packet, encode_request, encode_response_head, request_vars, BodyKind, ChunkedDecoder,
-    Dechunked, LegacyDecoder, LegacyError, LegacyLimits, LegacyRequest, LegacyResponse,
-    ResponseHeadParser,
+    Dechunked, ResponseHeadParser, UwsgiDecoder, UwsgiError, UwsgiLimits, UwsgiRequest,
+    UwsgiResponse,
 };
 
-fn limits(variant: u8) -> LegacyLimits {
-    let mut l = LegacyLimits::default();
+fn limits(variant: u8) -> UwsgiLimits {
+    let mut l = UwsgiLimits::default();
     if variant & 1 != 0 {
         l.max_block_size = 64;
         l.max_vars = 4;
@@ -46,13 +46,13 @@ fn limits(variant: u8) -> LegacyLimits {
 
 type Outcome<T> = (Result<Option<T>, String>, Vec<u8>);
 
-fn class(e: LegacyError) -> String {
+fn class(e: UwsgiError) -> String {
     e.class().to_owned()
 }
 
 /// Request decoding, fed in `step`-byte pieces, then end of input.
-fn decode_request(data: &[u8], step: usize, l: LegacyLimits) -> Outcome<LegacyRequest> {
-    let mut dec = LegacyDecoder::new(l);
+fn decode_request(data: &[u8], step: usize, l: UwsgiLimits) -> Outcome<UwsgiRequest> {
+    let mut dec = UwsgiDecoder::new(l);
     let mut buf = BytesMut::new();
     for (i, piece) in data.chunks(step).enumerate() {
         buf.extend_from_slice(piece);
@@ -71,9 +71,9 @@ fn decode_request(data: &[u8], step: usize, l: LegacyLimits) -> Outcome<LegacyRe
 fn parse_response(
     data: &[u8],
     step: usize,
-    l: LegacyLimits,
+    l: UwsgiLimits,
     head_request: bool,
-) -> Outcome<(LegacyResponse, Option<Vec<u8>>)> {
+) -> Outcome<(UwsgiResponse, Option<Vec<u8>>)> {
     let mut p = ResponseHeadParser::new(&l);
     p.head_request(head_request);
     let mut buf = BytesMut::new();
@@ -132,7 +132,7 @@ fn parse_response(
     (Ok(Some((resp, Some(body)))), after)
 }
 
-fn check_request(data: &[u8], step: usize, l: LegacyLimits) {
+fn check_request(data: &[u8], step: usize, l: UwsgiLimits) {
     let whole = decode_request(data, data.len().max(1), l);
     let split = decode_request(data, step, l);
     assert_eq!(whole, split, "request: whole and split differ");
@@ -160,10 +160,10 @@ fn check_request(data: &[u8], step: usize, l: LegacyLimits) {
         return;
     };
     let mut wire = BytesMut::new();
-    if encode_request(&head, head.body_length, &LegacyLimits::default(), &mut wire).is_err() {
+    if encode_request(&head, head.body_length, &UwsgiLimits::default(), &mut wire).is_err() {
         return;
     }
-    let (r, _) = decode_request(&wire, wire.len(), LegacyLimits::default());
+    let (r, _) = decode_request(&wire, wire.len(), UwsgiLimits::default());
     let head2 = r
         .expect("own packet decodes")
         .expect("complete")
@@ -173,7 +173,7 @@ fn check_request(data: &[u8], step: usize, l: LegacyLimits) {
     assert_eq!(vars1, vars2, "head -> vars -> head -> vars is not stable");
 }
 
-fn check_response(data: &[u8], step: usize, l: LegacyLimits, head_request: bool) {
+fn check_response(data: &[u8], step: usize, l: UwsgiLimits, head_request: bool) {
     let whole = parse_response(data, data.len().max(1), l, head_request);
     let split = parse_response(data, step, l, head_request);
     assert_eq!(whole, split, "response: whole and split differ");
@@ -187,7 +187,7 @@ fn check_response(data: &[u8], step: usize, l: LegacyLimits, head_request: bool)
         );
         return;
     }
-    let again = ResponseHeadParser::new(&LegacyLimits {
+    let again = ResponseHeadParser::new(&UwsgiLimits {
         max_response_head: usize::MAX,
         ..l
     })

@@ -3,8 +3,8 @@
 //!
 //! uwire speaks it on both sides:
 //!
-//! * **server side** (nginx → uwire runtime): [`LegacyDecoder`] reads the
-//!   request packet, [`LegacyRequest::to_request_head`] turns its CGI vars
+//! * **server side** (nginx → uwire runtime): [`UwsgiDecoder`] reads the
+//!   request packet, [`UwsgiRequest::to_request_head`] turns its CGI vars
 //!   into the common [`RequestHead`](crate::frame::RequestHead), and
 //!   [`encode_response_head`] writes the HTTP/1.1 head nginx expects back;
 //! * **proxy side** (uwire proxy → a real uWSGI): [`encode_request`] builds
@@ -29,14 +29,14 @@
 //! A uwire/1 connection can never be mistaken for a uwsgi packet: see
 //! [`crate::frame::preface`]. A socket that accepts both classifies each
 //! connection by its first byte (`0x9A`: uwire) before handing it to
-//! [`LegacyDecoder`].
+//! [`UwsgiDecoder`].
 //!
 //! # Decisions
 //!
 //! * **Modifiers.** Only modifier1 0 (WSGI/HTTP request) is accepted; any
 //!   modifier2 is accepted with it and ignored (nginx sends 0 unless
 //!   `uwsgi_modifier2` says otherwise; uWSGI ignores it for WSGI). Every
-//!   other modifier1 is [`LegacyError::UnsupportedModifier`], reported as
+//!   other modifier1 is [`UwsgiError::UnsupportedModifier`], reported as
 //!   soon as the 4-byte header is read, before the block is buffered. That
 //!   includes the other language plugins' request modifiers (5 PSGI, 7
 //!   Rack, 9 CGI, 14 PHP, ...: an nginx configured for another runtime),
@@ -46,11 +46,11 @@
 //!   management/spooler/eval modifiers, which must never reach an
 //!   application. The runtime closes the connection with a log line naming
 //!   the modifier.
-//! * **Limits** ([`LegacyLimits`]) are checked before anything is buffered
+//! * **Limits** ([`UwsgiLimits`]) are checked before anything is buffered
 //!   or allocated: `datasize` at the header, the var count as vars are
 //!   read, `CONTENT_LENGTH` against `max_body_size` when the block is
 //!   complete, the response head size while scanning for its end.
-//! * **Path.** See [`LegacyRequest::to_request_head`]: the raw path of
+//! * **Path.** See [`UwsgiRequest::to_request_head`]: the raw path of
 //!   `REQUEST_URI` is used when it agrees with nginx's decoded `PATH_INFO`,
 //!   and `PATH_INFO` (re-encoded) wins when they disagree, so the
 //!   application routes on the path nginx authorised.
@@ -62,13 +62,13 @@
 //!
 //! ```
 //! use bytes::BytesMut;
-//! use uwire::legacy::{encode_packet, LegacyDecoder, LegacyLimits};
+//! use uwire::uwsgi::{encode_packet, UwsgiDecoder, UwsgiLimits};
 //!
 //! let vars = [("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/hi?x=1"), ("PATH_INFO", "/hi")];
 //! let mut wire = BytesMut::new();
-//! encode_packet(0, 0, &vars, &LegacyLimits::default(), &mut wire).unwrap();
+//! encode_packet(0, 0, &vars, &UwsgiLimits::default(), &mut wire).unwrap();
 //!
-//! let mut decoder = LegacyDecoder::new(LegacyLimits::default());
+//! let mut decoder = UwsgiDecoder::new(UwsgiLimits::default());
 //! let request = decoder.decode(&mut wire).unwrap().unwrap();
 //! assert_eq!(request.get(b"REQUEST_METHOD"), Some(&b"GET"[..]));
 //! let head = request.to_request_head().unwrap();
@@ -85,10 +85,10 @@ mod response;
 mod util;
 
 pub use chunked::{ChunkedDecoder, Dechunked};
-pub use decoder::LegacyDecoder;
+pub use decoder::UwsgiDecoder;
 pub use encode::{encode_request, request_vars};
-pub use packet::{encode_packet, parse_vars, LegacyRequest, PacketHeader, HEADER_LEN};
-pub use response::{encode_response_head, BodyKind, LegacyResponse, ResponseHeadParser};
+pub use packet::{encode_packet, parse_vars, PacketHeader, UwsgiRequest, HEADER_LEN};
+pub use response::{encode_response_head, BodyKind, ResponseHeadParser, UwsgiResponse};
 
 /// modifier1 of a WSGI/HTTP request: the only one uwire serves.
 pub const MODIFIER1_WSGI: u8 = 0;
@@ -102,7 +102,7 @@ pub const MAX_BLOCK_SIZE: usize = u16::MAX as usize;
 /// Limits of the classic uwsgi codec. Every limit is checked before the
 /// bytes it guards are buffered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LegacyLimits {
+pub struct UwsgiLimits {
     /// Largest vars block accepted by the decoder and produced by the
     /// encoders. Default 65535, the protocol's own cap. When proxying to a
     /// real uWSGI, set it to that server's `buffer-size` (uWSGI's default is
@@ -112,7 +112,7 @@ pub struct LegacyLimits {
     /// plus one per request header).
     pub max_vars: usize,
     /// Largest `CONTENT_LENGTH` accepted; `None` (the default) means no
-    /// limit. A larger one is [`LegacyError::BodyTooLarge`] (answer 413).
+    /// limit. A larger one is [`UwsgiError::BodyTooLarge`] (answer 413).
     pub max_body_size: Option<u64>,
     /// Largest response head (status line or CGI fields, header lines and
     /// the blank line), and largest trailer section of a chunked body.
@@ -120,9 +120,9 @@ pub struct LegacyLimits {
     pub max_response_head: usize,
 }
 
-impl Default for LegacyLimits {
-    fn default() -> LegacyLimits {
-        LegacyLimits {
+impl Default for UwsgiLimits {
+    fn default() -> UwsgiLimits {
+        UwsgiLimits {
             max_block_size: u16::MAX,
             max_vars: 1024,
             max_body_size: None,
@@ -132,13 +132,13 @@ impl Default for LegacyLimits {
 }
 
 /// Every way the classic uwsgi codec can refuse its input. [`class`]
-/// (`LegacyError::class`) is the stable name used by the shared vectors
-/// (`tests/vectors/legacy_*.json`).
+/// (`UwsgiError::class`) is the stable name used by the shared vectors
+/// (`tests/vectors/uwsgi_*.json`).
 ///
-/// [`class`]: LegacyError::class
+/// [`class`]: UwsgiError::class
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum LegacyError {
+pub enum UwsgiError {
     /// The input ended inside a packet header, vars block, response head or
     /// chunked body.
     #[error("input ended inside the {what}")]
@@ -176,7 +176,7 @@ pub enum LegacyError {
         /// Offset of the var in the block (or index of the pair when encoding).
         offset: usize,
     },
-    /// More vars than [`LegacyLimits::max_vars`].
+    /// More vars than [`UwsgiLimits::max_vars`].
     #[error("more than {limit} vars")]
     TooManyVars {
         /// The limit.
@@ -193,7 +193,7 @@ pub enum LegacyError {
         /// The offending value (lossy UTF-8, cut to 64 bytes).
         value: String,
     },
-    /// `CONTENT_LENGTH` exceeds [`LegacyLimits::max_body_size`].
+    /// `CONTENT_LENGTH` exceeds [`UwsgiLimits::max_body_size`].
     #[error("body of {length} bytes exceeds the limit of {limit} bytes")]
     BodyTooLarge {
         /// The declared length.
@@ -235,7 +235,7 @@ pub enum LegacyError {
         /// Its length.
         len: usize,
     },
-    /// A response head larger than [`LegacyLimits::max_response_head`].
+    /// A response head larger than [`UwsgiLimits::max_response_head`].
     #[error("response head exceeds {limit} bytes")]
     ResponseHeadTooLarge {
         /// The limit.
@@ -264,33 +264,33 @@ pub enum LegacyError {
     },
 }
 
-impl LegacyError {
+impl UwsgiError {
     /// The stable snake_case name used by the shared test vectors and logs.
     pub fn class(&self) -> &'static str {
         match self {
-            LegacyError::Truncated { .. } => "truncated",
-            LegacyError::UnsupportedModifier { .. } => "unsupported_modifier",
-            LegacyError::BlockTooLarge { .. } => "block_too_large",
-            LegacyError::VarPastEnd { .. } => "var_past_end",
-            LegacyError::EmptyKey { .. } => "empty_key",
-            LegacyError::TooManyVars { .. } => "too_many_vars",
-            LegacyError::DuplicateContentLength => "duplicate_content_length",
-            LegacyError::InvalidContentLength { .. } => "invalid_content_length",
-            LegacyError::BodyTooLarge { .. } => "body_too_large",
-            LegacyError::InvalidMethod => "invalid_method",
-            LegacyError::InvalidVarName { .. } => "invalid_var_name",
-            LegacyError::InvalidValue { .. } => "invalid_value",
-            LegacyError::InvalidPort { .. } => "invalid_port",
-            LegacyError::VarTooLong { .. } => "var_too_long",
-            LegacyError::ResponseHeadTooLarge { .. } => "response_head_too_large",
-            LegacyError::InvalidResponseHead { .. } => "invalid_response_head",
-            LegacyError::InvalidResponseFraming { .. } => "invalid_response_framing",
-            LegacyError::InvalidChunk { .. } => "invalid_chunk",
+            UwsgiError::Truncated { .. } => "truncated",
+            UwsgiError::UnsupportedModifier { .. } => "unsupported_modifier",
+            UwsgiError::BlockTooLarge { .. } => "block_too_large",
+            UwsgiError::VarPastEnd { .. } => "var_past_end",
+            UwsgiError::EmptyKey { .. } => "empty_key",
+            UwsgiError::TooManyVars { .. } => "too_many_vars",
+            UwsgiError::DuplicateContentLength => "duplicate_content_length",
+            UwsgiError::InvalidContentLength { .. } => "invalid_content_length",
+            UwsgiError::BodyTooLarge { .. } => "body_too_large",
+            UwsgiError::InvalidMethod => "invalid_method",
+            UwsgiError::InvalidVarName { .. } => "invalid_var_name",
+            UwsgiError::InvalidValue { .. } => "invalid_value",
+            UwsgiError::InvalidPort { .. } => "invalid_port",
+            UwsgiError::VarTooLong { .. } => "var_too_long",
+            UwsgiError::ResponseHeadTooLarge { .. } => "response_head_too_large",
+            UwsgiError::InvalidResponseHead { .. } => "invalid_response_head",
+            UwsgiError::InvalidResponseFraming { .. } => "invalid_response_framing",
+            UwsgiError::InvalidChunk { .. } => "invalid_chunk",
         }
     }
 
     /// The status a server-side runtime may answer a refused request with,
-    /// before closing: 413 for [`LegacyError::BodyTooLarge`], 400 for a
+    /// before closing: 413 for [`UwsgiError::BodyTooLarge`], 400 for a
     /// packet that decoded but whose vars do not make a request (method,
     /// names, values, ports, `CONTENT_LENGTH`). `None` means close without
     /// answering: the bytes are not a well-formed request packet (truncated,
@@ -298,13 +298,13 @@ impl LegacyError {
     /// not about a request at all.
     pub fn suggested_status(&self) -> Option<u16> {
         match self {
-            LegacyError::BodyTooLarge { .. } => Some(413),
-            LegacyError::DuplicateContentLength
-            | LegacyError::InvalidContentLength { .. }
-            | LegacyError::InvalidMethod
-            | LegacyError::InvalidVarName { .. }
-            | LegacyError::InvalidValue { .. }
-            | LegacyError::InvalidPort { .. } => Some(400),
+            UwsgiError::BodyTooLarge { .. } => Some(413),
+            UwsgiError::DuplicateContentLength
+            | UwsgiError::InvalidContentLength { .. }
+            | UwsgiError::InvalidMethod
+            | UwsgiError::InvalidVarName { .. }
+            | UwsgiError::InvalidValue { .. }
+            | UwsgiError::InvalidPort { .. } => Some(400),
             _ => None,
         }
     }

@@ -1,10 +1,10 @@
-//! [`LegacyDecoder`]: the incremental, sans-IO reader of the one request
+//! [`UwsgiDecoder`]: the incremental, sans-IO reader of the one request
 //! packet a classic uwsgi connection carries.
 
 use bytes::{Buf, BytesMut};
 
-use super::packet::{LegacyRequest, PacketHeader, HEADER_LEN};
-use super::{LegacyError, LegacyLimits};
+use super::packet::{PacketHeader, UwsgiRequest, HEADER_LEN};
+use super::{UwsgiError, UwsgiLimits};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -18,24 +18,24 @@ enum State {
 
 /// Reads the request packet of one classic uwsgi connection.
 ///
-/// Feed it the bytes read so far with [`decode`](LegacyDecoder::decode):
+/// Feed it the bytes read so far with [`decode`](UwsgiDecoder::decode):
 /// it returns `Ok(None)` until the header and the whole vars block are in
-/// the buffer, then the [`LegacyRequest`] once. It consumes the header and
+/// the buffer, then the [`UwsgiRequest`] once. It consumes the header and
 /// the block and nothing else: what follows in the buffer is the start of
-/// the raw body, [`LegacyRequest::body_length`] bytes, which the caller
+/// the raw body, [`UwsgiRequest::body_length`] bytes, which the caller
 /// reads itself. After the request (or an error) it is done, and further
 /// calls return `Ok(None)` without touching the buffer.
 ///
 /// The header is checked ([`PacketHeader::check`]: modifier1, then
-/// `datasize` against [`LegacyLimits::max_block_size`]) as soon as its 4
+/// `datasize` against [`UwsgiLimits::max_block_size`]) as soon as its 4
 /// bytes are in, before any block byte is buffered; then the buffer is
 /// grown once to hold the block.
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use uwire::legacy::{LegacyDecoder, LegacyLimits};
+/// use uwire::uwsgi::{UwsgiDecoder, UwsgiLimits};
 ///
-/// let mut dec = LegacyDecoder::new(LegacyLimits::default());
+/// let mut dec = UwsgiDecoder::new(UwsgiLimits::default());
 /// let mut buf = BytesMut::from(&b"\x00\x14\x00\x00\x0e\x00CONTENT_LENGTH\x02\x00"[..]);
 /// assert_eq!(dec.decode(&mut buf).unwrap(), None); // 2 block bytes missing
 /// buf.extend_from_slice(b"1");
@@ -46,22 +46,22 @@ enum State {
 /// assert_eq!(&buf[..], b"BODY...");
 /// ```
 #[derive(Debug, Clone)]
-pub struct LegacyDecoder {
-    limits: LegacyLimits,
+pub struct UwsgiDecoder {
+    limits: UwsgiLimits,
     state: State,
 }
 
-impl LegacyDecoder {
+impl UwsgiDecoder {
     /// A decoder waiting for a packet header.
-    pub fn new(limits: LegacyLimits) -> LegacyDecoder {
-        LegacyDecoder {
+    pub fn new(limits: UwsgiLimits) -> UwsgiDecoder {
+        UwsgiDecoder {
             limits,
             state: State::Header,
         }
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> &LegacyLimits {
+    pub fn limits(&self) -> &UwsgiLimits {
         &self.limits
     }
 
@@ -83,11 +83,11 @@ impl LegacyDecoder {
     ///
     /// # Errors
     ///
-    /// Any [`LegacyError`] of [`PacketHeader::check`] and
-    /// [`LegacyRequest::parse`]. The connection must then be closed
-    /// ([`LegacyError::suggested_status`] says whether an answer is worth
+    /// Any [`UwsgiError`] of [`PacketHeader::check`] and
+    /// [`UwsgiRequest::parse`]. The connection must then be closed
+    /// ([`UwsgiError::suggested_status`] says whether an answer is worth
     /// writing first).
-    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<LegacyRequest>, LegacyError> {
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<UwsgiRequest>, UwsgiError> {
         let result = self.step(src);
         if result.is_err() {
             self.state = State::Done;
@@ -95,7 +95,7 @@ impl LegacyDecoder {
         result
     }
 
-    fn step(&mut self, src: &mut BytesMut) -> Result<Option<LegacyRequest>, LegacyError> {
+    fn step(&mut self, src: &mut BytesMut) -> Result<Option<UwsgiRequest>, UwsgiError> {
         if self.state == State::Header {
             let Some(header) = PacketHeader::parse(src) else {
                 return Ok(None);
@@ -114,13 +114,13 @@ impl LegacyDecoder {
         }
         let block = src.split_to(size).freeze();
         self.state = State::Done;
-        LegacyRequest::parse(header, block, &self.limits).map(Some)
+        UwsgiRequest::parse(header, block, &self.limits).map(Some)
     }
 
-    /// Like [`decode`](LegacyDecoder::decode), for when the peer has closed
-    /// its side: a packet still incomplete is [`LegacyError::Truncated`].
+    /// Like [`decode`](UwsgiDecoder::decode), for when the peer has closed
+    /// its side: a packet still incomplete is [`UwsgiError::Truncated`].
     /// A connection closed before sending any byte is `Ok(None)`.
-    pub fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<LegacyRequest>, LegacyError> {
+    pub fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<UwsgiRequest>, UwsgiError> {
         if let Some(req) = self.decode(src)? {
             return Ok(Some(req));
         }
@@ -131,18 +131,18 @@ impl LegacyDecoder {
             State::Done => return Ok(None),
         };
         self.state = State::Done;
-        Err(LegacyError::Truncated { what })
+        Err(UwsgiError::Truncated { what })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::legacy::encode_packet;
+    use crate::uwsgi::encode_packet;
 
     fn packet(vars: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
         let mut buf = BytesMut::new();
-        encode_packet(0, 0, vars, &LegacyLimits::default(), &mut buf).unwrap();
+        encode_packet(0, 0, vars, &UwsgiLimits::default(), &mut buf).unwrap();
         buf.extend_from_slice(body);
         buf.to_vec()
     }
@@ -158,14 +158,14 @@ mod tests {
             b"hello",
         );
         let mut whole = BytesMut::from(&wire[..]);
-        let mut dec = LegacyDecoder::new(LegacyLimits::default());
+        let mut dec = UwsgiDecoder::new(UwsgiLimits::default());
         let want = dec.decode(&mut whole).unwrap().unwrap();
         assert_eq!(&whole[..], b"hello");
         assert!(dec.is_done());
         assert_eq!(dec.decode(&mut whole).unwrap(), None);
         assert_eq!(&whole[..], b"hello");
 
-        let mut dec = LegacyDecoder::new(LegacyLimits::default());
+        let mut dec = UwsgiDecoder::new(UwsgiLimits::default());
         let mut buf = BytesMut::new();
         let mut got = None;
         for (i, &b) in wire.iter().enumerate() {
@@ -185,17 +185,17 @@ mod tests {
 
     #[test]
     fn oversized_block_refused_at_the_header() {
-        let limits = LegacyLimits {
+        let limits = UwsgiLimits {
             max_block_size: 4096,
-            ..LegacyLimits::default()
+            ..UwsgiLimits::default()
         };
-        let mut dec = LegacyDecoder::new(limits);
+        let mut dec = UwsgiDecoder::new(limits);
         let mut buf = BytesMut::from(&[0u8, 0x01, 0x10][..]);
         assert_eq!(dec.decode(&mut buf).unwrap(), None);
         buf.extend_from_slice(&[0]);
         assert_eq!(
             dec.decode(&mut buf),
-            Err(LegacyError::BlockTooLarge {
+            Err(UwsgiError::BlockTooLarge {
                 size: 4097,
                 limit: 4096
             })
@@ -206,11 +206,11 @@ mod tests {
 
     #[test]
     fn unsupported_modifier_at_the_header() {
-        let mut dec = LegacyDecoder::new(LegacyLimits::default());
+        let mut dec = UwsgiDecoder::new(UwsgiLimits::default());
         let mut buf = BytesMut::from(&[100u8, 0, 0, 0][..]);
         assert_eq!(
             dec.decode(&mut buf),
-            Err(LegacyError::UnsupportedModifier {
+            Err(UwsgiError::UnsupportedModifier {
                 modifier1: 100,
                 modifier2: 0
             })
@@ -221,21 +221,21 @@ mod tests {
     fn eof_handling() {
         let wire = packet(&[("A", "b")], b"");
         for cut in 0..wire.len() {
-            let mut dec = LegacyDecoder::new(LegacyLimits::default());
+            let mut dec = UwsgiDecoder::new(UwsgiLimits::default());
             let mut buf = BytesMut::from(&wire[..cut]);
             let r = dec.decode_eof(&mut buf);
             match cut {
                 0 => assert_eq!(r, Ok(None)),
                 1..=3 => assert_eq!(
                     r,
-                    Err(LegacyError::Truncated {
+                    Err(UwsgiError::Truncated {
                         what: "packet header"
                     })
                 ),
-                _ => assert_eq!(r, Err(LegacyError::Truncated { what: "vars block" })),
+                _ => assert_eq!(r, Err(UwsgiError::Truncated { what: "vars block" })),
             }
         }
-        let mut dec = LegacyDecoder::new(LegacyLimits::default());
+        let mut dec = UwsgiDecoder::new(UwsgiLimits::default());
         let mut buf = BytesMut::from(&wire[..]);
         assert!(dec.decode_eof(&mut buf).unwrap().is_some());
         assert_eq!(dec.decode_eof(&mut buf), Ok(None));
@@ -243,14 +243,14 @@ mod tests {
 
     #[test]
     fn empty_block_and_reserve() {
-        let mut dec = LegacyDecoder::new(LegacyLimits::default());
+        let mut dec = UwsgiDecoder::new(UwsgiLimits::default());
         let mut buf = BytesMut::from(&[0u8, 0, 0, 9][..]);
         let r = dec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(r.header, PacketHeader::new(0, 0, 9));
         assert!(r.vars.is_empty());
         assert_eq!(r.body_length, 0);
 
-        let mut dec = LegacyDecoder::new(LegacyLimits::default());
+        let mut dec = UwsgiDecoder::new(UwsgiLimits::default());
         let mut buf = BytesMut::from(&[0u8, 0x00, 0x10, 0][..]);
         assert_eq!(dec.decode(&mut buf).unwrap(), None);
         assert!(buf.capacity() >= 4096);

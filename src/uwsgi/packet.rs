@@ -7,7 +7,7 @@ use nom::number::complete::{le_u16, u8 as nom_u8};
 use nom::{IResult, Parser};
 
 use super::util::parse_u64;
-use super::{lossy, LegacyError, LegacyLimits, MAX_BLOCK_SIZE, MODIFIER1_PING, MODIFIER1_WSGI};
+use super::{lossy, UwsgiError, UwsgiLimits, MAX_BLOCK_SIZE, MODIFIER1_PING, MODIFIER1_WSGI};
 
 /// Length of the packet header in bytes.
 pub const HEADER_LEN: usize = 4;
@@ -49,19 +49,19 @@ impl PacketHeader {
     }
 
     /// Checks a request header against `limits`, in this order: modifier1
-    /// must be [`MODIFIER1_WSGI`] ([`LegacyError::UnsupportedModifier`]),
-    /// then `datasize` must not exceed [`LegacyLimits::max_block_size`]
-    /// ([`LegacyError::BlockTooLarge`]). Called as soon as the header is
+    /// must be [`MODIFIER1_WSGI`] ([`UwsgiError::UnsupportedModifier`]),
+    /// then `datasize` must not exceed [`UwsgiLimits::max_block_size`]
+    /// ([`UwsgiError::BlockTooLarge`]). Called as soon as the header is
     /// read, before the block is buffered.
-    pub fn check(&self, limits: &LegacyLimits) -> Result<(), LegacyError> {
+    pub fn check(&self, limits: &UwsgiLimits) -> Result<(), UwsgiError> {
         if self.modifier1 != MODIFIER1_WSGI {
-            return Err(LegacyError::UnsupportedModifier {
+            return Err(UwsgiError::UnsupportedModifier {
                 modifier1: self.modifier1,
                 modifier2: self.modifier2,
             });
         }
         if self.datasize > limits.max_block_size {
-            return Err(LegacyError::BlockTooLarge {
+            return Err(UwsgiError::BlockTooLarge {
                 size: self.datasize.into(),
                 limit: limits.max_block_size.into(),
             });
@@ -109,22 +109,22 @@ fn var(input: &[u8]) -> Result<Var<'_>, &'static str> {
 /// UTF-8 or token requirement here; repeats kept).
 ///
 /// Checks, var by var in block order: the structure
-/// ([`LegacyError::VarPastEnd`]), a non-empty key
-/// ([`LegacyError::EmptyKey`]), and at most `max_vars` vars
-/// ([`LegacyError::TooManyVars`], reported when var `max_vars + 1` is
+/// ([`UwsgiError::VarPastEnd`]), a non-empty key
+/// ([`UwsgiError::EmptyKey`]), and at most `max_vars` vars
+/// ([`UwsgiError::TooManyVars`], reported when var `max_vars + 1` is
 /// read, before it is stored).
-pub fn parse_vars(block: &Bytes, max_vars: usize) -> Result<Vec<(Bytes, Bytes)>, LegacyError> {
+pub fn parse_vars(block: &Bytes, max_vars: usize) -> Result<Vec<(Bytes, Bytes)>, UwsgiError> {
     let mut vars = Vec::new();
     let mut rest: &[u8] = block;
     while !rest.is_empty() {
         let offset = block.len() - rest.len();
         let (key, value, tail) =
-            var(rest).map_err(|what| LegacyError::VarPastEnd { offset, what })?;
+            var(rest).map_err(|what| UwsgiError::VarPastEnd { offset, what })?;
         if key.is_empty() {
-            return Err(LegacyError::EmptyKey { offset });
+            return Err(UwsgiError::EmptyKey { offset });
         }
         if vars.len() == max_vars {
-            return Err(LegacyError::TooManyVars { limit: max_vars });
+            return Err(UwsgiError::TooManyVars { limit: max_vars });
         }
         vars.push((block.slice_ref(key), block.slice_ref(value)));
         rest = tail;
@@ -135,14 +135,14 @@ pub fn parse_vars(block: &Bytes, max_vars: usize) -> Result<Vec<(Bytes, Bytes)>,
 /// The body length a request's vars declare: `None` when `CONTENT_LENGTH`
 /// is absent or empty (nginx sends it empty for requests without a body).
 /// A repeated `CONTENT_LENGTH` (even with equal values) is
-/// [`LegacyError::DuplicateContentLength`]; a value that is not a plain
-/// decimal fitting in 64 bits is [`LegacyError::InvalidContentLength`].
-pub(crate) fn content_length(vars: &[(Bytes, Bytes)]) -> Result<Option<u64>, LegacyError> {
+/// [`UwsgiError::DuplicateContentLength`]; a value that is not a plain
+/// decimal fitting in 64 bits is [`UwsgiError::InvalidContentLength`].
+pub(crate) fn content_length(vars: &[(Bytes, Bytes)]) -> Result<Option<u64>, UwsgiError> {
     let mut found: Option<&Bytes> = None;
     for (k, v) in vars {
         if &k[..] == b"CONTENT_LENGTH" {
             if found.is_some() {
-                return Err(LegacyError::DuplicateContentLength);
+                return Err(UwsgiError::DuplicateContentLength);
             }
             found = Some(v);
         }
@@ -152,14 +152,14 @@ pub(crate) fn content_length(vars: &[(Bytes, Bytes)]) -> Result<Option<u64>, Leg
         Some(v) if v.is_empty() => Ok(None),
         Some(v) => parse_u64(v)
             .map(Some)
-            .ok_or_else(|| LegacyError::InvalidContentLength { value: lossy(v) }),
+            .ok_or_else(|| UwsgiError::InvalidContentLength { value: lossy(v) }),
     }
 }
 
 /// A decoded request packet: its header, its vars and the length of the
 /// raw body that follows it on the connection.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LegacyRequest {
+pub struct UwsgiRequest {
     /// The packet header.
     pub header: PacketHeader,
     /// The CGI vars in block order, zero-copy slices of the block.
@@ -169,28 +169,28 @@ pub struct LegacyRequest {
     pub body_length: u64,
 }
 
-impl LegacyRequest {
+impl UwsgiRequest {
     /// Decodes a complete block (exactly `header.datasize` bytes) of a
     /// header that passed [`PacketHeader::check`]. Structure first
     /// ([`parse_vars`]), then `CONTENT_LENGTH` (duplicate, then syntax),
-    /// then [`LegacyLimits::max_body_size`] ([`LegacyError::BodyTooLarge`]).
+    /// then [`UwsgiLimits::max_body_size`] ([`UwsgiError::BodyTooLarge`]).
     pub fn parse(
         header: PacketHeader,
         block: Bytes,
-        limits: &LegacyLimits,
-    ) -> Result<LegacyRequest, LegacyError> {
+        limits: &UwsgiLimits,
+    ) -> Result<UwsgiRequest, UwsgiError> {
         debug_assert_eq!(block.len(), usize::from(header.datasize));
         let vars = parse_vars(&block, limits.max_vars)?;
         let body_length = content_length(&vars)?.unwrap_or(0);
         if let Some(limit) = limits.max_body_size {
             if body_length > limit {
-                return Err(LegacyError::BodyTooLarge {
+                return Err(UwsgiError::BodyTooLarge {
                     length: body_length,
                     limit,
                 });
             }
         }
-        Ok(LegacyRequest {
+        Ok(UwsgiRequest {
             header,
             vars,
             body_length,
@@ -212,24 +212,24 @@ impl LegacyRequest {
 /// then the vars block, and returns the header written.
 ///
 /// Refuses, before writing anything: more than `limits.max_vars` vars, an
-/// empty key, a key or value over 65535 bytes ([`LegacyError::VarTooLong`]),
+/// empty key, a key or value over 65535 bytes ([`UwsgiError::VarTooLong`]),
 /// and a block over 65535 bytes or over `limits.max_block_size`
-/// ([`LegacyError::BlockTooLarge`]). Sizes are never truncated or wrapped
+/// ([`UwsgiError::BlockTooLarge`]). Sizes are never truncated or wrapped
 /// (the CVE-2020-11984 class of bug).
 pub fn encode_packet<K, V, B>(
     modifier1: u8,
     modifier2: u8,
     vars: &[(K, V)],
-    limits: &LegacyLimits,
+    limits: &UwsgiLimits,
     dst: &mut B,
-) -> Result<PacketHeader, LegacyError>
+) -> Result<PacketHeader, UwsgiError>
 where
     K: AsRef<[u8]>,
     V: AsRef<[u8]>,
     B: BufMut,
 {
     if vars.len() > limits.max_vars {
-        return Err(LegacyError::TooManyVars {
+        return Err(UwsgiError::TooManyVars {
             limit: limits.max_vars,
         });
     }
@@ -237,25 +237,25 @@ where
     for (i, (k, v)) in vars.iter().enumerate() {
         let (k, v) = (k.as_ref(), v.as_ref());
         if k.is_empty() {
-            return Err(LegacyError::EmptyKey { offset: i });
+            return Err(UwsgiError::EmptyKey { offset: i });
         }
         for len in [k.len(), v.len()] {
             if len > MAX_BLOCK_SIZE {
-                return Err(LegacyError::VarTooLong { len });
+                return Err(UwsgiError::VarTooLong { len });
             }
         }
         // Each term is at most 2 * 65537, so this cannot overflow before the
         // check below stops the loop.
         size += 4 + k.len() + v.len();
         if size > MAX_BLOCK_SIZE {
-            return Err(LegacyError::BlockTooLarge {
+            return Err(UwsgiError::BlockTooLarge {
                 size: vars_size(vars),
                 limit: MAX_BLOCK_SIZE,
             });
         }
     }
     if size > usize::from(limits.max_block_size) {
-        return Err(LegacyError::BlockTooLarge {
+        return Err(UwsgiError::BlockTooLarge {
             size,
             limit: limits.max_block_size.into(),
         });
@@ -300,14 +300,14 @@ mod tests {
 
     #[test]
     fn header_check_order() {
-        let limits = LegacyLimits {
+        let limits = UwsgiLimits {
             max_block_size: 10,
-            ..LegacyLimits::default()
+            ..UwsgiLimits::default()
         };
         assert!(PacketHeader::new(0, 10, 0).check(&limits).is_ok());
         assert_eq!(
             PacketHeader::new(0, 11, 0).check(&limits),
-            Err(LegacyError::BlockTooLarge {
+            Err(UwsgiError::BlockTooLarge {
                 size: 11,
                 limit: 10
             })
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn vars_structure_errors() {
         let past = |b: &'static [u8]| match parse_vars(&block(b), 10) {
-            Err(LegacyError::VarPastEnd { what, offset }) => (what, offset),
+            Err(UwsgiError::VarPastEnd { what, offset }) => (what, offset),
             other => panic!("{other:?}"),
         };
         assert_eq!(past(b"\x01"), ("key size", 0));
@@ -351,17 +351,17 @@ mod tests {
         assert_eq!(past(b"\x01\x00a\x00\x00\x01"), ("key size", 5));
         assert_eq!(
             parse_vars(&block(b"\x00\x00\x01\x00x"), 10),
-            Err(LegacyError::EmptyKey { offset: 0 })
+            Err(UwsgiError::EmptyKey { offset: 0 })
         );
         let two = block(b"\x01\x00a\x00\x00\x01\x00b\x00\x00");
         assert_eq!(parse_vars(&two, 2).unwrap().len(), 2);
         assert_eq!(
             parse_vars(&two, 1),
-            Err(LegacyError::TooManyVars { limit: 1 })
+            Err(UwsgiError::TooManyVars { limit: 1 })
         );
     }
 
-    fn cl(values: &[&'static str]) -> Result<Option<u64>, LegacyError> {
+    fn cl(values: &[&'static str]) -> Result<Option<u64>, UwsgiError> {
         let vars: Vec<(Bytes, Bytes)> = values
             .iter()
             .map(|v| {
@@ -381,8 +381,8 @@ mod tests {
         assert_eq!(cl(&["0"]), Ok(Some(0)));
         assert_eq!(cl(&["0042"]), Ok(Some(42)));
         assert_eq!(cl(&["18446744073709551615"]), Ok(Some(u64::MAX)));
-        assert_eq!(cl(&["1", "1"]), Err(LegacyError::DuplicateContentLength));
-        assert_eq!(cl(&["", ""]), Err(LegacyError::DuplicateContentLength));
+        assert_eq!(cl(&["1", "1"]), Err(UwsgiError::DuplicateContentLength));
+        assert_eq!(cl(&["", ""]), Err(UwsgiError::DuplicateContentLength));
         for bad in [
             "-1",
             "+1",
@@ -404,26 +404,26 @@ mod tests {
     #[test]
     fn body_limit() {
         let mut buf = BytesMut::new();
-        let limits = LegacyLimits {
+        let limits = UwsgiLimits {
             max_body_size: Some(10),
-            ..LegacyLimits::default()
+            ..UwsgiLimits::default()
         };
         let h = encode_packet(0, 0, &[("CONTENT_LENGTH", "11")], &limits, &mut buf).unwrap();
         let block = buf.split_off(HEADER_LEN).freeze();
         assert_eq!(
-            LegacyRequest::parse(h, block.clone(), &limits),
-            Err(LegacyError::BodyTooLarge {
+            UwsgiRequest::parse(h, block.clone(), &limits),
+            Err(UwsgiError::BodyTooLarge {
                 length: 11,
                 limit: 10
             })
         );
-        let ok = LegacyRequest::parse(h, block, &LegacyLimits::default()).unwrap();
+        let ok = UwsgiRequest::parse(h, block, &UwsgiLimits::default()).unwrap();
         assert_eq!(ok.body_length, 11);
     }
 
     #[test]
     fn encoder_refuses_u16_overflow_at_the_exact_boundary() {
-        let limits = LegacyLimits::default();
+        let limits = UwsgiLimits::default();
         // One var of 4 + 1 + v bytes: v = 65530 gives exactly 65535.
         let key = "K";
         let fits = vec![b'v'; 65535 - 5];
@@ -440,7 +440,7 @@ mod tests {
         let mut buf = BytesMut::new();
         assert_eq!(
             encode_packet(0, 0, &[(key.as_bytes(), &over[..])], &limits, &mut buf),
-            Err(LegacyError::BlockTooLarge {
+            Err(UwsgiError::BlockTooLarge {
                 size: 65536,
                 limit: 65535
             })
@@ -464,7 +464,7 @@ mod tests {
         let mut buf = BytesMut::new();
         assert_eq!(
             encode_packet(0, 0, &vars, &limits, &mut buf).unwrap_err(),
-            LegacyError::BlockTooLarge {
+            UwsgiError::BlockTooLarge {
                 size: 65536,
                 limit: 65535
             }
@@ -474,22 +474,22 @@ mod tests {
 
     #[test]
     fn encoder_refuses_long_vars_empty_keys_and_configured_limits() {
-        let limits = LegacyLimits::default();
+        let limits = UwsgiLimits::default();
         let mut buf = BytesMut::new();
         let long = vec![b'k'; 65536];
         assert_eq!(
             encode_packet(0, 0, &[(&long[..], &b""[..])], &limits, &mut buf),
-            Err(LegacyError::VarTooLong { len: 65536 })
+            Err(UwsgiError::VarTooLong { len: 65536 })
         );
         assert_eq!(
             encode_packet(0, 0, &[(&b"k"[..], &long[..])], &limits, &mut buf),
-            Err(LegacyError::VarTooLong { len: 65536 })
+            Err(UwsgiError::VarTooLong { len: 65536 })
         );
         assert_eq!(
             encode_packet(0, 0, &[("a", "1"), ("", "x")], &limits, &mut buf),
-            Err(LegacyError::EmptyKey { offset: 1 })
+            Err(UwsgiError::EmptyKey { offset: 1 })
         );
-        let small = LegacyLimits {
+        let small = UwsgiLimits {
             max_block_size: 12,
             max_vars: 1,
             ..limits
@@ -498,14 +498,14 @@ mod tests {
         buf.clear();
         assert_eq!(
             encode_packet(0, 0, &[("KEY", "VALUE!")], &small, &mut buf),
-            Err(LegacyError::BlockTooLarge {
+            Err(UwsgiError::BlockTooLarge {
                 size: 13,
                 limit: 12
             })
         );
         assert_eq!(
             encode_packet(0, 0, &[("A", ""), ("B", "")], &small, &mut buf),
-            Err(LegacyError::TooManyVars { limit: 1 })
+            Err(UwsgiError::TooManyVars { limit: 1 })
         );
         assert!(buf.is_empty());
     }

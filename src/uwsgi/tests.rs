@@ -1,4 +1,4 @@
-//! Tests across the legacy codec: nginx packets to heads and environs,
+//! Tests across the classic uwsgi codec: nginx packets to heads and environs,
 //! heads to packets and back, response heads split at every byte.
 
 use bytes::{Bytes, BytesMut};
@@ -9,19 +9,19 @@ use crate::frame::{HeaderBlock, HttpVersion, RequestHead, ResponseHead};
 
 fn packet(vars: &[(&str, &str)]) -> BytesMut {
     let mut buf = BytesMut::new();
-    encode_packet(0, 0, vars, &LegacyLimits::default(), &mut buf).unwrap();
+    encode_packet(0, 0, vars, &UwsgiLimits::default(), &mut buf).unwrap();
     buf
 }
 
-fn decode(vars: &[(&str, &str)]) -> LegacyRequest {
+fn decode(vars: &[(&str, &str)]) -> UwsgiRequest {
     let mut buf = packet(vars);
-    LegacyDecoder::new(LegacyLimits::default())
+    UwsgiDecoder::new(UwsgiLimits::default())
         .decode(&mut buf)
         .unwrap()
         .unwrap()
 }
 
-fn head(vars: &[(&str, &str)]) -> Result<RequestHead, LegacyError> {
+fn head(vars: &[(&str, &str)]) -> Result<RequestHead, UwsgiError> {
     decode(vars).to_request_head()
 }
 
@@ -318,9 +318,9 @@ fn encode_then_decode_round_trips_the_head() {
     head.server_name = "example.com".into();
     head.server_port = 8443;
     let mut wire = BytesMut::new();
-    encode_request(&head, Some(2), &LegacyLimits::default(), &mut wire).unwrap();
+    encode_request(&head, Some(2), &UwsgiLimits::default(), &mut wire).unwrap();
     wire.extend_from_slice(b"{}");
-    let req = LegacyDecoder::new(LegacyLimits::default())
+    let req = UwsgiDecoder::new(UwsgiLimits::default())
         .decode(&mut wire)
         .unwrap()
         .unwrap();
@@ -351,19 +351,19 @@ fn request_vars_errors_and_size_refusal() {
     let mut h = sample_head();
     h.headers = HeaderBlock::try_from_pairs([("X-Big", "v".repeat(70_000))]).unwrap();
     let mut buf = BytesMut::new();
-    let e = encode_request(&h, None, &LegacyLimits::default(), &mut buf).unwrap_err();
+    let e = encode_request(&h, None, &UwsgiLimits::default(), &mut buf).unwrap_err();
     assert_eq!(e.class(), "var_too_long");
     h.headers = HeaderBlock::try_from_pairs([("X-Big", "v".repeat(65_200))]).unwrap();
-    let e = encode_request(&h, None, &LegacyLimits::default(), &mut buf).unwrap_err();
+    let e = encode_request(&h, None, &UwsgiLimits::default(), &mut buf).unwrap_err();
     assert_eq!(e.class(), "block_too_large");
-    let small = LegacyLimits {
+    let small = UwsgiLimits {
         max_block_size: 4096,
-        ..LegacyLimits::default()
+        ..UwsgiLimits::default()
     };
     h.headers = HeaderBlock::try_from_pairs([("X-Big", "v".repeat(4096))]).unwrap();
     let e = encode_request(&h, None, &small, &mut buf).unwrap_err();
     assert!(
-        matches!(e, LegacyError::BlockTooLarge { limit: 4096, .. }),
+        matches!(e, UwsgiError::BlockTooLarge { limit: 4096, .. }),
         "{e:?}"
     );
     assert!(buf.is_empty());
@@ -374,10 +374,10 @@ fn parse_response(
     input: &[u8],
     step: usize,
     head_request: bool,
-) -> Result<(LegacyResponse, Vec<u8>), LegacyError> {
-    let mut p = ResponseHeadParser::new(&LegacyLimits {
+) -> Result<(UwsgiResponse, Vec<u8>), UwsgiError> {
+    let mut p = ResponseHeadParser::new(&UwsgiLimits {
         max_response_head: 256,
-        ..LegacyLimits::default()
+        ..UwsgiLimits::default()
     });
     p.head_request(head_request);
     let mut buf = BytesMut::new();
@@ -450,7 +450,7 @@ fn response_heads() {
     assert_eq!(head.0.body, BodyKind::Empty);
 
     // Body bytes stay in the buffer.
-    let mut p = ResponseHeadParser::new(&LegacyLimits::default());
+    let mut p = ResponseHeadParser::new(&UwsgiLimits::default());
     let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\nbody"[..]);
     assert_eq!(p.parse(&mut buf).unwrap().unwrap().body, BodyKind::Interim);
     assert_eq!(p.parse(&mut buf).unwrap().unwrap().body, BodyKind::Close);
@@ -550,7 +550,7 @@ fn response_head_encoding() {
         &buf[..],
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nset-cookie: a=1\r\n\r\n"
     );
-    let parsed = ResponseHeadParser::new(&LegacyLimits::default())
+    let parsed = ResponseHeadParser::new(&UwsgiLimits::default())
         .parse(&mut buf)
         .unwrap()
         .unwrap();

@@ -1,12 +1,12 @@
 //! CGI vars from nginx to the common [`RequestHead`]
-//! ([`LegacyRequest::to_request_head`]).
+//! ([`UwsgiRequest::to_request_head`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;
 
-use super::packet::{content_length, LegacyRequest};
+use super::packet::{content_length, UwsgiRequest};
 use super::util::{decodes_to, is_clean, is_token, parse_u64, percent_encode_path};
-use super::{lossy, LegacyError};
+use super::{lossy, UwsgiError};
 use crate::frame::{HeaderBlock, HttpVersion, RequestHead};
 
 /// Vars that become fields of the head rather than parameters.
@@ -80,21 +80,21 @@ fn version(v: &[u8]) -> HttpVersion {
     }
 }
 
-fn port(name: &'static str, v: Option<&Bytes>) -> Result<u16, LegacyError> {
+fn port(name: &'static str, v: Option<&Bytes>) -> Result<u16, UwsgiError> {
     match v {
         None => Ok(0),
         Some(v) if v.is_empty() => Ok(0),
         Some(v) => parse_u64(v)
             .filter(|_| v.len() <= 5)
             .and_then(|n| u16::try_from(n).ok())
-            .ok_or_else(|| LegacyError::InvalidPort {
+            .ok_or_else(|| UwsgiError::InvalidPort {
                 name,
                 value: lossy(v),
             }),
     }
 }
 
-impl LegacyRequest {
+impl UwsgiRequest {
     /// Turns the CGI vars nginx sent into a [`RequestHead`], so the environ
     /// builder ([`crate::environ::build`]) produces what the application
     /// would see under uWSGI.
@@ -105,7 +105,7 @@ impl LegacyRequest {
     ///
     /// | var | head |
     /// |---|---|
-    /// | `REQUEST_METHOD` | `method`; required, a token ([`LegacyError::InvalidMethod`]) |
+    /// | `REQUEST_METHOD` | `method`; required, a token ([`UwsgiError::InvalidMethod`]) |
     /// | `REQUEST_URI`, `PATH_INFO` | `path`, see below |
     /// | `QUERY_STRING` | `query`: `Some` when non-empty; `Some("")` when empty and `REQUEST_URI` ends in a bare `?`; `None` otherwise. Without the var, the query of `REQUEST_URI` |
     /// | `SERVER_PROTOCOL` | `version` (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0`, `HTTP/3.0`, `HTTP/0.9`; else unspecified) |
@@ -120,7 +120,7 @@ impl LegacyRequest {
     /// | anything else | `params` in var order (`DOCUMENT_ROOT`, `SCRIPT_NAME`, custom `uwsgi_param`s, uWSGI magic vars such as `UWSGI_SCRIPT`, which mean nothing to uwire) |
     ///
     /// Ports must be empty (0, unknown) or decimal 0..=65535
-    /// ([`LegacyError::InvalidPort`]).
+    /// ([`UwsgiError::InvalidPort`]).
     ///
     /// # Path
     ///
@@ -164,11 +164,11 @@ impl LegacyRequest {
     /// # Errors
     ///
     /// Checked var by var in order: a NUL, CR or LF in any value except
-    /// `PATH_INFO`'s (which is re-encoded) is [`LegacyError::InvalidValue`];
+    /// `PATH_INFO`'s (which is re-encoded) is [`UwsgiError::InvalidValue`];
     /// a name that is not an RFC 9110 token, unless it starts with `HTTP_`
-    /// (those are dropped), is [`LegacyError::InvalidVarName`]. Then
+    /// (those are dropped), is [`UwsgiError::InvalidVarName`]. Then
     /// `REQUEST_METHOD`, `REMOTE_PORT`, `SERVER_PORT` and `CONTENT_LENGTH`.
-    pub fn to_request_head(&self) -> Result<RequestHead, LegacyError> {
+    pub fn to_request_head(&self) -> Result<RequestHead, UwsgiError> {
         let mut last: [Option<&Bytes>; 14] = [None; 14];
         let mut headers = HeaderBlock::builder();
         let mut params = HeaderBlock::builder();
@@ -176,7 +176,7 @@ impl LegacyRequest {
 
         for (k, v) in &self.vars {
             if &k[..] != b"PATH_INFO" && !is_clean(v) {
-                return Err(LegacyError::InvalidValue {
+                return Err(UwsgiError::InvalidValue {
                     name: lossy(k),
                     detail: "value contains NUL, CR or LF",
                 });
@@ -193,7 +193,7 @@ impl LegacyRequest {
             } else if is_token(k) {
                 params.push(k, v).expect("token name and clean value");
             } else {
-                return Err(LegacyError::InvalidVarName { name: lossy(k) });
+                return Err(UwsgiError::InvalidVarName { name: lossy(k) });
             }
         }
         let [method, req_uri, path_info, query_string, protocol, request_scheme, uwsgi_scheme, https, remote_addr, remote_port, server_name, server_port, content_type, _] =
@@ -202,7 +202,7 @@ impl LegacyRequest {
         let method = method
             .filter(|m| is_token(m))
             .cloned()
-            .ok_or(LegacyError::InvalidMethod)?;
+            .ok_or(UwsgiError::InvalidMethod)?;
         let client_port = port("REMOTE_PORT", remote_port)?;
         let server_port = port("SERVER_PORT", server_port)?;
         let body_length = content_length(&self.vars)?;
@@ -299,11 +299,11 @@ impl LegacyRequest {
     }
 }
 
-impl TryFrom<&LegacyRequest> for RequestHead {
-    type Error = LegacyError;
+impl TryFrom<&UwsgiRequest> for RequestHead {
+    type Error = UwsgiError;
 
-    /// [`LegacyRequest::to_request_head`].
-    fn try_from(req: &LegacyRequest) -> Result<RequestHead, LegacyError> {
+    /// [`UwsgiRequest::to_request_head`].
+    fn try_from(req: &UwsgiRequest) -> Result<RequestHead, UwsgiError> {
         req.to_request_head()
     }
 }

@@ -2,7 +2,7 @@
 //! default and valid range, and every declared length is compared with them
 //! before any memory is reserved.
 
-use crate::frame::{Settings, MAX_PAYLOAD_LEN};
+use super::{Settings, MAX_PAYLOAD_LEN};
 
 /// Default largest DATA payload accepted: 64 KiB.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 64 * 1024;

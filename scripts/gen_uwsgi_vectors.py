@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the shared classic-uwsgi vectors (tests/vectors/legacy_*.json).
+"""Writes the shared classic-uwsgi vectors (tests/vectors/uwsgi_*.json).
 
 The wire bytes come from this script's own packet writer (uwsgi protocol:
 modifier1:u8, datasize:u16le, modifier2:u8, then key_size:u16le key
@@ -7,10 +7,10 @@ val_size:u16le val entries). Every expected meaning (decoded vars, request
 heads, response heads, encoded vars, error classes) is written by hand
 below; nothing is computed by an implementation, and no code is shared
 with the Rust crate. Python 3.11, standard library only. Format:
-tests/vectors/LEGACY.md.
+tests/vectors/UWSGI.md.
 
-    python3 scripts/gen_legacy_vectors.py          # (re)write the files
-    python3 scripts/gen_legacy_vectors.py --check  # exit 1 if they are stale
+    python3 scripts/gen_uwsgi_vectors.py          # (re)write the files
+    python3 scripts/gen_uwsgi_vectors.py --check  # exit 1 if they are stale
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ NGINX_GET_HEAD = dict(
 )
 
 # ---------------------------------------------------------------------------
-# legacy_valid.json
+# uwsgi_valid.json
 # ---------------------------------------------------------------------------
 
 VALID = []
@@ -343,7 +343,7 @@ valid("uwsgi_magic_vars_are_params", "uWSGI's magic vars (UWSGI_SCRIPT, UWSGI_CH
                                        ("UWSGI_CHDIR", "/srv/app")]))
 
 # ---------------------------------------------------------------------------
-# legacy_invalid.json
+# uwsgi_invalid.json
 # ---------------------------------------------------------------------------
 
 INVALID = []
@@ -444,7 +444,7 @@ invalid("server_port_overflow", "SERVER_PORT 65536", packet(GET + [("SERVER_PORT
         "invalid_port", stage="head")
 
 # ---------------------------------------------------------------------------
-# legacy_response.json
+# uwsgi_response.json
 # ---------------------------------------------------------------------------
 
 RESPONSES = []
@@ -616,7 +616,7 @@ response("chunked_no_last_chunk", "the server closes after a complete chunk but 
          stage="body", eof=True)
 
 # ---------------------------------------------------------------------------
-# legacy_encode.json
+# uwsgi_encode.json
 # ---------------------------------------------------------------------------
 
 ENCODES = []
@@ -764,10 +764,10 @@ def render(cases) -> str:
 
 
 FILES = {
-    "legacy_valid.json": VALID,
-    "legacy_invalid.json": INVALID,
-    "legacy_response.json": RESPONSES,
-    "legacy_encode.json": ENCODES,
+    "uwsgi_valid.json": VALID,
+    "uwsgi_invalid.json": INVALID,
+    "uwsgi_response.json": RESPONSES,
+    "uwsgi_encode.json": ENCODES,
 }
 
 
@@ -784,10 +784,10 @@ def main() -> int:
         path.write_text(text)
         print(f"wrote {path} ({len(cases)} cases)")
     if stale:
-        print(f"stale: {', '.join(stale)}: run scripts/gen_legacy_vectors.py", file=sys.stderr)
+        print(f"stale: {', '.join(stale)}: run scripts/gen_uwsgi_vectors.py", file=sys.stderr)
         return 1
     if check:
-        print("legacy vectors up to date: " + ", ".join(f"{f} {len(c)}" for f, c in FILES.items()))
+        print("uwsgi vectors up to date: " + ", ".join(f"{f} {len(c)}" for f, c in FILES.items()))
     return 0
 
 

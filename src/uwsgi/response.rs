@@ -13,7 +13,7 @@ use nom::sequence::preceded;
 use nom::{IResult, Parser};
 
 use super::util::{is_clean, is_tchar, parse_u64};
-use super::{LegacyError, LegacyLimits};
+use super::{UwsgiError, UwsgiLimits};
 use crate::frame::{HeaderBlock, HttpVersion, ResponseHead};
 
 /// The standard reason phrase of `status` (RFC 9110 section 15), if any.
@@ -80,16 +80,13 @@ fn reason_phrase(status: u16) -> Option<&'static str> {
 ///
 /// # Errors
 ///
-/// [`LegacyError::InvalidResponseHead`], with nothing written, for a status
+/// [`UwsgiError::InvalidResponseHead`], with nothing written, for a status
 /// outside 100..=999, an interim status other than 101 (nginx's uwsgi
 /// module would take `100 Continue` for the final response; 101 is how
 /// WebSocket upgrades pass through it), or a reason holding NUL, CR or LF.
 /// Header names and values are valid by construction of [`HeaderBlock`].
-pub fn encode_response_head<B: BufMut>(
-    head: &ResponseHead,
-    dst: &mut B,
-) -> Result<(), LegacyError> {
-    let invalid = |detail| Err(LegacyError::InvalidResponseHead { detail });
+pub fn encode_response_head<B: BufMut>(head: &ResponseHead, dst: &mut B) -> Result<(), UwsgiError> {
+    let invalid = |detail| Err(UwsgiError::InvalidResponseHead { detail });
     if !(100..=999).contains(&head.status) {
         return invalid("status outside 100..=999");
     }
@@ -139,7 +136,7 @@ pub enum BodyKind {
 
 /// A parsed response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LegacyResponse {
+pub struct UwsgiResponse {
     /// Status, reason and header fields (raw names, in order; a CGI
     /// `Status` field is consumed, not kept).
     pub head: ResponseHead,
@@ -166,13 +163,13 @@ pub struct LegacyResponse {
 ///
 /// Header lines are `name: value` with a token name, no space before the
 /// colon, optional whitespace around the value; obsolete line folding,
-/// NUL and bare CR are refused ([`LegacyError::InvalidResponseHead`]).
+/// NUL and bare CR are refused ([`UwsgiError::InvalidResponseHead`]).
 ///
 /// Framing (RFC 9112 6.3), checked in this order:
 /// `Content-Length` must be a decimal or a list of identical decimals
 /// (across repeats too); `Transfer-Encoding` together with
 /// `Content-Length`, or in an HTTP/1.0 response, is refused
-/// ([`LegacyError::InvalidResponseFraming`]: a smuggling vector for a
+/// ([`UwsgiError::InvalidResponseFraming`]: a smuggling vector for a
 /// proxy). Then: 101 → [`BodyKind::Upgrade`], other 1xx →
 /// [`BodyKind::Interim`], 204, 304 or a HEAD request → [`BodyKind::Empty`],
 /// `Transfer-Encoding` ending in `chunked` → [`BodyKind::Chunked`], other
@@ -182,8 +179,8 @@ pub struct LegacyResponse {
 /// drops them.
 ///
 /// The head, blank line included, may not exceed
-/// [`LegacyLimits::max_response_head`]
-/// ([`LegacyError::ResponseHeadTooLarge`], reported as soon as the
+/// [`UwsgiLimits::max_response_head`]
+/// ([`UwsgiError::ResponseHeadTooLarge`], reported as soon as the
 /// buffered bytes prove it). Each byte is scanned once however the input
 /// is split.
 #[derive(Debug, Clone)]
@@ -238,10 +235,10 @@ fn trim_ows_end(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn status_code(digits: &[u8]) -> Result<u16, LegacyError> {
+fn status_code(digits: &[u8]) -> Result<u16, UwsgiError> {
     match parse_u64(digits) {
         Some(n @ 100..=999) => Ok(n as u16),
-        _ => Err(LegacyError::InvalidResponseHead {
+        _ => Err(UwsgiError::InvalidResponseHead {
             detail: "status code outside 100..=999",
         }),
     }
@@ -249,7 +246,7 @@ fn status_code(digits: &[u8]) -> Result<u16, LegacyError> {
 
 impl ResponseHeadParser {
     /// A parser for the answer to a request other than HEAD.
-    pub fn new(limits: &LegacyLimits) -> ResponseHeadParser {
+    pub fn new(limits: &UwsgiLimits) -> ResponseHeadParser {
         ResponseHeadParser {
             max_head: limits.max_response_head,
             head_request: false,
@@ -271,15 +268,15 @@ impl ResponseHeadParser {
     ///
     /// # Errors
     ///
-    /// [`LegacyError::ResponseHeadTooLarge`],
-    /// [`LegacyError::InvalidResponseHead`],
-    /// [`LegacyError::InvalidResponseFraming`].
-    pub fn parse(&mut self, src: &mut BytesMut) -> Result<Option<LegacyResponse>, LegacyError> {
+    /// [`UwsgiError::ResponseHeadTooLarge`],
+    /// [`UwsgiError::InvalidResponseHead`],
+    /// [`UwsgiError::InvalidResponseFraming`].
+    pub fn parse(&mut self, src: &mut BytesMut) -> Result<Option<UwsgiResponse>, UwsgiError> {
         loop {
             let Some(i) = memchr(b'\n', &src[self.scanned..]) else {
                 if src.len() >= self.max_head {
                     self.scanned = 0;
-                    return Err(LegacyError::ResponseHeadTooLarge {
+                    return Err(UwsgiError::ResponseHeadTooLarge {
                         limit: self.max_head,
                     });
                 }
@@ -289,7 +286,7 @@ impl ResponseHeadParser {
             let end = line_start + i + 1;
             if end > self.max_head {
                 self.scanned = 0;
-                return Err(LegacyError::ResponseHeadTooLarge {
+                return Err(UwsgiError::ResponseHeadTooLarge {
                     limit: self.max_head,
                 });
             }
@@ -304,13 +301,13 @@ impl ResponseHeadParser {
 
     /// Like [`parse`](ResponseHeadParser::parse), once the server has closed
     /// the connection: an incomplete head, or no byte at all, is
-    /// [`LegacyError::Truncated`] (a uwsgi server always answers).
-    pub fn parse_eof(&mut self, src: &mut BytesMut) -> Result<Option<LegacyResponse>, LegacyError> {
+    /// [`UwsgiError::Truncated`] (a uwsgi server always answers).
+    pub fn parse_eof(&mut self, src: &mut BytesMut) -> Result<Option<UwsgiResponse>, UwsgiError> {
         match self.parse(src)? {
             Some(r) => Ok(Some(r)),
             None => {
                 self.scanned = 0;
-                Err(LegacyError::Truncated {
+                Err(UwsgiError::Truncated {
                     what: "response head",
                 })
             }
@@ -318,8 +315,8 @@ impl ResponseHeadParser {
     }
 
     /// Parses a complete head; `blank` is where its final empty line starts.
-    fn parse_head(&self, head: Bytes, blank: usize) -> Result<LegacyResponse, LegacyError> {
-        let invalid = |detail| LegacyError::InvalidResponseHead { detail };
+    fn parse_head(&self, head: Bytes, blank: usize) -> Result<UwsgiResponse, UwsgiError> {
+        let invalid = |detail| UwsgiError::InvalidResponseHead { detail };
         // The lines before the blank one, without their line ends (a head
         // made only of the blank line has none).
         let lines: Vec<&[u8]> = match blank {
@@ -379,7 +376,7 @@ impl ResponseHeadParser {
             if name.eq_ignore_ascii_case(b"location") {
                 has_location = true;
             } else if name.eq_ignore_ascii_case(b"content-length") {
-                let framing = |detail| LegacyError::InvalidResponseFraming { detail };
+                let framing = |detail| UwsgiError::InvalidResponseFraming { detail };
                 for elem in value.split(|&b| b == b',') {
                     let n = parse_u64(trim_ows_end(elem.trim_ascii_start()))
                         .ok_or(framing("invalid Content-Length"))?;
@@ -407,7 +404,7 @@ impl ResponseHeadParser {
             (None, None) => (200, None),
         };
 
-        let framing = |detail| Err(LegacyError::InvalidResponseFraming { detail });
+        let framing = |detail| Err(UwsgiError::InvalidResponseFraming { detail });
         if te.is_some() && content_length.is_some() {
             return framing("both Transfer-Encoding and Content-Length");
         }
@@ -424,7 +421,7 @@ impl ResponseHeadParser {
             (_, None, Some(n)) => BodyKind::Length(n),
             (_, None, None) => BodyKind::Close,
         };
-        Ok(LegacyResponse {
+        Ok(UwsgiResponse {
             head: ResponseHead {
                 status,
                 reason,

@@ -4,7 +4,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::{memchr, memchr2};
 
-use super::{LegacyError, LegacyLimits};
+use super::{UwsgiError, UwsgiLimits};
 
 /// Longest chunk-size line (size, extensions, line end).
 const MAX_SIZE_LINE: usize = 4096;
@@ -38,14 +38,14 @@ enum State {
 /// Accepts CRLF or bare LF line ends, chunk sizes of any number of hex
 /// digits whose value fits in 64 bits, and chunk extensions (ignored).
 /// Trailer fields are read and discarded (uwsgi servers do not send them);
-/// the trailer section may not exceed [`LegacyLimits::max_response_head`].
+/// the trailer section may not exceed [`UwsgiLimits::max_response_head`].
 /// What follows the body stays in the buffer.
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use uwire::legacy::{ChunkedDecoder, Dechunked, LegacyLimits};
+/// use uwire::uwsgi::{ChunkedDecoder, Dechunked, UwsgiLimits};
 ///
-/// let mut dec = ChunkedDecoder::new(&LegacyLimits::default());
+/// let mut dec = ChunkedDecoder::new(&UwsgiLimits::default());
 /// let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n\r\n"[..]);
 /// assert_eq!(dec.decode(&mut buf).unwrap(), Some(Dechunked::Data("hello".into())));
 /// assert_eq!(dec.decode(&mut buf).unwrap(), Some(Dechunked::End));
@@ -59,13 +59,13 @@ pub struct ChunkedDecoder {
     scanned: usize,
 }
 
-fn invalid(detail: &'static str) -> LegacyError {
-    LegacyError::InvalidChunk { detail }
+fn invalid(detail: &'static str) -> UwsgiError {
+    UwsgiError::InvalidChunk { detail }
 }
 
 /// Parses a chunk-size line (line end removed): hex digits, then optional
 /// whitespace and `;` extensions.
-fn chunk_size(line: &[u8]) -> Result<u64, LegacyError> {
+fn chunk_size(line: &[u8]) -> Result<u64, UwsgiError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
         return Err(invalid("chunk size is not a hex number"));
@@ -89,7 +89,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, LegacyError> {
 
 impl ChunkedDecoder {
     /// A decoder at the start of a chunked body.
-    pub fn new(limits: &LegacyLimits) -> ChunkedDecoder {
+    pub fn new(limits: &UwsgiLimits) -> ChunkedDecoder {
         ChunkedDecoder {
             state: State::Size,
             max_trailers: limits.max_response_head,
@@ -125,10 +125,10 @@ impl ChunkedDecoder {
     ///
     /// # Errors
     ///
-    /// [`LegacyError::InvalidChunk`] for a malformed size line, a missing
+    /// [`UwsgiError::InvalidChunk`] for a malformed size line, a missing
     /// line end after chunk data, a size line over 4096 bytes or trailers
     /// over the limit.
-    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Dechunked>, LegacyError> {
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Dechunked>, UwsgiError> {
         loop {
             match self.state {
                 State::Size => {
@@ -208,11 +208,11 @@ impl ChunkedDecoder {
     }
 
     /// Like [`decode`](ChunkedDecoder::decode), once the server has closed
-    /// the connection: a body not complete is [`LegacyError::Truncated`].
-    pub fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Dechunked>, LegacyError> {
+    /// the connection: a body not complete is [`UwsgiError::Truncated`].
+    pub fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Dechunked>, UwsgiError> {
         match self.decode(src)? {
             Some(d) => Ok(Some(d)),
-            None => Err(LegacyError::Truncated {
+            None => Err(UwsgiError::Truncated {
                 what: "chunked body",
             }),
         }
@@ -224,10 +224,10 @@ mod tests {
     use super::*;
 
     /// Decodes `input` fed `step` bytes at a time: the body, or the error.
-    fn run(input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), LegacyError> {
-        let mut dec = ChunkedDecoder::new(&LegacyLimits {
+    fn run(input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), UwsgiError> {
+        let mut dec = ChunkedDecoder::new(&UwsgiLimits {
             max_response_head: 64,
-            ..LegacyLimits::default()
+            ..UwsgiLimits::default()
         });
         let mut buf = BytesMut::new();
         let mut body = Vec::new();

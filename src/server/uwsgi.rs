@@ -18,14 +18,14 @@ use super::metrics::ErrorKind;
 use super::rewind::Rewind;
 use super::ProtocolMode;
 use crate::frame::{preface, Reason, ResponseHead};
-use crate::legacy::{encode_response_head, LegacyDecoder, LegacyError, LegacyLimits};
+use crate::uwsgi::{encode_response_head, UwsgiDecoder, UwsgiError, UwsgiLimits};
 
 /// Serves one accepted connection in the configured protocol, detecting it
 /// from the first byte in `auto` mode.
-pub(crate) async fn serve_detect<T: LegacyIo>(mut io: T, ctx: Ctx, stop: watch::Receiver<bool>) {
+pub(crate) async fn serve_detect<T: UwsgiIo>(mut io: T, ctx: Ctx, stop: watch::Receiver<bool>) {
     match ctx.config.protocol {
         ProtocolMode::Uwire => connection::serve(io, ctx, stop).await,
-        ProtocolMode::Uwsgi => serve_legacy(io, ctx).await,
+        ProtocolMode::Uwsgi => serve_uwsgi(io, ctx).await,
         ProtocolMode::Auto => {
             // A connection that ends before its first byte is still counted.
             let uncounted = |ctx: &Ctx| {
@@ -36,7 +36,7 @@ pub(crate) async fn serve_detect<T: LegacyIo>(mut io: T, ctx: Ctx, stop: watch::
             // the uwire preface and SETTINGS) and classify by its first byte.
             let mut first = BytesMut::with_capacity(16 * 1024);
             let n =
-                match tokio::time::timeout(ctx.config.legacy_head_timeout, io.read_buf(&mut first))
+                match tokio::time::timeout(ctx.config.uwsgi_head_timeout, io.read_buf(&mut first))
                     .await
                 {
                     Ok(Ok(n)) => n,
@@ -57,7 +57,7 @@ pub(crate) async fn serve_detect<T: LegacyIo>(mut io: T, ctx: Ctx, stop: watch::
             if preface::is_uwire_first_byte(first[0]) {
                 connection::serve(Rewind::new(first.freeze(), io), ctx, stop).await
             } else {
-                serve_legacy_with(io, ctx, first).await
+                serve_uwsgi_with(io, ctx, first).await
             }
         }
     }
@@ -78,8 +78,8 @@ async fn write_simple<W: AsyncWrite + Unpin>(wr: &mut W, status: u16, msg: &str)
     let _ = wr.shutdown().await;
 }
 
-async fn reject<W: AsyncWrite + Unpin>(wr: &mut W, ctx: &Ctx, e: &LegacyError) {
-    let kind = if matches!(e, LegacyError::BodyTooLarge { .. }) {
+async fn reject<W: AsyncWrite + Unpin>(wr: &mut W, ctx: &Ctx, e: &UwsgiError) {
+    let kind = if matches!(e, UwsgiError::BodyTooLarge { .. }) {
         ErrorKind::BodyTooLarge
     } else {
         ErrorKind::BadRequest
@@ -99,7 +99,7 @@ async fn reject<W: AsyncWrite + Unpin>(wr: &mut W, ctx: &Ctx, e: &LegacyError) {
 /// A connection the classic uwsgi path can split into owned halves, for
 /// the reader task that streams a request body (the concrete streams'
 /// own halves, rather than `tokio::io::split`, which locks on every poll).
-pub(crate) trait LegacyIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+pub(crate) trait UwsgiIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// The read half.
     type Read: AsyncRead + Send + Unpin + 'static;
     /// The write half.
@@ -108,7 +108,7 @@ pub(crate) trait LegacyIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     fn into_halves(self) -> std::io::Result<(Self::Read, Self::Write)>;
 }
 
-impl LegacyIo for tokio::net::UnixStream {
+impl UwsgiIo for tokio::net::UnixStream {
     type Read = tokio::net::unix::OwnedReadHalf;
     type Write = tokio::net::unix::OwnedWriteHalf;
     fn into_halves(self) -> std::io::Result<(Self::Read, Self::Write)> {
@@ -116,7 +116,7 @@ impl LegacyIo for tokio::net::UnixStream {
     }
 }
 
-impl LegacyIo for tokio::net::TcpStream {
+impl UwsgiIo for tokio::net::TcpStream {
     type Read = tokio::net::tcp::OwnedReadHalf;
     type Write = tokio::net::tcp::OwnedWriteHalf;
     fn into_halves(self) -> std::io::Result<(Self::Read, Self::Write)> {
@@ -187,22 +187,22 @@ impl<W: AsyncWrite + Send + Unpin> Sink for Halves<W> {
     }
 }
 
-pub(crate) async fn serve_legacy<T: LegacyIo>(io: T, ctx: Ctx) {
-    serve_legacy_with(io, ctx, BytesMut::with_capacity(8 * 1024)).await
+pub(crate) async fn serve_uwsgi<T: UwsgiIo>(io: T, ctx: Ctx) {
+    serve_uwsgi_with(io, ctx, BytesMut::with_capacity(8 * 1024)).await
 }
 
 /// Serves a classic uwsgi connection whose first bytes are already in `buf`.
-async fn serve_legacy_with<T: LegacyIo>(mut io: T, ctx: Ctx, mut buf: BytesMut) {
+async fn serve_uwsgi_with<T: UwsgiIo>(mut io: T, ctx: Ctx, mut buf: BytesMut) {
     ctx.metrics.connection_opened();
     let metrics = ctx.metrics.clone();
     let _closed = OnDrop(move || metrics.connection_closed());
-    let limits = LegacyLimits {
-        max_block_size: ctx.config.legacy_max_block_size,
+    let limits = UwsgiLimits {
+        max_block_size: ctx.config.uwsgi_max_block_size,
         max_body_size: Some(ctx.config.max_body_size),
-        ..LegacyLimits::default()
+        ..UwsgiLimits::default()
     };
-    let mut decoder = LegacyDecoder::new(limits);
-    let head_deadline = tokio::time::Instant::now() + ctx.config.legacy_head_timeout;
+    let mut decoder = UwsgiDecoder::new(limits);
+    let head_deadline = tokio::time::Instant::now() + ctx.config.uwsgi_head_timeout;
     let request = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(r)) => break r,
@@ -256,11 +256,11 @@ async fn serve_legacy_with<T: LegacyIo>(mut io: T, ctx: Ctx, mut buf: BytesMut) 
         }
     };
     // The body follows the packet: a reader task hands it over in chunks of
-    // at most CHUNK bytes through a channel holding up to `legacy_read_ahead`
+    // at most CHUNK bytes through a channel holding up to `uwsgi_read_ahead`
     // bytes (then a slow handler slows the reads), then watches for the peer
     // closing the connection, which is how nginx says its client went away.
     const CHUNK: usize = 64 * 1024;
-    let credit = Arc::new(Semaphore::new(ctx.config.legacy_read_ahead.max(CHUNK)));
+    let credit = Arc::new(Semaphore::new(ctx.config.uwsgi_read_ahead.max(CHUNK)));
     let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, BodyError>>();
     let reader_credit = credit.clone();
     let (gone_tx, gone_rx) = watch::channel(false);

@@ -7,7 +7,7 @@ use memchr::memchr;
 use super::convert::request_uri;
 use super::packet::{encode_packet, PacketHeader};
 use super::util::{decimal, is_clean, is_token, percent_decode, split_authority, strip_brackets};
-use super::{LegacyError, LegacyLimits, MODIFIER1_WSGI};
+use super::{UwsgiError, UwsgiLimits, MODIFIER1_WSGI};
 use crate::frame::RequestHead;
 
 /// One `HTTP_*` var being assembled from possibly repeated headers.
@@ -16,11 +16,11 @@ struct Joined {
     value: Vec<u8>,
 }
 
-fn check_clean(name: &str, v: &[u8]) -> Result<(), LegacyError> {
+fn check_clean(name: &str, v: &[u8]) -> Result<(), UwsgiError> {
     if is_clean(v) {
         Ok(())
     } else {
-        Err(LegacyError::InvalidValue {
+        Err(UwsgiError::InvalidValue {
             name: name.to_owned(),
             detail: "contains NUL, CR or LF",
         })
@@ -66,19 +66,19 @@ fn check_clean(name: &str, v: &[u8]) -> Result<(), LegacyError> {
 ///
 /// # Errors
 ///
-/// [`LegacyError::InvalidMethod`] for a method that is not a token;
-/// [`LegacyError::InvalidValue`] for an empty path, a NUL, CR or LF in the
+/// [`UwsgiError::InvalidMethod`] for a method that is not a token;
+/// [`UwsgiError::InvalidValue`] for an empty path, a NUL, CR or LF in the
 /// path, query, scheme, authority, client address or server name, or a
 /// path that decodes to a NUL (`%00`).
 pub fn request_vars(
     head: &RequestHead,
     body_length: Option<u64>,
-) -> Result<Vec<(Bytes, Bytes)>, LegacyError> {
+) -> Result<Vec<(Bytes, Bytes)>, UwsgiError> {
     if !is_token(&head.method) {
-        return Err(LegacyError::InvalidMethod);
+        return Err(UwsgiError::InvalidMethod);
     }
     if head.path.is_empty() {
-        return Err(LegacyError::InvalidValue {
+        return Err(UwsgiError::InvalidValue {
             name: "path".into(),
             detail: "is empty",
         });
@@ -93,7 +93,7 @@ pub fn request_vars(
     check_clean("server_name", &head.server_name)?;
     let path_info = percent_decode(&head.path);
     if memchr(0, &path_info).is_some() {
-        return Err(LegacyError::InvalidValue {
+        return Err(UwsgiError::InvalidValue {
             name: "PATH_INFO".into(),
             detail: "the path decodes to a NUL",
         });
@@ -223,14 +223,14 @@ pub fn request_vars(
 ///
 /// Those of [`request_vars`], then those of
 /// [`encode_packet`](super::encode_packet): a block over 65535 bytes or
-/// over [`LegacyLimits::max_block_size`], a var over 65535 bytes, more than
-/// [`LegacyLimits::max_vars`] vars. Nothing is written on error.
+/// over [`UwsgiLimits::max_block_size`], a var over 65535 bytes, more than
+/// [`UwsgiLimits::max_vars`] vars. Nothing is written on error.
 pub fn encode_request<B: BufMut>(
     head: &RequestHead,
     body_length: Option<u64>,
-    limits: &LegacyLimits,
+    limits: &UwsgiLimits,
     dst: &mut B,
-) -> Result<PacketHeader, LegacyError> {
+) -> Result<PacketHeader, UwsgiError> {
     let vars = request_vars(head, body_length)?;
     encode_packet(MODIFIER1_WSGI, 0, &vars, limits, dst)
 }

@@ -14,9 +14,9 @@ use super::error::{BoxError, Error, Kind};
 use super::pool::{connect_raw_with_retry, InflightGuard, Io, UpstreamState};
 use super::{header_map, Body, ClientConfig};
 use crate::frame::RequestHead;
-use crate::legacy::{
-    encode_request, BodyKind, ChunkedDecoder, Dechunked, LegacyError, LegacyLimits,
-    ResponseHeadParser,
+use crate::uwsgi::{
+    encode_request, BodyKind, ChunkedDecoder, Dechunked, ResponseHeadParser, UwsgiError,
+    UwsgiLimits,
 };
 
 /// Largest request body of unknown length (chunked) that is buffered to
@@ -37,9 +37,9 @@ where
     B::Error: Into<BoxError>,
 {
     let guard = up.guard();
-    let limits = LegacyLimits {
+    let limits = UwsgiLimits {
         max_block_size: cfg.uwsgi_buffer_size,
-        ..LegacyLimits::default()
+        ..UwsgiLimits::default()
     };
     // The packet first: a head that cannot be encoded never opens a socket.
     let mut prefix = BytesMut::new();
@@ -69,9 +69,9 @@ where
         buffered = Some(collected);
     }
     encode_request(head, length, &limits, &mut prefix).map_err(|e| match e {
-        LegacyError::BlockTooLarge { .. }
-        | LegacyError::TooManyVars { .. }
-        | LegacyError::VarTooLong { .. } => Error::with(Kind::HeadTooLarge, e),
+        UwsgiError::BlockTooLarge { .. }
+        | UwsgiError::TooManyVars { .. }
+        | UwsgiError::VarTooLong { .. } => Error::with(Kind::HeadTooLarge, e),
         _ => Error::with(Kind::InvalidRequest, e),
     })?;
 
@@ -110,7 +110,7 @@ async fn exchange<S, B>(
     buffered: Option<Bytes>,
     body: &mut Option<B>,
     length: u64,
-    limits: &LegacyLimits,
+    limits: &UwsgiLimits,
     guard: InflightGuard,
 ) -> Result<http::Response<Body>, Error>
 where

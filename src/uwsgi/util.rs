@@ -1,4 +1,4 @@
-//! Byte-level helpers shared by the legacy codec: token and value checks,
+//! Byte-level helpers shared by the classic uwsgi codec: token and value checks,
 //! percent coding, decimals, authorities.
 
 use bytes::Bytes;
