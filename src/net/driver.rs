@@ -15,12 +15,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Kind};
-use super::stream::{Command, CommandTx, Opened, RecvEvent, RecvStream, Responder};
-use super::{IncomingRequest, Shared};
+use super::stream::{
+    Command, CommandTx, IncomingRequest, Opened, RecvEvent, RecvStream, Responder,
+};
 use crate::codec::Codec;
 use crate::conn::{Config, Connection, Event, Role, UserError};
 use crate::frame::{preface, Reason, RequestHead, ResponseHead, StreamId};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// A send completes (the caller may send more) once at most this many bytes
@@ -33,6 +34,19 @@ const COMMAND_BATCH: usize = 64;
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// State the driver publishes for its handles.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The peer's max_concurrent_streams once its SETTINGS arrived, else 0.
+    pub(crate) peer_max_streams: AtomicU32,
+    /// Streams open on the connection right now.
+    pub(crate) active_streams: AtomicU32,
+    /// Set once the driver stopped.
+    pub(crate) closed: AtomicBool,
+    /// Set once the peer sent GOAWAY or the connection is shutting down.
+    pub(crate) going_away: AtomicBool,
 }
 
 #[derive(Default)]
@@ -195,14 +209,14 @@ impl Driver {
             match self.codec.decode_frame(rbuf) {
                 Ok(Some(frame)) => {
                     if let Err(e) = self.engine.handle_frame(frame, now()) {
-                        tracing_warn(&format!("uwire: closing connection: {e}"));
+                        tracing::debug!(error = %e, "closing the connection: peer broke the protocol");
                         self.failure = Some(e.into());
                         return false;
                     }
                 }
                 Ok(None) => return true,
                 Err(e) => {
-                    tracing_warn(&format!("uwire: closing connection: {e}"));
+                    tracing::debug!(error = %e, "closing the connection: undecodable frame");
                     self.engine.handle_decode_error(&e);
                     return false;
                 }
@@ -217,7 +231,7 @@ impl Driver {
                     wbuf.reserve(frame.encoded_len());
                     if let Err(e) = frame.encode(wbuf) {
                         // Engine-produced frames are always encodable; report loudly if not.
-                        tracing_warn(&format!("uwire: dropping unencodable frame: {e}"));
+                        tracing::error!(error = %e, "dropping a frame the engine produced but the codec cannot encode");
                     }
                 }
                 None => break,
@@ -525,7 +539,7 @@ impl Driver {
             UserError::UnknownStream(_) | UserError::Closed => return,
             _ => Reason::INTERNAL_ERROR,
         };
-        tracing_warn(&format!("uwire: resetting stream {id} ({reason}): {e}"));
+        tracing::warn!(stream = %id, %reason, error = %e, "resetting a stream whose head or trailers cannot be sent");
         self.apply(Command::Reset { id, reason });
     }
 
@@ -575,11 +589,5 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-fn tracing_warn(msg: &str) {
-    if std::env::var_os("UWIRE_DEBUG").is_some() {
-        eprintln!("{msg}");
     }
 }

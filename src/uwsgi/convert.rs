@@ -1,7 +1,7 @@
 //! CGI vars from nginx to the common [`RequestHead`]
 //! ([`UwsgiRequest::to_request_head`]).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use memchr::memchr;
 
 use super::packet::{content_length, UwsgiRequest};
@@ -305,21 +305,6 @@ impl TryFrom<&UwsgiRequest> for RequestHead {
     /// [`UwsgiRequest::to_request_head`].
     fn try_from(req: &UwsgiRequest) -> Result<RequestHead, UwsgiError> {
         req.to_request_head()
-    }
-}
-
-/// `path`, then `?` and the query when there is one (what `REQUEST_URI`
-/// holds).
-pub(crate) fn request_uri(path: &Bytes, query: Option<&Bytes>) -> Bytes {
-    match query {
-        None => path.clone(),
-        Some(q) => {
-            let mut v = BytesMut::with_capacity(path.len() + 1 + q.len());
-            v.put_slice(path);
-            v.put_u8(b'?');
-            v.put_slice(q);
-            v.freeze()
-        }
     }
 }
 
