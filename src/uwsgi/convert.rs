@@ -5,7 +5,7 @@ use bytes::Bytes;
 use memchr::memchr;
 
 use super::packet::{content_length, UwsgiRequest};
-use super::util::{decodes_to, is_clean, is_token, parse_u64, percent_encode_path};
+use super::util::{decodes_to, is_clean, is_token, parse_u64, percent_decode, percent_encode_path};
 use super::{lossy, UwsgiError};
 use crate::frame::{HeaderBlock, HttpVersion, RequestHead};
 
@@ -217,6 +217,18 @@ impl UwsgiRequest {
             None => (None, None),
         };
         let raw_path = raw_path.filter(|p| !p.is_empty());
+        // The same defence as a uwire target (`environ`'s `check_target`): a
+        // path that decodes to a NUL truncates it for C-based consumers.
+        // PATH_INFO's own NUL is caught there, once it is re-encoded.
+        if raw_path
+            .as_ref()
+            .is_some_and(|p| memchr(0, &percent_decode(p)).is_some())
+        {
+            return Err(UwsgiError::InvalidValue {
+                name: "REQUEST_URI".into(),
+                detail: "the path decodes to a NUL",
+            });
+        }
         let slash = || Bytes::from_static(b"/");
         let mut path_info_param = None;
         let path = match path_info {
