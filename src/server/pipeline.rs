@@ -220,6 +220,10 @@ async fn run_handler<S: Sink>(
         Err(panic) => futures_util::future::ready(Err(panic)).right_future(),
     };
     let run = async {
+        let mut fut = std::pin::pin!(fut);
+        if let Some(v) = PollOnce(fut.as_mut()).await {
+            return Some(v);
+        }
         match deadline {
             Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
             None => Some(fut.await),
@@ -325,11 +329,35 @@ fn body_error_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Bod
     None
 }
 
-/// `fut` bounded by `deadline`: `None` once it passes.
+/// `fut` bounded by `deadline`: `None` once it passes. A future that is
+/// ready at once (most handlers, most body chunks) costs no timer.
 async fn within<F: Future>(deadline: Option<Deadline>, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(v) = PollOnce(fut.as_mut()).await {
+        return Some(v);
+    }
     match deadline {
         Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
         None => Some(fut.await),
+    }
+}
+
+/// Polls a future once (with the task's waker): its output if ready.
+/// A plain `Future` rather than an `async fn`, which would trip the
+/// compiler's higher-ranked `Send` inference on the handler's future.
+struct PollOnce<'a, F>(std::pin::Pin<&'a mut F>);
+
+impl<F: Future> Future for PollOnce<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(match self.0.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
     }
 }
 
@@ -426,14 +454,11 @@ async fn respond<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, deadline:
         let frame = match frame.into_data() {
             Ok(data) => {
                 let n = data.len() as u64;
-                let sent = match send_timeout {
-                    Some(t) => tokio::time::timeout(t, sink.send_data(data)).await,
-                    None => Ok(sink.send_data(data).await),
-                };
-                match sent {
-                    Ok(Ok(())) => ctx.metrics.add_bytes_out(n),
-                    Ok(Err(e)) => return sink_failed(ctx, e),
-                    Err(_) => {
+                let limit = send_timeout.map(|t| Deadline::now() + t);
+                match within(limit, sink.send_data(data)).await {
+                    Some(Ok(())) => ctx.metrics.add_bytes_out(n),
+                    Some(Err(e)) => return sink_failed(ctx, e),
+                    None => {
                         // The peer took nothing for `send_timeout` (a reader
                         // that stopped reading, or never returns credit):
                         // free what the response holds.
