@@ -191,7 +191,7 @@ enum Outcome {
 
 /// Serves one decoded request: `head` and `body` in, the response out
 /// through `sink`. Every request of every protocol goes through here.
-pub(crate) async fn serve<S: Sink>(ctx: &Ctx, head: RequestHead, body: Body, sink: &mut S) {
+pub(crate) async fn serve<S: Sink>(ctx: &Ctx, head: Box<RequestHead>, body: Body, sink: &mut S) {
     let started = Instant::now();
     ctx.metrics.stream_started();
     let metrics = ctx.metrics.clone();
@@ -211,7 +211,7 @@ pub(crate) async fn serve<S: Sink>(ctx: &Ctx, head: RequestHead, body: Body, sin
 /// the response (or outcome) the runtime promises.
 async fn run_handler<S: Sink>(
     ctx: &Ctx,
-    head: RequestHead,
+    head: Box<RequestHead>,
     body: Body,
     deadline: Option<Deadline>,
     sink: &mut S,
@@ -228,7 +228,7 @@ async fn run_handler<S: Sink>(
         }
         Ok(env) => env,
     };
-    let request = Request::new(head, environ, body);
+    let request = Request::from_boxed(head, environ, body);
     // `call` itself may panic (work done before the future is built), as
     // may the future: both are the handler panicking.
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.call(request))) {
@@ -361,7 +361,7 @@ async fn within<F: Future>(deadline: Option<Deadline>, fut: F) -> Option<F::Outp
 /// Polls a future once (with the task's waker): its output if ready.
 /// A plain `Future` rather than an `async fn`, which would trip the
 /// compiler's higher-ranked `Send` inference on the handler's future.
-struct PollOnce<'a, F>(std::pin::Pin<&'a mut F>);
+pub(crate) struct PollOnce<'a, F>(pub(crate) std::pin::Pin<&'a mut F>);
 
 impl<F: Future> Future for PollOnce<'_, F> {
     type Output = Option<F::Output>;

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::handler::{Body, BodyError};
 use super::metrics::ErrorKind;
-use super::pipeline::{self, BodyShape, Ctx, OnDrop, Sink, SinkError};
+use super::pipeline::{self, BodyShape, Ctx, OnDrop, PollOnce, Sink, SinkError};
 use crate::frame::{HeaderBlock, Reason, ResponseHead};
 use crate::net::{self, IncomingRequest, Responder, SendStream};
 
@@ -58,7 +58,12 @@ where
                     accepting = false;
                     continue;
                 };
-                streams.push(stream_task(req, ctx.clone()));
+                // Most handlers answer at once: run the pipeline right here,
+                // and keep it only if it has to wait.
+                let mut task = Box::pin(stream_task(req, ctx.clone()));
+                if PollOnce(task.as_mut()).await.is_none() {
+                    streams.push(task);
+                }
             }
             Some(()) = streams.next(), if !streams.is_empty() => {
                 if streams.is_empty() {
@@ -115,8 +120,7 @@ where
     }
 }
 
-/// One stream's work, held inline by the connection's `FuturesUnordered`
-/// (one allocation per stream, no boxing).
+/// One stream's work.
 fn stream_task(req: IncomingRequest, ctx: Ctx) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::debug_span!("stream", id = %req.responder.id());
     async move { serve_stream(req, &ctx).await }.instrument(span)

@@ -57,7 +57,7 @@ pub(crate) async fn serve<T: Accepted>(mut io: T, ctx: Ctx, mut buf: BytesMut) {
         }
     };
     let head = match request.to_request_head() {
-        Ok(h) => h,
+        Ok(h) => Box::new(h),
         Err(e) => return reject(&mut io, &ctx, &e).await,
     };
     let expected = request.body_length;
