@@ -63,6 +63,8 @@ where
                 let mut task = Box::pin(stream_task(req, ctx.clone()));
                 if PollOnce(task.as_mut()).await.is_none() {
                     streams.push(task);
+                } else if streams.is_empty() {
+                    last_activity = tokio::time::Instant::now();
                 }
             }
             Some(()) = streams.next(), if !streams.is_empty() => {
