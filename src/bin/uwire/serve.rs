@@ -87,6 +87,13 @@ pub struct Args {
     /// Largest classic uwsgi vars block accepted (the protocol caps it at 65535).
     #[arg(long, default_value_t = u16::MAX)]
     pub uwsgi_max_block_size: u16,
+    /// Read options from this TOML file ([serve] table; keys are the long
+    /// option names); options on the command line win.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Check the configuration, print the result and exit.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 impl Args {
@@ -143,6 +150,10 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let shutdown = uwire::server::shutdown_signal();
     let config = args.config();
     config.validate()?;
+    if args.check_config {
+        println!("uwire serve: configuration OK");
+        return Ok(());
+    }
     let listener = Listener::bind(&args.bind, &config.bind).await?;
     eprintln!(
         "uwire: serving the demo app on {} (/, /echo, /environ)",
