@@ -46,10 +46,11 @@ impl FromStr for AccessLogFormat {
 /// Where lines go.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum AccessLogTarget {
-    /// No access log.
+    /// No access log (the library's default; `uwire proxy` logs to
+    /// standard error unless told otherwise).
+    #[default]
     Off,
     /// Standard error (`-` or `stderr`).
-    #[default]
     Stderr,
     /// Standard output (`stdout`).
     Stdout,

@@ -99,7 +99,7 @@ pub struct ProxyConfig {
     pub compression: CompressionConfig,
     /// Access log line format.
     pub access_log_format: AccessLogFormat,
-    /// Where access log lines go. Default standard error.
+    /// Where access log lines go. Default off (`uwire proxy`: standard error).
     pub access_log: AccessLogTarget,
 }
 

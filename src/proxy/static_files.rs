@@ -144,6 +144,18 @@ impl StaticFiles {
         let req = inner;
         let resp = match dir.clone().try_call(req).await {
             Ok(r) => r,
+            // Without a fallback service, ServeDir reports a missing file
+            // (or one outside the root, see Confined) as an error.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound
+                        | io::ErrorKind::PermissionDenied
+                        | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return super::front::error_response(StatusCode::NOT_FOUND, "no such file");
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "static file failed");
                 return super::front::error_response(
