@@ -207,7 +207,13 @@ mod tests {
             types: Arc::new(cfg.types.clone()),
         };
         assert!(p.should_compress(&resp(Some("text/html; charset=utf-8"), Some(5000), 200)));
-        assert!(p.should_compress(&resp(Some("application/json"), None, 200)));
+        let mut streaming = http::Response::new(http_body_util::StreamBody::new(
+            futures_util::stream::empty::<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>(),
+        ));
+        streaming
+            .headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        assert!(p.should_compress(&streaming));
         assert!(p.should_compress(&resp(Some("application/ld+json"), Some(4096), 200)));
         assert!(!p.should_compress(&resp(Some("image/png"), Some(5000), 200)));
         assert!(!p.should_compress(&resp(Some("text/plain"), Some(1023), 200)));

@@ -50,6 +50,12 @@ pub enum Parsed {
 pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyProtocolError> {
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
+        // A v1 header is one CRLF-terminated line of at most 107 bytes;
+        // ppp calls some malformed complete lines incomplete.
+        if buf.starts_with(b"PROXY") && (memchr::memmem::find(buf, b"\r\n").is_some() || buf.len() >= 107)
+        {
+            return Err(ProxyProtocolError::Invalid("malformed version 1 header".into()));
+        }
         return if buf.len() >= MAX_HEADER {
             Err(ProxyProtocolError::TooLong)
         } else {
@@ -137,6 +143,12 @@ mod tests {
         );
         assert_eq!(parse(b"PROXY TCP4 203.0").unwrap(), Parsed::Incomplete);
         assert!(parse(b"GET / HTTP/1.1\r\n\r\n").is_err());
+        for bad in [
+            &b"PROXY TCP4 nonsense\r\n\r\n"[..],
+            b"PROXY TCP9 1.2.3.4 1.2.3.4 1 2\r\n",
+        ] {
+            assert!(parse(bad).is_err(), "{:?}: {:?}", String::from_utf8_lossy(bad), parse(bad));
+        }
     }
 
     #[test]
