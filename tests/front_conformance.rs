@@ -123,6 +123,11 @@ async fn smuggling_forms_are_refused_before_the_app() {
                 400,
             ),
             (
+                "CL + TE with bare LF line ends",
+                b"POST /buffer HTTP/1.1\nHost: a\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\r\n\r\n",
+                400,
+            ),
+            (
                 "duplicate equal CL",
                 b"POST /buffer HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
                 400,

@@ -97,10 +97,9 @@ pub(crate) fn normalize<B>(req: &mut Request<B>) {
 /// judged.
 pub(crate) fn check_framing(raw: &[u8], method: &Method) -> Result<(), Refusal> {
     let bad = |why| Err((StatusCode::BAD_REQUEST, why));
-    let Some(end) = memchr::memmem::find(raw, b"\r\n\r\n") else {
-        return Ok(());
-    };
-    let mut lines = raw[..end].split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    // Lines end in CRLF or, as hyper also accepts, a bare LF; the head ends
+    // at the first empty line. An incomplete head is not judged.
+    let mut lines = raw.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let Some(first) = lines.next() else {
         return Ok(());
     };
@@ -109,8 +108,20 @@ pub(crate) fn check_framing(raw: &[u8], method: &Method) -> Result<(), Refusal> 
     if first.len() <= m.len() || &first[..m.len()] != m || first[m.len()] != b' ' {
         return Ok(());
     }
-    let (mut cl, mut te) = (0usize, false);
+    let mut fields = Vec::new();
+    let mut complete = false;
     for line in lines {
+        if line.is_empty() {
+            complete = true;
+            break;
+        }
+        fields.push(line);
+    }
+    if !complete {
+        return Ok(());
+    }
+    let (mut cl, mut te) = (0usize, false);
+    for line in fields {
         let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
@@ -184,5 +195,7 @@ mod tests {
         // Not this request's head: not judged.
         assert!(check_framing(both, &get).is_ok());
         assert!(check_framing(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n", &post).is_ok());
+        let bare_lf = b"POST / HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n";
+        assert!(check_framing(bare_lf, &post).is_err());
     }
 }

@@ -36,6 +36,9 @@ mod config;
 mod conformance;
 pub mod forwarded;
 mod front;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod io;
 mod limits;
 pub mod proxy_protocol;
