@@ -161,7 +161,7 @@ pub(crate) async fn handle(
         record: record_for(&req, client, tls),
         started,
     });
-    let resp = route(&shared, &conn, &mut req, raw_head, client, tls).await;
+    let resp = route(&shared, &mut req, raw_head).await;
     let resp = match resp {
         Routed::Done(r) => r,
         Routed::App => {
@@ -171,7 +171,10 @@ pub(crate) async fn handle(
                 client,
                 tls,
             };
-            if let Some(pred) = &shared.compress {
+            // HEAD answers carry the identity length; compressing them
+            // would describe a body that is never sent.
+            let compress = shared.compress.as_ref().filter(|_| req.method() != http::Method::HEAD);
+            if let Some(pred) = compress {
                 let mut svc = shared.config.compression.layer(svc, pred.clone());
                 match tower_service::Service::call(&mut svc, req).await {
                     Ok(r) => r.map(|b| b.boxed_unsync()),
@@ -199,14 +202,7 @@ enum Routed {
     App,
 }
 
-async fn route(
-    shared: &Shared,
-    conn: &ConnInfo,
-    req: &mut Request<Incoming>,
-    raw_head: Vec<u8>,
-    _client: SocketAddr,
-    _tls: bool,
-) -> Routed {
+async fn route(shared: &Shared, req: &mut Request<Incoming>, raw_head: Vec<u8>) -> Routed {
     let cfg = &shared.config;
     if let Err((status, why)) = conformance::check_framing(&raw_head, req.method()) {
         return Routed::Done(close_after(error_response(status, why)));
@@ -244,7 +240,6 @@ async fn route(
     if let Some(i) = shared.statics.route(req.uri().path()) {
         return Routed::Done(shared.statics.serve(i, req).await);
     }
-    let _ = conn;
     Routed::App
 }
 

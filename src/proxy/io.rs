@@ -217,6 +217,8 @@ pub(crate) struct TimedIo<T> {
     epoch: u64,
     /// A byte of the next request head has arrived in this idle phase.
     head_started: bool,
+    /// The kept head bytes reach the end of the head (or the bound).
+    head_complete: bool,
     read_deadline: Option<Instant>,
     read_timer: Pin<Box<Sleep>>,
     write_deadline: Option<Instant>,
@@ -234,6 +236,7 @@ impl<T> TimedIo<T> {
             sniffed: 0,
             epoch: 0,
             head_started: false,
+            head_complete: false,
             read_deadline: None,
             read_timer: Box::pin(tokio::time::sleep_until(now)),
             write_deadline: None,
@@ -265,9 +268,22 @@ impl<T> TimedIo<T> {
             self.head_started = true;
             self.read_deadline = Some(Instant::now() + self.t.header);
         }
+        if self.head_complete {
+            return;
+        }
         let mut head = self.act.head.lock().unwrap_or_else(|e| e.into_inner());
         let room = self.t.max_head.saturating_sub(head.len());
+        let from = head.len().saturating_sub(3);
         head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        // Keep nothing past the end of the head (body bytes are not needed).
+        let tail = &head[from..];
+        if memchr::memmem::find(tail, b"\r\n\r\n").is_some()
+            || memchr::memmem::find(tail, b"\n\n").is_some()
+            || memchr::memmem::find(tail, b"\n\r\n").is_some()
+            || head.len() >= self.t.max_head
+        {
+            self.head_complete = true;
+        }
     }
 }
 
@@ -284,6 +300,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
             if epoch != this.epoch {
                 this.epoch = epoch;
                 this.head_started = false;
+                this.head_complete = false;
                 this.read_deadline = None;
             }
             if this.read_deadline.is_none() {
