@@ -83,10 +83,23 @@ async fn chromium_renders_a_page_served_over_https_h2_with_static_assets_and_app
         let mount = format!("/static={}", public.display());
         let log_s = log.to_string_lossy().into_owned();
         let mut proxy = ChildProc::spawn(&[
-            "proxy", "--upstream", &upstream, "--listen", "127.0.0.1:0", "--tls-cert", &cert,
-            "--tls-key", &key, "--static", &mount, "--access-log", &log_s,
+            "proxy",
+            "--upstream",
+            &upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--static",
+            &mount,
+            "--access-log",
+            &log_s,
         ]);
-        let line = proxy.wait_line("uwire proxy: https://", Duration::from_secs(15)).await;
+        let line = proxy
+            .wait_line("uwire proxy: https://", Duration::from_secs(15))
+            .await;
         let addr: SocketAddr = line
             .split("https://")
             .nth(1)
@@ -117,7 +130,11 @@ async fn chromium_renders_a_page_served_over_https_h2_with_static_assets_and_app
                 .unwrap_or("")
                 .to_string()
         };
-        assert_eq!(text("status"), "loaded /environ/from-js", "DOM:\n{dom}\nstderr:\n{stderr}");
+        assert_eq!(
+            text("status"),
+            "loaded /environ/from-js",
+            "DOM:\n{dom}\nstderr:\n{stderr}"
+        );
         assert_eq!(text("scheme"), "scheme https");
         assert_eq!(text("https"), "https on");
         assert_eq!(text("image"), "image 4x4");
@@ -162,7 +179,10 @@ async fn chromium_renders_a_page_served_over_https_h2_with_static_assets_and_app
             "\"GET /static/logo.png HTTP/2.0\" 200",
             "\"GET /environ/from-js?x=1 HTTP/2.0\" 200",
         ] {
-            assert!(logged.contains(want), "{want} not in the access log:\n{logged}");
+            assert!(
+                logged.contains(want),
+                "{want} not in the access log:\n{logged}"
+            );
         }
     })
     .await

@@ -70,7 +70,8 @@ async fn http11_without_host_is_400_and_never_reaches_the_app() {
 async fn absolute_form_target_gives_the_app_the_targets_authority() {
     bounded(async {
         let (_app, proxy) = setup(ProxyConfig::default()).await;
-        let req = b"GET http://target.example:8081/environ/x?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n";
+        let req =
+            b"GET http://target.example:8081/environ/x?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n";
         let r = raw_exchange(proxy.addr, req).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let env: std::collections::HashMap<String, String> =
@@ -93,7 +94,9 @@ async fn asterisk_target_is_answered_by_the_front() {
         let (s, _) = status_of(&proxy, b"GET * HTTP/1.1\r\nHost: a\r\n\r\n").await;
         assert_eq!(s, 400);
         let mut c = RawConn::connect(proxy.addr).await;
-        c.send(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        c.send(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
         let r = c.read_response(false).await.unwrap();
         assert_eq!(r.status, 200);
         assert!(r.header("allow").is_some_and(|a| a.contains("GET")));
@@ -205,7 +208,10 @@ async fn smuggling_forms_are_refused_before_the_app() {
 const BAD_CHUNKS: &[(&str, &[u8])] = &[
     ("leading spaces in the size", b"  5\r\nhello\r\n0\r\n\r\n"),
     ("0x prefix", b"0x5\r\nhello\r\n0\r\n\r\n"),
-    ("size overflow", b"fffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+    (
+        "size overflow",
+        b"fffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    ),
     ("bare LF chunk lines", b"5\nhello\n0\n\n"),
     ("negative size", b"-5\r\nhello\r\n0\r\n\r\n"),
     ("no CRLF after data", b"5\r\nhelloX0\r\n\r\n"),

@@ -46,7 +46,10 @@ async fn forwarded_fields_are_believed_only_from_listed_peers() {
         assert_eq!(env["HTTPS"], "on");
         assert_eq!(env["REQUEST_SCHEME"], "https");
         assert_eq!(env["HTTP_X_FORWARDED_PROTO"], "https");
-        assert_eq!(env["HTTP_X_FORWARDED_FOR"], "203.0.113.9, 10.1.2.3, 127.0.0.1");
+        assert_eq!(
+            env["HTTP_X_FORWARDED_FOR"],
+            "203.0.113.9, 10.1.2.3, 127.0.0.1"
+        );
 
         // Not listed: nothing the peer says is believed.
         let (_app2, untrusted) = start(ProxyConfig {
@@ -125,7 +128,11 @@ async fn proxy_protocol_v1_and_v2_set_the_client_address() {
 
         // No header, or a broken one: closed without an answer.
         let hits = app.state.hits.load(Ordering::Relaxed);
-        for bad in [&get[..], b"PROXY TCP4 nonsense\r\n\r\n", b"PROXY TCP9 1.2.3.4 1.2.3.4 1 2\r\n"] {
+        for bad in [
+            &get[..],
+            b"PROXY TCP4 nonsense\r\n\r\n",
+            b"PROXY TCP9 1.2.3.4 1.2.3.4 1 2\r\n",
+        ] {
             let mut s = tokio::net::TcpStream::connect(front.addr).await.unwrap();
             s.write_all(bad).await.unwrap();
             let mut out = Vec::new();

@@ -103,13 +103,20 @@ async fn config_file_sets_options_and_the_command_line_wins() {
             }
         })
         .await;
-        let first: serde_json::Value = serde_json::from_str(logged.lines().next().unwrap()).unwrap();
+        let first: serde_json::Value =
+            serde_json::from_str(logged.lines().next().unwrap()).unwrap();
         assert_eq!(first["uri"], "/static/data.json");
         drop(child);
 
         // A repeatable option on the command line replaces the file's list.
         let mut child = ChildProc::spawn(&[
-            "proxy", "--config", &cfg_s, "--listen", "127.0.0.1:0", "--param", "TEAM=red",
+            "proxy",
+            "--config",
+            &cfg_s,
+            "--listen",
+            "127.0.0.1:0",
+            "--param",
+            "TEAM=red",
         ]);
         let addr = proxy_addr(&mut child).await;
         let r = get(&c, &format!("http://{addr}/environ")).await;
@@ -145,7 +152,8 @@ async fn config_errors_name_the_key_and_the_line() {
         ];
         for (text, want) in cases {
             std::fs::write(&cfg, text).unwrap();
-            let (code, out, err) = run_uwire(&["proxy", "--config", &cfg_s, "--check-config"]).await;
+            let (code, out, err) =
+                run_uwire(&["proxy", "--config", &cfg_s, "--check-config"]).await;
             assert_eq!(code, 2, "{text:?}: {out}{err}");
             assert!(err.contains(want), "{text:?}: want {want:?} in {err:?}");
         }
@@ -162,7 +170,10 @@ async fn config_errors_name_the_key_and_the_line() {
         std::fs::write(&cfg, "[serve]\nmax-streams = \"many\"\n").unwrap();
         let (code, _, err) = run_uwire(&["serve", "--config", &cfg_s, "--check-config"]).await;
         assert_eq!(code, 2);
-        assert!(err.contains("bad.toml:2: [serve] key `max-streams`"), "{err}");
+        assert!(
+            err.contains("bad.toml:2: [serve] key `max-streams`"),
+            "{err}"
+        );
         std::fs::write(&cfg, "[serve]\nmax-streams = 7\nsocket-mode = \"600\"\n").unwrap();
         let (code, out, err) = run_uwire(&["serve", "--config", &cfg_s, "--check-config"]).await;
         assert_eq!(code, 0, "{out}{err}");
@@ -182,8 +193,17 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
         let cert = files.cert.to_string_lossy().into_owned();
         let key = files.key.to_string_lossy().into_owned();
         let mut child = ChildProc::spawn(&[
-            "proxy", "--upstream", &upstream, "--listen", "127.0.0.1:0", "--tls-cert", &cert,
-            "--tls-key", &key, "--access-log", "off",
+            "proxy",
+            "--upstream",
+            &upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--access-log",
+            "off",
         ]);
         let addr = proxy_addr(&mut child).await;
         let url = format!("https://localhost:{}/", addr.port());
@@ -203,7 +223,15 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
         // A connection in the middle of a slow request when the reload
         // happens: it completes.
         let mut slow = tokio::process::Command::new("curl")
-            .args(["-sS", "--resolve", &resolve, "--cacert", &cacert, "--data-binary", "@-"])
+            .args([
+                "-sS",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                &cacert,
+                "--data-binary",
+                "@-",
+            ])
             .arg(format!("https://localhost:{}/echo", addr.port()))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -223,9 +251,13 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
 
         stdin.write_all(b"after").await.unwrap();
         drop(stdin);
-        let out = within(Duration::from_secs(20), "slow upload", slow.wait_with_output())
-            .await
-            .unwrap();
+        let out = within(
+            Duration::from_secs(20),
+            "slow upload",
+            slow.wait_with_output(),
+        )
+        .await
+        .unwrap();
         assert!(out.status.success());
         assert_eq!(String::from_utf8_lossy(&out.stdout), "before-after");
 
@@ -273,8 +305,19 @@ async fn connection_storms_leave_no_descriptor_behind() {
         let _app = serve_child(&sock).await;
         let upstream = format!("unix:{}", sock.display());
         let mut child = ChildProc::spawn(&[
-            "proxy", "--upstream", &upstream, "--listen", "127.0.0.1:0", "--access-log", "off",
-            "--first-byte-timeout", "1s", "--header-read-timeout", "1s", "--keepalive-timeout", "1s",
+            "proxy",
+            "--upstream",
+            &upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--access-log",
+            "off",
+            "--first-byte-timeout",
+            "1s",
+            "--header-read-timeout",
+            "1s",
+            "--keepalive-timeout",
+            "1s",
         ]);
         let addr = proxy_addr(&mut child).await;
         let c = http_client();
@@ -307,7 +350,11 @@ async fn connection_storms_leave_no_descriptor_behind() {
                         let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
                     }
                     _ => {
-                        let _ = s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc").await;
+                        let _ = s
+                            .write_all(
+                                b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc",
+                            )
+                            .await;
                     }
                 }
             }));
@@ -335,7 +382,10 @@ async fn connection_storms_leave_no_descriptor_behind() {
                 .collect();
             panic!("descriptors: baseline {baseline}, peak {peak}, now {list:?}");
         }
-        println!("proxy descriptors: baseline {baseline}, after the storm {peak}, settled {}", open_fds(child.pid));
+        println!(
+            "proxy descriptors: baseline {baseline}, after the storm {peak}, settled {}",
+            open_fds(child.pid)
+        );
         // Still serving.
         let c = http_client();
         assert_eq!(get(&c, &format!("http://{addr}/")).await.status, 200);

@@ -70,7 +70,8 @@ async fn files_with_types_validators_and_ranges() {
             let r = curl(&[&u(path)]).await;
             assert_eq!(r.status, 200, "{path}: {r:?}");
             assert!(
-                r.header("content-type").is_some_and(|c| c.starts_with(ctype)),
+                r.header("content-type")
+                    .is_some_and(|c| c.starts_with(ctype)),
                 "{path}: {:?}",
                 r.header("content-type")
             );
@@ -78,16 +79,29 @@ async fn files_with_types_validators_and_ranges() {
         let r = curl(&[&u("/static/logo.png")]).await;
         assert_eq!(r.body, png_4x4());
         let etag = r.header("etag").expect("etag").to_string();
-        let modified = r.header("last-modified").expect("last-modified").to_string();
+        let modified = r
+            .header("last-modified")
+            .expect("last-modified")
+            .to_string();
         assert_eq!(r.header("accept-ranges"), Some("bytes"));
 
         // Conditional requests.
-        let r = curl(&["-H", &format!("If-None-Match: {etag}"), &u("/static/logo.png")]).await;
+        let r = curl(&[
+            "-H",
+            &format!("If-None-Match: {etag}"),
+            &u("/static/logo.png"),
+        ])
+        .await;
         assert_eq!(r.status, 304);
         assert!(r.body.is_empty());
         let r = curl(&["-H", "If-None-Match: \"other\"", &u("/static/logo.png")]).await;
         assert_eq!(r.status, 200);
-        let r = curl(&["-H", &format!("If-Modified-Since: {modified}"), &u("/static/logo.png")]).await;
+        let r = curl(&[
+            "-H",
+            &format!("If-Modified-Since: {modified}"),
+            &u("/static/logo.png"),
+        ])
+        .await;
         assert_eq!(r.status, 304);
         let r = curl(&[
             "-H",
@@ -158,8 +172,13 @@ async fn precompressed_siblings_follow_accept_encoding() {
         let r = curl(&["-H", "Accept-Encoding: br", &u]).await;
         assert_eq!(r.header("content-encoding"), Some("br"));
         assert_eq!(r.text(), "BROTLI-SIBLING");
-        assert!(r.header("content-type").unwrap().starts_with("text/javascript"));
-        assert!(r.header("vary").is_some_and(|v| v.to_ascii_lowercase().contains("accept-encoding")));
+        assert!(r
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/javascript"));
+        assert!(r
+            .header("vary")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("accept-encoding")));
         let r = curl(&["-H", "Accept-Encoding: gzip", &u]).await;
         assert_eq!(r.header("content-encoding"), Some("gzip"));
         assert_eq!(r.text(), "GZIP-SIBLING");
@@ -169,7 +188,12 @@ async fn precompressed_siblings_follow_accept_encoding() {
         assert_eq!(r.header("content-encoding"), None);
         assert_eq!(r.text(), front_common::SITE_JS);
         // No sibling: the file itself, whatever the client accepts.
-        let r = curl(&["-H", "Accept-Encoding: br, gzip", &s.front.http("/static/app.css")]).await;
+        let r = curl(&[
+            "-H",
+            "Accept-Encoding: br, gzip",
+            &s.front.http("/static/app.css"),
+        ])
+        .await;
         assert_eq!(r.header("content-encoding"), None);
     })
     .await
@@ -198,7 +222,9 @@ async fn no_path_leaves_the_root() {
         for (path, want) in cases {
             let r = curl(&["--path-as-is", &u(path)]).await;
             let body = r.text();
-            if !want.contains(&r.status) || body.contains("SECRET") || body.contains("NOT PUBLIC")
+            if !want.contains(&r.status)
+                || body.contains("SECRET")
+                || body.contains("NOT PUBLIC")
                 || body.contains("root:")
             {
                 failures.push(format!("{path}: {} {body:?}", r.status));

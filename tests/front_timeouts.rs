@@ -58,7 +58,10 @@ fn assert_at_edge(what: &str, start: Instant, end: Instant, t: Duration) {
         took + Duration::from_millis(50) >= t,
         "{what}: closed after {took:?}, before its {t:?} timeout"
     );
-    assert!(took <= t + SLACK, "{what}: took {took:?} for a {t:?} timeout");
+    assert!(
+        took <= t + SLACK,
+        "{what}: took {took:?} for a {t:?} timeout"
+    );
 }
 
 async fn hello_works(proxy: &Proxy) {
@@ -97,7 +100,9 @@ async fn a_slowloris_head_gets_408_at_the_header_timeout() {
         })
         .await;
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-        s.write_all(b"GET /hello HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+        s.write_all(b"GET /hello HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .unwrap();
         let start = Instant::now();
         // One byte every 100 ms: always within the first-byte and idle
         // timeouts, never finishing the head.
@@ -150,13 +155,17 @@ async fn an_idle_keepalive_connection_is_closed_quietly() {
         })
         .await;
         let mut c = RawConn::connect(proxy.addr).await;
-        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
         let r = c.read_response(false).await.unwrap();
         assert_eq!(r.status, 200);
         let start = Instant::now();
         // Still usable before the timeout.
         tokio::time::sleep(T / 4).await;
-        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
         assert_eq!(c.read_response(false).await.unwrap().status, 200);
         let start2 = Instant::now();
         let (got, end) = read_to_close(&mut c.io).await;
@@ -285,12 +294,16 @@ async fn per_ip_cap_closes_the_extra_connection_at_once() {
         let mut a = RawConn::connect(proxy.addr).await;
         let mut b = RawConn::connect(proxy.addr).await;
         for c in [&mut a, &mut b] {
-            c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+            c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
             assert_eq!(c.read_response(false).await.unwrap().status, 200);
         }
         let mut third = TcpStream::connect(proxy.addr).await.unwrap();
         let start = Instant::now();
-        let _ = third.write_all(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let _ = third
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await;
         let (got, _) = read_to_close(&mut third).await;
         assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -299,7 +312,9 @@ async fn per_ip_cap_closes_the_extra_connection_at_once() {
         let r = within(Duration::from_secs(10), "after a slot freed", async {
             loop {
                 let mut c = TcpStream::connect(proxy.addr).await.unwrap();
-                let _ = c.write_all(b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+                let _ = c
+                    .write_all(b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                    .await;
                 let (got, _) = read_to_close(&mut c).await;
                 if !got.is_empty() {
                     return got;
@@ -319,7 +334,9 @@ async fn http2_idle_connections_close_after_the_keepalive_timeout() {
     bounded(async {
         let (_app, proxy) = setup(short()).await;
         let send = h2_connect(proxy.addr).await;
-        let req = http::Request::get(proxy.url("/hello")).body(empty()).unwrap();
+        let req = http::Request::get(proxy.url("/hello"))
+            .body(empty())
+            .unwrap();
         let r = h2_fetch(&send, req).await.unwrap();
         assert_eq!(r.status, 200);
         let start = Instant::now();

@@ -55,7 +55,14 @@ async fn https_with_h2_and_http11_and_the_app_sees_https() {
         assert_eq!(env["HTTPS"], "on");
         assert_eq!(env["REQUEST_SCHEME"], "https");
         // Bodies both ways.
-        let r = curl(&["--cacert", &cacert, "--data-binary", "ping", &front.https("/echo")]).await;
+        let r = curl(&[
+            "--cacert",
+            &cacert,
+            "--data-binary",
+            "ping",
+            &front.https("/echo"),
+        ])
+        .await;
         assert_eq!((r.status, r.text().as_str()), (200, "ping"));
         // Plain HTTP on the TLS port gets nowhere.
         let r = curl(&[&front.http("/hello")]).await;
@@ -71,9 +78,25 @@ async fn tls_below_1_2_is_refused() {
         let ca = TestCa::new();
         let (_app, front) = tls_front(dir.path(), &ca, "uwire one").await;
         let cacert = path_str(dir.path(), "ca.pem");
-        let r = curl(&["--cacert", &cacert, "--tlsv1.0", "--tls-max", "1.1", &front.https("/hello")]).await;
+        let r = curl(&[
+            "--cacert",
+            &cacert,
+            "--tlsv1.0",
+            "--tls-max",
+            "1.1",
+            &front.https("/hello"),
+        ])
+        .await;
         assert!(!r.ok && r.status == 0, "{r:?}");
-        let r = curl(&["--cacert", &cacert, "--tlsv1.2", "--tls-max", "1.2", &front.https("/hello")]).await;
+        let r = curl(&[
+            "--cacert",
+            &cacert,
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            &front.https("/hello"),
+        ])
+        .await;
         assert_eq!(r.status, 200, "{r:?}");
         let r = curl(&["--cacert", &cacert, "--tlsv1.3", &front.https("/hello")]).await;
         assert_eq!(r.status, 200, "{r:?}");
@@ -105,7 +128,9 @@ async fn tls_conn(
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("TLS handshake");
-    let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned();
+    let cert = tls.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned();
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -142,7 +167,10 @@ async fn certificate_reload_keeps_open_connections() {
         let first = leaf_der(&std::fs::read_to_string(dir.path().join("cert.pem")).unwrap());
         let (mut old, cert) = tls_conn(front.addr, &ca.pem).await;
         assert_eq!(cert, first);
-        assert_eq!(get_on(&mut old, "/hello").await, (200, Bytes::from("hello")));
+        assert_eq!(
+            get_on(&mut old, "/hello").await,
+            (200, Bytes::from("hello"))
+        );
 
         // A broken file: reload fails, the old certificate stays.
         std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
@@ -158,7 +186,10 @@ async fn certificate_reload_keeps_open_connections() {
         let (mut new, cert) = tls_conn(front.addr, &ca.pem).await;
         assert_eq!(cert, second);
         assert_eq!(get_on(&mut new, "/hello").await.0, 200);
-        assert_eq!(get_on(&mut old, "/hello").await, (200, Bytes::from("hello")));
+        assert_eq!(
+            get_on(&mut old, "/hello").await,
+            (200, Bytes::from("hello"))
+        );
     })
     .await
 }
@@ -204,17 +235,27 @@ async fn redirect_listener_sends_clients_to_https() {
         let url = format!("http://{addr}/a/b?c=1");
         let r = curl(&["-H", "Host: shop.example", &url]).await;
         assert_eq!(r.status, 308);
-        assert_eq!(r.header("location"), Some("https://shop.example:8443/a/b?c=1"));
+        assert_eq!(
+            r.header("location"),
+            Some("https://shop.example:8443/a/b?c=1")
+        );
         let r = curl(&["-X", "POST", "-d", "x", "-H", "Host: shop.example:80", &url]).await;
         assert_eq!(r.status, 308);
-        assert_eq!(r.header("location"), Some("https://shop.example:8443/a/b?c=1"));
+        assert_eq!(
+            r.header("location"),
+            Some("https://shop.example:8443/a/b?c=1")
+        );
         let r = raw_exchange(addr, b"GET / HTTP/1.0\r\n\r\n").await;
         assert_eq!(r.status, 400);
         let _ = tx.send(());
-        within(std::time::Duration::from_secs(10), "redirect shutdown", task)
-            .await
-            .unwrap()
-            .unwrap();
+        within(
+            std::time::Duration::from_secs(10),
+            "redirect shutdown",
+            task,
+        )
+        .await
+        .unwrap()
+        .unwrap();
     })
     .await
 }

@@ -270,10 +270,7 @@ mod tests {
         assert_eq!(civil(UNIX_EPOCH), (1970, 1, 1, 0, 0, 0, 0));
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(civil(leap), (2000, 2, 29, 0, 0, 0, 0));
-        assert_eq!(
-            civil(record().time),
-            (2026, 12, 2, 7, 44, 29, 120)
-        );
+        assert_eq!(civil(record().time), (2026, 12, 2, 7, 44, 29, 120));
     }
 
     #[test]

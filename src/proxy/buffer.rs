@@ -52,7 +52,9 @@ where
             continue;
         }
         if out.file.is_none() {
-            let dir = dir.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+            let dir = dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(std::env::temp_dir);
             let f = tokio::task::spawn_blocking(move || tempfile::tempfile_in(dir))
                 .await
                 .map_err(|e| Box::new(e) as BoxError)??;
@@ -73,11 +75,10 @@ impl Buffered {
     /// The body to send upstream: the memory part, then the file.
     pub(crate) fn into_body(self) -> http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError> {
         let mem = futures_util::stream::iter(self.memory.into_iter().map(Ok::<_, BoxError>));
-        let file = futures_util::stream::iter(self.file)
-            .flat_map(|f| {
-                tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024)
-                    .map(|r| r.map_err(|e| Box::new(e) as BoxError))
-            });
+        let file = futures_util::stream::iter(self.file).flat_map(|f| {
+            tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024)
+                .map(|r| r.map_err(|e| Box::new(e) as BoxError))
+        });
         let stream = mem.chain(file).map(|r| r.map(Frame::data));
         let len = self.len;
         SizedBody {

@@ -54,7 +54,9 @@ impl FromStr for Algorithm {
             "gzip" => Ok(Algorithm::Gzip),
             "br" => Ok(Algorithm::Br),
             "zstd" => Ok(Algorithm::Zstd),
-            other => Err(format!("unknown compression {other:?}: use gzip, br or zstd")),
+            other => Err(format!(
+                "unknown compression {other:?}: use gzip, br or zstd"
+            )),
         }
     }
 }
@@ -79,7 +81,10 @@ impl Default for CompressionConfig {
             algorithms: vec![Algorithm::Zstd, Algorithm::Br, Algorithm::Gzip],
             min_size: DEFAULT_COMPRESS_MIN_SIZE,
             level: DEFAULT_COMPRESS_LEVEL,
-            types: DEFAULT_COMPRESS_TYPES.iter().map(|s| s.to_string()).collect(),
+            types: DEFAULT_COMPRESS_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -163,10 +168,10 @@ impl Predicate for CompressPredicate {
             return false;
         }
         let h = response.headers();
-        if h.get_all(header::CACHE_CONTROL)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-transform")))
-        {
+        if h.get_all(header::CACHE_CONTROL).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("no-transform"))
+        }) {
             return false;
         }
         let Some(ct) = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
@@ -208,7 +213,9 @@ mod tests {
         };
         assert!(p.should_compress(&resp(Some("text/html; charset=utf-8"), Some(5000), 200)));
         let mut streaming = http::Response::new(http_body_util::StreamBody::new(
-            futures_util::stream::empty::<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>(),
+            futures_util::stream::empty::<
+                Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+            >(),
         ));
         streaming
             .headers_mut()

@@ -36,10 +36,7 @@ pub(crate) fn check<B>(req: &Request<B>) -> Result<Verdict, Refusal> {
         return bad("HTTP/1.1 request without a Host field");
     }
     if req.method() == Method::CONNECT {
-        return Err((
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not supported",
-        ));
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported"));
     }
     // RFC 9112 3.2.4: the asterisk-form "is only used for a server-wide
     // OPTIONS request".
@@ -99,7 +96,9 @@ pub(crate) fn check_framing(raw: &[u8], method: &Method) -> Result<(), Refusal> 
     let bad = |why| Err((StatusCode::BAD_REQUEST, why));
     // Lines end in CRLF or, as hyper also accepts, a bare LF; the head ends
     // at the first empty line. An incomplete head is not judged.
-    let mut lines = raw.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = raw
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let Some(first) = lines.next() else {
         return Ok(());
     };
@@ -158,15 +157,34 @@ mod tests {
 
     #[test]
     fn host_rules() {
-        assert_eq!(check(&req(Version::HTTP_11, "/", Some("a"))), Ok(Verdict::Forward));
+        assert_eq!(
+            check(&req(Version::HTTP_11, "/", Some("a"))),
+            Ok(Verdict::Forward)
+        );
         assert_eq!(check(&req(Version::HTTP_11, "/", None)).unwrap_err().0, 400);
-        assert_eq!(check(&req(Version::HTTP_10, "/", None)), Ok(Verdict::Forward));
-        assert_eq!(check(&req(Version::HTTP_11, "/", Some("a b"))).unwrap_err().0, 400);
-        assert_eq!(check(&req(Version::HTTP_11, "/", Some("u@h"))).unwrap_err().0, 400);
+        assert_eq!(
+            check(&req(Version::HTTP_10, "/", None)),
+            Ok(Verdict::Forward)
+        );
+        assert_eq!(
+            check(&req(Version::HTTP_11, "/", Some("a b")))
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert_eq!(
+            check(&req(Version::HTTP_11, "/", Some("u@h")))
+                .unwrap_err()
+                .0,
+            400
+        );
         let mut two = req(Version::HTTP_11, "/", Some("a"));
         two.headers_mut().append("host", "b".parse().unwrap());
         assert_eq!(check(&two).unwrap_err().0, 400);
-        assert_eq!(check(&req(Version::HTTP_2, "http://a/", None)), Ok(Verdict::Forward));
+        assert_eq!(
+            check(&req(Version::HTTP_2, "http://a/", None)),
+            Ok(Verdict::Forward)
+        );
     }
 
     #[test]

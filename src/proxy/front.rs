@@ -173,7 +173,10 @@ pub(crate) async fn handle(
             };
             // HEAD answers carry the identity length; compressing them
             // would describe a body that is never sent.
-            let compress = shared.compress.as_ref().filter(|_| req.method() != http::Method::HEAD);
+            let compress = shared
+                .compress
+                .as_ref()
+                .filter(|_| req.method() != http::Method::HEAD);
             if let Some(pred) = compress {
                 let mut svc = shared.config.compression.layer(svc, pred.clone());
                 match tower_service::Service::call(&mut svc, req).await {
@@ -383,8 +386,13 @@ impl AppService {
                 http::header::CONTENT_LENGTH,
                 HeaderValue::from(buffered.len),
             );
-            self.send(Request::from_parts(parts, buffered.into_body()), &fault, false, started_rx)
-                .await
+            self.send(
+                Request::from_parts(parts, buffered.into_body()),
+                &fault,
+                false,
+                started_rx,
+            )
+            .await
         } else {
             self.send(
                 Request::from_parts(parts, body.boxed_unsync()),

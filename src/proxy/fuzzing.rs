@@ -98,7 +98,11 @@ async fn one_request(
     let raw_has = |name: &[u8]| {
         raw.split(|b| *b == b'\n')
             .take_while(|l| !l.is_empty() && *l != b"\r")
-            .any(|l| l.len() > name.len() && l[..name.len()].eq_ignore_ascii_case(name) && l[name.len()] == b':')
+            .any(|l| {
+                l.len() > name.len()
+                    && l[..name.len()].eq_ignore_ascii_case(name)
+                    && l[name.len()] == b':'
+            })
     };
     let smuggling = raw.starts_with(req.method().as_str().as_bytes())
         && raw_has(b"content-length")
@@ -108,7 +112,10 @@ async fn one_request(
         Ok(Verdict::OptionsAsterisk) => return answer(200),
         Ok(Verdict::Forward) => conformance::normalize(&mut req),
     }
-    assert!(!smuggling, "a head with Content-Length and Transfer-Encoding was accepted");
+    assert!(
+        !smuggling,
+        "a head with Content-Length and Transfer-Encoding was accepted"
+    );
     let _ = head_size(&req);
     let (parts, body) = req.into_parts();
     let fault = Arc::new(BodyFault::default());
@@ -122,7 +129,10 @@ async fn one_request(
                 }
             }
             Err(_) => {
-                assert!(fault.get().is_some(), "a body error without a recorded fault");
+                assert!(
+                    fault.get().is_some(),
+                    "a body error without a recorded fault"
+                );
                 return answer(fault.get().map_or(500, |f| f.status().0.as_u16()));
             }
         }

@@ -39,12 +39,7 @@ impl PerIp {
     /// Connections open from `ip` (tests and metrics).
     #[cfg(test)]
     fn count(&self, ip: IpAddr) -> usize {
-        self.open
-            .lock()
-            .unwrap()
-            .get(&ip)
-            .copied()
-            .unwrap_or(0)
+        self.open.lock().unwrap().get(&ip).copied().unwrap_or(0)
     }
 }
 
@@ -83,7 +78,9 @@ mod tests {
         assert_eq!(l.count(a), 1);
         assert!(l.try_acquire(a).is_some());
         let unlimited = PerIp::new(0);
-        let many: Vec<_> = (0..100).map(|_| unlimited.try_acquire(a).unwrap()).collect();
+        let many: Vec<_> = (0..100)
+            .map(|_| unlimited.try_acquire(a).unwrap())
+            .collect();
         assert_eq!(many.len(), 100);
     }
 }

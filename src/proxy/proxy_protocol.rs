@@ -52,9 +52,12 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyProtocolError> {
     if result.is_incomplete() {
         // A v1 header is one CRLF-terminated line of at most 107 bytes;
         // ppp calls some malformed complete lines incomplete.
-        if buf.starts_with(b"PROXY") && (memchr::memmem::find(buf, b"\r\n").is_some() || buf.len() >= 107)
+        if buf.starts_with(b"PROXY")
+            && (memchr::memmem::find(buf, b"\r\n").is_some() || buf.len() >= 107)
         {
-            return Err(ProxyProtocolError::Invalid("malformed version 1 header".into()));
+            return Err(ProxyProtocolError::Invalid(
+                "malformed version 1 header".into(),
+            ));
         }
         return if buf.len() >= MAX_HEADER {
             Err(ProxyProtocolError::TooLong)
@@ -139,7 +142,10 @@ mod tests {
         ));
         assert_eq!(
             parse(b"PROXY UNKNOWN\r\n").unwrap(),
-            Parsed::Done { len: 15, source: None }
+            Parsed::Done {
+                len: 15,
+                source: None
+            }
         );
         assert_eq!(parse(b"PROXY TCP4 203.0").unwrap(), Parsed::Incomplete);
         assert!(parse(b"GET / HTTP/1.1\r\n\r\n").is_err());
@@ -147,7 +153,12 @@ mod tests {
             &b"PROXY TCP4 nonsense\r\n\r\n"[..],
             b"PROXY TCP9 1.2.3.4 1.2.3.4 1 2\r\n",
         ] {
-            assert!(parse(bad).is_err(), "{:?}: {:?}", String::from_utf8_lossy(bad), parse(bad));
+            assert!(
+                parse(bad).is_err(),
+                "{:?}: {:?}",
+                String::from_utf8_lossy(bad),
+                parse(bad)
+            );
         }
     }
 
@@ -170,7 +181,10 @@ mod tests {
         local.extend_from_slice(&[0x20, 0x00, 0, 0]);
         assert_eq!(
             parse(&local).unwrap(),
-            Parsed::Done { len: 16, source: None }
+            Parsed::Done {
+                len: 16,
+                source: None
+            }
         );
     }
 }

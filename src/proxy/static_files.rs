@@ -71,7 +71,11 @@ impl FromStr for StaticMount {
         }
         let trimmed = prefix.trim_end_matches('/');
         Ok(StaticMount {
-            prefix: if trimmed.is_empty() { "/".into() } else { trimmed.into() },
+            prefix: if trimmed.is_empty() {
+                "/".into()
+            } else {
+                trimmed.into()
+            },
             root: PathBuf::from(root),
         })
     }
@@ -79,7 +83,10 @@ impl FromStr for StaticMount {
 
 /// The mounted directories, ready to serve.
 pub(crate) struct StaticFiles {
-    mounts: Vec<(String, ServeDir<tower_http::services::fs::DefaultServeDirFallback, Confined>)>,
+    mounts: Vec<(
+        String,
+        ServeDir<tower_http::services::fs::DefaultServeDirFallback, Confined>,
+    )>,
 }
 
 impl StaticFiles {
@@ -106,7 +113,7 @@ impl StaticFiles {
             out.push((m.prefix.clone(), dir));
         }
         // Longest prefix first, so /static/img wins over /static.
-        out.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        out.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
         Ok(StaticFiles { mounts: out })
     }
 
@@ -127,7 +134,11 @@ impl StaticFiles {
         if let Err(why) = check_path(path) {
             return super::front::error_response(StatusCode::BAD_REQUEST, why);
         }
-        let rest = if prefix == "/" { path } else { &path[prefix.len()..] };
+        let rest = if prefix == "/" {
+            path
+        } else {
+            &path[prefix.len()..]
+        };
         let rest = if rest.is_empty() { "/" } else { rest };
         let pq = match req.uri().query() {
             Some(q) => format!("{rest}?{q}"),
@@ -164,7 +175,10 @@ impl StaticFiles {
                 );
             }
         };
-        resp.map(|b| b.map_err(|e| Box::new(e) as crate::client::BoxError).boxed_unsync())
+        resp.map(|b| {
+            b.map_err(|e| Box::new(e) as crate::client::BoxError)
+                .boxed_unsync()
+        })
     }
 }
 
@@ -195,7 +209,10 @@ impl Confined {
         let canonical = std::fs::canonicalize(root)?;
         let dir = StdFile::open(&canonical)?;
         if !dir.metadata()?.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
         }
         Ok(Confined {
             root: Arc::new(OwnedFd::from(dir)),
@@ -209,9 +226,17 @@ impl Confined {
         let rel = path
             .strip_prefix(self.root_path.as_path())
             .map_err(|_| io::Error::from(io::ErrorKind::NotFound))?;
-        let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
         let flags = OFlags::CLOEXEC
-            | if path_only { OFlags::PATH } else { OFlags::RDONLY | OFlags::NOCTTY };
+            | if path_only {
+                OFlags::PATH
+            } else {
+                OFlags::RDONLY | OFlags::NOCTTY
+            };
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
         match rustix::fs::openat2(self.root.as_ref(), rel, flags, Mode::empty(), resolve) {
             Ok(fd) => Ok(StdFile::from(fd)),
@@ -247,10 +272,10 @@ impl Backend for Confined {
     type MetadataFuture = std::future::Ready<io::Result<StdMetadata>>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        std::future::ready(self.open_beneath(&path, false).map(|file| ConfinedFile {
-            file,
-            seek: None,
-        }))
+        std::future::ready(
+            self.open_beneath(&path, false)
+                .map(|file| ConfinedFile { file, seek: None }),
+        )
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {

@@ -49,8 +49,8 @@ pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     if certs.is_empty() {
         return Err(pem_err(&files.cert, "no CERTIFICATE in the file".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| pem_err(&files.key, e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| pem_err(&files.key, e.to_string()))?;
     Ok(CertifiedKey::from_der(certs, key, &provider())?)
 }
 
@@ -68,7 +68,12 @@ impl ReloadableCert {
 
 impl ResolvesServerCert for ReloadableCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 }
 

@@ -217,7 +217,12 @@ pub fn write_site(root: &Path) {
     put("index.html", SITE_HTML.as_bytes());
     put("logo.png", &png_4x4());
     put("data.json", b"{\"ok\": true}\n");
-    put("big.txt", "all work and no play makes jack a dull boy\n".repeat(2000).as_bytes());
+    put(
+        "big.txt",
+        "all work and no play makes jack a dull boy\n"
+            .repeat(2000)
+            .as_bytes(),
+    );
     put("sub/index.html", b"<p>sub index</p>\n");
     put("empty/.keep", b"");
 }
@@ -264,7 +269,11 @@ pub fn png_4x4() -> Vec<u8> {
         for &b in data {
             c ^= b as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
         }
         !c
@@ -285,13 +294,11 @@ pub fn png_4x4() -> Vec<u8> {
         out.extend_from_slice(&crc(&c).to_be_bytes());
     }
     let (w, h) = (4u32, 4u32);
-    let mut raw = Vec::new();
-    for _ in 0..h {
-        raw.push(0); // filter: none
-        for _ in 0..w {
-            raw.extend_from_slice(&[255, 0, 0]);
-        }
-    }
+    // Each row: filter byte 0 (none), then w red pixels.
+    let row: Vec<u8> = std::iter::once(0u8)
+        .chain([255u8, 0, 0].repeat(w as usize))
+        .collect();
+    let raw = row.repeat(h as usize);
     let mut z = vec![0x78, 0x01, 1];
     z.extend_from_slice(&(raw.len() as u16).to_le_bytes());
     z.extend_from_slice(&(!(raw.len() as u16)).to_le_bytes());

@@ -60,7 +60,8 @@ pub fn apply(argv: Vec<OsString>, root: &Command) -> Result<Vec<OsString>, Strin
     };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("config file {}: {e}", path.display()))?;
-    let on_cli = |a: &Arg| lenient.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine);
+    let on_cli =
+        |a: &Arg| lenient.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine);
     let mut out = vec![argv[0].clone(), argv[1].clone()];
     out.extend(file_args(&sub, section, &path, &text, on_cli)?);
     out.extend(given.iter().cloned());
@@ -213,7 +214,11 @@ mod tests {
 
     fn proxy_cmd() -> Command {
         let root = crate::Cli::command();
-        let mut c = root.find_subcommand("proxy").unwrap().clone().no_binary_name(true);
+        let mut c = root
+            .find_subcommand("proxy")
+            .unwrap()
+            .clone()
+            .no_binary_name(true);
         c.build();
         c
     }
@@ -227,8 +232,18 @@ mod tests {
     fn every_flag_is_a_key() {
         let cmd = proxy_cmd();
         let keys = known_keys(&cmd);
-        for want in ["listen", "upstream", "tls-cert", "static", "max-body-size", "proxy-protocol"] {
-            assert!(keys.iter().any(|k| k == want), "{want} missing from {keys:?}");
+        for want in [
+            "listen",
+            "upstream",
+            "tls-cert",
+            "static",
+            "max-body-size",
+            "proxy-protocol",
+        ] {
+            assert!(
+                keys.iter().any(|k| k == want),
+                "{want} missing from {keys:?}"
+            );
         }
     }
 
@@ -255,9 +270,15 @@ mod tests {
     #[test]
     fn errors_name_the_line_and_key() {
         let e = args("[proxy]\n\nmax-body-size = \"lots\"\n").unwrap_err();
-        assert!(e.starts_with("u.toml:3: [proxy] key `max-body-size`:"), "{e}");
+        assert!(
+            e.starts_with("u.toml:3: [proxy] key `max-body-size`:"),
+            "{e}"
+        );
         let e = args("[proxy]\nlisten = \"x\"\nbogus = 1\n").unwrap_err();
-        assert!(e.starts_with("u.toml:3: [proxy] unknown key `bogus`"), "{e}");
+        assert!(
+            e.starts_with("u.toml:3: [proxy] unknown key `bogus`"),
+            "{e}"
+        );
         let e = args("[proxy]\nlisten = [\"a\", \"b\"]\n").unwrap_err();
         assert!(e.contains("takes one value"), "{e}");
         let e = args("[nginx]\nx = 1\n").unwrap_err();

@@ -143,7 +143,10 @@ fn parse_algorithms(s: &str) -> Result<Algorithms, String> {
     if s == "off" || s.is_empty() {
         return Ok(Algorithms(Vec::new()));
     }
-    s.split(',').map(str::parse).collect::<Result<_, _>>().map(Algorithms)
+    s.split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map(Algorithms)
 }
 
 impl FrontArgs {
