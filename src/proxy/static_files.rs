@@ -6,7 +6,7 @@
 //!
 //! What ServeDir does not do, this module adds:
 //!
-//! * **Confinement.** Files are opened through [`Confined`], a ServeDir
+//! * **Confinement.** Files are opened through `Confined`, a ServeDir
 //!   backend that resolves every path with `openat2(RESOLVE_BENEATH)`
 //!   relative to the root directory: `..` and symlinks (absolute or
 //!   relative) that leave the root fail in the kernel, with no check-then-
@@ -16,7 +16,7 @@
 //! * **Clear rejections.** A target whose decoded path holds a NUL byte or
 //!   a `..` segment (also percent-encoded) gets 400 before touching the
 //!   file system.
-//! * **Inline file I/O.** [`Confined`] opens, stats and reads on the
+//! * **Inline file I/O.** `Confined` opens, stats and reads on the
 //!   calling task instead of tokio's blocking pool (one thread hop per
 //!   call): on page-cached files that is several times cheaper, and it is
 //!   what nginx does without `aio`. Files on slow network storage would
@@ -283,7 +283,7 @@ impl Backend for Confined {
     }
 }
 
-/// A file opened by [`Confined`]; reads and seeks run inline.
+/// A file opened by `Confined`; reads and seeks run inline.
 #[derive(Debug)]
 pub(crate) struct ConfinedFile {
     file: StdFile,

@@ -1,6 +1,6 @@
 //! TLS on the listener with rustls (ring crypto, no OpenSSL): TLS 1.2 and
 //! 1.3 only, ALPN `h2` and `http/1.1`, PEM certificate chain and key, and
-//! a certificate that can be replaced at run time ([`TlsState::reload`],
+//! a certificate that can be replaced at run time ([`crate::proxy::Front::reload`],
 //! which `uwire proxy` calls on SIGHUP) without touching open connections:
 //! each handshake asks [`ReloadableCert`] for the current certificate.
 
@@ -54,7 +54,7 @@ pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     Ok(CertifiedKey::from_der(certs, key, &provider())?)
 }
 
-/// The certificate every new handshake gets; replaced by [`Self::set`].
+/// The certificate every new handshake gets; replaced on reload.
 #[derive(Debug)]
 pub struct ReloadableCert {
     current: RwLock<Arc<CertifiedKey>>,
