@@ -38,9 +38,9 @@ use tower_http::services::fs::{Backend, File as FsFile, ServeDir};
 
 use super::ProxyBody;
 
-/// Chunk size of file reads: 128 KiB (fewer reads and writes per large
-/// file than ServeDir's 64 KiB default).
-const READ_CHUNK: usize = 128 * 1024;
+/// Chunk size of file reads: 64 KiB (at 128 KiB and above, each
+/// response's read buffer would be an mmap'd allocation).
+const READ_CHUNK: usize = 64 * 1024;
 
 /// One `--static PREFIX=DIR` mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,8 +220,10 @@ impl Confined {
         })
     }
 
-    /// Opens `path` (under the root) for reading, or `O_PATH` for metadata.
-    fn open_beneath(&self, path: &Path, path_only: bool) -> io::Result<StdFile> {
+    /// Opens `path` (under the root) for reading. `O_NONBLOCK` so a FIFO
+    /// cannot stall the thread (it is refused afterwards, see
+    /// [`regular_or_dir`]); on regular files it changes nothing.
+    fn open_beneath(&self, path: &Path) -> io::Result<(StdFile, StdMetadata)> {
         use rustix::fs::{Mode, OFlags, ResolveFlags};
         let rel = path
             .strip_prefix(self.root_path.as_path())
@@ -231,38 +233,55 @@ impl Confined {
         } else {
             rel
         };
-        let flags = OFlags::CLOEXEC
-            | if path_only {
-                OFlags::PATH
-            } else {
-                OFlags::RDONLY | OFlags::NOCTTY
-            };
+        let flags = OFlags::CLOEXEC | OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(self.root.as_ref(), rel, flags, Mode::empty(), resolve) {
-            Ok(fd) => Ok(StdFile::from(fd)),
+        let file = match rustix::fs::openat2(self.root.as_ref(), rel, flags, Mode::empty(), resolve) {
+            Ok(fd) => StdFile::from(fd),
             // Leaving the root: as if the file were not there.
             Err(rustix::io::Errno::XDEV) | Err(rustix::io::Errno::LOOP) => {
-                Err(io::ErrorKind::NotFound.into())
+                return Err(io::ErrorKind::NotFound.into())
             }
             Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => {
-                self.open_checked(path, path_only)
+                self.open_checked(path)?
             }
-            Err(e) => Err(e.into()),
-        }
+            Err(e) => return Err(e.into()),
+        };
+        let meta = regular_or_dir(file.metadata()?)?;
+        Ok((file, meta))
     }
 
     /// The fallback without `openat2`: canonicalize, check, open.
-    fn open_checked(&self, path: &Path, path_only: bool) -> io::Result<StdFile> {
+    fn open_checked(&self, path: &Path) -> io::Result<StdFile> {
+        use std::os::unix::fs::OpenOptionsExt;
         let real = std::fs::canonicalize(path)?;
         if !real.starts_with(self.root_path.as_path()) {
             return Err(io::ErrorKind::NotFound.into());
         }
-        if path_only {
-            StdFile::open(&real)
-        } else {
-            std::fs::OpenOptions::new().read(true).open(&real)
-        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&real)
     }
+}
+
+/// Only regular files and directories are served (no FIFOs, devices or
+/// sockets that happen to sit under the root).
+fn regular_or_dir(meta: StdMetadata) -> io::Result<StdMetadata> {
+    if meta.is_file() || meta.is_dir() {
+        Ok(meta)
+    } else {
+        Err(io::ErrorKind::NotFound.into())
+    }
+}
+
+thread_local! {
+    /// The file the last `metadata` call on this thread opened. ServeDir
+    /// asks for a path's metadata (is it a directory?) and then opens it,
+    /// back to back within one poll on one thread: keeping the descriptor
+    /// saves an open, a stat and a close per request. At most one
+    /// descriptor per worker thread stays open.
+    static LAST_OPENED: std::cell::RefCell<Option<(PathBuf, StdFile, StdMetadata)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl Backend for Confined {
@@ -272,14 +291,37 @@ impl Backend for Confined {
     type MetadataFuture = std::future::Ready<io::Result<StdMetadata>>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        std::future::ready(
-            self.open_beneath(&path, false)
-                .map(|file| ConfinedFile { file, seek: None }),
-        )
+        let cached = LAST_OPENED.with(|l| {
+            let mut l = l.borrow_mut();
+            match l.take() {
+                Some((p, file, meta)) if p == path => Some((file, meta)),
+                other => {
+                    *l = other;
+                    None
+                }
+            }
+        });
+        let opened = match cached {
+            Some(x) => Ok(x),
+            None => self.open_beneath(&path),
+        };
+        std::future::ready(opened.map(|(file, meta)| {
+            let len = meta.len();
+            ConfinedFile {
+                file,
+                meta,
+                seek: None,
+                len,
+                left: len,
+            }
+        }))
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        std::future::ready(self.open_beneath(&path, true).and_then(|f| f.metadata()))
+        std::future::ready(self.open_beneath(&path).map(|(file, meta)| {
+            LAST_OPENED.with(|l| *l.borrow_mut() = Some((path, file, meta.clone())));
+            meta
+        }))
     }
 }
 
@@ -287,7 +329,12 @@ impl Backend for Confined {
 #[derive(Debug)]
 pub(crate) struct ConfinedFile {
     file: StdFile,
+    /// Taken once at open (ServeDir asks for it again).
+    meta: StdMetadata,
     seek: Option<io::Result<u64>>,
+    /// Size when opened, and what is left from the position.
+    len: u64,
+    left: u64,
 }
 
 impl tokio::io::AsyncRead for ConfinedFile {
@@ -297,9 +344,14 @@ impl tokio::io::AsyncRead for ConfinedFile {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let dst = buf.initialize_unfilled();
+        // Zero (initialize) only what the file can still fill, not the
+        // whole read buffer: a 4 KiB file read into a 64 KiB buffer must
+        // not cost a 64 KiB memset.
+        let want = buf.remaining().min(this.left.max(8192) as usize);
+        let dst = buf.initialize_unfilled_to(want);
         let n = this.file.read(dst)?;
         buf.advance(n);
+        this.left = this.left.saturating_sub(n as u64);
         Poll::Ready(Ok(()))
     }
 }
@@ -307,7 +359,11 @@ impl tokio::io::AsyncRead for ConfinedFile {
 impl tokio::io::AsyncSeek for ConfinedFile {
     fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
         let this = self.get_mut();
-        this.seek = Some(this.file.seek(position));
+        let pos = this.file.seek(position);
+        if let Ok(p) = pos {
+            this.left = this.len.saturating_sub(p);
+        }
+        this.seek = Some(pos);
         Ok(())
     }
 
@@ -325,7 +381,7 @@ impl FsFile for ConfinedFile {
     type MetadataFuture<'a> = std::future::Ready<io::Result<StdMetadata>>;
 
     fn metadata(&self) -> Self::MetadataFuture<'_> {
-        std::future::ready(self.file.metadata())
+        std::future::ready(Ok(self.meta.clone()))
     }
 }
 
