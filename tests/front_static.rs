@@ -38,6 +38,12 @@ async fn site() -> Site {
     // A symlink that stays inside is fine.
     std::os::unix::fs::symlink("app.css", root.join("alias.css")).unwrap();
     std::fs::write(dir.path().join("beside.txt"), b"NOT PUBLIC").unwrap();
+    // A FIFO under the root: opening it for reading would block forever.
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(root.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
     let app = App::start("static").await;
     let front = RunningFront::start(
         vec![app.upstream()],
@@ -217,6 +223,7 @@ async fn no_path_leaves_the_root() {
             ("/static/up/beside.txt", &[404]),
             ("/static//etc/passwd", &[404]),
             ("/static/%2fetc%2fpasswd", &[404]),
+            ("/static/pipe", &[404]),
         ];
         let mut failures = Vec::new();
         for (path, want) in cases {
