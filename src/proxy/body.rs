@@ -19,7 +19,7 @@ use tokio::time::Sleep;
 
 use super::access_log::{AccessLog, AccessRecord};
 use super::io::InFlight;
-use super::ProxyBody;
+use super::response::ProxyBody;
 use crate::client::BoxError;
 
 /// Why a request body failed on the client's side.

@@ -12,16 +12,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::access_log::AccessLog;
 use super::body::{record_for, BodyFault, LogContext, RequestBody, Tracked};
 use super::config::ProxyConfig;
 use super::conformance::{self, Verdict};
+use super::forwarded;
 use super::io::ConnActivity;
+use super::response::{error_response, full, ProxyBody};
 use super::static_files::StaticFiles;
-use super::{forwarded, ProxyBody};
 use crate::client::{BoxError, Client, RequestMeta};
 
 /// RFC 9110 7.6.1: hop-by-hop fields, never forwarded.
@@ -80,26 +81,6 @@ pub(crate) fn host_without_port(h: &str) -> &str {
         }
         _ => h,
     }
-}
-
-/// A small plain-text answer from the front itself.
-pub(crate) fn error_response(status: StatusCode, detail: &str) -> Response<ProxyBody> {
-    let text = format!(
-        "{} {}\n{detail}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut r = Response::new(full(Bytes::from(text)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-fn full(b: Bytes) -> ProxyBody {
-    Full::new(b).map_err(|e| match e {}).boxed_unsync()
 }
 
 /// What every connection of a front shares.

@@ -42,6 +42,7 @@ pub mod fuzzing;
 mod io;
 mod limits;
 pub mod proxy_protocol;
+mod response;
 pub mod static_files;
 pub mod tls;
 
@@ -52,23 +53,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::client::{BoxError, Client};
+use crate::client::Client;
 
 pub use config::*;
 pub use front::strip_hop_by_hop;
+pub use response::ProxyBody;
 
 use front::{ConnInfo, Shared};
 use io::{ConnActivity, IoTimeouts, Prefixed, Stream, TimedIo};
-
-/// The response body the front sends downstream.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Why a front could not be set up (or reloaded).
 #[derive(Debug, thiserror::Error)]
@@ -424,7 +422,7 @@ fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<ProxyBody> {
         })
         .filter(|h| !h.is_empty() && h.parse::<http::uri::Authority>().is_ok());
     let Some(host) = host else {
-        return front::error_response(StatusCode::BAD_REQUEST, "a Host field is required");
+        return response::error_response(StatusCode::BAD_REQUEST, "a Host field is required");
     };
     let port = if https_port == 443 {
         String::new()
@@ -433,7 +431,7 @@ fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<ProxyBody> {
     };
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = format!("https://{host}{port}{target}");
-    let mut r = front::error_response(StatusCode::PERMANENT_REDIRECT, &location);
+    let mut r = response::error_response(StatusCode::PERMANENT_REDIRECT, &location);
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(http::header::LOCATION, v);
     }

@@ -36,7 +36,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use tower_http::services::fs::{Backend, File as FsFile, ServeDir};
 
-use super::ProxyBody;
+use super::response::ProxyBody;
 
 /// Chunk size of file reads: 64 KiB (at 128 KiB and above, each
 /// response's read buffer would be an mmap'd allocation).
@@ -132,7 +132,7 @@ impl StaticFiles {
         let (prefix, dir) = &self.mounts[i];
         let path = req.uri().path();
         if let Err(why) = check_path(path) {
-            return super::front::error_response(StatusCode::BAD_REQUEST, why);
+            return super::response::error_response(StatusCode::BAD_REQUEST, why);
         }
         let rest = if prefix == "/" {
             path
@@ -145,7 +145,7 @@ impl StaticFiles {
             None => rest.to_string(),
         };
         let Ok(uri) = Uri::builder().path_and_query(pq).build() else {
-            return super::front::error_response(StatusCode::BAD_REQUEST, "bad path");
+            return super::response::error_response(StatusCode::BAD_REQUEST, "bad path");
         };
         let mut inner = Request::new(http_body_util::Empty::<Bytes>::new());
         *inner.method_mut() = req.method().clone();
@@ -165,11 +165,11 @@ impl StaticFiles {
                         | io::ErrorKind::NotADirectory
                 ) =>
             {
-                return super::front::error_response(StatusCode::NOT_FOUND, "no such file");
+                return super::response::error_response(StatusCode::NOT_FOUND, "no such file");
             }
             Err(e) => {
                 tracing::warn!(error = %e, "static file failed");
-                return super::front::error_response(
+                return super::response::error_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "static file read failed",
                 );
@@ -235,7 +235,8 @@ impl Confined {
         };
         let flags = OFlags::CLOEXEC | OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        let file = match rustix::fs::openat2(self.root.as_ref(), rel, flags, Mode::empty(), resolve) {
+        let file = match rustix::fs::openat2(self.root.as_ref(), rel, flags, Mode::empty(), resolve)
+        {
             Ok(fd) => StdFile::from(fd),
             // Leaving the root: as if the file were not there.
             Err(rustix::io::Errno::XDEV) | Err(rustix::io::Errno::LOOP) => {
