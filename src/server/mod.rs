@@ -16,6 +16,7 @@ mod bind;
 mod config;
 mod connection;
 pub mod demo;
+mod gate;
 mod handler;
 mod lazy;
 mod metrics;
@@ -35,6 +36,7 @@ pub use bind::{
     BindAddr, BindOptions, Listener, SocketFile, Stream, DEFAULT_BACKLOG, DEFAULT_SOCKET_MODE,
 };
 pub use config::*;
+pub use gate::AcceptGate;
 pub use handler::{
     from_service, handler_fn, Body, BodyError, BoxError, BoxFuture, Handler, HandlerFn, Request,
     Response, ResponseBody, ServiceHandler,
@@ -42,10 +44,21 @@ pub use handler::{
 pub use metrics::{ErrorKind, Metrics, Snapshot, LATENCY_BUCKETS};
 
 /// A uwire server: configuration plus the metrics its connections update.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Server {
     config: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
+    gate: Option<Arc<dyn AcceptGate>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("metrics", &self.metrics)
+            .field("gate", &self.gate.is_some())
+            .finish()
+    }
 }
 
 impl Server {
@@ -54,7 +67,15 @@ impl Server {
         Server {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
+            gate: None,
         }
+    }
+
+    /// Consults `gate` before every accept and reports each connection's
+    /// open and close to it (see [`AcceptGate`]).
+    pub fn with_gate(mut self, gate: impl AcceptGate) -> Server {
+        self.gate = Some(Arc::new(gate));
+        self
     }
 
     /// The live counters.
@@ -111,6 +132,12 @@ impl Server {
                 p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
                 _ = &mut shutdown => break,
             };
+            if let Some(gate) = &self.gate {
+                tokio::select! {
+                    _ = gate.ready() => {}
+                    _ = &mut shutdown => break,
+                }
+            }
             let stream = tokio::select! {
                 s = accept(&listener, raw.as_ref()) => s,
                 _ = &mut shutdown => break,
@@ -150,9 +177,11 @@ impl Server {
                 metrics: self.metrics.clone(),
             };
             let stop = stop_rx.clone();
+            let gated = self.gate.as_ref().map(gate::GateGuard::open);
             conns.spawn(
                 async move {
                     let _permit = permit;
+                    let _gated = gated;
                     match stream {
                         Accepted::Lazy(s) => uwsgi::serve_detect(s, ctx, stop).await,
                         Accepted::Stream(Stream::Unix(s)) => {
