@@ -35,9 +35,12 @@ fn latin1_bytes(s: &str) -> PyResult<Bytes> {
 
 fn pairs(v: Option<Bound<'_, PyAny>>) -> PyResult<Vec<(Bytes, Bytes)>> {
     let Some(v) = v else { return Ok(Vec::new()) };
-    let list: Vec<(String, String)> = v.extract()?;
+    let list: Vec<Vec<String>> = v.extract()?;
     list.iter()
-        .map(|(n, v)| Ok((latin1_bytes(n)?, latin1_bytes(v)?)))
+        .map(|pair| match pair.as_slice() {
+            [n, v] => Ok((latin1_bytes(n)?, latin1_bytes(v)?)),
+            _ => Err(PyValueError::new_err("expected [name, value] pairs")),
+        })
         .collect()
 }
 

@@ -137,8 +137,13 @@ class Arbiter:
                 return 1
         self.table = _native.SharedTable(max(2 * self.target + 4, 8))
         self.install_signals()
-        log.info("uwire %s master starting: app %s, %d worker(s) x %d thread(s)",
-                 _version(), cfg.app, self.target, cfg.threads)
+        log.info(
+            "uwire %s master starting: app %s, %d worker(s) x %d thread(s)",
+            _version(),
+            cfg.app,
+            self.target,
+            cfg.threads,
+        )
         if cfg.http:
             self.spawn_front()
         try:
@@ -159,8 +164,15 @@ class Arbiter:
         os.set_blocking(self.pipe_r, False)
         os.set_blocking(self.pipe_w, False)
         signal.set_wakeup_fd(self.pipe_w)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                    signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU):
+        for sig in (
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGQUIT,
+            signal.SIGHUP,
+            signal.SIGCHLD,
+            signal.SIGTTIN,
+            signal.SIGTTOU,
+        ):
             signal.signal(sig, self.on_signal)
 
     def on_signal(self, signum: int, frame: Any) -> None:
@@ -194,8 +206,7 @@ class Arbiter:
     def child_reset(self) -> None:
         """In a freshly forked child: forget the master's signal handling."""
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU,
-                    signal.SIGQUIT):
+        for sig in (signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_DFL)
         # The native side handles TERM/INT once it serves; until then a stop
         # request is ignored (the master kills a child that never serves).
@@ -263,8 +274,13 @@ class Arbiter:
                 self.child_reset()
                 # The front only forwards: it needs no listening app socket.
                 _native.run_front(
-                    cfg.http, upstream, connections, cfg.timeout, cfg.graceful_timeout,
-                    cfg.max_body_size, cfg.http_threads,
+                    cfg.http,
+                    upstream,
+                    connections,
+                    cfg.timeout,
+                    cfg.graceful_timeout,
+                    cfg.max_body_size,
+                    cfg.http_threads,
                     lambda addr: log.info("HTTP front on http://%s -> %s", addr, upstream),
                 )
                 code = 0
@@ -296,8 +312,11 @@ class Arbiter:
                 return
             if pid == 0:
                 return
-            code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
+            code = (
+                os.waitstatus_to_exitcode(status)
+                if hasattr(os, "waitstatus_to_exitcode")
                 else (status >> 8)
+            )
             if pid == self.front_pid:
                 self.front_pid = None
                 if self.stopping is None:
@@ -454,8 +473,9 @@ class Arbiter:
                 self.kill(c.pid, signal.SIGKILL)
                 c.stopping_since = now  # once per period
             elif state == SERVING and hb_age > max(HEARTBEAT_LIMIT, self.cfg.timeout):
-                log.error("worker %d stopped responding (heartbeat %.0fs old); killing it",
-                          c.pid, hb_age)
+                log.error(
+                    "worker %d stopped responding (heartbeat %.0fs old); killing it", c.pid, hb_age
+                )
                 self.kill(c.pid, signal.SIGKILL)
             elif state == DRAINING and draining_for > limit:
                 log.warning("worker %d drained too long; killing it", c.pid)
@@ -536,8 +556,18 @@ def rss_mib(pid: int) -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
-SKIP_DIRS = {".git", "__pycache__", "node_modules", ".venv", "venv", ".tox", ".mypy_cache",
-             "target", ".pytest_cache", ".ruff_cache"}
+SKIP_DIRS = {
+    ".git",
+    "__pycache__",
+    "node_modules",
+    ".venv",
+    "venv",
+    ".tox",
+    ".mypy_cache",
+    "target",
+    ".pytest_cache",
+    ".ruff_cache",
+}
 MAX_WATCHED_FILES = 10000
 
 

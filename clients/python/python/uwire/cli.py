@@ -173,8 +173,7 @@ _OPTIONS: list[tuple[tuple[str, ...], str, Optional[Callable[[str], Any]], str, 
         ("--timeout-grace",),
         "timeout_grace",
         _seconds,
-        "Seconds an interrupted thread gets to come back before its worker is "
-        "recycled. Default 5.",
+        "Seconds an interrupted thread gets to come back before its worker is recycled. Default 5.",
         "value",
     ),
     (
@@ -249,8 +248,7 @@ _OPTIONS: list[tuple[tuple[str, ...], str, Optional[Callable[[str], Any]], str, 
         ("--access-log", "--access-logfile"),
         "access_log",
         str,
-        "Write one line per request to this file ('-' for standard error). "
-        "Default: no access log.",
+        "Write one line per request to this file ('-' for standard error). Default: no access log.",
         "value",
     ),
     (
@@ -357,8 +355,7 @@ def build_parser(environ: Optional[dict[str, str]] = None) -> argparse.ArgumentP
             default = getattr(defaults, dest)
             if raw is not None:
                 default = raw.strip().lower() in _TRUE
-            p.add_argument(*flags, dest=dest, action="store_true", default=default,
-                           help=help_text)
+            p.add_argument(*flags, dest=dest, action="store_true", default=default, help=help_text)
             continue
         assert typ is not None
         if kind == "list":
@@ -370,8 +367,9 @@ def build_parser(environ: Optional[dict[str, str]] = None) -> argparse.ArgumentP
                     ]
                 except (ValueError, argparse.ArgumentTypeError) as e:
                     p.error(f"${name}: {e}")
-            p.add_argument(*flags, dest=dest, type=typ, action="append", default=None,
-                           help=help_text)
+            p.add_argument(
+                *flags, dest=dest, type=typ, action="append", default=None, help=help_text
+            )
             p.set_defaults(**{f"_env_{dest}": default_list})
             continue
         default_value = getattr(defaults, dest)
@@ -391,8 +389,9 @@ def _version() -> str:
     return __version__
 
 
-def parse_args(argv: Optional[Sequence[str]] = None,
-               environ: Optional[dict[str, str]] = None) -> Config:
+def parse_args(
+    argv: Optional[Sequence[str]] = None, environ: Optional[dict[str, str]] = None
+) -> Config:
     """Parses ``argv`` (and the environment) into a :class:`Config`."""
     p = build_parser(environ)
     ns = p.parse_args(argv)
@@ -409,7 +408,7 @@ def parse_args(argv: Optional[Sequence[str]] = None,
     if cfg.http and cfg.protocol == "uwsgi":
         p.error("--http talks uwire/1 to the workers: it cannot be used with --protocol uwsgi")
     if cfg.http:
-        host, sep, port = cfg.http.rpartition(":")
+        _host, sep, port = cfg.http.rpartition(":")
         if not sep or not port.isdigit():
             p.error(f"--http {cfg.http!r}: expected HOST:PORT")
     return cfg
