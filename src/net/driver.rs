@@ -30,6 +30,12 @@ const SEND_LOW_WATER: usize = 128 * 1024;
 const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
 /// Commands handled per wake-up before the driver writes again.
 const COMMAND_BATCH: usize = 64;
+/// How long a closing connection keeps reading (and discarding) after its
+/// last write, waiting for the peer to close first. Closing a socket with
+/// unread input makes the kernel reset it, and a reset can destroy what
+/// the peer has not read yet: the last responses and the GOAWAY that tells
+/// it which of its new streams to retry (nginx's "lingering close").
+pub(crate) const LINGER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -178,6 +184,18 @@ impl Driver {
             }
         }
         let _ = wr.shutdown().await;
+        if read_open && self.failure.is_none() {
+            let _ = tokio::time::timeout(LINGER_TIMEOUT, async {
+                loop {
+                    rbuf.clear();
+                    match rd.read_buf(&mut rbuf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+        }
         self.process_events();
         self.shared.closed.store(true, Ordering::Release);
         self.shared.going_away.store(true, Ordering::Release);

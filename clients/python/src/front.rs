@@ -51,7 +51,8 @@ pub fn run_front(
         .map_err(|e| PyOSError::new_err(e.to_string()))?;
     let listener = rt
         .block_on(async {
-            let shutdown = uwire::server::shutdown_signal();
+            let mut signals = crate::signals::StopSignals::new()?;
+            let shutdown = async move { signals.recv().await };
             tokio::net::TcpListener::bind(addr).await.map(|l| (l, shutdown))
         })
         .map_err(|e| PyOSError::new_err(format!("cannot listen on {listen}: {e}")))?;

@@ -14,6 +14,7 @@ mod client;
 mod errors;
 mod front;
 mod log;
+mod signals;
 mod table;
 mod worker;
 mod wsgi;

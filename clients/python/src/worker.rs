@@ -214,6 +214,8 @@ pub fn serve(
                 });
             }
             drop(handler);
+            // Registered before the master can see this worker serving.
+            let signals = crate::signals::StopSignals::new()?;
             if let Some((t, i)) = &table {
                 let s = t.slot(*i);
                 s.pid.store(std::process::id() as u64, Ordering::Release);
@@ -222,6 +224,7 @@ pub fn serve(
             }
             tracing::info!(threads, "worker serving");
             let control = control(
+                signals,
                 stop_tx.clone(),
                 stop_rx.clone(),
                 table.clone(),
@@ -266,6 +269,7 @@ pub fn serve(
 
 /// Signals, heartbeat, the stuck-thread watchdog and the orphan check.
 async fn control(
+    mut signals: crate::signals::StopSignals,
     stop_tx: Arc<watch::Sender<Option<DrainReason>>>,
     mut stop_rx: watch::Receiver<Option<DrainReason>>,
     table: Option<(Table, usize)>,
@@ -274,7 +278,6 @@ async fn control(
     grace_ms: u64,
     master_pid: u32,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
     let stop = |reason: DrainReason| {
         stop_tx.send_if_modified(|r| r.is_none().then(|| *r = Some(reason)).is_some());
     };
@@ -286,20 +289,13 @@ async fn control(
             s.state.store(DRAINING, Ordering::Release);
         }
     };
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot register signal handlers");
-        return;
-    };
+
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut draining = false;
     let mut watchdog: Option<tokio::task::JoinHandle<u64>> = None;
     loop {
         tokio::select! {
-            _ = term.recv() => stop(DrainReason::Signal),
-            _ = int.recv() => stop(DrainReason::Signal),
+            _ = signals.recv() => stop(DrainReason::Signal),
             _ = stop_rx.changed() => {}
             _ = tick.tick() => {
                 if let Some((t, i)) = &table {
