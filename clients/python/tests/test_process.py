@@ -188,6 +188,19 @@ def test_timeout_interrupts_python_code(tmp: Path) -> None:
         status, _, _ = http_request(proxy.port, "GET", "/hello")
         assert status == 200
         assert server.worker_pids() == before
+        # Once the head is out, the timeout resets the stream.
+        import http.client
+
+        started = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+        conn.request("GET", "/stream?delay=0.1&name=tstream")
+        r = conn.getresponse()
+        assert r.status == 200
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            r.read()
+        conn.close()
+        assert 1.5 < time.monotonic() - started < 15
+        wait_for(lambda: "closed after" in (markers / "tstream").read_text(), 10, "close()")
     finally:
         proxy.close()
         server.close()
@@ -313,3 +326,37 @@ def test_help_lists_every_flag() -> None:
     ):
         assert flag in out, flag
     assert "UWIRE_WORKERS" in out
+
+
+def test_preload_imports_in_the_master(tmp: Path) -> None:
+    server = UwireServer(tmp, "pep_app:app", "--preload", workers=2)
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        _, _, body = http_request(proxy.port, "GET", "/imported-in")
+        imported_in, pid = map(int, body.split())
+        assert imported_in == server.pid and pid != server.pid
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_reload_on_code_change(tmp: Path) -> None:
+    app_dir = tmp / "src"
+    app_dir.mkdir()
+    module = app_dir / "reload_app.py"
+    template = (
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'{}']\n"
+    )
+    module.write_text(template.format("one"))
+    server = UwireServer(tmp, "reload_app:app", "--reload", "--chdir", str(app_dir), workers=1)
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        assert http_request(proxy.port, "GET", "/")[2] == b"one"
+        time.sleep(1.1)  # a new mtime
+        module.write_text(template.format("two"))
+        wait_for(lambda: http_request(proxy.port, "GET", "/")[2] == b"two", 30, "the reload")
+    finally:
+        proxy.close()
+        server.close()

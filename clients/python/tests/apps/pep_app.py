@@ -28,6 +28,7 @@ MARKERS = Path(os.environ.get("UWIRE_TEST_MARKERS", "/tmp"))
 VERSION_FILE = os.environ.get("UWIRE_TEST_VERSION_FILE")
 VERSION = Path(VERSION_FILE).read_text().strip() if VERSION_FILE else "0"
 HOG: list[bytes] = []
+IMPORTED_IN = os.getpid()
 
 StartResponse = Callable[..., Any]
 
@@ -116,6 +117,8 @@ def inner(environ: dict[str, Any], start_response: StartResponse) -> Iterable[by
     q = query(environ)
     if path == "/hello":
         return text(start_response, "hello\n")
+    if path == "/imported-in":
+        return text(start_response, f"{IMPORTED_IN} {os.getpid()}\n")
     if path == "/pid":
         return text(start_response, f"{os.getpid()}\n")
     if path == "/version":
