@@ -75,9 +75,7 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyFailure>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|o| o.map(|r| r.map(Frame::data)))
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
     }
 }
 
@@ -157,7 +155,9 @@ fn request_body(py: Python<'_>, body: Option<&Bound<'_, PyAny>>) -> PyResult<Req
         return Ok(Full::new(data).map_err(|e| match e {}).boxed_unsync());
     }
     if body.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err("body must be bytes or an iterable of bytes, not str"));
+        return Err(PyTypeError::new_err(
+            "body must be bytes or an iterable of bytes, not str",
+        ));
     }
     if let Ok(sender) = body.cast::<BodySender>() {
         let rx = sender
@@ -205,9 +205,8 @@ fn build_request(
     headers: Option<Vec<(String, String)>>,
     body: ReqBody,
 ) -> PyResult<http::Request<ReqBody>> {
-    let invalid = |m: String| -> PyErr {
-        Python::attach(|py| errors::new(py, "InvalidRequest", m))
-    };
+    let invalid =
+        |m: String| -> PyErr { Python::attach(|py| errors::new(py, "InvalidRequest", m)) };
     let method = http::Method::from_bytes(method.as_bytes())
         .map_err(|e| invalid(format!("invalid method {method:?}: {e}")))?;
     let uri: http::Uri = path
@@ -237,7 +236,10 @@ enum Value {
 impl Value {
     fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(match self {
-            Value::Bool(b) => pyo3::types::PyBool::new(py, b).to_owned().into_any().unbind(),
+            Value::Bool(b) => pyo3::types::PyBool::new(py, b)
+                .to_owned()
+                .into_any()
+                .unbind(),
             Value::Response(r) => Py::new(py, *r)?.into_any(),
             Value::Chunk(Some(b)) => PyBytes::new(py, &b).into_any().unbind(),
             Value::Chunk(None) => py.None(),
@@ -256,7 +258,10 @@ fn resolve(event_loop: Py<PyAny>, fut: Py<PyAny>, outcome: Result<Value, ClientF
         }) else {
             return;
         };
-        let (ok, value) = match outcome.map_err(|f| f.into_pyerr(py)).and_then(|v| v.into_py(py)) {
+        let (ok, value) = match outcome
+            .map_err(|f| f.into_pyerr(py))
+            .and_then(|v| v.into_py(py))
+        {
             Ok(v) => (true, v),
             Err(e) => (false, e.into_value(py).into_any()),
         };
@@ -529,7 +534,10 @@ impl Response {
     /// Response headers as `(name, value)` pairs (names lower-case).
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        PyList::new(
+            py,
+            self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        )
     }
 
     /// Reads up to `size` bytes of the body (all of the rest by default).

@@ -30,7 +30,9 @@ pub fn run_front(
     let addr: std::net::SocketAddr = listen
         .parse()
         .map_err(|e| PyValueError::new_err(format!("--http {listen:?}: {e}")))?;
-    let up: Upstream = upstream.parse().map_err(|e: String| PyValueError::new_err(e))?;
+    let up: Upstream = upstream
+        .parse()
+        .map_err(|e: String| PyValueError::new_err(e))?;
     let ccfg = ClientConfig {
         max_connections_per_upstream: connections.max(1),
         // The front's own deadline sits a little above the workers', so a
@@ -53,7 +55,9 @@ pub fn run_front(
         .block_on(async {
             let mut signals = crate::signals::StopSignals::new()?;
             let shutdown = async move { signals.recv().await };
-            tokio::net::TcpListener::bind(addr).await.map(|l| (l, shutdown))
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map(|l| (l, shutdown))
         })
         .map_err(|e| PyOSError::new_err(format!("cannot listen on {listen}: {e}")))?;
     let (listener, shutdown) = listener;

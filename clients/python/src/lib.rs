@@ -127,8 +127,7 @@ fn build_environ<'py>(
     if let Some(v) = config.get_item("max_size")? {
         cfg.max_size = v.extract()?;
     }
-    let env =
-        uwire::environ::build(&rh, &cfg).map_err(|e| PyValueError::new_err(e.class()))?;
+    let env = uwire::environ::build(&rh, &cfg).map_err(|e| PyValueError::new_err(e.class()))?;
     let consts = wsgi::WsgiConstants {
         version: PyTuple::new(py, [1, 0])?.unbind(),
         errors: Py::new(py, wsgi::ErrorStream::new())?.into_any(),

@@ -26,7 +26,10 @@ impl StopSignals {
         tx.set_nonblocking(true)?;
         let mut ids = Vec::new();
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            ids.push(signal_hook::low_level::pipe::register(sig, tx.try_clone()?)?);
+            ids.push(signal_hook::low_level::pipe::register(
+                sig,
+                tx.try_clone()?,
+            )?);
         }
         Ok(StopSignals {
             rx: tokio::net::UnixStream::from_std(rx)?,

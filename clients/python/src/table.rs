@@ -170,8 +170,7 @@ impl SharedTable {
 
     /// The first free slot, if any.
     fn free_slot(&self) -> Option<usize> {
-        (0..self.table.len())
-            .find(|i| self.table.slot(*i).state.load(Ordering::Acquire) == FREE)
+        (0..self.table.len()).find(|i| self.table.slot(*i).state.load(Ordering::Acquire) == FREE)
     }
 
     /// `(state, pid, connections, requests, busy threads, heartbeat age in

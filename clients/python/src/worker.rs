@@ -134,10 +134,11 @@ pub fn serve(
         .build()
         .map_err(|e| PyOSError::new_err(e.to_string()))?;
     let access = match &config.access_log {
-        Some(p) if !p.is_empty() => Some(Arc::new(
-            AccessLog::open(p)
-                .map_err(|e| PyOSError::new_err(format!("access log {p}: {e}")))?,
-        )),
+        Some(p) if !p.is_empty() => {
+            Some(Arc::new(AccessLog::open(p).map_err(|e| {
+                PyOSError::new_err(format!("access log {p}: {e}"))
+            })?))
+        }
         _ => None,
     };
     let consts = WsgiConstants {
@@ -179,7 +180,9 @@ pub fn serve(
             }
             if limit > 0 && n == limit {
                 stop_tx.send_if_modified(|r| {
-                    r.is_none().then(|| *r = Some(DrainReason::MaxRequests)).is_some()
+                    r.is_none()
+                        .then(|| *r = Some(DrainReason::MaxRequests))
+                        .is_some()
                 });
             }
         }) as Arc<dyn Fn() + Send + Sync>
@@ -223,17 +226,16 @@ pub fn serve(
                 s.state.store(SERVING, Ordering::Release);
             }
             tracing::info!(threads, "worker serving");
-            let control = control(
+            let control = tokio::spawn(control(Control {
                 signals,
-                stop_tx.clone(),
-                stop_rx.clone(),
-                table.clone(),
-                slots.clone(),
+                stop_tx: stop_tx.clone(),
+                stop_rx: stop_rx.clone(),
+                table: table.clone(),
+                slots: slots.clone(),
                 timeout_ms,
                 grace_ms,
                 master_pid,
-            );
-            let control = tokio::spawn(control);
+            }));
             let mut failed = None;
             while let Some(r) = tasks.join_next().await {
                 match r {
@@ -243,7 +245,9 @@ pub fn serve(
                 }
                 // One listener failing stops the others too.
                 stop_tx.send_if_modified(|r| {
-                    r.is_none().then(|| *r = Some(DrainReason::Signal)).is_some()
+                    r.is_none()
+                        .then(|| *r = Some(DrainReason::Signal))
+                        .is_some()
                 });
             }
             control.abort();
@@ -267,17 +271,30 @@ pub fn serve(
     }
 }
 
-/// Signals, heartbeat, the stuck-thread watchdog and the orphan check.
-async fn control(
-    mut signals: crate::signals::StopSignals,
+/// What the control task watches.
+struct Control {
+    signals: crate::signals::StopSignals,
     stop_tx: Arc<watch::Sender<Option<DrainReason>>>,
-    mut stop_rx: watch::Receiver<Option<DrainReason>>,
+    stop_rx: watch::Receiver<Option<DrainReason>>,
     table: Option<(Table, usize)>,
     slots: Arc<Vec<wsgi::ThreadSlot>>,
     timeout_ms: u64,
     grace_ms: u64,
     master_pid: u32,
-) {
+}
+
+/// Signals, heartbeat, the stuck-thread watchdog and the orphan check.
+async fn control(c: Control) {
+    let Control {
+        mut signals,
+        stop_tx,
+        mut stop_rx,
+        table,
+        slots,
+        timeout_ms,
+        grace_ms,
+        master_pid,
+    } = c;
     let stop = |reason: DrainReason| {
         stop_tx.send_if_modified(|r| r.is_none().then(|| *r = Some(reason)).is_some());
     };

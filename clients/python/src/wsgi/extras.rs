@@ -96,7 +96,8 @@ impl FileWrapper {
             let read = py.detach(|| {
                 let mut buf = vec![0u8; chunk];
                 // SAFETY: `buf` is writable for `chunk` bytes.
-                let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), chunk, pos as libc::off_t) };
+                let n =
+                    unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), chunk, pos as libc::off_t) };
                 if n < 0 {
                     Err(std::io::Error::last_os_error())
                 } else {

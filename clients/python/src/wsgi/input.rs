@@ -158,11 +158,7 @@ impl Input {
 
     /// Reads one line (up to and including `\n`), at most `size` bytes.
     #[pyo3(signature = (size=None))]
-    fn readline<'py>(
-        &self,
-        py: Python<'py>,
-        size: Option<isize>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let mut st = self.lock()?;
         self.readline_locked(py, &mut st, size_arg(size))
     }

@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use uwire::server::{BoxError, BoxFuture, Handler, Request, Response};
 
 pub(crate) use environ::{KeyCache, WsgiConstants};
-pub use extras::{AccessLog, ErrorStream, FileWrapper};
 pub(crate) use extras::utc_now;
+pub use extras::{AccessLog, ErrorStream, FileWrapper};
 pub use input::Input;
 pub(crate) use response::Reply;
 pub use response::{StartResponse, Write};
@@ -181,7 +181,8 @@ fn run_job(py: Python<'_>, app: &App, cache: &mut KeyCache, job: Job) {
 
 /// Pulls the iterable and hands its chunks over.
 fn drive(py: Python<'_>, iterable: &Bound<'_, PyAny>, p: &Shared) -> PyResult<()> {
-    let whole = iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
+    let whole =
+        iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
     if whole && !lock(p).head_sent() {
         // A list or tuple: the whole body is known now; it goes out with
         // its head in one write, with its length announced.

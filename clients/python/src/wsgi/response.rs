@@ -101,9 +101,7 @@ impl Pending {
     pub(crate) fn no_body(&self) -> bool {
         self.is_head
             || self.status.is_some_and(|s| {
-                s.is_informational()
-                    || s == StatusCode::NO_CONTENT
-                    || s == StatusCode::NOT_MODIFIED
+                s.is_informational() || s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED
             })
     }
 
@@ -340,15 +338,15 @@ fn parse_head(
             String::from_utf8_lossy(&raw)
         ))
     })?;
-    let list = headers
-        .cast::<pyo3::types::PyList>()
-        .map_err(|_| PyTypeError::new_err("response headers must be a list of (name, value) tuples"))?;
+    let list = headers.cast::<pyo3::types::PyList>().map_err(|_| {
+        PyTypeError::new_err("response headers must be a list of (name, value) tuples")
+    })?;
     let mut map = HeaderMap::with_capacity(list.len());
     let mut declared = None;
     for item in list.iter() {
-        let pair = item
-            .cast::<PyTuple>()
-            .map_err(|_| PyTypeError::new_err("each response header must be a (name, value) tuple"))?;
+        let pair = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("each response header must be a (name, value) tuple")
+        })?;
         if pair.len() != 2 {
             return Err(PyTypeError::new_err(
                 "each response header must be a (name, value) tuple",
@@ -384,7 +382,9 @@ fn parse_head(
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .ok_or_else(|| PyValueError::new_err("invalid Content-Length response header"))?;
             if declared.is_some_and(|d| d != n) {
-                return Err(PyValueError::new_err("conflicting Content-Length response headers"));
+                return Err(PyValueError::new_err(
+                    "conflicting Content-Length response headers",
+                ));
             }
             if declared.is_some() {
                 continue;
@@ -416,18 +416,17 @@ impl StartResponse {
         {
             let st = lock(&self.pending);
             match exc_info {
-                Some(info) => {
-                    if st.head_sent {
-                        // PEP 3333: re-raise when the headers are already out.
-                        let info = info.cast::<PyTuple>()?;
-                        let value = info.get_item(1)?;
-                        let tb = info.get_item(2)?;
-                        if !tb.is_none() {
-                            value.call_method1("with_traceback", (tb,))?;
-                        }
-                        return Err(PyErr::from_value(value));
+                Some(info) if st.head_sent => {
+                    // PEP 3333: re-raise when the headers are already out.
+                    let info = info.cast::<PyTuple>()?;
+                    let value = info.get_item(1)?;
+                    let tb = info.get_item(2)?;
+                    if !tb.is_none() {
+                        value.call_method1("with_traceback", (tb,))?;
                     }
+                    return Err(PyErr::from_value(value));
                 }
+                Some(_) => {}
                 None if st.status.is_some() => {
                     return Err(PyAssertionError::new_err(
                         "start_response called a second time without exc_info",
@@ -439,7 +438,9 @@ impl StartResponse {
         let (code, map, declared) = parse_head(status, headers)?;
         let mut st = lock(&self.pending);
         if st.head_sent {
-            return Err(PyAssertionError::new_err("the response head was already sent"));
+            return Err(PyAssertionError::new_err(
+                "the response head was already sent",
+            ));
         }
         st.status = Some(code);
         st.headers = map;
@@ -465,14 +466,20 @@ impl Write {
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
         if !lock(&self.pending).started() {
-            return Err(PyAssertionError::new_err("write() called before start_response"));
+            return Err(PyAssertionError::new_err(
+                "write() called before start_response",
+            ));
         }
         let chunk = Bytes::copy_from_slice(data.as_bytes());
         if chunk.is_empty() {
             return Ok(());
         }
         if !send_chunk(py, &self.pending, chunk, false) {
-            return Err(errors::new(py, "ClientDisconnected", "the client went away"));
+            return Err(errors::new(
+                py,
+                "ClientDisconnected",
+                "the client went away",
+            ));
         }
         Ok(())
     }
@@ -495,9 +502,7 @@ impl http_body::Body for ChunkBody {
         if let Some(b) = self.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(b))));
         }
-        self.rx
-            .poll_recv(cx)
-            .map(|o| o.map(|r| r.map(Frame::data)))
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
     }
 }
 
