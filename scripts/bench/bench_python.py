@@ -275,6 +275,8 @@ def http_targets(app_wsgi: str, tag: str) -> list[Target]:
 def run_http(args: argparse.Namespace, tmp: Path) -> list[Target]:
     targets = http_targets("hello_wsgi:application", "hello")
     targets += http_targets("flask_hello:app", "flask")
+    if args.only:
+        targets = [t for t in targets if any(o in t.name for o in args.only)]
     procs = Procs(tmp)
     try:
         for t in targets:
@@ -392,6 +394,8 @@ def main() -> int:
     p.add_argument("--ipc-threads", type=int, default=8, help="IPC client threads (8)")
     p.add_argument("--ipc-secs", type=float, default=5.0, help="seconds per IPC run (5)")
     p.add_argument("--skip-http", action="store_true")
+    p.add_argument("--only", action="append", default=[],
+                   help="measure only the HTTP targets whose name contains this (repeatable)")
     p.add_argument("--skip-ipc", action="store_true")
     args = p.parse_args()
     for tool in ("wrk", "nginx", "uwsgi", "gunicorn", "granian"):
@@ -410,15 +414,19 @@ def main() -> int:
                 print(f"{t.name:52s} {statistics.median(t.rps):9.0f} "
                       f"{statistics.median(t.p99):8.2f} {t.rss:15.1f}")
             for tag in ("hello", "flask"):
+                if f"{tag}: nginx -> uWSGI 2 procs" not in by_name:
+                    continue
                 base = by_name[f"{tag}: nginx -> uWSGI 2 procs"]
                 ref = statistics.median(base.rps)
                 print(f"\nratios ({tag}) vs nginx -> uWSGI 2 procs:")
                 for t in targets:
                     if t.name.startswith(tag):
                         print(f"  {t.name[len(tag) + 2:]:48s} {statistics.median(t.rps) / ref:5.2f}x")
-                gran = by_name[f"{tag}: Granian WSGI direct"]
-                ours = by_name[f"{tag}: uwire proxy -> uwire python (uwire/1)"]
-                gun = by_name[f"{tag}: nginx -> gunicorn sync"]
+                gran = by_name.get(f"{tag}: Granian WSGI direct")
+                ours = by_name.get(f"{tag}: uwire proxy -> uwire python (uwire/1)")
+                gun = by_name.get(f"{tag}: nginx -> gunicorn sync")
+                if not (gran and ours and gun):
+                    continue
                 print(f"  uwire proxy -> uwire python vs Granian direct: "
                       f"{statistics.median(ours.rps) / statistics.median(gran.rps):.2f}x; "
                       f"vs nginx -> gunicorn sync: "

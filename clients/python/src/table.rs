@@ -6,7 +6,7 @@
 //! balance connections (the [`Gate`]); the master reads it to tell when a
 //! new worker is ready, to spot a hung worker and to report the split.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,14 @@ pub(crate) struct Slot {
     pub(crate) busy: AtomicU64,
     /// Why the worker drains (see `DrainReason`).
     pub(crate) reason: AtomicU64,
+}
+
+/// The table's first 64 bytes: a futex workers sleep on while their gate
+/// holds them back, bumped whenever a connection count changes.
+#[repr(C, align(64))]
+struct Header {
+    epoch: AtomicU32,
+    waiters: AtomicU32,
 }
 
 /// Milliseconds on the system-wide monotonic clock (comparable between
@@ -68,7 +76,7 @@ pub(crate) struct Table {
 
 impl Table {
     fn new(len: usize) -> std::io::Result<Table> {
-        let bytes = len * std::mem::size_of::<Slot>();
+        let bytes = std::mem::size_of::<Header>() + len * std::mem::size_of::<Slot>();
         // SAFETY: an anonymous shared mapping, zero-filled by the kernel,
         // which is the FREE state of every slot.
         let ptr = unsafe {
@@ -98,9 +106,43 @@ impl Table {
 
     pub(crate) fn slot(&self, i: usize) -> &Slot {
         assert!(i < self.map.len, "slot {i} out of range");
-        // SAFETY: `i` is in range of the live mapping, which is never
-        // unmapped, and `Slot` is made of atomics only.
-        unsafe { &*self.map.ptr.add(i) }
+        // SAFETY: `i` is in range of the live mapping (the slots follow the
+        // header), which is never unmapped; `Slot` is made of atomics only.
+        unsafe { &*(self.map.ptr.cast::<Header>().add(1).cast::<Slot>().add(i)) }
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with a `Header`, made of atomics only.
+        unsafe { &*self.map.ptr.cast::<Header>() }
+    }
+
+    /// Bumps the epoch and wakes the workers sleeping in their gate.
+    pub(crate) fn bump(&self) {
+        let h = self.header();
+        h.epoch.fetch_add(1, Ordering::AcqRel);
+        if h.waiters.load(Ordering::Acquire) > 0 {
+            // SAFETY: FUTEX_WAKE on an aligned u32 in shared memory (not a
+            // private futex: the waiters are other processes).
+            unsafe {
+                libc::syscall(libc::SYS_futex, h.epoch.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+            }
+        }
+    }
+
+    /// Sleeps until the epoch moves past `seen` (or `timeout`).
+    fn wait(&self, seen: u32, timeout: Duration) {
+        let h = self.header();
+        h.waiters.fetch_add(1, Ordering::AcqRel);
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT on an aligned u32 in shared memory; returns at
+        // once if the value is no longer `seen`.
+        unsafe {
+            libc::syscall(libc::SYS_futex, h.epoch.as_ptr(), libc::FUTEX_WAIT, seen, &ts);
+        }
+        h.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Whether slot `me` may accept one more connection: it has no more
@@ -134,6 +176,7 @@ impl SharedTable {
             return Err(PyValueError::new_err("slots must be in 1..=4096"));
         }
         let table = Table::new(slots).map_err(|e| PyOSError::new_err(e.to_string()))?;
+        debug_assert_eq!(std::mem::size_of::<Header>(), 64);
         Ok(SharedTable { table })
     }
 
@@ -166,6 +209,7 @@ impl SharedTable {
         s.state.store(FREE, Ordering::Release);
         s.connections.store(0, Ordering::Release);
         s.busy.store(0, Ordering::Release);
+        self.table.bump();
     }
 
     /// The first free slot, if any.
@@ -206,20 +250,33 @@ impl SharedTable {
 
 /// Balances connections across the workers sharing one listening socket:
 /// a worker accepts only while it carries no more connections than the
-/// least loaded serving worker, and otherwise re-checks every millisecond.
+/// least loaded serving worker. Held back, it sleeps on the table's futex
+/// (on a blocking thread), woken as soon as any count changes.
 pub(crate) struct Gate {
     pub(crate) table: Table,
     pub(crate) me: usize,
 }
 
+/// Longest sleep between re-checks (a worker that died holding the least
+/// load is released by the master, which bumps the epoch too).
+const GATE_RECHECK: Duration = Duration::from_millis(50);
+
 impl AcceptGate for Gate {
     fn ready(&self) -> BoxFuture<()> {
+        if self.table.may_accept(self.me) {
+            return Box::pin(std::future::ready(()));
+        }
         let table = self.table.clone();
         let me = self.me;
         Box::pin(async move {
-            while !table.may_accept(me) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            let _ = tokio::task::spawn_blocking(move || loop {
+                let seen = table.header().epoch.load(Ordering::Acquire);
+                if table.may_accept(me) {
+                    return;
+                }
+                table.wait(seen, GATE_RECHECK);
+            })
+            .await;
         })
     }
 
@@ -228,6 +285,7 @@ impl AcceptGate for Gate {
             .slot(self.me)
             .connections
             .fetch_add(1, Ordering::AcqRel);
+        self.table.bump();
     }
 
     fn closed(&self) {
@@ -235,5 +293,6 @@ impl AcceptGate for Gate {
             .slot(self.me)
             .connections
             .fetch_sub(1, Ordering::AcqRel);
+        self.table.bump();
     }
 }

@@ -224,6 +224,7 @@ pub fn serve(
                 s.pid.store(std::process::id() as u64, Ordering::Release);
                 s.heartbeat_ms.store(now_ms(), Ordering::Release);
                 s.state.store(SERVING, Ordering::Release);
+                t.bump();
             }
             tracing::info!(threads, "worker serving");
             let control = tokio::spawn(control(Control {
@@ -304,6 +305,7 @@ async fn control(c: Control) {
             s.reason.store(reason as u64, Ordering::Release);
             s.draining_since_ms.store(now_ms(), Ordering::Release);
             s.state.store(DRAINING, Ordering::Release);
+            t.bump();
         }
     };
 
