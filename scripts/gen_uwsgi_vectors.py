@@ -426,6 +426,12 @@ invalid("lf_in_param_value", "LF in a param value", packet(GET + [("DOCUMENT_ROO
         "invalid_value", stage="head")
 invalid("nul_in_query_string", "NUL in QUERY_STRING", packet(GET + [("QUERY_STRING", "a\x00b")]),
         "invalid_value", stage="head")
+invalid("encoded_nul_in_request_uri", "REQUEST_URI whose path decodes to a NUL (%00), even when PATH_INFO disagrees",
+        packet([("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/x%00"), ("PATH_INFO", "/x")]),
+        "invalid_value", stage="head")
+invalid("encoded_nul_in_agreeing_request_uri", "REQUEST_URI '/a%00b' agreeing with PATH_INFO 'a NUL b'",
+        packet([("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/a%00b"), ("PATH_INFO", "/a\x00b")]),
+        "invalid_value", stage="head")
 invalid("cr_in_dropped_var", "CR in HTTP_PROXY: values are checked before dropping",
         packet(GET + [("HTTP_PROXY", "x\ry")]), "invalid_value", stage="head")
 invalid("missing_method", "no REQUEST_METHOD", packet([("PATH_INFO", "/")]), "invalid_method",

@@ -11,7 +11,7 @@ use tokio::net::{TcpStream, UnixStream};
 use super::error::{Error, Kind};
 use super::upstream::{Transport, Upstream};
 use super::ClientConfig;
-use crate::net::{self, SendRequest};
+use crate::net::{self, SendRequest, Socket};
 
 /// One pooled connection.
 struct Pooled {
@@ -190,28 +190,22 @@ impl UpstreamState {
 }
 
 /// Opens one raw byte stream to `transport`.
-pub(crate) async fn connect_io(transport: &Transport) -> io::Result<Io> {
+pub(crate) async fn connect_io(transport: &Transport) -> io::Result<Socket> {
     match transport {
-        Transport::Unix(p) => Ok(Io::Unix(UnixStream::connect(p).await?)),
+        Transport::Unix(p) => Ok(Socket::Unix(UnixStream::connect(p).await?)),
         Transport::Tcp(a) => {
             let s = TcpStream::connect(a.as_str()).await?;
             let _ = s.set_nodelay(true);
-            Ok(Io::Tcp(s))
+            Ok(Socket::Tcp(s))
         }
     }
-}
-
-/// A connected socket of either kind.
-pub(crate) enum Io {
-    Unix(UnixStream),
-    Tcp(TcpStream),
 }
 
 /// Connects, retrying with exponential backoff, all within the connect timeout.
 pub(crate) async fn connect_raw_with_retry(
     transport: &Transport,
     cfg: &ClientConfig,
-) -> Result<Io, Error> {
+) -> Result<Socket, Error> {
     let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
     let mut backoff = cfg.retry_backoff;
     let mut attempt = 0;
@@ -240,10 +234,7 @@ async fn connect_with_retry(
     cfg: &ClientConfig,
 ) -> Result<SendRequest, Error> {
     let io = connect_raw_with_retry(transport, cfg).await?;
-    let (sender, task) = match io {
-        Io::Unix(s) => net::client(s, cfg.conn.clone()),
-        Io::Tcp(s) => net::client(s, cfg.conn.clone()),
-    };
+    let (sender, task) = net::client(io, cfg.conn.clone());
     tokio::spawn(async move {
         if let Err(e) = task.await {
             tracing::debug!(error = %e, "upstream connection ended");

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::{BoxError, Error, Kind};
-use super::pool::{connect_raw_with_retry, InflightGuard, Io, UpstreamState};
+use super::pool::{connect_raw_with_retry, InflightGuard, UpstreamState};
 use super::{header_map, Body, ClientConfig};
 use crate::frame::RequestHead;
+use crate::net::Socket;
 use crate::uwsgi::{
     encode_request, BodyKind, ChunkedDecoder, Dechunked, ResponseHeadParser, UwsgiError,
     UwsgiLimits,
@@ -76,36 +77,20 @@ where
     })?;
 
     let io = connect_raw_with_retry(&up.addr.transport, cfg).await?;
-    match io {
-        Io::Unix(s) => {
-            exchange(
-                s,
-                prefix,
-                buffered,
-                body,
-                length.unwrap_or(0),
-                &limits,
-                guard,
-            )
-            .await
-        }
-        Io::Tcp(s) => {
-            exchange(
-                s,
-                prefix,
-                buffered,
-                body,
-                length.unwrap_or(0),
-                &limits,
-                guard,
-            )
-            .await
-        }
-    }
+    exchange(
+        io,
+        prefix,
+        buffered,
+        body,
+        length.unwrap_or(0),
+        &limits,
+        guard,
+    )
+    .await
 }
 
-async fn exchange<S, B>(
-    sock: S,
+async fn exchange<B>(
+    sock: Socket,
     prefix: BytesMut,
     buffered: Option<Bytes>,
     body: &mut Option<B>,
@@ -114,12 +99,11 @@ async fn exchange<S, B>(
     guard: InflightGuard,
 ) -> Result<http::Response<Body>, Error>
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
     B: HttpBody + Send + 'static,
     B::Data: Buf + Send,
     B::Error: Into<BoxError>,
 {
-    let (mut rd, mut wr) = tokio::io::split(sock);
+    let (mut rd, mut wr) = sock.into_split();
     wr.write_all(&prefix)
         .await
         .map_err(|e| Error::with(Kind::NotSent, e))?;

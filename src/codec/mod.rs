@@ -65,6 +65,8 @@ enum State {
 pub struct Codec {
     limits: Limits,
     state: State,
+    /// The peer's preface was read and accepted.
+    greeted: bool,
 }
 
 impl Codec {
@@ -73,6 +75,7 @@ impl Codec {
         Codec {
             limits,
             state: State::Preface,
+            greeted: false,
         }
     }
 
@@ -82,6 +85,7 @@ impl Codec {
         Codec {
             limits,
             state: State::Head,
+            greeted: true,
         }
     }
 
@@ -93,6 +97,12 @@ impl Codec {
     /// Replaces the decode limits (takes effect from the next frame header).
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+    }
+
+    /// Whether the peer's preface has been read and accepted (always true
+    /// for a codec made [`without_preface`](Codec::without_preface)).
+    pub fn preface_received(&self) -> bool {
+        self.greeted
     }
 
     /// Writes the preface to `dst`.
@@ -119,6 +129,7 @@ impl Codec {
                     }
                     src.advance(preface::PREFACE_LEN);
                     self.state = State::Head;
+                    self.greeted = true;
                 }
                 State::Head => {
                     let header = match FrameHeader::parse(src) {

@@ -39,6 +39,9 @@ pub const DEFAULT_MAX_PENDING_PONGS: usize = 16;
 /// Default bound on reply RESETs (refusals, stream errors) queued and not
 /// yet transmitted: 256.
 pub const DEFAULT_MAX_PENDING_RESETS: usize = 256;
+/// Default time the transport may refuse every byte we have to write before
+/// the connection is closed: 60 s (nginx's `send_timeout`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Configuration of one [`Connection`](super::Connection).
 ///
@@ -113,6 +116,13 @@ pub struct Config {
     /// the connection with `transmit_backlog`. Default
     /// [`DEFAULT_MAX_PENDING_RESETS`]; range 1..=usize::MAX.
     pub max_pending_resets: usize,
+    /// How long the transport may accept none of the bytes waiting to be
+    /// written (a peer that stopped reading) before the connection is
+    /// closed and everything it held is freed. Enforced by the I/O glue,
+    /// which sees the writes; the engine never reads it. Default
+    /// [`DEFAULT_WRITE_TIMEOUT`]; `None` waits forever; must be non-zero
+    /// when set.
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -132,6 +142,7 @@ impl Default for Config {
             max_useless_frames: DEFAULT_MAX_USELESS_FRAMES,
             max_pending_pongs: DEFAULT_MAX_PENDING_PONGS,
             max_pending_resets: DEFAULT_MAX_PENDING_RESETS,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
         }
     }
 }
@@ -162,6 +173,9 @@ impl Config {
         }
         if self.ping_timeout.is_zero() {
             return Err("ping_timeout must be non-zero");
+        }
+        if self.write_timeout.is_some_and(|d| d.is_zero()) {
+            return Err("write_timeout must be non-zero when set");
         }
         if self.keepalive_interval.is_some_and(|d| d.is_zero()) {
             return Err("keepalive_interval must be non-zero when set");

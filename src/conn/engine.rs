@@ -47,6 +47,9 @@ pub struct Connection {
     pub(super) conn_send: SendWindow,
     pub(super) conn_recv: RecvWindow,
     pub(super) control: ControlQueue,
+    /// Streams with a WINDOW_UPDATE due (each at most once, see
+    /// `Stream::update_queued`).
+    pub(super) updates: VecDeque<StreamId>,
     pub(super) sched: Scheduler,
     pub(super) events: VecDeque<Event>,
     /// `None` when the configured timeout is too large to represent.
@@ -86,6 +89,7 @@ impl Connection {
             conn_send: SendWindow::new(DEFAULT_INITIAL_CONNECTION_WINDOW),
             conn_recv: RecvWindow::new(config.initial_connection_window),
             control,
+            updates: VecDeque::new(),
             sched: Scheduler::default(),
             events: VecDeque::new(),
             settings_deadline: now.checked_add(config.settings_timeout),
@@ -160,7 +164,10 @@ impl Connection {
     /// Whether [`Connection::poll_transmit`] has a frame now.
     pub fn has_pending_transmit(&self) -> bool {
         !self.control.is_empty()
-            || (!self.closed && self.sched.has_work(self.conn_send.available() > 0))
+            || (!self.closed
+                && (self.sched.has_work(self.conn_send.available() > 0)
+                    || self.conn_recv.update_due()
+                    || !self.updates.is_empty()))
     }
 
     // ------------------------------------------------------------------
@@ -252,6 +259,15 @@ impl Connection {
     /// debug = the error text) and closes; open streams get
     /// `StreamReset { reason: err.reason(), remote: false }`.
     pub fn handle_decode_error(&mut self, err: &crate::frame::DecodeError) {
+        if err.class() == crate::frame::ErrorClass::BadPreface {
+            // Section 3.1: "The receiver MUST close the connection. It
+            // SHOULD NOT send anything (the peer is not known to speak
+            // uwire)." Not even the SETTINGS queued at the start.
+            self.control.clear();
+            self.reset_all(Reason::PROTOCOL_ERROR, false);
+            self.close(Some(ConnError::from(err)));
+            return;
+        }
         self.fail(ConnError::from(err));
     }
 
@@ -338,6 +354,7 @@ impl Connection {
         }
         self.closed = true;
         self.sched = Scheduler::default();
+        self.updates.clear();
         self.pings.clear();
         self.events.push_back(Event::Closed { error });
     }
@@ -436,10 +453,8 @@ impl Connection {
 
     /// Queues a connection WINDOW_UPDATE if the batching rule says so.
     pub(super) fn flush_connection_update(&mut self) {
-        if let Some(inc) = self.conn_recv.take_update() {
-            self.control
-                .push_back(WindowUpdate::new(StreamId::ZERO, inc).into());
-        }
+        // Produced by `poll_transmit` when due, so the credit is given only
+        // as the frame leaves (section 8.3).
     }
 
     /// Queues a stream WINDOW_UPDATE if the batching rule says so and the
@@ -451,8 +466,30 @@ impl Connection {
         if s.recv == RecvState::Closed {
             return;
         }
-        if let Some(inc) = s.recv_window.take_update() {
-            self.control.push_back(WindowUpdate::new(id, inc).into());
+        if !s.update_queued && s.recv_window.update_due() {
+            s.update_queued = true;
+            self.updates.push_back(id);
         }
+    }
+
+    /// The next WINDOW_UPDATE due (connection first), taking its credit
+    /// into account now that it is being sent.
+    pub(super) fn poll_window_update(&mut self) -> Option<Frame> {
+        if let Some(inc) = self.conn_recv.take_update() {
+            return Some(WindowUpdate::new(StreamId::ZERO, inc).into());
+        }
+        while let Some(id) = self.updates.pop_front() {
+            let Some(s) = self.streams.get_mut(id) else {
+                continue;
+            };
+            s.update_queued = false;
+            if s.recv == RecvState::Closed {
+                continue;
+            }
+            if let Some(inc) = s.recv_window.take_update() {
+                return Some(WindowUpdate::new(id, inc).into());
+            }
+        }
+        None
     }
 }

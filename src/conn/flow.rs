@@ -113,14 +113,22 @@ impl RecvWindow {
         n
     }
 
-    /// The WINDOW_UPDATE increment to send now, if any, and assumes it sent.
+    /// Whether a WINDOW_UPDATE is due.
     ///
     /// "Receivers return credit only as the application consumes data
     /// (release_capacity), batching updates (send when >= half the initial
     /// window is unreturned, or when a stream's window hits 0)."
-    pub(crate) fn take_update(&mut self) -> Option<u32> {
+    pub(crate) fn update_due(&self) -> bool {
         let threshold = (self.initial / 2).max(1);
-        if self.unannounced == 0 || (self.unannounced < threshold && self.window > 0) {
+        self.unannounced > 0 && (self.unannounced >= threshold || self.window == 0)
+    }
+
+    /// The WINDOW_UPDATE increment to send now, if any. The credit counts
+    /// from this call on, so call it only when the frame is handed to the
+    /// transport: credit queued behind a peer that does not read is not yet
+    /// given (section 8.3).
+    pub(crate) fn take_update(&mut self) -> Option<u32> {
+        if !self.update_due() {
             return None;
         }
         let inc = self.unannounced;

@@ -1,5 +1,7 @@
-//! The transmit side: control frames first, then stream frames round-robin
-//! (one frame per stream per turn) so one large body cannot starve others.
+//! The transmit side: control frames first, then WINDOW_UPDATEs (made as
+//! they leave, so credit is given only when it can reach the peer), then
+//! stream frames round-robin (one frame per stream per turn) so one large
+//! body cannot starve others.
 
 use bytes::Bytes;
 
@@ -35,6 +37,9 @@ impl Connection {
         }
         if self.closed {
             return None;
+        }
+        if let Some(f) = self.poll_window_update() {
+            return Some(f);
         }
         while let Some(id) = self.sched.pop(Sched::Free, &mut self.streams) {
             let Some(s) = self.streams.get_mut(id) else {

@@ -64,6 +64,8 @@ pub(crate) struct Stream {
     pub(crate) trailers: Option<Box<HeaderBlock>>,
     /// The transmit queue this stream is in, if any.
     pub(crate) sched: Option<Sched>,
+    /// Whether the stream is in the engine's queue of due WINDOW_UPDATEs.
+    pub(crate) update_queued: bool,
 }
 
 /// Chunks at least this long are sent without copying even when smaller
@@ -86,6 +88,7 @@ impl Stream {
             buffered: 0,
             trailers: None,
             sched: None,
+            update_queued: false,
         }
     }
 

@@ -4,9 +4,12 @@
 
 use std::collections::HashMap;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use memchr::{memchr, memrchr};
+use bytes::{Bytes, BytesMut};
 
+use super::cgi::{
+    apply_params, decimal, http_var_name, join_separator, request_uri, server_vars, strip_brackets,
+    ServerVars,
+};
 use super::config::{is_normalized_script_name, normalize_script_name};
 use super::path::{check_target, match_prefix, percent_decode};
 use super::{Environ, EnvironConfig, EnvironError};
@@ -40,31 +43,15 @@ pub fn build(head: &RequestHead, config: &EnvironConfig) -> Result<Environ, Envi
         None => (Bytes::new(), percent_decode(&head.path, 0)),
     };
 
-    let scheme = if !head.scheme.is_empty() {
-        head.scheme.clone()
-    } else if head.tls {
-        Bytes::from_static(b"https")
-    } else {
-        Bytes::from_static(b"http")
-    };
-    let (auth_host, auth_port) = split_authority(&head.authority);
-    let server_name = if !head.server_name.is_empty() {
-        head.server_name.clone()
-    } else if !auth_host.is_empty() {
-        head.authority.slice_ref(auth_host)
-    } else {
-        config.default_server_name.clone()
-    };
-    let server_port = if head.server_port != 0 {
-        head.server_port
-    } else if let Some(p) = auth_port.or(config.default_server_port) {
-        p
-    } else if head.tls || scheme.eq_ignore_ascii_case(b"https") {
-        443
-    } else {
-        80
-    };
-
+    let ServerVars {
+        scheme,
+        server_name,
+        server_port,
+    } = server_vars(
+        head,
+        &config.default_server_name,
+        config.default_server_port,
+    );
     let mut vars: Vec<(Bytes, Bytes)> =
         Vec::with_capacity(17 + mapped.http.len() + head.params.len());
     let mut put = |name: &'static str, value: Bytes| {
@@ -74,7 +61,7 @@ pub fn build(head: &RequestHead, config: &EnvironConfig) -> Result<Environ, Envi
     put("SCRIPT_NAME", script_name);
     put("PATH_INFO", path_info);
     put("QUERY_STRING", head.query.clone().unwrap_or_default());
-    put("REQUEST_URI", request_uri(head));
+    put("REQUEST_URI", request_uri(&head.path, head.query.as_ref()));
     put("REQUEST_SCHEME", scheme);
     put(
         "SERVER_PROTOCOL",
@@ -102,20 +89,7 @@ pub fn build(head: &RequestHead, config: &EnvironConfig) -> Result<Environ, Envi
     }
     vars.extend(mapped.http);
 
-    // Params: trusted, override in place (exact name), appended otherwise.
-    let pbuf = head.params.as_bytes();
-    for (name, value) in head.params.iter() {
-        if name == b"CONTENT_LENGTH" {
-            // The body length is framing, carried by `body_length` and the
-            // stream; a variable from the proxy must not contradict it.
-            continue;
-        }
-        let value = pbuf.slice_ref(value);
-        match vars.iter_mut().find(|(n, _)| n[..] == *name) {
-            Some((_, v)) => *v = value,
-            None => vars.push((pbuf.slice_ref(name), value)),
-        }
-    }
+    apply_params(&mut vars, head);
 
     let env = Environ::from_vec(vars);
     if let Some(limit) = config.max_size {
@@ -143,61 +117,12 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
+    /// Joins another value of the same variable (see [`join_separator`]).
     fn append(&mut self, value: &[u8]) {
-        // RFC 9113 8.2.3: "If there are multiple Cookie header fields after
-        // decompression, these MUST be concatenated into a single octet
-        // string using the two-octet delimiter of 0x3b, 0x20 (the ASCII
-        // string "; ") before being passed into a non-HTTP/2 context, such
-        // as an HTTP/1.1 connection, or a generic HTTP server application."
-        // (RFC 6265 5.4 already forbids a user agent to send more than one.)
-        // RFC 9110 5.3: "... by appending each subsequent field line value
-        // to the initial field line value in order, separated by a comma
-        // (",") and optional whitespace ... For consistency, use comma SP."
-        let sep: &[u8] = if &self.name[..] == b"HTTP_COOKIE" {
-            b"; "
-        } else {
-            b", "
-        };
         let joined = self.joined.get_or_insert_with(|| self.first.to_vec());
-        joined.extend_from_slice(sep);
+        joined.extend_from_slice(join_separator(&self.name));
         joined.extend_from_slice(value);
     }
-}
-
-/// Variables no header may produce, whatever the configuration.
-///
-/// httpoxy, CVE-2016-5385: "PHP through 7.0.8 does not attempt to address
-/// RFC 3875 section 4.1.18 namespace conflicts and therefore does not
-/// protect applications from the presence of untrusted client data in the
-/// HTTP_PROXY environment variable, which might allow remote attackers to
-/// redirect an application's outbound HTTP traffic to an arbitrary proxy
-/// server via a crafted Proxy header in an HTTP request" (also Go
-/// CVE-2016-5386, Apache CVE-2016-5387, Python CVE-2016-1000110).
-///
-/// RFC 3875 4.1.18: "The server is not required to create meta-variables
-/// for all the header fields that it receives. In particular, it SHOULD
-/// remove any header fields carrying authentication information, such as
-/// 'Authorization'; or that are available to the script in other
-/// meta-variables, such as 'Content-Length' and 'Content-Type'."
-/// (`Authorization` is kept: WSGI applications rely on
-/// `HTTP_AUTHORIZATION`, and nginx and uWSGI pass it.)
-const RESERVED: [&[u8]; 3] = [b"HTTP_PROXY", b"HTTP_CONTENT_LENGTH", b"HTTP_CONTENT_TYPE"];
-
-/// Whether a header name may become an `HTTP_*` variable.
-///
-/// CVE-2015-0219: "Django before 1.4.18, 1.6.x before 1.6.10, and 1.7.x
-/// before 1.7.3 allows remote attackers to spoof WSGI headers by using an _
-/// (underscore) character instead of a - (dash) character in an HTTP
-/// header, as demonstrated by an X-Auth_User header."
-///
-/// nginx, `ignore_invalid_headers` (on by default): "Valid names are
-/// composed of English letters, digits, hyphens, and possibly underscores
-/// (as controlled by the underscores_in_headers directive)." Apache 2.4
-/// likewise: headers "containing invalid characters (including underscores)
-/// are now silently dropped" when building CGI variables.
-fn is_mappable_name(name: &[u8], allow_underscore: bool) -> bool {
-    name.iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || (allow_underscore && b == b'_'))
 }
 
 fn map_headers(head: &RequestHead, config: &EnvironConfig) -> Result<Mapped, EnvironError> {
@@ -260,20 +185,7 @@ fn map_headers(head: &RequestHead, config: &EnvironConfig) -> Result<Mapped, Env
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             has_te = true;
         }
-        if !is_mappable_name(name, config.allow_underscore_headers) {
-            continue;
-        }
-        // RFC 3875 4.1.18: "The HTTP header field name is converted to upper
-        // case, has all occurrences of "-" replaced with "_" and has "HTTP_"
-        // prepended to give the meta-variable name." Every header variable
-        // carries the prefix, so no header can set a server variable.
-        names.put_slice(b"HTTP_");
-        names.extend(name.iter().map(|&b| match b {
-            b'-' => b'_',
-            _ => b.to_ascii_uppercase(),
-        }));
-        if RESERVED.contains(&&names[..]) {
-            names.clear();
+        if !http_var_name(name, config.allow_underscore_headers, &mut names) {
             continue;
         }
         // RFC 3875 4.1.18: "If multiple header fields with the same
@@ -379,72 +291,6 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Splits an authority into host (brackets of an IPv6 literal kept) and a
-/// valid non-zero port. Userinfo, if any, is dropped.
-pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<u16>) {
-    let a = match memrchr(b'@', a) {
-        Some(i) => &a[i + 1..],
-        None => a,
-    };
-    if a.first() == Some(&b'[') {
-        return match memchr(b']', a) {
-            Some(end) => {
-                let port = a[end + 1..].strip_prefix(b":").and_then(parse_port);
-                (&a[..=end], port)
-            }
-            None => (a, None),
-        };
-    }
-    match memrchr(b':', a) {
-        Some(i) => (&a[..i], parse_port(&a[i + 1..])),
-        None => (a, None),
-    }
-}
-
-fn parse_port(p: &[u8]) -> Option<u16> {
-    if p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n = p
-        .iter()
-        .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
-    u16::try_from(n).ok().filter(|&n| n != 0)
-}
-
-/// `REMOTE_ADDR` is a bare address (RFC 3875 4.1.8: `hostnumber`), so a
-/// bracketed IPv6 literal loses its brackets.
-pub(crate) fn strip_brackets(addr: &Bytes) -> Bytes {
-    match &addr[..] {
-        [b'[', inner @ .., b']'] => addr.slice_ref(inner),
-        _ => addr.clone(),
-    }
-}
-
-/// `REQUEST_URI`: the path as received, then `?` and the query when the
-/// target had a `?`. No copy when there is no query.
-fn request_uri(head: &RequestHead) -> Bytes {
-    match &head.query {
-        None => head.path.clone(),
-        Some(q) => {
-            let mut v = BytesMut::with_capacity(head.path.len() + 1 + q.len());
-            v.put_slice(&head.path);
-            v.put_u8(b'?');
-            v.put_slice(q);
-            v.freeze()
-        }
-    }
-}
-
-/// A decimal number as bytes; the common ports without allocating.
-fn decimal(n: u64) -> Bytes {
-    match n {
-        80 => Bytes::from_static(b"80"),
-        443 => Bytes::from_static(b"443"),
-        0 => Bytes::from_static(b"0"),
-        _ => Bytes::from(n.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod helper_tests {
     use super::*;
@@ -477,26 +323,5 @@ mod helper_tests {
             parse_content_length(b"1, 2"),
             Err(EnvironError::ConflictingContentLength { first: 1, other: 2 })
         );
-    }
-
-    #[test]
-    fn authority_split() {
-        assert_eq!(split_authority(b"example.com"), (&b"example.com"[..], None));
-        assert_eq!(
-            split_authority(b"example.com:8080"),
-            (&b"example.com"[..], Some(8080))
-        );
-        assert_eq!(
-            split_authority(b"example.com:"),
-            (&b"example.com"[..], None)
-        );
-        assert_eq!(
-            split_authority(b"example.com:99999"),
-            (&b"example.com"[..], None)
-        );
-        assert_eq!(split_authority(b"[::1]:8443"), (&b"[::1]"[..], Some(8443)));
-        assert_eq!(split_authority(b"[::1]"), (&b"[::1]"[..], None));
-        assert_eq!(split_authority(b"u:p@h:81"), (&b"h"[..], Some(81)));
-        assert_eq!(split_authority(b""), (&b""[..], None));
     }
 }

@@ -128,6 +128,7 @@
 //! `Transfer-Encoding`, then [`EnvironError::TooLarge`].
 
 pub(crate) mod build;
+pub(crate) mod cgi;
 mod config;
 pub(crate) mod path;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes};
 
-use super::{check_flags, check_payload_len, require_stream};
+use super::{check_flags, encode_stream_header, require_stream};
 use super::{DecodeError, EncodeError, FrameHeader, Kind, StreamId, FLAG_END_STREAM};
 
 /// Body bytes of a stream. Flags: END_STREAM (0x01). Counts against both
@@ -36,12 +36,13 @@ impl Data {
 
     /// Writes only the 9-byte header, for vectored writes of the payload.
     pub fn encode_header<B: BufMut>(&self, dst: &mut B) -> Result<(), EncodeError> {
-        if self.stream_id.is_zero() {
-            return Err(EncodeError::InvalidStreamId(0));
-        }
-        let len = check_payload_len(Kind::DATA, self.payload.len())?;
-        let flags = if self.end_stream { FLAG_END_STREAM } else { 0 };
-        FrameHeader::new(len, Kind::DATA, flags, self.stream_id).encode(dst);
+        encode_stream_header(
+            dst,
+            Kind::DATA,
+            self.stream_id,
+            self.end_stream,
+            self.payload.len(),
+        )?;
         Ok(())
     }
 

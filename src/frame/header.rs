@@ -15,13 +15,11 @@ use bytes::BufMut;
 use nom::number::complete::{be_u24, be_u32, u8 as nom_u8};
 use nom::{IResult, Parser};
 
-use super::Limits;
 use super::{DecodeError, ErrorClass, Kind, StreamId};
+use super::{Limits, MAX_PAYLOAD_LEN};
 
 /// Length of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 9;
-/// Largest payload the 24-bit length field can express.
-pub const MAX_PAYLOAD_LEN: u32 = 0x00FF_FFFF;
 
 /// A parsed frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 //! default and valid range, and every declared length is compared with them
 //! before any memory is reserved.
 
-use super::{Settings, MAX_PAYLOAD_LEN};
+/// Largest payload the 24-bit length field can express.
+pub const MAX_PAYLOAD_LEN: u32 = 0x00FF_FFFF;
 
 /// Default largest DATA payload accepted: 64 KiB.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 64 * 1024;
@@ -84,17 +85,5 @@ impl Limits {
             return Err("max_header_count must be at least 1");
         }
         Ok(())
-    }
-
-    /// The limits a peer announced in its SETTINGS (what it accepts from
-    /// us), with defaults for absent values.
-    pub fn from_settings(s: &Settings) -> Limits {
-        let d = Limits::default();
-        Limits {
-            max_frame_size: s.max_frame_size.unwrap_or(d.max_frame_size),
-            max_head_size: s.max_head_size.unwrap_or(d.max_head_size),
-            max_header_count: s.max_header_count.unwrap_or(d.max_header_count),
-            max_control_size: d.max_control_size,
-        }
     }
 }

@@ -38,14 +38,14 @@ pub use data::Data;
 pub use error::{DecodeError, EncodeError, ErrorClass};
 pub use goaway::GoAway;
 pub use head::{HttpVersion, RequestHead, ResponseHead};
-pub use header::{FrameHeader, HEADER_LEN, MAX_PAYLOAD_LEN};
+pub use header::{FrameHeader, HEADER_LEN};
 pub use header_block::{
     is_valid_name, is_valid_value, HeaderBlock, HeaderBlockBuilder, Iter as HeaderIter,
 };
 pub use ids::{Kind, StreamId};
 pub use limits::{
     Limits, DEFAULT_MAX_CONTROL_SIZE, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_COUNT,
-    DEFAULT_MAX_HEAD_SIZE, MIN_SIZE_LIMIT,
+    DEFAULT_MAX_HEAD_SIZE, MAX_PAYLOAD_LEN, MIN_SIZE_LIMIT,
 };
 pub use ping::Ping;
 pub use reason::Reason;
@@ -212,6 +212,25 @@ pub(crate) fn check_payload_len(kind: Kind, len: usize) -> Result<u32, EncodeErr
     } else {
         Ok(len as u32)
     }
+}
+
+/// Writes the frame header of a stream frame (REQUEST, RESPONSE, DATA,
+/// TRAILERS) whose payload is `len` bytes, refusing stream 0 and payloads
+/// over [`MAX_PAYLOAD_LEN`]; the caller writes the payload right after.
+pub(crate) fn encode_stream_header<B: BufMut>(
+    dst: &mut B,
+    kind: Kind,
+    stream_id: StreamId,
+    end_stream: bool,
+    len: usize,
+) -> Result<(), EncodeError> {
+    if stream_id.is_zero() {
+        return Err(EncodeError::InvalidStreamId(0));
+    }
+    let len = check_payload_len(kind, len)?;
+    let flags = if end_stream { FLAG_END_STREAM } else { 0 };
+    FrameHeader::new(len, kind, flags, stream_id).encode(dst);
+    Ok(())
 }
 
 /// Checks the flags of a frame whose kind defines the bits in `defined`.

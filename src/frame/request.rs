@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes};
 
 use super::Limits;
-use super::{check_flags, check_payload_len, require_stream};
+use super::{check_flags, encode_stream_header, require_stream};
 use super::{
     DecodeError, EncodeError, ErrorClass, FrameHeader, Kind, RequestHead, StreamId, FLAG_END_STREAM,
 };
@@ -49,12 +49,13 @@ impl Request {
 
     /// Writes header and payload.
     pub fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), EncodeError> {
-        if self.stream_id.is_zero() {
-            return Err(EncodeError::InvalidStreamId(0));
-        }
-        let len = check_payload_len(Kind::REQUEST, self.head.encoded_len())?;
-        let flags = if self.end_stream { FLAG_END_STREAM } else { 0 };
-        FrameHeader::new(len, Kind::REQUEST, flags, self.stream_id).encode(dst);
+        encode_stream_header(
+            dst,
+            Kind::REQUEST,
+            self.stream_id,
+            self.end_stream,
+            self.head.encoded_len(),
+        )?;
         self.head.encode(dst);
         Ok(())
     }

@@ -4,7 +4,9 @@ use bytes::{BufMut, Bytes};
 use prost::Message;
 
 use super::{check_flags, check_payload_len, require_connection};
-use super::{DecodeError, EncodeError, ErrorClass, FrameHeader, Kind, StreamId, MAX_PAYLOAD_LEN};
+use super::{
+    DecodeError, EncodeError, ErrorClass, FrameHeader, Kind, Limits, StreamId, MAX_PAYLOAD_LEN,
+};
 use crate::pb;
 
 /// Largest flow-control window (2^31 - 1).
@@ -101,5 +103,19 @@ impl Settings {
         FrameHeader::new(len, Kind::SETTINGS, 0, StreamId::ZERO).encode(dst);
         m.encode_raw(dst);
         Ok(())
+    }
+}
+
+impl Limits {
+    /// The limits a peer announced in its SETTINGS (what it accepts from
+    /// us), with defaults for absent values.
+    pub fn from_settings(s: &Settings) -> Limits {
+        let d = Limits::default();
+        Limits {
+            max_frame_size: s.max_frame_size.unwrap_or(d.max_frame_size),
+            max_head_size: s.max_head_size.unwrap_or(d.max_head_size),
+            max_header_count: s.max_header_count.unwrap_or(d.max_header_count),
+            max_control_size: d.max_control_size,
+        }
     }
 }

@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes};
 
 use super::header_block::BlockError;
 use super::Limits;
-use super::{check_flags, check_payload_len, require_stream};
+use super::{check_flags, encode_stream_header, require_stream};
 use super::{
     DecodeError, EncodeError, ErrorClass, FrameHeader, HeaderBlock, Kind, StreamId, FLAG_END_STREAM,
 };
@@ -49,11 +49,13 @@ impl Trailers {
 
     /// Writes header and payload.
     pub fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), EncodeError> {
-        if self.stream_id.is_zero() {
-            return Err(EncodeError::InvalidStreamId(0));
-        }
-        let len = check_payload_len(Kind::TRAILERS, self.fields.encoded_len())?;
-        FrameHeader::new(len, Kind::TRAILERS, FLAG_END_STREAM, self.stream_id).encode(dst);
+        encode_stream_header(
+            dst,
+            Kind::TRAILERS,
+            self.stream_id,
+            true,
+            self.fields.encoded_len(),
+        )?;
         dst.put_slice(self.fields.as_bytes());
         Ok(())
     }

@@ -2,10 +2,12 @@
 //! engine, moves bytes between them, and relays events to stream handles.
 //!
 //! It reads and writes at once (both branches of one `select!`), so two
-//! peers that are both writing can never deadlock on full socket buffers,
-//! and it stops reading while its own write buffer is over a high-water
-//! mark, so a peer that floods control frames but never reads cannot make
-//! it buffer without bound.
+//! peers that are both writing can never deadlock on full socket buffers.
+//! It takes frames from the engine only while little waits to be written
+//! (`STAGE_LIMIT`), so a peer that stops reading gets no further
+//! flow-control credit and makes nothing here grow: what it can still make
+//! the engine queue (PING answers, RESET replies) is capped by the engine's
+//! abuse budgets.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -15,19 +17,24 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Kind};
-use super::stream::{Command, CommandTx, Opened, RecvEvent, RecvStream, Responder};
-use super::{IncomingRequest, Shared};
+use super::stream::{
+    Command, CommandTx, IncomingRequest, Opened, RecvEvent, RecvStream, Responder,
+};
 use crate::codec::Codec;
 use crate::conn::{Config, Connection, Event, Role, UserError};
 use crate::frame::{preface, Reason, RequestHead, ResponseHead, StreamId};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// A send completes (the caller may send more) once at most this many bytes
 /// of the stream wait in the engine for flow-control credit.
 const SEND_LOW_WATER: usize = 128 * 1024;
-/// Stop reading while this many bytes wait to be written.
-const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Frames are taken from the engine only while fewer than this many bytes
+/// wait to be written. What the engine has not handed out has not happened
+/// yet: a WINDOW_UPDATE still in the engine has given the peer no credit,
+/// so a peer that stops reading stops getting credit too (PROTOCOL.md 8.3),
+/// and nothing here grows while it does not read.
+const STAGE_LIMIT: usize = 256 * 1024;
 /// Commands handled per wake-up before the driver writes again.
 const COMMAND_BATCH: usize = 64;
 /// How long a closing connection keeps reading (and discarding) after its
@@ -39,6 +46,19 @@ pub(crate) const LINGER_TIMEOUT: std::time::Duration = std::time::Duration::from
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// State the driver publishes for its handles.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The peer's max_concurrent_streams once its SETTINGS arrived, else 0.
+    pub(crate) peer_max_streams: AtomicU32,
+    /// Streams open on the connection right now.
+    pub(crate) active_streams: AtomicU32,
+    /// Set once the driver stopped.
+    pub(crate) closed: AtomicBool,
+    /// Set once the peer sent GOAWAY or the connection is shutting down.
+    pub(crate) going_away: AtomicBool,
 }
 
 #[derive(Default)]
@@ -54,6 +74,8 @@ struct Slot {
 type OpenRequest = (RequestHead, bool, oneshot::Sender<Result<Opened, Error>>);
 
 pub(crate) struct Driver {
+    role: Role,
+    write_timeout: Option<Duration>,
     engine: Connection,
     codec: Codec,
     streams: HashMap<StreamId, Slot>,
@@ -78,6 +100,8 @@ impl Driver {
     ) -> Driver {
         let limits = config.limits;
         Driver {
+            role,
+            write_timeout: config.write_timeout,
             engine: Connection::new(role, config, now()),
             codec: Codec::new(limits),
             streams: HashMap::new(),
@@ -109,13 +133,32 @@ impl Driver {
         let (mut rd, mut wr) = tokio::io::split(io);
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
         let mut wbuf = BytesMut::with_capacity(64 * 1024);
-        wbuf.extend_from_slice(&preface::PREFACE);
+        // The client speaks first. A server answers only once the client's
+        // preface is in: to a peer that turns out not to speak uwire it
+        // sends nothing at all (section 3.1).
+        let mut greeted = self.role == Role::Client;
+        if greeted {
+            wbuf.extend_from_slice(&preface::PREFACE);
+        }
         let mut read_open = true;
         let mut cmds_open = true;
+        let mut write_deadline: Option<tokio::time::Instant> = None;
 
         loop {
             self.process_events();
-            self.fill(&mut wbuf);
+            // Greet once the peer's preface is in, or when the engine has
+            // something to say regardless (GOAWAY(VERSION_MISMATCH) for a
+            // preface of another major version, section 3.4).
+            if !greeted
+                && (self.codec.preface_received()
+                    || (self.engine.is_closed() && self.engine.has_pending_transmit()))
+            {
+                greeted = true;
+                wbuf.extend_from_slice(&preface::PREFACE);
+            }
+            if greeted {
+                self.fill(&mut wbuf);
+            }
             self.resolve_acks();
             if self.engine.is_closed() && wbuf.is_empty() && !self.engine.has_pending_transmit() {
                 break;
@@ -132,15 +175,32 @@ impl Driver {
             if rbuf.capacity() - rbuf.len() < 8 * 1024 {
                 rbuf.reserve(64 * 1024);
             }
+            // The write-stall clock runs while bytes wait and none leave.
+            if wbuf.is_empty() {
+                write_deadline = None;
+            } else if write_deadline.is_none() {
+                write_deadline = self.write_timeout.map(|t| tokio::time::Instant::now() + t);
+            }
             tokio::select! {
                 biased;
                 res = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
-                    if let Err(e) = res {
-                        self.fail_io(e);
-                        break;
+                    match res {
+                        Ok(_) => write_deadline = None,
+                        Err(e) => {
+                            self.fail_io(e);
+                            break;
+                        }
                     }
                 }
-                res = rd.read_buf(&mut rbuf), if read_open && wbuf.len() < WRITE_HIGH_WATER => {
+                _ = sleep_until(write_deadline), if write_deadline.is_some() => {
+                    tracing::debug!(waiting = wbuf.len(), "the peer took no bytes within the write timeout; closing");
+                    self.fail_io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the peer read nothing within the write timeout",
+                    ));
+                    break;
+                }
+                res = rd.read_buf(&mut rbuf), if read_open => {
                     match res {
                         Ok(0) => {
                             read_open = false;
@@ -213,14 +273,14 @@ impl Driver {
             match self.codec.decode_frame(rbuf) {
                 Ok(Some(frame)) => {
                     if let Err(e) = self.engine.handle_frame(frame, now()) {
-                        tracing_warn(&format!("uwire: closing connection: {e}"));
+                        tracing::debug!(error = %e, "closing the connection: peer broke the protocol");
                         self.failure = Some(e.into());
                         return false;
                     }
                 }
                 Ok(None) => return true,
                 Err(e) => {
-                    tracing_warn(&format!("uwire: closing connection: {e}"));
+                    tracing::debug!(error = %e, "closing the connection: undecodable frame");
                     self.engine.handle_decode_error(&e);
                     return false;
                 }
@@ -229,13 +289,13 @@ impl Driver {
     }
 
     fn fill(&mut self, wbuf: &mut BytesMut) {
-        while wbuf.len() < WRITE_HIGH_WATER {
+        while wbuf.len() < STAGE_LIMIT {
             match self.engine.poll_transmit() {
                 Some(frame) => {
                     wbuf.reserve(frame.encoded_len());
                     if let Err(e) = frame.encode(wbuf) {
                         // Engine-produced frames are always encodable; report loudly if not.
-                        tracing_warn(&format!("uwire: dropping unencodable frame: {e}"));
+                        tracing::error!(error = %e, "dropping a frame the engine produced but the codec cannot encode");
                     }
                 }
                 None => break,
@@ -543,7 +603,7 @@ impl Driver {
             UserError::UnknownStream(_) | UserError::Closed => return,
             _ => Reason::INTERNAL_ERROR,
         };
-        tracing_warn(&format!("uwire: resetting stream {id} ({reason}): {e}"));
+        tracing::warn!(stream = %id, %reason, error = %e, "resetting a stream whose head or trailers cannot be sent");
         self.apply(Command::Reset { id, reason });
     }
 
@@ -593,11 +653,5 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-fn tracing_warn(msg: &str) {
-    if std::env::var_os("UWIRE_DEBUG").is_some() {
-        eprintln!("{msg}");
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use crate::conn::{ConnError, UserError};
+use crate::conn::{ConnError, ConnErrorClass, UserError};
 use crate::frame::Reason;
 
 /// An error from a uwire connection or one of its streams.
@@ -22,6 +22,10 @@ pub(crate) enum Kind {
     /// The connection closed (or was closing) before the request was
     /// written: nothing reached the peer, so it is safe to retry.
     NotSent,
+    /// The peer closed the transport without a GOAWAY (a clean end of
+    /// input at a frame boundary): routine for an idle pooled connection,
+    /// never a protocol error.
+    PeerClosed,
     /// The transport failed.
     Io(io::Error),
     /// The peer broke the protocol; the connection was closed.
@@ -47,7 +51,7 @@ impl Error {
     /// Whether the connection was closed (by either side) before the
     /// operation could finish.
     pub fn is_closed(&self) -> bool {
-        matches!(self.kind, Kind::Closed | Kind::NotSent)
+        matches!(self.kind, Kind::Closed | Kind::NotSent | Kind::PeerClosed)
     }
 
     /// Whether the stream was reset; see [`Error::reason`].
@@ -65,6 +69,13 @@ impl Error {
             self.kind,
             Kind::Refused | Kind::NotSent | Kind::Reset(Reason::REFUSED_STREAM, _)
         )
+    }
+
+    /// Whether the peer closed the transport without a GOAWAY. Requests
+    /// still in flight on it were lost; an idle connection closing this way
+    /// is routine (a pool dropping a connection, a health probe).
+    pub fn is_peer_closed(&self) -> bool {
+        matches!(self.kind, Kind::PeerClosed)
     }
 
     /// Whether the transport failed.
@@ -116,6 +127,7 @@ impl fmt::Display for Error {
             Kind::NotSent => {
                 f.write_str("connection closed before the request was sent (safe to retry)")
             }
+            Kind::PeerClosed => f.write_str("connection closed by the peer"),
             Kind::Io(e) => write!(f, "i/o error: {e}"),
             Kind::Protocol(e) => write!(f, "protocol error: {e}"),
             Kind::User(e) => write!(f, "misuse: {e}"),
@@ -148,6 +160,11 @@ impl From<UserError> for Error {
 
 impl From<ConnError> for Error {
     fn from(e: ConnError) -> Error {
+        if e.class() == ConnErrorClass::UnexpectedEof {
+            // The engine's name for "the transport ended": not a fault of
+            // the protocol, so not reported as one.
+            return Error::new(Kind::PeerClosed);
+        }
         Error::new(Kind::Protocol(e))
     }
 }

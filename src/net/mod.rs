@@ -29,11 +29,12 @@
 
 mod driver;
 mod error;
+pub mod socket;
 mod stream;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -42,11 +43,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::Error;
-pub use stream::{RecvStream, Responder, SendStream};
+pub use socket::Socket;
+pub use stream::{IncomingRequest, RecvStream, Responder, SendStream};
 
 use crate::conn::{Config, Role};
 use crate::frame::{RequestHead, ResponseHead};
-use driver::Driver;
+use driver::{Driver, Shared};
 use stream::{Command, CommandTx};
 
 /// The future that drives one connection. Spawn it; it resolves when the
@@ -67,19 +69,6 @@ impl std::fmt::Debug for ConnectionTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ConnectionTask")
     }
-}
-
-/// State the driver publishes for its handles.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    /// The peer's max_concurrent_streams once its SETTINGS arrived, else 0.
-    pub(crate) peer_max_streams: AtomicU32,
-    /// Streams open on the connection right now.
-    pub(crate) active_streams: AtomicU32,
-    /// Set once the driver stopped.
-    pub(crate) closed: AtomicBool,
-    /// Set once the peer sent GOAWAY or the connection is shutting down.
-    pub(crate) going_away: AtomicBool,
 }
 
 fn spawn_driver<T>(
@@ -211,17 +200,6 @@ impl Future for ResponseFuture {
             }
         }
     }
-}
-
-/// A request received by a server connection.
-#[derive(Debug)]
-pub struct IncomingRequest {
-    /// The request head.
-    pub head: RequestHead,
-    /// The request body.
-    pub body: RecvStream,
-    /// Answers the request.
-    pub responder: Responder,
 }
 
 /// The requests arriving on a server connection.

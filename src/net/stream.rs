@@ -420,3 +420,14 @@ impl Drop for Responder {
         }
     }
 }
+
+/// A request received by a server connection.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    /// The request head.
+    pub head: RequestHead,
+    /// The request body.
+    pub body: RecvStream,
+    /// Answers the request.
+    pub responder: Responder,
+}

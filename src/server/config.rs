@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::bind::BindOptions;
+use super::listener::BindOptions;
 use crate::conn::Config as ConnConfig;
 use crate::environ::EnvironConfig;
 
@@ -17,6 +17,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(60);
 /// Default time in-flight requests get to finish after shutdown starts: 30 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default send-progress timeout: 60 s (nginx's `send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which protocol a listening socket speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,6 +78,13 @@ pub struct ServerConfig {
     /// After shutdown starts, in-flight requests get this long before they
     /// are reset. Default [`DEFAULT_DRAIN_TIMEOUT`].
     pub drain_timeout: Duration,
+    /// A response whose peer takes none of its bytes for this long (a
+    /// reader that stopped reading, or never returns flow-control credit)
+    /// is ended: RESET(TIMEOUT) on uwire/1, an abortive close on classic
+    /// uwsgi; what it held is freed. The request deadline bounds the
+    /// handler; this bounds the sending. Default [`DEFAULT_SEND_TIMEOUT`];
+    /// `None` disables it.
+    pub send_timeout: Option<Duration>,
     /// How request heads become environs.
     pub environ: EnvironConfig,
     /// If non-empty (or `allow_gids` is), only Unix peers whose uid is listed
@@ -113,6 +122,7 @@ impl Default for ServerConfig {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             request_deadline: Some(DEFAULT_REQUEST_DEADLINE),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            send_timeout: Some(DEFAULT_SEND_TIMEOUT),
             environ: EnvironConfig::default(),
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),

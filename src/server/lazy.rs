@@ -15,6 +15,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 
+use super::listener::Accepted;
+use crate::net::Socket;
+
 /// Accepts connections off a listening Unix socket without registering
 /// them (see the module docs). Holds its own descriptor of the socket.
 pub(crate) struct RawAcceptor {
@@ -25,10 +28,15 @@ impl RawAcceptor {
     /// An acceptor for `listener`'s socket.
     pub(crate) fn new(listener: &tokio::net::UnixListener) -> io::Result<RawAcceptor> {
         let fd = socket2::Socket::from(listener.as_fd().try_clone_to_owned()?);
-        // Deprecated in newer tokio for types whose descriptor may change
-        // under the registration; a `Socket` owns its descriptor for life.
-        #[allow(deprecated)]
-        let fd = AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+        // SAFETY: `register_with_interest` needs the descriptor to stay open
+        // and name the same open file description until the `AsyncFd` is
+        // dropped. The `socket2::Socket` is our own duplicate (an
+        // `OwnedFd` inside): nothing else can close it, `Socket` has no way
+        // to swap its descriptor, and only `get_ref` (shared) is ever used
+        // on it, so it is closed exactly when the `AsyncFd` drops it.
+        #[allow(unsafe_code)]
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
         Ok(RawAcceptor { fd })
     }
 
@@ -95,6 +103,9 @@ impl AsyncRead for LazyStream {
             let unfilled: &mut [MaybeUninit<u8>] = unsafe { buf.unfilled_mut() };
             match s.recv(unfilled) {
                 Ok(n) => {
+                    // SAFETY: the kernel wrote `n` bytes into the start of
+                    // `unfilled` (what `recv` returned); those are now
+                    // initialised.
                     #[allow(unsafe_code)]
                     unsafe {
                         buf.assume_init(n);
@@ -149,10 +160,17 @@ impl AsyncWrite for LazyStream {
     }
 }
 
-impl super::uwsgi::UwsgiIo for LazyStream {
-    type Read = tokio::net::unix::OwnedReadHalf;
-    type Write = tokio::net::unix::OwnedWriteHalf;
-    fn into_halves(self) -> io::Result<(Self::Read, Self::Write)> {
-        Ok(self.into_registered()?.into_split())
+impl Accepted for LazyStream {
+    fn into_socket(self) -> io::Result<Socket> {
+        self.into_registered().map(Socket::Unix)
+    }
+
+    fn set_abortive_close(&self) -> io::Result<()> {
+        let sock = match &self.0 {
+            State::Raw(s) => socket2::SockRef::from(s),
+            State::Registered(s) => socket2::SockRef::from(s),
+            State::Gone => return Ok(()),
+        };
+        sock.set_linger(Some(std::time::Duration::ZERO))
     }
 }

@@ -26,6 +26,8 @@ pub enum ErrorKind {
     Deadline,
     /// The proxy reset the stream.
     PeerReset,
+    /// A response made no progress within the send timeout.
+    SendTimeout,
     /// A connection was closed for a protocol error.
     Protocol,
     /// A connection failed with an I/O error.
@@ -36,13 +38,14 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in rendering order.
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::BadRequest,
         ErrorKind::BodyTooLarge,
         ErrorKind::HandlerError,
         ErrorKind::HandlerPanic,
         ErrorKind::Deadline,
         ErrorKind::PeerReset,
+        ErrorKind::SendTimeout,
         ErrorKind::Protocol,
         ErrorKind::Io,
         ErrorKind::PeerDenied,
@@ -57,6 +60,7 @@ impl ErrorKind {
             ErrorKind::HandlerPanic => "handler_panic",
             ErrorKind::Deadline => "deadline",
             ErrorKind::PeerReset => "peer_reset",
+            ErrorKind::SendTimeout => "send_timeout",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Io => "io",
             ErrorKind::PeerDenied => "peer_denied",
@@ -77,7 +81,7 @@ pub struct Metrics {
     streams_active: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    errors: [AtomicU64; 9],
+    errors: [AtomicU64; ErrorKind::ALL.len()],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,

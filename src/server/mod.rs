@@ -1,6 +1,23 @@
-//! The app-side runtime: accepts uwire connections, turns each request into
-//! a CGI/WSGI environ plus a streaming body, dispatches it to a [`Handler`]
+//! The app-side runtime: accepts connections, turns each request into a
+//! CGI/WSGI environ plus a streaming body, dispatches it to a [`Handler`]
 //! and streams the response back.
+//!
+//! How it is laid out, in the order a connection meets it:
+//!
+//! * `listener`: Unix, TCP and systemd sockets ([`Listener`], [`BindAddr`]);
+//!   `lazy` serves plain Unix connections without registering them with
+//!   the I/O driver until they would block;
+//! * `detect`: one socket speaks uwire/1 and classic uwsgi; the first byte
+//!   decides ([`ProtocolMode`]);
+//! * `uwire` and `uwsgi`: one file per protocol, each decoding requests and
+//!   implementing the pipeline's sink for its wire form;
+//! * `pipeline`: the one request path every protocol shares (environ,
+//!   handler under the deadline with panics caught, response pump, send
+//!   timeout, metrics);
+//! * `handler` and `blocking`: what applications implement ([`Handler`],
+//!   [`Request`], [`Body`], [`Response`]), including handlers that run on
+//!   blocking threads;
+//! * `metrics` and `config`.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -12,15 +29,17 @@
 //! # }
 //! ```
 
-mod bind;
+mod blocking;
 mod config;
-mod connection;
 pub mod demo;
+mod detect;
 mod gate;
 mod handler;
 mod lazy;
+mod listener;
 mod metrics;
-mod rewind;
+mod pipeline;
+mod uwire;
 mod uwsgi;
 
 use std::future::Future;
@@ -32,14 +51,17 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-pub use bind::{
-    BindAddr, BindOptions, Listener, SocketFile, Stream, DEFAULT_BACKLOG, DEFAULT_SOCKET_MODE,
-};
+use crate::net::Socket;
+
+pub use blocking::{BlockingBody, BodySender, ResponseClosed};
 pub use config::*;
 pub use gate::AcceptGate;
 pub use handler::{
     from_service, handler_fn, Body, BodyError, BoxError, BoxFuture, Handler, HandlerFn, Request,
     Response, ResponseBody, ServiceHandler,
+};
+pub use listener::{
+    BindAddr, BindOptions, Listener, SocketFile, DEFAULT_BACKLOG, DEFAULT_SOCKET_MODE,
 };
 pub use metrics::{ErrorKind, Metrics, Snapshot, LATENCY_BUCKETS};
 
@@ -151,7 +173,7 @@ impl Server {
                     continue;
                 }
             };
-            if let Accepted::Stream(Stream::Unix(ref s)) = stream {
+            if let Accepted::Socket(Socket::Unix(ref s)) = stream {
                 if !(self.config.allow_uids.is_empty() && self.config.allow_gids.is_empty()) {
                     let allowed = match s.peer_cred() {
                         Ok(c) => self.config.peer_allowed(c.uid(), c.gid()),
@@ -171,7 +193,7 @@ impl Server {
             }
             next_id += 1;
             let span = tracing::info_span!("conn", id = next_id);
-            let ctx = connection::Ctx {
+            let ctx = pipeline::Ctx {
                 handler: handler.clone(),
                 config: self.config.clone(),
                 metrics: self.metrics.clone(),
@@ -183,11 +205,8 @@ impl Server {
                     let _permit = permit;
                     let _gated = gated;
                     match stream {
-                        Accepted::Lazy(s) => uwsgi::serve_detect(s, ctx, stop).await,
-                        Accepted::Stream(Stream::Unix(s)) => {
-                            uwsgi::serve_detect(s, ctx, stop).await
-                        }
-                        Accepted::Stream(Stream::Tcp(s)) => uwsgi::serve_detect(s, ctx, stop).await,
+                        Accepted::Lazy(s) => detect::serve(s, ctx, stop).await,
+                        Accepted::Socket(s) => detect::serve(s, ctx, stop).await,
                     }
                 }
                 .instrument(span),
@@ -214,15 +233,18 @@ impl Server {
     }
 }
 
+/// A connection as the accept loop got it.
 enum Accepted {
+    /// Off the unregistered fast path (see `lazy`).
     Lazy(lazy::LazyStream),
-    Stream(Stream),
+    /// Off the listener.
+    Socket(Socket),
 }
 
 async fn accept(listener: &Listener, raw: Option<&lazy::RawAcceptor>) -> io::Result<Accepted> {
     match raw {
         Some(raw) => raw.accept().await.map(Accepted::Lazy),
-        None => listener.accept().await.map(Accepted::Stream),
+        None => listener.accept().await.map(Accepted::Socket),
     }
 }
 

@@ -1,11 +1,11 @@
 //! CGI vars from nginx to the common [`RequestHead`]
 //! ([`UwsgiRequest::to_request_head`]).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use memchr::memchr;
 
 use super::packet::{content_length, UwsgiRequest};
-use super::util::{decodes_to, is_clean, is_token, parse_u64, percent_encode_path};
+use super::util::{decodes_to, is_clean, is_token, parse_u64, percent_decode, percent_encode_path};
 use super::{lossy, UwsgiError};
 use crate::frame::{HeaderBlock, HttpVersion, RequestHead};
 
@@ -217,6 +217,18 @@ impl UwsgiRequest {
             None => (None, None),
         };
         let raw_path = raw_path.filter(|p| !p.is_empty());
+        // The same defence as a uwire target (`environ`'s `check_target`): a
+        // path that decodes to a NUL truncates it for C-based consumers.
+        // PATH_INFO's own NUL is caught there, once it is re-encoded.
+        if raw_path
+            .as_ref()
+            .is_some_and(|p| memchr(0, &percent_decode(p)).is_some())
+        {
+            return Err(UwsgiError::InvalidValue {
+                name: "REQUEST_URI".into(),
+                detail: "the path decodes to a NUL",
+            });
+        }
         let slash = || Bytes::from_static(b"/");
         let mut path_info_param = None;
         let path = match path_info {
@@ -305,21 +317,6 @@ impl TryFrom<&UwsgiRequest> for RequestHead {
     /// [`UwsgiRequest::to_request_head`].
     fn try_from(req: &UwsgiRequest) -> Result<RequestHead, UwsgiError> {
         req.to_request_head()
-    }
-}
-
-/// `path`, then `?` and the query when there is one (what `REQUEST_URI`
-/// holds).
-pub(crate) fn request_uri(path: &Bytes, query: Option<&Bytes>) -> Bytes {
-    match query {
-        None => path.clone(),
-        Some(q) => {
-            let mut v = BytesMut::with_capacity(path.len() + 1 + q.len());
-            v.put_slice(path);
-            v.put_u8(b'?');
-            v.put_slice(q);
-            v.freeze()
-        }
     }
 }
 

@@ -1,13 +1,16 @@
 //! The proxy side: a [`RequestHead`] to the request packet a real uWSGI
 //! expects from nginx ([`request_vars`], [`encode_request`]).
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;
 
-use super::convert::request_uri;
 use super::packet::{encode_packet, PacketHeader};
-use super::util::{decimal, is_clean, is_token, percent_decode, split_authority, strip_brackets};
+use super::util::{is_clean, is_token, percent_decode};
 use super::{UwsgiError, UwsgiLimits, MODIFIER1_WSGI};
+use crate::environ::cgi::{
+    apply_params, decimal, http_var_name, join_separator, request_uri, server_vars, strip_brackets,
+    ServerVars,
+};
 use crate::frame::RequestHead;
 
 /// One `HTTP_*` var being assembled from possibly repeated headers.
@@ -115,55 +118,28 @@ pub fn request_vars(
         if name.eq_ignore_ascii_case(b"host") {
             has_host = true;
         }
-        if !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
-            continue;
-        }
-        let mut var = Vec::with_capacity(5 + name.len());
-        var.extend_from_slice(b"HTTP_");
-        var.extend(name.iter().map(|&b| match b {
-            b'-' => b'_',
-            _ => b.to_ascii_uppercase(),
-        }));
-        if var == b"HTTP_PROXY" {
+        // As nginx's default `underscores_in_headers off`.
+        let mut var = BytesMut::with_capacity(5 + name.len());
+        if !http_var_name(name, false, &mut var) {
             continue;
         }
         match http.iter_mut().find(|j| j.name[..] == var[..]) {
             Some(j) => {
-                let sep: &[u8] = if var == b"HTTP_COOKIE" { b"; " } else { b", " };
-                j.value.extend_from_slice(sep);
+                j.value.extend_from_slice(join_separator(&var));
                 j.value.extend_from_slice(value);
             }
             None => http.push(Joined {
-                name: Bytes::from(var),
+                name: var.freeze(),
                 value: value.to_vec(),
             }),
         }
     }
 
-    let scheme = if !head.scheme.is_empty() {
-        head.scheme.clone()
-    } else if head.tls {
-        Bytes::from_static(b"https")
-    } else {
-        Bytes::from_static(b"http")
-    };
-    let (auth_host, auth_port) = split_authority(&head.authority);
-    let server_name = if !head.server_name.is_empty() {
-        head.server_name.clone()
-    } else if !auth_host.is_empty() {
-        head.authority.slice_ref(auth_host)
-    } else {
-        Bytes::from_static(b"localhost")
-    };
-    let server_port = if head.server_port != 0 {
-        head.server_port
-    } else if let Some(p) = auth_port {
-        p
-    } else if head.tls || scheme.eq_ignore_ascii_case(b"https") {
-        443
-    } else {
-        80
-    };
+    let ServerVars {
+        scheme,
+        server_name,
+        server_port,
+    } = server_vars(head, &Bytes::from_static(b"localhost"), None);
 
     let mut vars: Vec<(Bytes, Bytes)> = Vec::with_capacity(16 + http.len() + head.params.len());
     let mut put = |name: &'static str, value: Bytes| {
@@ -201,17 +177,7 @@ pub fn request_vars(
     }
     vars.extend(http.into_iter().map(|j| (j.name, Bytes::from(j.value))));
 
-    let pbuf = head.params.as_bytes();
-    for (name, value) in head.params.iter() {
-        if name == b"CONTENT_LENGTH" {
-            continue;
-        }
-        let value = pbuf.slice_ref(value);
-        match vars.iter_mut().find(|(n, _)| n[..] == *name) {
-            Some((_, v)) => *v = value,
-            None => vars.push((pbuf.slice_ref(name), value)),
-        }
-    }
+    apply_params(&mut vars, head);
     Ok(vars)
 }
 

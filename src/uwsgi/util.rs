@@ -1,5 +1,5 @@
 //! Byte-level helpers shared by the classic uwsgi codec: token and value checks,
-//! percent coding, decimals, authorities.
+//! percent coding, decimals.
 
 use bytes::Bytes;
 
@@ -55,23 +55,6 @@ pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     })
 }
 
-/// A decimal as bytes; the common values without allocating.
-pub(crate) fn decimal(n: u64) -> Bytes {
-    match n {
-        0 => Bytes::from_static(b"0"),
-        80 => Bytes::from_static(b"80"),
-        443 => Bytes::from_static(b"443"),
-        _ => Bytes::from(n.to_string()),
-    }
-}
-
-/// Splits an authority into its host (brackets of an IPv6 literal kept) and
-/// a valid non-zero port; userinfo is dropped: the reading `uwire::environ`
-/// uses for `SERVER_NAME`/`SERVER_PORT`.
-pub(crate) use crate::environ::build::split_authority;
-/// `REMOTE_ADDR` is a bare address: brackets around an IPv6 literal go.
-pub(crate) use crate::environ::build::strip_brackets;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,7 +89,7 @@ mod tests {
     }
 
     #[test]
-    fn decimals_and_authorities() {
+    fn decimals() {
         assert_eq!(parse_u64(b"0"), Some(0));
         assert_eq!(parse_u64(b"007"), Some(7));
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
@@ -121,13 +104,5 @@ mod tests {
         ] {
             assert_eq!(parse_u64(bad), None, "{bad:?}");
         }
-        assert_eq!(split_authority(b"h:81"), (&b"h"[..], Some(81)));
-        assert_eq!(
-            split_authority(b"u@[::1]:8443"),
-            (&b"[::1]"[..], Some(8443))
-        );
-        assert_eq!(split_authority(b"h:0"), (&b"h"[..], None));
-        assert_eq!(split_authority(b"h:000080"), (&b"h"[..], None));
-        assert_eq!(&strip_brackets(&Bytes::from_static(b"[::1]"))[..], b"::1");
     }
 }

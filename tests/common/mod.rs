@@ -451,7 +451,17 @@ pub async fn settle(
 /// echo (a body larger than the flow-control windows cannot be sent first
 /// and read afterwards). Returns the status and the echoed bytes.
 pub async fn echo(sender: &SendRequest, body: Bytes) -> Result<(u16, Bytes), net::Error> {
-    let (mut send, resp) = sender.send_request(head("POST", "/echo"), false).await?;
+    stream_exchange(sender, head("POST", "/echo"), body).await
+}
+
+/// Sends `head` with `body`, uploading in 64 KiB chunks while reading the
+/// response. Returns the status and the response bytes.
+pub async fn stream_exchange(
+    sender: &SendRequest,
+    head: RequestHead,
+    body: Bytes,
+) -> Result<(u16, Bytes), net::Error> {
+    let (mut send, resp) = sender.send_request(head, false).await?;
     let upload = async move {
         let mut off = 0;
         while off < body.len() {

@@ -1,5 +1,6 @@
 //! The `uwire` command.
 
+mod bench;
 mod proxy;
 mod selftest;
 mod serve;
@@ -26,6 +27,9 @@ enum Command {
     Proxy(proxy::Args),
     /// Runs the HTTP front and the demo app in one process on built-in defaults.
     Quickstart(proxy::QuickstartArgs),
+    /// Load-tests a running runtime with the uwire/1 client over one Unix
+    /// socket connection (IPC throughput and latency).
+    Bench(bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +51,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::Quickstart(args) => proxy::quickstart(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -37,37 +37,30 @@ async fn handle(req: IncomingRequest) -> Result<(), BoxError> {
         mut body,
         responder,
     } = req;
-    match &head.path[..] {
-        b"/echo" => {
-            let mut h = HeaderBlock::builder();
-            h.push(b"Content-Type", b"application/octet-stream")?;
-            let mut out = responder.send_response(
-                ResponseHead {
-                    status: 200,
-                    reason: None,
-                    headers: h.finish(),
-                },
-                false,
-            )?;
-            while let Some(chunk) = body.data().await {
-                out.send_data(chunk?, false).await?;
-            }
-            out.finish().await?;
+    let echo = &head.path[..] == b"/echo";
+    let mut h = HeaderBlock::builder();
+    let ctype: &[u8] = if echo {
+        b"application/octet-stream"
+    } else {
+        b"text/plain"
+    };
+    h.push(b"Content-Type", ctype)?;
+    let mut out = responder.send_response(
+        ResponseHead {
+            status: 200,
+            reason: None,
+            headers: h.finish(),
+        },
+        false,
+    )?;
+    if echo {
+        while let Some(chunk) = body.data().await {
+            out.send_data(chunk?, false).await?;
         }
-        _ => {
-            let mut h = HeaderBlock::builder();
-            h.push(b"Content-Type", b"text/plain")?;
-            let mut out = responder.send_response(
-                ResponseHead {
-                    status: 200,
-                    reason: None,
-                    headers: h.finish(),
-                },
-                false,
-            )?;
-            out.send_data(Bytes::from_static(b"hello from uwire\n"), true)
-                .await?;
-        }
+        out.finish().await?;
+    } else {
+        out.send_data(Bytes::from_static(b"hello from uwire\n"), true)
+            .await?;
     }
     Ok(())
 }

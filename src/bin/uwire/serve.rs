@@ -74,6 +74,11 @@ pub struct Args {
     /// Time in-flight requests get after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// End a response (RESET, or an abortive close on classic uwsgi) whose
+    /// peer takes none of its bytes for this long, and close a connection
+    /// whose peer reads nothing for this long (0 disables).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
     /// Mount prefix: becomes SCRIPT_NAME, stripped from PATH_INFO.
     #[arg(long, default_value = "")]
     pub script_name: String,
@@ -87,6 +92,15 @@ pub struct Args {
     /// Largest classic uwsgi vars block accepted (the protocol caps it at 65535).
     #[arg(long, default_value_t = u16::MAX)]
     pub uwsgi_max_block_size: u16,
+    /// Time a connection gets to send its first byte, and a classic uwsgi
+    /// client its whole request packet.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub uwsgi_head_timeout: Duration,
+    /// Bytes of a classic uwsgi request body read ahead of the handler
+    /// (nginx stops sending the body once a response starts, so the
+    /// response head waits until this much is in).
+    #[arg(long, default_value_t = uwire::server::DEFAULT_UWSGI_READ_AHEAD)]
+    pub uwsgi_read_ahead: usize,
 }
 
 impl Args {
@@ -108,6 +122,11 @@ impl Args {
         c.environ.allow_underscore_headers = self.allow_underscore_headers;
         c.protocol = self.protocol;
         c.uwsgi_max_block_size = self.uwsgi_max_block_size;
+        c.uwsgi_head_timeout = self.uwsgi_head_timeout;
+        c.uwsgi_read_ahead = self.uwsgi_read_ahead;
+        let send_timeout = (!self.send_timeout.is_zero()).then_some(self.send_timeout);
+        c.send_timeout = send_timeout;
+        c.conn.write_timeout = send_timeout;
         c
     }
 }

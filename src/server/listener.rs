@@ -8,7 +8,10 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::io::{FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+
+use crate::net::Socket;
 
 /// Default mode of a Unix socket file: owner and group may connect.
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
@@ -131,13 +134,24 @@ pub enum Listener {
     Tcp(TcpListener),
 }
 
-/// An accepted connection.
-#[derive(Debug)]
-pub enum Stream {
-    /// From a Unix socket.
-    Unix(UnixStream),
-    /// From a TCP socket.
-    Tcp(TcpStream),
+/// An accepted connection as the protocols need it: a byte stream that can
+/// become a plain [`Socket`] (split into owned halves by the classic uwsgi
+/// path) and can be closed abortively.
+pub(crate) trait Accepted: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The connection as a registered socket.
+    fn into_socket(self) -> io::Result<Socket>;
+    /// Makes the eventual close abortive (see [`Socket::set_abortive_close`]).
+    fn set_abortive_close(&self) -> io::Result<()>;
+}
+
+impl Accepted for Socket {
+    fn into_socket(self) -> io::Result<Socket> {
+        Ok(self)
+    }
+
+    fn set_abortive_close(&self) -> io::Result<()> {
+        Socket::set_abortive_close(self)
+    }
 }
 
 impl Listener {
@@ -163,15 +177,15 @@ impl Listener {
     }
 
     /// Accepts one connection.
-    pub async fn accept(&self) -> io::Result<Stream> {
+    pub async fn accept(&self) -> io::Result<Socket> {
         match self {
             Listener::Unix { listener, .. } => {
-                listener.accept().await.map(|(s, _)| Stream::Unix(s))
+                listener.accept().await.map(|(s, _)| Socket::Unix(s))
             }
             Listener::Tcp(l) => {
                 let (s, _) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                Ok(Stream::Tcp(s))
+                Ok(Socket::Tcp(s))
             }
         }
     }

@@ -1,0 +1,293 @@
+//! The CGI variables every gateway derives the same way from a request
+//! head: the scheme, `SERVER_NAME` and `SERVER_PORT`, `REQUEST_URI`,
+//! `REMOTE_ADDR`. The environ builder (app side) and the classic uwsgi
+//! encoder (proxy side, building what nginx's `uwsgi_params` would send)
+//! both take them from here, so the two cannot disagree.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::{memchr, memrchr};
+
+use crate::frame::RequestHead;
+
+/// The server-side variables of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServerVars {
+    /// `REQUEST_SCHEME` (`wsgi.url_scheme`): the head's scheme, else
+    /// `https` with TLS and `http` without.
+    pub(crate) scheme: Bytes,
+    /// `SERVER_NAME`: the head's server name, else the authority's host,
+    /// else `default_name`.
+    pub(crate) server_name: Bytes,
+    /// `SERVER_PORT`: the head's server port, else the authority's, else
+    /// `default_port`, else 443 for `https`/TLS and 80 otherwise.
+    pub(crate) server_port: u16,
+}
+
+/// Derives [`ServerVars`] from `head`.
+pub(crate) fn server_vars(
+    head: &RequestHead,
+    default_name: &Bytes,
+    default_port: Option<u16>,
+) -> ServerVars {
+    let scheme = if !head.scheme.is_empty() {
+        head.scheme.clone()
+    } else if head.tls {
+        Bytes::from_static(b"https")
+    } else {
+        Bytes::from_static(b"http")
+    };
+    let (auth_host, auth_port) = split_authority(&head.authority);
+    let server_name = if !head.server_name.is_empty() {
+        head.server_name.clone()
+    } else if !auth_host.is_empty() {
+        head.authority.slice_ref(auth_host)
+    } else {
+        default_name.clone()
+    };
+    let server_port = if head.server_port != 0 {
+        head.server_port
+    } else if let Some(p) = auth_port.or(default_port) {
+        p
+    } else if head.tls || scheme.eq_ignore_ascii_case(b"https") {
+        443
+    } else {
+        80
+    };
+    ServerVars {
+        scheme,
+        server_name,
+        server_port,
+    }
+}
+
+/// Splits an authority into host (brackets of an IPv6 literal kept) and a
+/// valid non-zero port. Userinfo, if any, is dropped.
+pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<u16>) {
+    let a = match memrchr(b'@', a) {
+        Some(i) => &a[i + 1..],
+        None => a,
+    };
+    if a.first() == Some(&b'[') {
+        return match memchr(b']', a) {
+            Some(end) => {
+                let port = a[end + 1..].strip_prefix(b":").and_then(parse_port);
+                (&a[..=end], port)
+            }
+            None => (a, None),
+        };
+    }
+    match memrchr(b':', a) {
+        Some(i) => (&a[..i], parse_port(&a[i + 1..])),
+        None => (a, None),
+    }
+}
+
+fn parse_port(p: &[u8]) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = p
+        .iter()
+        .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
+    u16::try_from(n).ok().filter(|&n| n != 0)
+}
+
+/// `REMOTE_ADDR` is a bare address (RFC 3875 4.1.8: `hostnumber`), so a
+/// bracketed IPv6 literal loses its brackets.
+pub(crate) fn strip_brackets(addr: &Bytes) -> Bytes {
+    match &addr[..] {
+        [b'[', inner @ .., b']'] => addr.slice_ref(inner),
+        _ => addr.clone(),
+    }
+}
+
+/// `REQUEST_URI`: the path as received, then `?` and the query when the
+/// target had a `?`. No copy when there is no query.
+pub(crate) fn request_uri(path: &Bytes, query: Option<&Bytes>) -> Bytes {
+    match query {
+        None => path.clone(),
+        Some(q) => {
+            let mut v = BytesMut::with_capacity(path.len() + 1 + q.len());
+            v.put_slice(path);
+            v.put_u8(b'?');
+            v.put_slice(q);
+            v.freeze()
+        }
+    }
+}
+
+/// A decimal number as bytes; the common ports without allocating.
+pub(crate) fn decimal(n: u64) -> Bytes {
+    match n {
+        80 => Bytes::from_static(b"80"),
+        443 => Bytes::from_static(b"443"),
+        0 => Bytes::from_static(b"0"),
+        _ => Bytes::from(n.to_string()),
+    }
+}
+
+/// Variables no header may produce, whatever the configuration.
+///
+/// httpoxy, CVE-2016-5385: "PHP through 7.0.8 does not attempt to address
+/// RFC 3875 section 4.1.18 namespace conflicts and therefore does not
+/// protect applications from the presence of untrusted client data in the
+/// HTTP_PROXY environment variable, which might allow remote attackers to
+/// redirect an application's outbound HTTP traffic to an arbitrary proxy
+/// server via a crafted Proxy header in an HTTP request" (also Go
+/// CVE-2016-5386, Apache CVE-2016-5387, Python CVE-2016-1000110).
+///
+/// RFC 3875 4.1.18: "The server is not required to create meta-variables
+/// for all the header fields that it receives. In particular, it SHOULD
+/// remove any header fields carrying authentication information, such as
+/// 'Authorization'; or that are available to the script in other
+/// meta-variables, such as 'Content-Length' and 'Content-Type'."
+/// (`Authorization` is kept: WSGI applications rely on
+/// `HTTP_AUTHORIZATION`, and nginx and uWSGI pass it.)
+const RESERVED: [&[u8]; 3] = [b"HTTP_PROXY", b"HTTP_CONTENT_LENGTH", b"HTTP_CONTENT_TYPE"];
+
+/// Whether a header name may become an `HTTP_*` variable.
+///
+/// CVE-2015-0219: "Django before 1.4.18, 1.6.x before 1.6.10, and 1.7.x
+/// before 1.7.3 allows remote attackers to spoof WSGI headers by using an _
+/// (underscore) character instead of a - (dash) character in an HTTP
+/// header, as demonstrated by an X-Auth_User header."
+///
+/// nginx, `ignore_invalid_headers` (on by default): "Valid names are
+/// composed of English letters, digits, hyphens, and possibly underscores
+/// (as controlled by the underscores_in_headers directive)." Apache 2.4
+/// likewise: headers "containing invalid characters (including underscores)
+/// are now silently dropped" when building CGI variables.
+pub(crate) fn is_mappable_name(name: &[u8], allow_underscore: bool) -> bool {
+    name.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || (allow_underscore && b == b'_'))
+}
+
+/// Appends to `dst` the `HTTP_*` variable that header `name` becomes and
+/// returns true, or returns false (leaving `dst` as it was) when the header
+/// must not become a variable: a name [`is_mappable_name`] refuses, or one
+/// mapping to a [`RESERVED`] variable.
+pub(crate) fn http_var_name(name: &[u8], allow_underscore: bool, dst: &mut BytesMut) -> bool {
+    if !is_mappable_name(name, allow_underscore) {
+        return false;
+    }
+    let start = dst.len();
+    // RFC 3875 4.1.18: "The HTTP header field name is converted to upper
+    // case, has all occurrences of "-" replaced with "_" and has "HTTP_"
+    // prepended to give the meta-variable name." Every header variable
+    // carries the prefix, so no header can set a server variable.
+    dst.put_slice(b"HTTP_");
+    dst.extend(name.iter().map(|&b| match b {
+        b'-' => b'_',
+        _ => b.to_ascii_uppercase(),
+    }));
+    if RESERVED.contains(&&dst[start..]) {
+        dst.truncate(start);
+        return false;
+    }
+    true
+}
+
+/// What joins the values of repeated headers that map to variable `var`.
+///
+/// RFC 9113 8.2.3: "If there are multiple Cookie header fields after
+/// decompression, these MUST be concatenated into a single octet string
+/// using the two-octet delimiter of 0x3b, 0x20 (the ASCII string "; ")
+/// before being passed into a non-HTTP/2 context, such as an HTTP/1.1
+/// connection, or a generic HTTP server application." (RFC 6265 5.4
+/// already forbids a user agent to send more than one.) RFC 9110 5.3: "...
+/// by appending each subsequent field line value to the initial field line
+/// value in order, separated by a comma (",") and optional whitespace ...
+/// For consistency, use comma SP."
+pub(crate) fn join_separator(var: &[u8]) -> &'static [u8] {
+    if var == b"HTTP_COOKIE" {
+        b"; "
+    } else {
+        b", "
+    }
+}
+
+/// Applies the head's params (trusted variables from the proxy, like
+/// nginx's `uwsgi_param`) to `vars`: a param replaces a variable of the
+/// same name in place, else it is appended. `CONTENT_LENGTH` is never
+/// taken from a param: the body length is framing, carried by
+/// `body_length` and the stream, and a variable must not contradict it.
+pub(crate) fn apply_params(vars: &mut Vec<(Bytes, Bytes)>, head: &RequestHead) {
+    let pbuf = head.params.as_bytes();
+    for (name, value) in head.params.iter() {
+        if name == b"CONTENT_LENGTH" {
+            continue;
+        }
+        let value = pbuf.slice_ref(value);
+        match vars.iter_mut().find(|(n, _)| n[..] == *name) {
+            Some((_, v)) => *v = value,
+            None => vars.push((pbuf.slice_ref(name), value)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_split() {
+        assert_eq!(split_authority(b"example.com"), (&b"example.com"[..], None));
+        assert_eq!(
+            split_authority(b"example.com:8080"),
+            (&b"example.com"[..], Some(8080))
+        );
+        assert_eq!(
+            split_authority(b"example.com:"),
+            (&b"example.com"[..], None)
+        );
+        assert_eq!(
+            split_authority(b"example.com:99999"),
+            (&b"example.com"[..], None)
+        );
+        assert_eq!(split_authority(b"[::1]:8443"), (&b"[::1]"[..], Some(8443)));
+        assert_eq!(split_authority(b"[::1]"), (&b"[::1]"[..], None));
+        assert_eq!(split_authority(b"u:p@h:81"), (&b"h"[..], Some(81)));
+        assert_eq!(split_authority(b""), (&b""[..], None));
+        assert_eq!(split_authority(b"h:81"), (&b"h"[..], Some(81)));
+        assert_eq!(
+            split_authority(b"u@[::1]:8443"),
+            (&b"[::1]"[..], Some(8443))
+        );
+        assert_eq!(split_authority(b"h:0"), (&b"h"[..], None));
+        assert_eq!(split_authority(b"h:000080"), (&b"h"[..], None));
+        assert_eq!(&strip_brackets(&Bytes::from_static(b"[::1]"))[..], b"::1");
+    }
+
+    #[test]
+    fn server_vars_fall_back_in_order() {
+        let localhost = Bytes::from_static(b"localhost");
+        let mut head = RequestHead::default();
+        let v = server_vars(&head, &localhost, None);
+        assert_eq!(
+            (&v.scheme[..], &v.server_name[..], v.server_port),
+            (&b"http"[..], &b"localhost"[..], 80)
+        );
+        head.tls = true;
+        head.authority = Bytes::from_static(b"example.com");
+        let v = server_vars(&head, &localhost, None);
+        assert_eq!(
+            (&v.scheme[..], &v.server_name[..], v.server_port),
+            (&b"https"[..], &b"example.com"[..], 443)
+        );
+        assert_eq!(server_vars(&head, &localhost, Some(8443)).server_port, 8443);
+        head.authority = Bytes::from_static(b"example.com:8080");
+        head.server_name = Bytes::from_static(b"front");
+        let v = server_vars(&head, &localhost, Some(8443));
+        assert_eq!((&v.server_name[..], v.server_port), (&b"front"[..], 8080));
+        head.server_port = 9000;
+        assert_eq!(server_vars(&head, &localhost, None).server_port, 9000);
+    }
+
+    #[test]
+    fn request_uri_keeps_an_empty_query() {
+        let p = Bytes::from_static(b"/a");
+        assert_eq!(request_uri(&p, None), "/a");
+        assert_eq!(request_uri(&p, Some(&Bytes::new())), "/a?");
+        assert_eq!(request_uri(&p, Some(&Bytes::from_static(b"x=1"))), "/a?x=1");
+    }
+}

@@ -1,0 +1,489 @@
+//! The protocol-neutral request pipeline.
+//!
+//! Every request, whichever protocol carried it, takes one path: [`serve`]
+//! counts it, builds its environ, runs the handler under the request
+//! deadline with panics caught, and pumps the response into a [`Sink`]. The
+//! sink is the only thing a protocol implements: [`super::uwire`] answers on
+//! a uwire/1 stream, [`super::uwsgi`] writes an HTTP/1-style response on a
+//! classic uwsgi connection. The deadline, the send timeout, the metrics
+//! and the mapping of every failure to a status or a reset live here once,
+//! so the protocols cannot drift apart. (hyper's split of its dispatcher
+//! from the `Http1Transaction` wire roles is the model.)
+//!
+//! A handler that is not async Rust fits the same seam: it runs its work on
+//! a blocking thread, reads the body through
+//! [`Body::into_blocking`](super::Body::into_blocking) and streams its
+//! answer through [`ResponseBody::channel`](super::ResponseBody::channel);
+//! to the pipeline it is one more future and one more body.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
+use tokio::time::Instant as Deadline;
+
+use super::handler::{Body, BodyError, Handler, Request, Response, ResponseBody};
+use super::metrics::{ErrorKind, Metrics};
+use super::ServerConfig;
+use crate::environ;
+use crate::frame::{HeaderBlock, Reason, RequestHead, ResponseHead};
+
+/// What every request needs: the handler, the configuration, the metrics.
+pub(crate) struct Ctx {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Clone for Ctx {
+    fn clone(&self) -> Ctx {
+        Ctx {
+            handler: self.handler.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// What follows a response head.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyShape {
+    /// No body at all: the head ends the response.
+    pub(crate) end: bool,
+    /// The body's exact size, when known before it is sent (a full buffer).
+    pub(crate) exact_len: Option<u64>,
+}
+
+/// Why a sink could not take part of a response.
+#[derive(Debug)]
+pub(crate) enum SinkError {
+    /// Nobody can receive the response any more: `Some(reason)` when the
+    /// peer said so (uwire RESET, a classic uwsgi peer closing its end),
+    /// `None` when the connection ended otherwise.
+    Gone(Option<Reason>),
+    /// The head cannot be expressed in this protocol; the sink has answered
+    /// (or closed) in its own way.
+    Unsendable,
+}
+
+/// One protocol's way of answering one request. Methods are called in
+/// order: [`head_ready`](Sink::head_ready) and [`send_head`](Sink::send_head)
+/// once, then [`send_data`](Sink::send_data) any number of times, then
+/// [`send_trailers`](Sink::send_trailers) or [`finish`](Sink::finish);
+/// [`abort`](Sink::abort) at any point ends the exchange early.
+pub(crate) trait Sink: Send {
+    /// Whether a `Transfer-Encoding` field from the handler is passed on
+    /// (uwire/1 carries fields verbatim) or dropped (classic uwsgi writes
+    /// the body raw and closes the connection after it).
+    const KEEPS_TRANSFER_ENCODING: bool;
+
+    /// Resolves once nobody can receive the response, with `Some(reason)`
+    /// when the peer said so and `None` when it ended otherwise. Must be
+    /// cancel-safe and may be awaited again after it resolved.
+    fn closed(&mut self) -> impl Future<Output = Option<Reason>> + Send + '_;
+
+    /// Resolves when the response head may go out. Classic uwsgi holds it
+    /// until the request body is in (nginx stops sending the body once a
+    /// response starts), and fails if the body ended short.
+    fn head_ready(&mut self) -> impl Future<Output = Result<(), BodyError>> + Send + '_;
+
+    /// Sends the head; with `shape.end` it also ends the response.
+    fn send_head(
+        &mut self,
+        head: ResponseHead,
+        shape: BodyShape,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send + '_;
+
+    /// Sends body bytes; resolves once they are handed on or only a bounded
+    /// amount waits (backpressure).
+    fn send_data(&mut self, data: Bytes)
+        -> impl Future<Output = Result<(), SinkError>> + Send + '_;
+
+    /// Sends trailers, which end the response (dropped where the protocol
+    /// has none).
+    fn send_trailers(
+        &mut self,
+        trailers: HeaderBlock,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send + '_;
+
+    /// Ends the response after the last data.
+    fn finish(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send + '_;
+
+    /// Ends the exchange early: a uwire RESET with `reason`, an abortive
+    /// close on classic uwsgi (the only way to say "cut short" there).
+    fn abort(&mut self, reason: Reason);
+}
+
+/// Runs `f` when dropped: bookkeeping that must happen even when the task
+/// doing it is cancelled.
+pub(crate) struct OnDrop<F: FnMut()>(pub(crate) F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// Aborts a spawned task when dropped (the connection task may itself be
+/// aborted by the server's drain deadline; its helpers must not outlive it).
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A small plain-text response (refusals and failures).
+pub(crate) fn simple(status: u16, msg: &str) -> Response {
+    let mut r = Response::new(ResponseBody::from(format!("{msg}\n")));
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The wire form of response header fields.
+pub(crate) fn header_block(headers: &http::HeaderMap) -> HeaderBlock {
+    let mut b = HeaderBlock::builder();
+    for (name, value) in headers {
+        // http's types already forbid CR, LF and NUL; a value that still
+        // fails is dropped rather than failing the response.
+        if b.push(name.as_str().as_bytes(), value.as_bytes()).is_err() {
+            tracing::warn!(header = %name, "dropping a response header uwire cannot carry");
+        }
+    }
+    b.finish()
+}
+
+/// What became of a request once the handler ran.
+enum Outcome {
+    /// A response to send.
+    Respond(Response),
+    /// The peer is gone (reset or disconnected): nothing is sent.
+    PeerGone,
+    /// The request body was aborted: end the exchange with `CANCEL`.
+    Aborted,
+}
+
+/// Serves one decoded request: `head` and `body` in, the response out
+/// through `sink`. Every request of every protocol goes through here.
+pub(crate) async fn serve<S: Sink>(ctx: &Ctx, head: RequestHead, body: Body, sink: &mut S) {
+    let started = Instant::now();
+    ctx.metrics.stream_started();
+    let metrics = ctx.metrics.clone();
+    // Counted as finished however this ends, cancellation included.
+    let _finished = OnDrop(move || metrics.stream_finished(started.elapsed()));
+    let deadline = ctx.config.request_deadline.map(|d| Deadline::now() + d);
+    let response = match run_handler(ctx, head, body, deadline, sink).await {
+        Outcome::Respond(r) => r,
+        Outcome::PeerGone => return,
+        Outcome::Aborted => return sink.abort(Reason::CANCEL),
+    };
+    respond(ctx, sink, response, deadline).await
+}
+
+/// Builds the environ, runs the handler under the deadline with panics
+/// caught, waits until the head may go out, and turns every failure into
+/// the response (or outcome) the runtime promises.
+async fn run_handler<S: Sink>(
+    ctx: &Ctx,
+    head: RequestHead,
+    body: Body,
+    deadline: Option<Deadline>,
+    sink: &mut S,
+) -> Outcome {
+    let max_body = ctx.config.max_body_size;
+    let environ = match environ::build(&head, &ctx.config.environ) {
+        Err(e) => {
+            ctx.metrics.error(ErrorKind::BadRequest);
+            return Outcome::Respond(simple(400, &format!("bad request: {e}")));
+        }
+        Ok(_) if head.body_length.is_some_and(|n| n > max_body) => {
+            ctx.metrics.error(ErrorKind::BodyTooLarge);
+            return Outcome::Respond(simple(413, "request body too large"));
+        }
+        Ok(env) => env,
+    };
+    let request = Request::new(head, environ, body);
+    // `call` itself may panic (work done before the future is built), as
+    // may the future: both are the handler panicking.
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.call(request))) {
+        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().left_future(),
+        Err(panic) => futures_util::future::ready(Err(panic)).right_future(),
+    };
+    let run = async {
+        let mut fut = std::pin::pin!(fut);
+        if let Some(v) = PollOnce(fut.as_mut()).await {
+            return Some(v);
+        }
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+            None => Some(fut.await),
+        }
+    };
+    let outcome = tokio::select! {
+        biased;
+        outcome = run => outcome,
+        reset = sink.closed() => {
+            // The proxy reset the stream (its client went away) or the
+            // connection closed: nobody can receive an answer, so the
+            // handler is dropped rather than run to the end.
+            if reset.is_some() {
+                ctx.metrics.error(ErrorKind::PeerReset);
+            }
+            return Outcome::PeerGone;
+        }
+    };
+    let response = match outcome {
+        None => {
+            ctx.metrics.error(ErrorKind::Deadline);
+            return Outcome::Respond(simple(504, "request deadline exceeded"));
+        }
+        Some(Err(_panic)) => {
+            ctx.metrics.error(ErrorKind::HandlerPanic);
+            tracing::error!("handler panicked; answering 500");
+            return Outcome::Respond(simple(500, "internal server error"));
+        }
+        Some(Ok(Err(e))) => match body_error_in(&*e) {
+            Some(e) => return body_failed(ctx, e),
+            None => {
+                ctx.metrics.error(ErrorKind::HandlerError);
+                tracing::warn!(error = %e, "handler error; answering 500");
+                return Outcome::Respond(simple(500, "internal server error"));
+            }
+        },
+        Some(Ok(Ok(resp))) => resp,
+    };
+    if response.status().is_informational() {
+        // A 1xx head is interim: the client would wait forever for the final
+        // one (or get a body it cannot place).
+        ctx.metrics.error(ErrorKind::HandlerError);
+        tracing::error!(
+            status = response.status().as_u16(),
+            "handler returned an interim (1xx) status as its final response; answering 500"
+        );
+        return Outcome::Respond(simple(500, "internal server error"));
+    }
+    match within(deadline, sink.head_ready()).await {
+        Some(Ok(())) => Outcome::Respond(response),
+        Some(Err(e)) => body_failed(ctx, &e),
+        None => {
+            ctx.metrics.error(ErrorKind::Deadline);
+            Outcome::Respond(simple(504, "request deadline exceeded"))
+        }
+    }
+}
+
+/// The request body failed before the response head went out.
+fn body_failed(ctx: &Ctx, e: &BodyError) -> Outcome {
+    match e {
+        // Counted by the body when it hit the limit.
+        BodyError::TooLarge { .. } => Outcome::Respond(simple(413, "request body too large")),
+        // The peer sent less than it announced and stopped: its request is
+        // malformed, and whatever the handler made of a part of it must not
+        // pass for the answer to the whole.
+        BodyError::Incomplete { expected, got } => {
+            ctx.metrics.error(ErrorKind::BadRequest);
+            Outcome::Respond(simple(
+                400,
+                &format!("bad request: body ended after {got} of {expected} bytes"),
+            ))
+        }
+        // The peer reset the stream (or the connection died): nobody is
+        // left to answer. Counted once here.
+        BodyError::Aborted(_) => {
+            ctx.metrics.error(ErrorKind::PeerReset);
+            Outcome::Aborted
+        }
+    }
+}
+
+/// The request-body failure behind a handler's error, if it is one: the
+/// error itself, or one it wraps (an `io::Error` from
+/// [`BlockingBody`](super::BlockingBody) reads, say), so a failure the
+/// peer caused is never blamed on the handler.
+fn body_error_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(b) = e.downcast_ref::<BodyError>() {
+            return Some(b);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(b) = inner.downcast_ref::<BodyError>() {
+                return Some(b);
+            }
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// `fut` bounded by `deadline`: `None` once it passes. A future that is
+/// ready at once (most handlers, most body chunks) costs no timer.
+async fn within<F: Future>(deadline: Option<Deadline>, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(v) = PollOnce(fut.as_mut()).await {
+        return Some(v);
+    }
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// Polls a future once (with the task's waker): its output if ready.
+/// A plain `Future` rather than an `async fn`, which would trip the
+/// compiler's higher-ranked `Send` inference on the handler's future.
+struct PollOnce<'a, F>(std::pin::Pin<&'a mut F>);
+
+impl<F: Future> Future for PollOnce<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(match self.0.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    }
+}
+
+/// Adds `Content-Length` when the body's exact size is known and none is set.
+fn announce_length<B: http_body::Body>(headers: &mut http::HeaderMap, body: &B) {
+    if !headers.contains_key(http::header::CONTENT_LENGTH) {
+        if let Some(n) = body.size_hint().exact() {
+            headers.insert(http::header::CONTENT_LENGTH, n.into());
+        }
+    }
+}
+
+/// Sends the head, then pumps the body into the sink: one chunk at a time,
+/// under the request deadline and the send timeout, racing the peer going
+/// away, with panics in the body caught.
+async fn respond<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, deadline: Option<Deadline>) {
+    let (mut parts, body) = response.into_parts();
+    let mut body = body.into_inner();
+    if !S::KEEPS_TRANSFER_ENCODING {
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+    }
+    // Announce a known length, so an HTTP/1.1 front need not chunk it.
+    if !parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        announce_length(&mut parts.headers, &body);
+    }
+    let shape = BodyShape {
+        end: http_body::Body::is_end_stream(&body),
+        exact_len: http_body::Body::size_hint(&body).exact(),
+    };
+    let head = ResponseHead {
+        status: parts.status.as_u16(),
+        reason: None,
+        headers: header_block(&parts.headers),
+    };
+    if let Err(e) = sink.send_head(head, shape).await {
+        return sink_failed(ctx, e);
+    }
+    if shape.end {
+        return;
+    }
+    let send_timeout = ctx.config.send_timeout;
+    loop {
+        let next = AssertUnwindSafe(body.frame()).catch_unwind();
+        let next = tokio::select! {
+            biased;
+            next = within(deadline, next) => next,
+            reset = sink.closed() => {
+                // Reset while the body waited for its next chunk (an endless
+                // event stream, say): stop producing it now.
+                if reset.is_some() {
+                    ctx.metrics.error(ErrorKind::PeerReset);
+                }
+                return;
+            }
+        };
+        let frame = match next {
+            None => {
+                // The head is out: the only signal left is ending early.
+                ctx.metrics.error(ErrorKind::Deadline);
+                return sink.abort(Reason::TIMEOUT);
+            }
+            Some(Err(_panic)) => {
+                ctx.metrics.error(ErrorKind::HandlerPanic);
+                tracing::error!("response body panicked; resetting the stream");
+                return sink.abort(Reason::INTERNAL_ERROR);
+            }
+            Some(Ok(None)) => {
+                if let Err(e) = sink.finish().await {
+                    sink_failed(ctx, e);
+                }
+                return;
+            }
+            Some(Ok(Some(Err(e)))) => {
+                // A streaming response fed by the request body (an echo)
+                // fails when that body does: keep the request body's reason
+                // rather than blaming the handler.
+                let reason = match body_error_in(&*e) {
+                    // Counted by the body when it hit the limit.
+                    Some(BodyError::TooLarge { .. }) => Reason::LIMIT_EXCEEDED,
+                    Some(BodyError::Aborted(_)) | Some(BodyError::Incomplete { .. }) => {
+                        ctx.metrics.error(ErrorKind::PeerReset);
+                        Reason::CANCEL
+                    }
+                    None => {
+                        ctx.metrics.error(ErrorKind::HandlerError);
+                        tracing::warn!(error = %e, "response body failed; resetting the stream");
+                        Reason::INTERNAL_ERROR
+                    }
+                };
+                return sink.abort(reason);
+            }
+            Some(Ok(Some(Ok(frame)))) => frame,
+        };
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                let n = data.len() as u64;
+                let limit = send_timeout.map(|t| Deadline::now() + t);
+                match within(limit, sink.send_data(data)).await {
+                    Some(Ok(())) => ctx.metrics.add_bytes_out(n),
+                    Some(Err(e)) => return sink_failed(ctx, e),
+                    None => {
+                        // The peer took nothing for `send_timeout` (a reader
+                        // that stopped reading, or never returns credit):
+                        // free what the response holds.
+                        ctx.metrics.error(ErrorKind::SendTimeout);
+                        tracing::debug!("response made no progress within the send timeout");
+                        return sink.abort(Reason::TIMEOUT);
+                    }
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            if let Err(e) = sink.send_trailers(header_block(&trailers)).await {
+                sink_failed(ctx, e);
+            }
+            return;
+        }
+    }
+}
+
+fn sink_failed(ctx: &Ctx, e: SinkError) {
+    match e {
+        SinkError::Gone(Some(_)) => ctx.metrics.error(ErrorKind::PeerReset),
+        SinkError::Gone(None) => {}
+        SinkError::Unsendable => ctx.metrics.error(ErrorKind::HandlerError),
+    }
+}
