@@ -112,10 +112,14 @@ def test_killed_worker_is_replaced(tmp: Path) -> None:
         assert victim not in live and len(live) == 2
         # Only requests in flight on the killed worker may fail.
         assert load.failed <= 8, load.errors
-        # The replacement takes new connections (it has the fewest).
-        client = uwire.Client(f"unix:{server.sock}", max_connections=1)
-        answered = {int(client.request("GET", "/pid").read()) for _ in range(5)}
-        assert answered and answered <= set(live)
+        # The replacement takes new connections (it has the fewest; a worker
+        # already waiting in accept() may still take one more first).
+        answered: set[int] = set()
+        for _ in range(10):
+            client = uwire.Client(f"unix:{server.sock}", max_connections=1)
+            answered.add(int(client.request("GET", "/pid").read()))
+            del client
+        assert answered <= set(live)
         assert set(live) - set(pids_of(load)) <= answered, (live, answered)
     finally:
         proxy.close()
@@ -135,7 +139,8 @@ def test_max_requests_recycles_without_failures(tmp: Path) -> None:
         assert load.failed == 0, (load.errors, server.log()[-6000:], proxy.log()[-3000:])
         pids = pids_of(load)
         assert len(pids) >= 5, pids
-        assert max(pids.values()) <= 120, pids
+        # Streams accepted before the GOAWAY still finish on the old worker.
+        assert max(pids.values()) <= 120 + 32, pids
     finally:
         proxy.close()
         server.close()
