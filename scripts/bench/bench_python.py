@@ -117,6 +117,18 @@ def rss_mib(pid: int) -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def pss_mib(pid: int) -> float:
+    """Proportional set size: shared pages (the code, what a worker shares
+    with its master) divided among the processes sharing them."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
 def nginx_conf(tmp: Path, name: str, port: int, location: str) -> Path:
     user = "user root;\n" if os.geteuid() == 0 else ""
     d = tmp / name
@@ -158,6 +170,7 @@ class Target:
         self.rps: list[float] = []
         self.p99: list[float] = []
         self.rss: float = 0.0
+        self.pss: float = 0.0
 
 
 def wrk(port: int, secs: int, conns: int) -> tuple[float, float, str]:
@@ -292,6 +305,7 @@ def run_http(args: argparse.Namespace, tmp: Path) -> list[Target]:
         for t in targets:
             live = [p for p in t.workers if rss_mib(p) > 0]
             t.rss = statistics.mean(rss_mib(p) for p in live) if live else 0.0
+            t.pss = statistics.mean(pss_mib(p) for p in live) if live else 0.0
     finally:
         procs.stop_all()
     return targets
@@ -407,12 +421,12 @@ def main() -> int:
             targets = run_http(args, tmp)
             print(f"\nHTTP: wrk -t1 -c{args.conns} -d{args.secs}s GET /, medians of "
                   f"{args.rounds} interleaved rounds, 2 workers each")
-            print(f"{'server':52s} {'req/s':>9s} {'p99 ms':>8s} {'RSS/worker MiB':>15s}")
+            print(f"{'server':52s} {'req/s':>9s} {'p99 ms':>8s} {'RSS/worker':>11s} {'PSS/worker':>11s}")
             by_name: dict[str, Target] = {}
             for t in targets:
                 by_name[t.name] = t
                 print(f"{t.name:52s} {statistics.median(t.rps):9.0f} "
-                      f"{statistics.median(t.p99):8.2f} {t.rss:15.1f}")
+                      f"{statistics.median(t.p99):8.2f} {t.rss:11.1f} {t.pss:11.1f}")
             for tag in ("hello", "flask"):
                 if f"{tag}: nginx -> uWSGI 2 procs" not in by_name:
                     continue

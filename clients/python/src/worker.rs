@@ -121,6 +121,13 @@ pub fn serve(
     table: Option<Py<SharedTable>>,
 ) -> PyResult<&'static str> {
     let server_config = config.server_config()?;
+    // A few threads allocate here (the I/O thread, app threads that take
+    // turns under the GIL): two malloc arenas are plenty, and each arena
+    // more is resident memory per worker.
+    // SAFETY: mallopt has no preconditions; a failure leaves the default.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     if fds.is_empty() {
         return Err(PyValueError::new_err("no listening socket to serve"));
     }

@@ -60,7 +60,7 @@ class Config:
 
 def _octal(s: str) -> int:
     try:
-        v = int(s.removeprefix("0o") if hasattr(s, "removeprefix") else s, 8)
+        v = int(s.removeprefix("0o"), 8)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{s!r} is not an octal mode (e.g. 660)") from None
     if not 0 <= v <= 0o777:
@@ -83,7 +83,7 @@ def _non_negative_int(s: str) -> int:
 
 
 def _seconds(s: str) -> float:
-    v = float(s.removesuffix("s") if hasattr(s, "removesuffix") else s)
+    v = float(s.removesuffix("s"))
     if v < 0:
         raise argparse.ArgumentTypeError(f"{s!r}: must be 0 or more seconds")
     return v
