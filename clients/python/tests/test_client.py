@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ def rust_sock() -> Iterator[Path]:
     wait_for(lambda: sock.exists(), what="uwire serve")
     yield sock
     proc.close()
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,7 @@ def py_server() -> Iterator[UwireServer]:
     s = UwireServer(d, "pep_app:app", "--threads", "4", workers=1)
     yield s
     s.close()
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_get_and_headers(rust_sock: Path) -> None:

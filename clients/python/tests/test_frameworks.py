@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -73,6 +74,7 @@ def site(request: pytest.FixtureRequest) -> Iterator[Site]:
     yield s
     s.close()
     log = s.server.log()
+    shutil.rmtree(d, ignore_errors=True)
     assert "WSGIWarning" not in log, log
     assert "AssertionError" not in log, log
 

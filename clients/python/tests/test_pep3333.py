@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -71,6 +72,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield s
     s.close()
     log = s.server.log()
+    shutil.rmtree(d, ignore_errors=True)
     # The validated app never tripped the validator.
     assert "WSGIWarning" not in log, log
     assert "AssertionError" not in log, log
