@@ -38,7 +38,7 @@ where
     let (mut incoming, mut driver) = net::server(io, ctx.config.conn.clone());
     // Dropping the set (when the connection is gone) cancels handlers that
     // are still running: nobody can receive their answer.
-    let mut streams: FuturesUnordered<BoxFuture<()>> = FuturesUnordered::new();
+    let mut streams = FuturesUnordered::new();
     let idle = ctx.config.idle_timeout;
     let mut last_activity = tokio::time::Instant::now();
     // One timer for the whole connection, re-armed as it fires.
@@ -59,9 +59,7 @@ where
                     accepting = false;
                     continue;
                 };
-                let ctx = ctx.clone();
-                let span = tracing::debug_span!("stream", id = %req.responder.id());
-                streams.push(Box::pin(async move { serve_stream(req, &ctx).await }.instrument(span)));
+                streams.push(stream_task(req, ctx.clone()));
             }
             Some(()) = streams.next(), if !streams.is_empty() => {
                 if streams.is_empty() {
@@ -118,6 +116,13 @@ where
     }
 }
 
+/// One stream's work, held inline by the connection's `FuturesUnordered`
+/// (one allocation per stream, no boxing).
+fn stream_task(req: IncomingRequest, ctx: Ctx) -> impl std::future::Future<Output = ()> + Send {
+    let span = tracing::debug_span!("stream", id = %req.responder.id());
+    async move { serve_stream(req, &ctx).await }.instrument(span)
+}
+
 async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
     let IncomingRequest {
         head,
@@ -166,18 +171,22 @@ impl Sink for StreamSink {
         Ok(())
     }
 
-    async fn send_data(&mut self, data: Bytes) -> Result<(), SinkError> {
+    async fn send_data(&mut self, data: Bytes, last: bool) -> Result<(), SinkError> {
         let StreamSink::Sending(send) = self else {
             return Err(SinkError::Gone(None));
         };
         // Fails only once the stream is reset (by the proxy, or by the
         // driver on its behalf) or the connection is gone; which one, the
         // stream's `closed` signal tells.
-        match send.send_data(data, false).await {
+        let sent = match send.send_data(data, last).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_remote_reset() => Err(SinkError::Gone(e.reason())),
             Err(_) => Err(SinkError::Gone(send.closed().now_or_never().flatten())),
+        };
+        if last {
+            *self = StreamSink::Done;
         }
+        sent
     }
 
     async fn send_trailers(&mut self, trailers: HeaderBlock) -> Result<(), SinkError> {
@@ -203,3 +212,4 @@ impl Sink for StreamSink {
         }
     }
 }
+
