@@ -11,7 +11,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::handler::BoxFuture;
 use super::handler::{Body, BodyError};
 use super::metrics::ErrorKind;
 use super::pipeline::{self, BodyShape, Ctx, OnDrop, Sink, SinkError};
@@ -212,4 +211,3 @@ impl Sink for StreamSink {
         }
     }
 }
-
