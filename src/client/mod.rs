@@ -46,6 +46,12 @@ use pool::UpstreamState;
 
 pub(crate) use body::header_map;
 
+/// Retries at least this many times a request that never reached the app
+/// (refused stream, connection closed before the request was written), even
+/// with a single upstream: an app recycling its worker processes refuses
+/// streams on each connection it drains, and a retry can meet the next one.
+pub const MIN_SAFE_RETRIES: usize = 3;
+
 /// Starts a uwire client connection on a socket the caller opened. Spawn
 /// the returned task; open streams with the [`crate::net::SendRequest`].
 pub fn handshake<T>(
@@ -368,7 +374,8 @@ impl Client {
                     // (GOAWAY from a restarting app) or a dead pooled
                     // connection may retry the same one.
                     let retryable = e.is_retryable() && body.is_some();
-                    if retryable && attempts <= self.inner.upstreams.len() {
+                    let budget = self.inner.upstreams.len().max(MIN_SAFE_RETRIES);
+                    if retryable && attempts <= budget {
                         let all = self.inner.upstreams.len().min(64);
                         if tried.count_ones() as usize >= all {
                             if e.is_connect() {

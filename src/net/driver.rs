@@ -41,6 +41,12 @@ const POLL_BUDGET: usize = 32;
 const KEEP_BUFFER: usize = 16 * 1024;
 /// Smallest read.
 const READ_CHUNK: usize = 8 * 1024;
+/// How long a closing connection keeps reading (and discarding) after its
+/// last write, waiting for the peer to close first. Closing a socket with
+/// unread input makes the kernel reset it, and a reset can destroy what
+/// the peer has not read yet: the last responses and the GOAWAY that tells
+/// it which of its new streams to retry (nginx's "lingering close").
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Driver<T> {
     io: T,
@@ -65,6 +71,9 @@ struct State {
     timer: Option<(tokio::time::Instant, Pin<Box<Sleep>>)>,
     /// A transport failure (kept whole for the connection's result).
     failure: Option<std::io::Error>,
+    /// Lingering close: everything is said and the write side shut; input
+    /// is read and dropped until the peer closes or this fires.
+    linger: Option<Pin<Box<Sleep>>>,
     done: bool,
 }
 
@@ -97,6 +106,7 @@ impl<T> Driver<T> {
                 stall: None,
                 timer: None,
                 failure: None,
+                linger: None,
                 done: false,
             },
         }
@@ -212,9 +222,32 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
     }
 
+    /// A round of the lingering close: drop input until the peer closes
+    /// (or fails, or the linger time is up), then end.
+    fn linger(&mut self, cx: &mut Context<'_>) -> Result<bool, Result<(), Error>> {
+        loop {
+            self.st.rbuf.clear();
+            if self.st.rbuf.capacity() < READ_CHUNK {
+                self.st.rbuf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.st.rbuf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(self.finish(cx)),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Pending => break,
+            }
+        }
+        match self.st.linger.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) | None => Err(self.finish(cx)),
+            Some(Poll::Pending) => Ok(false),
+        }
+    }
+
     /// One round: engine, writes, reads, timers, handles. Returns whether
     /// anything moved, or the connection's end.
     fn round(&mut self, cx: &mut Context<'_>) -> Result<bool, Result<(), Error>> {
+        if self.st.linger.is_some() {
+            return self.linger(cx);
+        }
         let mut progress = false;
         let over = {
             let mut g = self.shared.lock();
@@ -234,6 +267,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             over
         };
         if over {
+            if self.st.read_open && self.st.failure.is_none() {
+                self.shared.going_away.store(true, Ordering::Release);
+                let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+                self.st.linger = Some(Box::pin(tokio::time::sleep(LINGER_TIMEOUT)));
+                return Ok(true);
+            }
             return Err(self.finish(cx));
         }
 

@@ -33,6 +33,7 @@ mod blocking;
 mod config;
 pub mod demo;
 mod detect;
+mod gate;
 mod handler;
 mod lazy;
 mod listener;
@@ -54,6 +55,7 @@ use crate::net::Socket;
 
 pub use blocking::{BlockingBody, BodySender, ResponseClosed};
 pub use config::*;
+pub use gate::AcceptGate;
 pub use handler::{
     from_service, handler_fn, Body, BodyError, BoxError, BoxFuture, Handler, HandlerFn, Request,
     Response, ResponseBody, ServiceHandler,
@@ -64,10 +66,21 @@ pub use listener::{
 pub use metrics::{ErrorKind, Metrics, Snapshot, LATENCY_BUCKETS};
 
 /// A uwire server: configuration plus the metrics its connections update.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Server {
     config: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
+    gate: Option<Arc<dyn AcceptGate>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("metrics", &self.metrics)
+            .field("gate", &self.gate.is_some())
+            .finish()
+    }
 }
 
 impl Server {
@@ -76,7 +89,15 @@ impl Server {
         Server {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
+            gate: None,
         }
+    }
+
+    /// Consults `gate` before every accept and reports each connection's
+    /// open and close to it (see [`AcceptGate`]).
+    pub fn with_gate(mut self, gate: impl AcceptGate) -> Server {
+        self.gate = Some(Arc::new(gate));
+        self
     }
 
     /// The live counters.
@@ -133,6 +154,12 @@ impl Server {
                 p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
                 _ = &mut shutdown => break,
             };
+            if let Some(gate) = &self.gate {
+                tokio::select! {
+                    _ = gate.ready() => {}
+                    _ = &mut shutdown => break,
+                }
+            }
             let stream = tokio::select! {
                 s = accept(&listener, raw.as_ref()) => s,
                 _ = &mut shutdown => break,
@@ -172,9 +199,11 @@ impl Server {
                 metrics: self.metrics.clone(),
             };
             let stop = stop_rx.clone();
+            let gated = self.gate.as_ref().map(gate::GateGuard::open);
             conns.spawn(
                 async move {
                     let _permit = permit;
+                    let _gated = gated;
                     match stream {
                         Accepted::Lazy(s) => detect::serve(s, ctx, stop).await,
                         Accepted::Socket(s) => detect::serve(s, ctx, stop).await,

@@ -1,0 +1,72 @@
+//! `--http`: the crate's HTTP front (`uwire::proxy::serve`, the code of
+//! `uwire proxy`) in front of the workers' socket, in its own process.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use uwire::client::{Client, ClientConfig, Upstream};
+use uwire::proxy::{self, ProxyConfig};
+
+/// Serves HTTP on `listen` (`HOST:PORT`), forwarding over uwire/1 to
+/// `upstream` (`unix:/path` or `tcp:HOST:PORT`) through a pool of up to
+/// `connections` connections, until SIGTERM/SIGINT; then drains for up to
+/// `graceful_timeout` seconds. Blocks with the GIL released. `ready` (if
+/// given) is called with the bound address once listening.
+#[pyfunction]
+#[pyo3(signature = (listen, upstream, connections, timeout, graceful_timeout, max_body_size, threads=2, ready=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn run_front(
+    py: Python<'_>,
+    listen: &str,
+    upstream: &str,
+    connections: usize,
+    timeout: f64,
+    graceful_timeout: f64,
+    max_body_size: u64,
+    threads: usize,
+    ready: Option<Py<PyAny>>,
+) -> PyResult<()> {
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|e| PyValueError::new_err(format!("--http {listen:?}: {e}")))?;
+    let up: Upstream = upstream
+        .parse()
+        .map_err(|e: String| PyValueError::new_err(e))?;
+    let ccfg = ClientConfig {
+        max_connections_per_upstream: connections.max(1),
+        // The front's own deadline sits a little above the workers', so a
+        // stuck request gets the workers' 504, not a bare gateway timeout.
+        request_timeout: (timeout > 0.0).then(|| Duration::from_secs_f64(timeout + 5.0)),
+        ..ClientConfig::default()
+    };
+    let pcfg = ProxyConfig {
+        max_body_size,
+        drain_timeout: Duration::from_secs_f64(graceful_timeout.max(0.0)),
+        ..ProxyConfig::default()
+    };
+    let client = Client::new(vec![up], ccfg).map_err(PyValueError::new_err)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| PyOSError::new_err(e.to_string()))?;
+    let listener = rt
+        .block_on(async {
+            let mut signals = crate::signals::StopSignals::new()?;
+            let shutdown = async move { signals.recv().await };
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map(|l| (l, shutdown))
+        })
+        .map_err(|e| PyOSError::new_err(format!("cannot listen on {listen}: {e}")))?;
+    let (listener, shutdown) = listener;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| PyOSError::new_err(e.to_string()))?;
+    if let Some(cb) = ready {
+        cb.call1(py, (bound.to_string(),))?;
+    }
+    py.detach(|| rt.block_on(proxy::serve(listener, client, pcfg, shutdown)))
+        .map_err(|e| PyOSError::new_err(e.to_string()))
+}

@@ -1,0 +1,186 @@
+"""The IPC client against real servers: the crate's ``uwire serve`` (a Rust
+uwire service) and ``python -m uwire``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import uwire
+from conftest import Proc, UwireServer, uwire_bin, wait_for
+from uwire import errors
+
+
+@pytest.fixture(scope="module")
+def rust_sock() -> Iterator[Path]:
+    d = Path("/tmp") / f"uwc-{os.getpid()}"
+    d.mkdir(exist_ok=True)
+    sock = d / "rust.sock"
+    proc = Proc(
+        [str(uwire_bin()), "serve", "--bind", f"unix:{sock}", "--max-body-size", "1000000"],
+        d / "serve.log",
+    )
+    wait_for(lambda: sock.exists(), what="uwire serve")
+    yield sock
+    proc.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def py_server() -> Iterator[UwireServer]:
+    d = Path("/tmp") / f"uwcp-{os.getpid()}"
+    d.mkdir(exist_ok=True)
+    s = UwireServer(d, "pep_app:app", "--threads", "4", workers=1)
+    yield s
+    s.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_get_and_headers(rust_sock: Path) -> None:
+    c = uwire.Client(f"unix:{rust_sock}")
+    r = c.request("GET", "/")
+    assert r.status == 200
+    assert r.header("Content-Type") == "text/plain; charset=utf-8"
+    assert r.read() == b"Hello from uwire!\n"
+
+
+def test_bytes_and_iterable_bodies_stream(rust_sock: Path) -> None:
+    c = uwire.Client(f"unix:{rust_sock}")
+    assert c.request("POST", "/echo", body=b"abc").read() == b"abc"
+
+    def gen() -> Iterator[bytes]:
+        for i in range(100):
+            yield b"%05d" % i
+
+    expected = b"".join(b"%05d" % i for i in range(100))
+    assert c.request("POST", "/echo", body=gen()).read() == expected
+
+
+def test_large_body_both_ways_streams(rust_sock: Path) -> None:
+    c = uwire.Client(f"unix:{rust_sock}")
+    chunk = os.urandom(64 * 1024)
+    n = 15  # under the server's 1 MB limit
+    r = c.request("POST", "/echo", body=(chunk for _ in range(n)))
+    h = hashlib.sha256()
+    got = 0
+    for part in r:
+        got += len(part)
+        h.update(part)
+    assert got == n * len(chunk)
+    assert h.hexdigest() == hashlib.sha256(chunk * n).hexdigest()
+
+
+def test_thread_safe_and_multiplexed(rust_sock: Path) -> None:
+    c = uwire.Client(f"unix:{rust_sock}", max_connections=2)
+    results: list[bytes] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        for j in range(20):
+            body = f"{i}-{j}".encode()
+            out = c.request("POST", "/echo", body=body).read()
+            with lock:
+                results.append(out)
+            assert out == body
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 16 * 20
+    assert sum(c.connection_counts()) <= 2
+
+
+def test_async_client(rust_sock: Path) -> None:
+    async def main() -> None:
+        c = uwire.AsyncClient(f"unix:{rust_sock}")
+        r = await c.request("GET", "/")
+        assert (r.status, await r.read()) == (200, b"Hello from uwire!\n")
+
+        async def agen() -> AsyncIterator[bytes]:
+            for i in range(50):
+                await asyncio.sleep(0)
+                yield b"%03d," % i
+
+        r = await c.request("POST", "/echo", body=agen())
+        chunks = [x async for x in r]
+        assert b"".join(chunks) == b"".join(b"%03d," % i for i in range(50))
+
+        async def one(i: int) -> bytes:
+            resp = await c.request("POST", "/echo", body=b"n%d" % i)
+            return await resp.read()
+
+        outs = await asyncio.gather(*(one(i) for i in range(100)))
+        assert outs == [b"n%d" % i for i in range(100)]
+
+    asyncio.run(main())
+
+
+def test_connect_error_is_typed(tmp: Path) -> None:
+    c = uwire.Client(f"unix:{tmp}/missing.sock", connect_timeout=1.0)
+    with pytest.raises(errors.ConnectError) as e:
+        c.request("GET", "/")
+    assert isinstance(e.value, ConnectionError)
+    assert isinstance(e.value, errors.ClientError)
+
+    async def main() -> None:
+        ac = uwire.AsyncClient(f"unix:{tmp}/missing.sock", connect_timeout=1.0)
+        with pytest.raises(errors.ConnectError):
+            await ac.request("GET", "/")
+
+    asyncio.run(main())
+
+
+def test_timeout_is_typed(py_server: UwireServer) -> None:
+    c = uwire.Client(f"unix:{py_server.sock}")
+    with pytest.raises(errors.Timeout) as e:
+        c.request("GET", "/sleep?s=3", timeout=0.3)
+    assert isinstance(e.value, TimeoutError)
+    # The client keeps working.
+    assert c.request("GET", "/hello").read() == b"hello\n"
+
+
+def test_body_over_the_server_limit(rust_sock: Path) -> None:
+    c = uwire.Client(f"unix:{rust_sock}")
+    # Announced length over the limit: the server answers 413.
+    r = c.request("POST", "/echo", body=b"x" * 2_000_000)
+    assert r.status == 413
+    # Streamed past the limit: the server resets the stream.
+    big = (b"y" * 65536 for _ in range(40))
+    with pytest.raises((errors.BodyTooLarge, errors.StreamReset)) as e:
+        c.request("POST", "/echo", body=big).read()
+    assert e.value.status_code == 413 or e.value.reason is not None
+
+
+def test_invalid_request_is_typed(rust_sock: Path) -> None:
+    c = uwire.Client(f"unix:{rust_sock}")
+    with pytest.raises(errors.InvalidRequest):
+        c.request("GET", "/", headers=[("x-bad", "a\r\nb")])
+    with pytest.raises(errors.InvalidRequest):
+        c.request("BAD METHOD", "/")
+    with pytest.raises(TypeError):
+        c.request("POST", "/", body="text")  # type: ignore[arg-type]
+
+
+def test_closing_a_response_resets_the_stream(py_server: UwireServer, tmp: Path) -> None:
+    c = uwire.Client(f"unix:{py_server.sock}")
+    r = c.request("GET", "/stream?delay=0.01")
+    first = next(iter(r))
+    assert first.startswith(b"chunk")
+    r.close()
+    # The connection is still good for more requests.
+    assert c.request("GET", "/hello").read() == b"hello\n"
+
+
+def test_python_app_over_the_ipc_client(py_server: UwireServer) -> None:
+    c = uwire.Client(f"unix:{py_server.sock}")
+    r = c.request("POST", "/read-sized?n=1000", body=b"z" * 12345)
+    assert r.status == 200
+    assert b'"total": 12345' in r.read()

@@ -1,0 +1,367 @@
+"""The process model: balancing, signals, reloads, recycling, timeouts,
+under load, with counts of requests sent / succeeded / failed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Load, UwireProxy, UwireServer, free_port, http_request, wait_for
+
+
+def pids_of(load: Load) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for body, n in load.bodies.items():
+        pid = int(body.split()[-1])
+        out[pid] = out.get(pid, 0) + n
+    return out
+
+
+def test_connections_balanced_across_4_workers(tmp: Path) -> None:
+    server = UwireServer(tmp, "pep_app:app", workers=4)
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        load = Load(proxy.port, "/pid", threads=64, max_requests=2400)
+        for t in load.threads:
+            t.join(240)
+        load.stop()
+        load.summary("balance: 4 workers, 64 clients via uwire proxy")
+        split = pids_of(load)
+        total = sum(split.values())
+        shares = sorted(round(100 * n / total, 1) for n in split.values())
+        print(f"split per worker (%): {shares}")
+        assert load.failed == 0, load.errors
+        assert len(split) == 4, split
+        assert all(15 <= s <= 35 for s in shares), shares
+    finally:
+        proxy.close()
+        server.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_graceful_stop_under_load(tmp: Path, sig: int) -> None:
+    server = UwireServer(
+        tmp, "pep_app:app", "--threads", "8", "--graceful-timeout", "20", workers=2
+    )
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        load = Load(proxy.port, "/sleep?s=0.5", threads=12)
+        load.wait_for_requests(24)
+        # Stop sending, then stop the server while requests are in flight:
+        # every request already sent must complete.
+        load.stop_event.set()
+        server.signal(sig)
+        load.stop()
+        code = server.wait(30)
+        load.summary(f"{signal.Signals(sig).name} under load (in-flight requests drain)")
+        assert code == 0, server.log()
+        assert load.failed == 0, load.errors
+        assert load.sent == load.ok
+        assert not server.sock.exists()
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_sighup_rolling_reload_to_new_code(tmp: Path) -> None:
+    version = tmp / "version"
+    version.write_text("v1")
+    server = UwireServer(
+        tmp, "pep_app:app", env={"UWIRE_TEST_VERSION_FILE": str(version)}, workers=2
+    )
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        load = Load(proxy.port, "/version", threads=8)
+        load.wait_for_requests(100)
+        version.write_text("v2")
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: "reload done" in server.log(), 60, "the reload")
+        seen = load.ok
+        load.wait_for_requests(seen + 200)
+        load.stop()
+        load.summary("SIGHUP rolling reload under load")
+        assert load.failed == 0, load.errors
+        versions = {body.split()[0] for body in load.bodies}
+        assert versions == {b"v1", b"v2"}, versions
+        _status, _, body = http_request(proxy.port, "GET", "/version")
+        assert body.startswith(b"v2")
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_killed_worker_is_replaced(tmp: Path) -> None:
+    import uwire
+
+    server = UwireServer(tmp, "pep_app:app", workers=2)
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        load = Load(proxy.port, "/pid", threads=8)
+        load.wait_for_requests(100)
+        victim = server.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: server.serving() >= 3, 60, "a replacement worker")
+        seen = load.ok
+        load.wait_for_requests(seen + 200)
+        load.stop()
+        load.summary("SIGKILL of a worker under load")
+        live = server.worker_pids()
+        assert victim not in live and len(live) == 2
+        # Only requests in flight on the killed worker may fail.
+        assert load.failed <= 8, load.errors
+        # The replacement takes new connections (it has the fewest; a worker
+        # already waiting in accept() may still take one more first).
+        answered: set[int] = set()
+        for _ in range(10):
+            client = uwire.Client(f"unix:{server.sock}", max_connections=1)
+            answered.add(int(client.request("GET", "/pid").read()))
+            del client
+        assert answered <= set(live)
+        assert set(live) - set(pids_of(load)) <= answered, (live, answered)
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_max_requests_recycles_without_failures(tmp: Path) -> None:
+    server = UwireServer(
+        tmp, "pep_app:app", "--max-requests", "100", "--max-requests-jitter", "20", workers=2
+    )
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        load = Load(proxy.port, "/pid", threads=8)
+        load.wait_for_requests(700, timeout=120)
+        load.stop()
+        load.summary("--max-requests 100 (jitter 20) under load")
+        assert load.failed == 0, (load.errors, server.log()[-6000:], proxy.log()[-3000:])
+        pids = pids_of(load)
+        assert len(pids) >= 5, pids
+        # Streams accepted before the GOAWAY still finish on the old worker.
+        assert max(pids.values()) <= 120 + 32, pids
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_max_rss_recycles_without_failures(tmp: Path) -> None:
+    server = UwireServer(tmp, "pep_app:app", "--max-rss", "200", workers=2)
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        load = Load(proxy.port, "/pid", threads=8)
+        load.wait_for_requests(50)
+        status, _, body = http_request(proxy.port, "GET", "/grow?mib=300")
+        assert status == 200
+        fat = int(body)
+        wait_for(lambda: fat not in server.worker_pids(), 60, "the fat worker to be recycled")
+        seen = load.ok
+        load.wait_for_requests(seen + 100)
+        load.stop()
+        load.summary("--max-rss 200 with a worker growing to 300+ MiB, under load")
+        assert "over --max-rss" in server.log()
+        assert load.failed == 0, load.errors
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_timeout_interrupts_python_code(tmp: Path) -> None:
+    markers = tmp / "markers"
+    markers.mkdir()
+    server = UwireServer(
+        tmp,
+        "pep_app:app",
+        "--timeout",
+        "2",
+        "--threads",
+        "2",
+        env={"UWIRE_TEST_MARKERS": str(markers)},
+        workers=1,
+    )
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        before = server.worker_pids()
+        started = time.monotonic()
+        status, _, _ = http_request(proxy.port, "GET", "/spin?s=60&name=spin")
+        assert status == 504
+        assert time.monotonic() - started < 15
+        wait_for(lambda: (markers / "spin").exists(), 10, "the interrupt")
+        assert "interrupted by RequestTimeout" in (markers / "spin").read_text()
+        # The thread was freed: the same worker keeps serving.
+        status, _, _ = http_request(proxy.port, "GET", "/hello")
+        assert status == 200
+        assert server.worker_pids() == before
+        # Once the head is out, the timeout resets the stream.
+        import http.client
+
+        started = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+        conn.request("GET", "/stream?delay=0.1&name=tstream")
+        r = conn.getresponse()
+        assert r.status == 200
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            r.read()
+        conn.close()
+        assert 1.5 < time.monotonic() - started < 15
+        wait_for(lambda: "closed after" in (markers / "tstream").read_text(), 10, "close()")
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_timeout_recycles_a_worker_whose_thread_is_stuck(tmp: Path) -> None:
+    server = UwireServer(
+        tmp,
+        "pep_app:app",
+        "--timeout",
+        "2",
+        "--timeout-grace",
+        "1",
+        "--graceful-timeout",
+        "3",
+        "--threads",
+        "2",
+        workers=2,
+    )
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        load = Load(proxy.port, "/pid", threads=4)
+        load.wait_for_requests(50)
+        # time.sleep is a C call: the interrupt cannot reach it.
+        status, _, _ = http_request(proxy.port, "GET", "/sleep?s=120")
+        assert status == 504
+        wait_for(lambda: "recycling this worker" in server.log(), 30, "the recycle")
+        wait_for(lambda: server.serving() >= 3, 60, "the replacement")
+        seen = load.ok
+        load.wait_for_requests(seen + 100)
+        load.stop()
+        load.summary("--timeout 2 with a thread stuck in C, under load")
+        assert load.failed == 0, load.errors
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_http_front_serves_the_app(tmp: Path) -> None:
+    port = free_port()
+    server = UwireServer(tmp, "pep_app:app", "--http", f"127.0.0.1:{port}", workers=2)
+    try:
+        wait_for(lambda: "HTTP front on" in server.log(), 30, "the front")
+        status, _, body = http_request(port, "GET", "/hello")
+        assert (status, body) == (200, b"hello\n")
+        load = Load(port, "/pid", threads=8, max_requests=400)
+        for t in load.threads:
+            t.join(120)
+        load.stop()
+        load.summary("--http front, 2 workers")
+        assert load.failed == 0, load.errors
+        assert len(pids_of(load)) == 2
+        server.signal(signal.SIGTERM)
+        assert server.wait(30) == 0, server.log()
+    finally:
+        server.close()
+
+
+def test_factory_and_environment_settings(tmp: Path) -> None:
+    server = UwireServer(
+        tmp,
+        "pep_app:create_app('hi')",
+        workers=3,
+        env={"UWIRE_WORKERS": "3", "UWIRE_ROOT_PATH": "/mnt"},
+        workers_flag=False,
+    )
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        status, _, body = http_request(proxy.port, "GET", "/mnt/greeting")
+        assert (status, body) == (200, b"hi \n")
+        status, _, body = http_request(proxy.port, "GET", "/mnt/environ")
+        assert status == 200 and b'"SCRIPT_NAME": "/mnt"' in body
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_env_flag_and_boot_failure(tmp: Path) -> None:
+    server = UwireServer(
+        tmp, "pep_app:create_app()", "--env", "UWIRE_TEST_GREETING=there", workers=1
+    )
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        status, _, body = http_request(proxy.port, "GET", "/greeting")
+        assert (status, body) == (200, b"factory there\n")
+    finally:
+        proxy.close()
+        server.close()
+    bad = UwireServer(tmp, "no_such_module:app", name="bad", wait=False)
+    try:
+        assert bad.wait(60) == 3, bad.log()
+        assert "no module named 'no_such_module'" in bad.log()
+    finally:
+        bad.close()
+
+
+def test_help_lists_every_flag() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "uwire", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for flag in (
+        "--bind",
+        "--workers",
+        "--threads",
+        "--max-requests",
+        "--max-requests-jitter",
+        "--max-rss",
+        "--timeout",
+        "--graceful-timeout",
+        "--socket-mode",
+        "--root-path",
+        "--preload",
+        "--reload",
+        "--chdir",
+        "--env",
+        "--protocol",
+        "--access-log",
+        "--log-level",
+        "--http",
+    ):
+        assert flag in out, flag
+    assert "UWIRE_WORKERS" in out
+
+
+def test_preload_imports_in_the_master(tmp: Path) -> None:
+    server = UwireServer(tmp, "pep_app:app", "--preload", workers=2)
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        _, _, body = http_request(proxy.port, "GET", "/imported-in")
+        imported_in, pid = map(int, body.split())
+        assert imported_in == server.pid and pid != server.pid
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_reload_on_code_change(tmp: Path) -> None:
+    app_dir = tmp / "src"
+    app_dir.mkdir()
+    module = app_dir / "reload_app.py"
+    template = (
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'{}']\n"
+    )
+    module.write_text(template.format("one"))
+    server = UwireServer(tmp, "reload_app:app", "--reload", "--chdir", str(app_dir), workers=1)
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        assert http_request(proxy.port, "GET", "/")[2] == b"one"
+        time.sleep(1.1)  # a new mtime
+        module.write_text(template.format("two"))
+        wait_for(lambda: http_request(proxy.port, "GET", "/")[2] == b"two", 30, "the reload")
+    finally:
+        proxy.close()
+        server.close()
