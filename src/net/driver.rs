@@ -207,10 +207,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         let _ = Pin::new(&mut self.io).poll_shutdown(cx);
         let mut g = self.shared.lock();
         g.dispatch_events(&self.shared);
-        let unaccepted = g.finish(End::Closed);
+        g.finish(End::Closed);
         let end = g.end.clone();
         drop(g);
-        drop(unaccepted);
         self.shared.closed.store(true, Ordering::Release);
         self.shared.going_away.store(true, Ordering::Release);
         if let Some(e) = self.st.failure.take() {
@@ -398,9 +397,8 @@ impl<T> Drop for Driver<T> {
             // Dropped mid-way (the task was aborted): every handle must
             // still learn that the connection is gone.
             let mut g = self.shared.lock();
-            let unaccepted = g.finish(End::Closed);
+            g.finish(End::Closed);
             drop(g);
-            drop(unaccepted);
             self.shared.closed.store(true, Ordering::Release);
             self.shared.going_away.store(true, Ordering::Release);
         }

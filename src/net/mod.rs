@@ -219,8 +219,13 @@ impl Incoming {
     /// Polls for the next request; `None` once the connection is closed.
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Option<IncomingRequest>> {
         let mut g = self.shared.lock();
-        if let Some(r) = g.incoming.pop_front() {
-            return Poll::Ready(Some(r));
+        if let Some((id, head)) = g.incoming.pop_front() {
+            drop(g);
+            return Poll::Ready(Some(IncomingRequest {
+                head,
+                body: RecvStream::new(id, self.shared.clone(), false),
+                responder: Responder::new(id, self.shared.clone()),
+            }));
         }
         if g.end.is_some() || self.shared.closed.load(Ordering::Acquire) {
             return Poll::Ready(None);
@@ -245,14 +250,13 @@ impl Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        // The application stopped accepting: later requests are refused,
-        // queued ones dropped (outside the lock: their handles take it).
-        let unaccepted = {
+        // The application stopped accepting: queued and later requests are
+        // refused (retry-safe).
+        {
             let mut g = self.shared.lock();
             g.accepting = false;
-            std::mem::take(&mut g.incoming)
-        };
-        drop(unaccepted);
+            g.drop_unaccepted(Reason::REFUSED_STREAM);
+        }
         self.shared.notify();
     }
 }

@@ -19,9 +19,8 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 use super::error::{Error, Kind};
-use super::stream::{IncomingRequest, RecvStream, Responder};
 use crate::conn::{ConnError, Connection, Event, Role, UserError};
-use crate::frame::{HeaderBlock, Reason, ResponseHead, StreamId};
+use crate::frame::{HeaderBlock, Reason, RequestHead, ResponseHead, StreamId};
 
 /// A send completes (the caller may send more) once at most this many bytes
 /// of the stream wait in the engine for flow-control credit.
@@ -246,8 +245,9 @@ type PingReply = oneshot::Sender<Result<Duration, Error>>;
 pub(crate) struct Inner {
     pub(crate) engine: Connection,
     pub(crate) slots: FxHashMap<StreamId, Slot>,
-    /// Server: requests not yet accepted.
-    pub(crate) incoming: VecDeque<IncomingRequest>,
+    /// Server: requests not yet accepted (their slots exist; `Incoming`
+    /// makes the handles when it hands them out).
+    pub(crate) incoming: VecDeque<(StreamId, Box<RequestHead>)>,
     pub(crate) incoming_waker: Option<Waker>,
     /// Server: whether the application still accepts requests.
     pub(crate) accepting: bool,
@@ -377,11 +377,7 @@ impl Inner {
                     return;
                 }
                 self.new_slot(id, end_stream);
-                self.incoming.push_back(IncomingRequest {
-                    head,
-                    body: RecvStream::new(id, Handle::new(shared), false),
-                    responder: Responder::new(id, Handle::new(shared)),
-                });
+                self.incoming.push_back((id, head));
                 if let Some(w) = self.incoming_waker.take() {
                     w.wake();
                 }
@@ -489,11 +485,8 @@ impl Inner {
         }
     }
 
-    /// The connection is over: every waiter is told. Returns the requests
-    /// never accepted, for the caller to drop once the lock is released
-    /// (their handles take it).
-    #[must_use = "drop the returned requests after unlocking"]
-    pub(crate) fn finish(&mut self, end: End) -> VecDeque<IncomingRequest> {
+    /// The connection is over: every waiter is told.
+    pub(crate) fn finish(&mut self, end: End) {
         if self.end.is_none() {
             self.end = Some(end);
         }
@@ -512,6 +505,15 @@ impl Inner {
         for tx in self.pings.drain(..) {
             let _ = tx.send(Err(Error::closed()));
         }
-        std::mem::take(&mut self.incoming)
+        self.drop_unaccepted(Reason::REFUSED_STREAM);
+    }
+
+    /// Refuses the requests never handed to the application (safe for the
+    /// peer to retry: nothing processed them).
+    pub(crate) fn drop_unaccepted(&mut self, reason: Reason) {
+        while let Some((id, _)) = self.incoming.pop_front() {
+            let _ = self.engine.reset_stream(id, reason);
+            self.slots.remove(&id);
+        }
     }
 }
