@@ -47,6 +47,10 @@ impl Error {
         }
     }
 
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
     pub(crate) fn from_net(e: crate::net::Error) -> Error {
         let kind = if e.is_refused() && e.is_closed() {
             Kind::NotSent

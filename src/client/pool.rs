@@ -46,6 +46,8 @@ pub(crate) struct UpstreamState {
     pub(crate) addr: Upstream,
     conns: Mutex<Vec<Pooled>>,
     connect_lock: tokio::sync::Mutex<()>,
+    /// When the last connect attempt failed, and how (see `checkout`).
+    last_connect_failure: Mutex<Option<(Instant, Kind, String)>>,
     pub(crate) outstanding: AtomicUsize,
     failures: AtomicU32,
     ejected_until: Mutex<Option<Instant>>,
@@ -72,6 +74,7 @@ impl UpstreamState {
             addr,
             conns: Mutex::new(Vec::new()),
             connect_lock: tokio::sync::Mutex::new(()),
+            last_connect_failure: Mutex::new(None),
             outstanding: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected_until: Mutex::new(None),
@@ -143,11 +146,39 @@ impl UpstreamState {
         if let Pick::Use(l) = self.pick(cfg.max_connections_per_upstream) {
             return Ok(l);
         }
+        let waiting_since = Instant::now();
         let _one_connect_at_a_time = self.connect_lock.lock().await;
         if let Pick::Use(l) = self.pick(cfg.max_connections_per_upstream) {
             return Ok(l);
         }
-        let sender = connect_with_retry(&self.addr.transport, cfg).await?;
+        // A connect attempt (retries included) that failed while this
+        // request waited for its turn is as fresh as one of its own would
+        // be: share the failure instead of trying again. Otherwise the
+        // requests queued behind a dead upstream fail one after another,
+        // each after a whole retry sequence (or connect timeout) of its own.
+        if let Some((at, kind, why)) = &*self
+            .last_connect_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            if *at >= waiting_since {
+                return Err(Error::with(
+                    *kind,
+                    format!("{why} (a concurrent request's attempt, just now)"),
+                ));
+            }
+        }
+        let sender = match connect_with_retry(&self.addr.transport, cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                *self
+                    .last_connect_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), e.kind(), source_text(&e)));
+                return Err(e);
+            }
+        };
         self.connects.fetch_add(1, Ordering::Relaxed);
         let pooled = Pooled {
             sender,
@@ -187,6 +218,11 @@ impl UpstreamState {
             tracing::warn!(upstream = %self.addr, cooldown = ?cfg.eject_cooldown, "upstream ejected after {n} consecutive failures");
         }
     }
+}
+
+/// What caused `e`, for repeating it to requests that share the failure.
+fn source_text(e: &Error) -> String {
+    std::error::Error::source(e).map_or_else(String::new, |s| s.to_string())
 }
 
 /// Opens one raw byte stream to `transport`.

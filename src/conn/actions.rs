@@ -201,9 +201,41 @@ impl Connection {
             payload,
             sent: now,
             keepalive: false,
+            drain: false,
         });
         self.control.push_back(Ping::new(payload).into());
         Ok(())
+    }
+
+    /// Starts a graceful drain in two steps, so that no REQUEST already on
+    /// its way when the drain starts is refused (PROTOCOL.md 11.2, the way
+    /// HTTP/2 servers do it): GOAWAY(NO_ERROR, last = 2^31-1) tells the
+    /// client to open no new streams, and a PING follows it. The PING's
+    /// answer comes after every REQUEST the client sent before it read the
+    /// GOAWAY, so at that moment the final GOAWAY(NO_ERROR, last = highest
+    /// REQUEST id) goes out as by [`Connection::go_away`], which refuses
+    /// nothing the client still believed accepted. A client that never
+    /// answers is bounded by `ping_timeout` and the drain deadline. On a
+    /// client, and once a GOAWAY of ours is out, this is
+    /// `go_away(NO_ERROR)`.
+    pub fn go_away_gracefully(&mut self, now: Instant) {
+        if self.closed || self.drain_notice {
+            return;
+        }
+        if self.role != Role::Server || self.local_goaway.is_some() || !self.is_ready() {
+            return self.go_away(Reason::NO_ERROR, Bytes::new(), now);
+        }
+        self.drain_notice = true;
+        self.control
+            .push_back(GoAway::new(StreamId::MAX, Reason::NO_ERROR, Bytes::new()).into());
+        let payload = *b"uwdrain\0";
+        self.pings.push_back(PendingPing {
+            payload,
+            sent: now,
+            keepalive: false,
+            drain: true,
+        });
+        self.control.push_back(Ping::new(payload).into());
     }
 
     /// Starts shutdown. `Reason::NO_ERROR` is a graceful drain: GOAWAY(last

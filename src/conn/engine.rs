@@ -26,6 +26,9 @@ pub(super) struct PendingPing {
     pub(super) payload: [u8; 8],
     pub(super) sent: Instant,
     pub(super) keepalive: bool,
+    /// The PING of a two-step drain (see `Connection::go_away_gracefully`):
+    /// its answer triggers the final GOAWAY and is not reported as an event.
+    pub(super) drain: bool,
 }
 
 /// The state of one uwire/1 connection (sans-IO). See the [module
@@ -60,6 +63,9 @@ pub struct Connection {
     pub(super) local_goaway: Option<Reason>,
     pub(super) peer_goaway: Option<StreamId>,
     pub(super) drain_deadline: Option<Instant>,
+    /// A drain notice (GOAWAY with the largest id, then a PING) is out and
+    /// its PING unanswered: the final GOAWAY follows the answer.
+    pub(super) drain_notice: bool,
     pub(super) closed: bool,
     /// Rapid-reset budget (`max_peer_resets`).
     pub(super) reset_budget: Budget,
@@ -99,6 +105,7 @@ impl Connection {
             local_goaway: None,
             peer_goaway: None,
             drain_deadline: None,
+            drain_notice: false,
             closed: false,
             reset_budget: Budget::default(),
             ping_budget: Budget::default(),
@@ -195,7 +202,7 @@ impl Connection {
         if let Some(k) = self.keepalive_due() {
             at(k);
         }
-        if let (true, Some(d)) = (self.draining(), self.drain_deadline) {
+        if let (true, Some(d)) = (self.draining() || self.drain_notice, self.drain_deadline) {
             at(d);
         }
         t
@@ -226,8 +233,18 @@ impl Connection {
             );
             return self.fail(e);
         }
-        if let (true, Some(d)) = (self.draining(), self.drain_deadline) {
+        if let (true, Some(d)) = (self.draining() || self.drain_notice, self.drain_deadline) {
             if now >= d {
+                if self.drain_notice && self.local_goaway.is_none() {
+                    // The notice's PING is unanswered: the final GOAWAY
+                    // still says which streams were processed, so later
+                    // ones are known to be safe to retry.
+                    self.drain_notice = false;
+                    self.local_goaway = Some(Reason::NO_ERROR);
+                    let last = self.last_peer_stream_id();
+                    self.control
+                        .push_back(GoAway::new(last, Reason::NO_ERROR, Bytes::new()).into());
+                }
                 for id in self.streams.sorted_ids() {
                     self.remove_stream(id, Recent::Reset);
                     self.control
@@ -250,6 +267,7 @@ impl Connection {
                 payload,
                 sent: now,
                 keepalive: true,
+                drain: false,
             });
             self.control.push_back(Ping::new(payload).into());
         }

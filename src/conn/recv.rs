@@ -469,6 +469,12 @@ impl Connection {
                 "PING ACK answers no PING we sent",
             ));
         };
+        if p.drain {
+            // Every REQUEST sent before the drain notice was read is in.
+            self.drain_notice = false;
+            self.go_away(Reason::NO_ERROR, bytes::Bytes::new(), now);
+            return Ok(());
+        }
         self.events.push_back(Event::PingAck {
             payload,
             rtt: Some(now.saturating_duration_since(p.sent)),

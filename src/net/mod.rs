@@ -236,6 +236,10 @@ impl Incoming {
 
     /// Starts a graceful shutdown: GOAWAY, in-flight streams finish, new
     /// ones are refused; after `drain` the remaining streams are reset.
+    /// With a non-zero `drain` the GOAWAY comes in two steps (a notice,
+    /// then the final one once a PING round trip shows that every request
+    /// the client sent before the notice is in), so no request already on
+    /// its way is refused.
     pub fn shutdown(&self, drain: Option<Duration>) {
         shutdown(&self.shared, drain);
     }
@@ -266,7 +270,13 @@ fn shutdown(shared: &Shared, drain: Option<Duration>) {
         let mut g = shared.lock();
         shared.going_away.store(true, Ordering::Release);
         let t = now();
-        g.engine.go_away(Reason::NO_ERROR, bytes::Bytes::new(), t);
+        if drain.is_some_and(|d| d.is_zero()) {
+            g.engine.go_away(Reason::NO_ERROR, bytes::Bytes::new(), t);
+        } else {
+            // Two steps: nothing the client sent before it heard of the
+            // drain is refused (a restart under load loses no request).
+            g.engine.go_away_gracefully(t);
+        }
         if let Some(d) = drain {
             g.engine.set_drain_deadline(t + d);
         }

@@ -77,6 +77,20 @@ pub struct BindOptions {
     pub socket_mode: u32,
     /// Listen backlog. Default 1024.
     pub backlog: i32,
+    /// What to do when a live server already listens on the Unix socket
+    /// path. `false` (the default): fail with `AddrInUse`, so a second
+    /// server started by mistake never steals the path. `true`: take the
+    /// path over for a zero-downtime restart. The new socket is bound and
+    /// listening under a temporary name in the same directory, then
+    /// renamed over the path, atomically: every connect before the rename
+    /// reaches the old server, every one after it the new one, and none is
+    /// refused. The old server keeps its listening socket (now nameless)
+    /// and its connections; stop it with SIGTERM once this one is up and it
+    /// drains them (GOAWAY) while new connections land here. Its exit does
+    /// not remove the path, which names this server's socket by then (see
+    /// [`SocketFile`]). A stale socket file (nobody answers) is replaced
+    /// either way.
+    pub replace: bool,
 }
 
 impl Default for BindOptions {
@@ -84,6 +98,7 @@ impl Default for BindOptions {
         BindOptions {
             socket_mode: DEFAULT_SOCKET_MODE,
             backlog: DEFAULT_BACKLOG,
+            replace: false,
         }
     }
 }
@@ -247,10 +262,15 @@ async fn bind_unix(path: &Path, opts: &BindOptions) -> io::Result<Listener> {
             }
             // A socket file: stale only if nothing answers on it.
             match UnixStream::connect(path).await {
+                Ok(_) if opts.replace => return bind_unix_replacing(path, opts),
                 Ok(_) => {
                     return Err(io::Error::new(
                         io::ErrorKind::AddrInUse,
-                        format!("{} is in use by a live server", path.display()),
+                        format!(
+                            "{} is in use by a live server (to take it over for a \
+                             restart, bind with the replace option: `uwire serve --replace`)",
+                            path.display()
+                        ),
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -267,6 +287,14 @@ async fn bind_unix(path: &Path, opts: &BindOptions) -> io::Result<Listener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
+    let sock = listen_at(path, opts)?;
+    let file = SocketFile::of(path)?;
+    unix_listener(sock, file)
+}
+
+/// Binds `path` (which must not exist), sets its mode and listens. On
+/// failure the file is removed again.
+fn listen_at(path: &Path, opts: &BindOptions) -> io::Result<socket2::Socket> {
     let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
     sock.bind(&socket2::SockAddr::unix(path)?)?;
     // The mode is set between bind and listen, so no client can connect
@@ -281,13 +309,57 @@ async fn bind_unix(path: &Path, opts: &BindOptions) -> io::Result<Listener> {
         let _ = std::fs::remove_file(path);
         return Err(e);
     }
+    Ok(sock)
+}
+
+fn unix_listener(sock: socket2::Socket, file: SocketFile) -> io::Result<Listener> {
     sock.set_nonblocking(true)?;
     let std: std::os::unix::net::UnixListener = sock.into();
-    let file = SocketFile::of(path)?;
     Ok(Listener::Unix {
         listener: UnixListener::from_std(std)?,
         cleanup: Some(file),
     })
+}
+
+/// Takes over `path`, where a live server listens (see
+/// [`BindOptions::replace`]): listen under a temporary name in the same
+/// directory (same file system, so the rename is atomic), then rename it
+/// over `path`. rename(2) swaps the directory entry in one step: a client
+/// connecting meanwhile finds the old socket or the new one, never no
+/// socket. Both are listening already, so nobody is refused.
+fn bind_unix_replacing(path: &Path, opts: &BindOptions) -> io::Result<Listener> {
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} names no file", path.display()),
+        )
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.new", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    // Left over by an earlier attempt of a process with our pid.
+    if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(&tmp)?;
+    }
+    let sock = listen_at(&tmp, opts)?;
+    // The identity is taken before the rename: after it, the path is ours
+    // until a successor replaces it in turn.
+    let file = SocketFile::of(&tmp).and_then(|mut f| {
+        std::fs::rename(&tmp, path)?;
+        f.path = path.to_path_buf();
+        Ok(f)
+    });
+    match file {
+        Ok(file) => unix_listener(sock, file),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(io::Error::new(
+                e.kind(),
+                format!("cannot take over {}: {e}", path.display()),
+            ))
+        }
+    }
 }
 
 /// Takes the `n`-th socket passed by systemd (`LISTEN_PID`, `LISTEN_FDS`).
@@ -371,6 +443,42 @@ mod tests {
             !path.exists(),
             "the new listener did not clean up its own socket"
         );
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[tokio::test]
+    async fn replace_takes_over_a_live_socket_atomically() {
+        let dir = std::env::temp_dir().join(format!("uwire-bind-repl-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let addr = BindAddr::Unix(path.clone());
+        let old = Listener::bind(&addr, &BindOptions::default())
+            .await
+            .unwrap();
+        // Without the option a live socket is never taken.
+        let err = Listener::bind(&addr, &BindOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let opts = BindOptions {
+            socket_mode: 0o600,
+            replace: true,
+            ..BindOptions::default()
+        };
+        let new = Listener::bind(&addr, &opts).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // New connections reach the new listener; no temporary file is left.
+        let _c = UnixStream::connect(&path).await.unwrap();
+        let accepted = tokio::time::timeout(std::time::Duration::from_secs(5), new.accept()).await;
+        assert!(accepted.is_ok_and(|r| r.is_ok()));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // The old server's exit leaves the successor's socket alone.
+        drop(old);
+        assert!(path.exists());
+        drop(new);
+        assert!(!path.exists());
         let _ = std::fs::remove_dir(&dir);
     }
 }

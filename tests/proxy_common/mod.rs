@@ -847,9 +847,15 @@ pub struct ChildProc {
 impl ChildProc {
     /// Starts `uwire args...` with `UWIRE_LOG=warn`.
     pub fn spawn(args: &[&str]) -> ChildProc {
+        ChildProc::spawn_with_env(args, &[])
+    }
+
+    /// Starts `uwire args...` with `UWIRE_LOG=warn` and `env` set.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> ChildProc {
         let mut child = tokio::process::Command::new(uwire_bin())
             .args(args)
             .env("UWIRE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -37,6 +37,7 @@ impl BoundSocket {
         let opts = BindOptions {
             socket_mode,
             backlog,
+            ..BindOptions::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()

@@ -41,6 +41,12 @@ pub struct Args {
     /// File mode of the Unix socket, octal.
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     pub socket_mode: u32,
+    /// Zero-downtime restart: if a live server listens on the Unix socket
+    /// path, take the path over atomically (bind a temporary name, rename
+    /// it into place) instead of failing; then SIGTERM the old server, which
+    /// drains its connections while new ones come here.
+    #[arg(long)]
+    pub replace: bool,
     /// Only serve Unix peers with this uid (repeatable; with --allow-gid, either may match).
     #[arg(long = "allow-uid")]
     pub allow_uid: Vec<u32>,
@@ -115,6 +121,7 @@ impl Args {
     pub fn config(&self) -> ServerConfig {
         let mut c = ServerConfig::default();
         c.bind.socket_mode = self.socket_mode;
+        c.bind.replace = self.replace;
         c.allow_uids = self.allow_uid.clone();
         c.allow_gids = self.allow_gid.clone();
         c.max_connections = self.max_connections;
