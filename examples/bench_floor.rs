@@ -229,7 +229,9 @@ fn main() -> Result<()> {
         }
     }
     if modes.is_empty() {
-        modes = ["pingpong", "perwrite", "batched", "stream"].map(String::from).to_vec();
+        modes = ["pingpong", "perwrite", "batched", "stream"]
+            .map(String::from)
+            .to_vec();
     }
     for m in &modes {
         println!("{}", measure(m, limit)?);

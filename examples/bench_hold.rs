@@ -143,9 +143,8 @@ async fn http_idle(addr: std::net::SocketAddr, n: usize, held: &mut Held) -> Res
     Ok(())
 }
 
-type OpenBody = StreamBody<
-    tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, Infallible>>,
->;
+type OpenBody =
+    StreamBody<tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, Infallible>>>;
 
 async fn h2_streams(addr: std::net::SocketAddr, n: usize, held: &mut Held) -> Result<(), BoxError> {
     let mut left = n;
@@ -161,8 +160,9 @@ async fn h2_streams(addr: std::net::SocketAddr, n: usize, held: &mut Held) -> Re
         for _ in 0..here {
             let (tx, rx) = tokio::sync::mpsc::channel(1);
             held.push(Box::new(tx));
-            let req = http::Request::post("http://bench/echo")
-                .body(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)))?;
+            let req = http::Request::post("http://bench/echo").body(StreamBody::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))?;
             let mut s = sender.clone();
             pending.push(tokio::spawn(async move {
                 s.ready().await?;

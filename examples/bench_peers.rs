@@ -129,8 +129,10 @@ async fn handle(req: Request<Incoming>) -> Result<Response<HttpBody>, Infallible
         )
     };
     let mut resp = Response::new(body);
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ctype),
+    );
     Ok(resp)
 }
 
@@ -366,7 +368,11 @@ async fn grpc_client(a: ClientArgs) -> Result<(), BoxError> {
         async move {
             grpc.ready().await?;
             let resp = grpc
-                .unary(tonic::Request::new(EchoMsg { data }), path, Codec::default())
+                .unary(
+                    tonic::Request::new(EchoMsg { data }),
+                    path,
+                    Codec::default(),
+                )
                 .await?;
             Ok(resp.into_inner().data.len())
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import re
@@ -25,9 +26,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Mapping, Sequence
+from typing import IO, NoReturn
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "target" / "release"
@@ -62,7 +64,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def die(msg: str) -> None:
+def die(msg: str) -> NoReturn:
     log(f"bench: {msg}")
     raise SystemExit(1)
 
@@ -87,7 +89,9 @@ class Proc:
 
     def tail(self, lines: int = 15) -> str:
         try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(
+                self.logfile.read_text(errors="replace").splitlines()[-lines:]
+            )
         except OSError:
             return ""
 
@@ -113,17 +117,16 @@ class Procs:
         full_env.setdefault("UWIRE_LOG", "warn")
         if env:
             full_env.update(env)
-        out = open(logfile, "wb")
-        p = subprocess.Popen(
-            [str(a) for a in argv],
-            stdin=stdin,
-            stdout=out if stdout is None else stdout,
-            stderr=out,
-            env=full_env,
-            cwd=cwd,
-            start_new_session=True,
-        )
-        out.close()
+        with open(logfile, "wb") as out:
+            p = subprocess.Popen(
+                [str(a) for a in argv],
+                stdin=stdin,
+                stdout=out if stdout is None else stdout,
+                stderr=out,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
+            )
         proc = Proc(name, p, logfile)
         self.procs.append(proc)
         return proc
@@ -165,7 +168,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(what: str, check: object, timeout: float, proc: Proc | None = None) -> None:
+def wait_until(
+    what: str, check: object, timeout: float, proc: Proc | None = None
+) -> None:
     """Polls `check()` until it is true; fails with the process's log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -314,7 +319,7 @@ def _lat_us(text: str) -> float:
 
 def parse_wrk(out: str) -> WrkResult:
     def pct(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+(\S+)", out, re.M)
+        m = re.search(rf"^\s+{p}%\s+(\S+)", out, re.MULTILINE)
         return _lat_us(m.group(1)) if m else float("nan")
 
     m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
@@ -328,24 +333,43 @@ def parse_wrk(out: str) -> WrkResult:
     if n2:
         errors += int(n2.group(1))
         texts.append(f"non-2xx {n2.group(1)}")
-    se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    se = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     if se:
         errors += sum(int(x) for x in se.groups())
         texts.append("socket errors c{} r{} w{} t{}".format(*se.groups()))
     rps_m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     rps = float(rps_m.group(1)) if rps_m else requests / seconds
     return WrkResult(
-        requests, seconds, rps, pct("50"), pct("90"), pct("99"), errors, "; ".join(texts)
+        requests,
+        seconds,
+        rps,
+        pct("50"),
+        pct("90"),
+        pct("99"),
+        errors,
+        "; ".join(texts),
     )
 
 
-def wrk(url: str, conns: int, secs: float, threads: int = 1, script: Path | None = None) -> WrkResult:
-    argv = ["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{max(1, round(secs))}s", "--latency"]
+def wrk(
+    url: str, conns: int, secs: float, threads: int = 1, script: Path | None = None
+) -> WrkResult:
+    argv = [
+        "wrk",
+        f"-t{min(threads, conns)}",
+        f"-c{conns}",
+        f"-d{max(1, round(secs))}s",
+        "--latency",
+    ]
     argv += ["--timeout", "10s"]
     if script is not None:
         argv += ["-s", str(script)]
     argv.append(url)
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
+    r = subprocess.run(
+        argv, capture_output=True, text=True, timeout=secs + 60, check=False
+    )
     if r.returncode != 0:
         raise RuntimeError(f"wrk failed ({r.returncode}): {r.stderr.strip()[:500]}")
     return parse_wrk(r.stdout)
@@ -356,21 +380,28 @@ def _children_cpu() -> float:
     return float(r.ru_utime + r.ru_stime)
 
 
-def run_json(argv: Sequence[str | Path], timeout: float) -> tuple[dict[str, object], float]:
+def run_json(
+    argv: Sequence[str | Path], timeout: float
+) -> tuple[dict[str, object], float]:
     """Runs a bench client that prints one JSON line; returns that object
     and the client's own CPU seconds (the growth of RUSAGE_CHILDREN while
     it ran: servers are reaped only when a suite ends, so the client is the
     only child reaped in between)."""
     before = _children_cpu()
     p = subprocess.Popen(
-        [str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        [str(a) for a in argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         p.communicate()
-        raise RuntimeError(f"{' '.join(map(str, argv[:3]))}: timed out after {timeout:.0f}s") from None
+        raise RuntimeError(
+            f"{' '.join(map(str, argv[:3]))}: timed out after {timeout:.0f}s"
+        ) from None
     cpu = _children_cpu() - before
     if p.returncode != 0:
         raise RuntimeError(
@@ -382,14 +413,16 @@ def run_json(argv: Sequence[str | Path], timeout: float) -> tuple[dict[str, obje
 
 
 def median(xs: Sequence[float]) -> float:
-    xs = [x for x in xs if x == x]
+    xs = [x for x in xs if not math.isnan(x)]
     return statistics.median(xs) if xs else float("nan")
 
 
 # ---------------------------------------------------------------- files
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
+def write_csv(
+    path: Path, header: Sequence[str], rows: Iterable[Mapping[str, object]]
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(header), extrasaction="ignore")
@@ -400,7 +433,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Mapping[str, obj
 
 def _fmt(v: object) -> object:
     if isinstance(v, float):
-        return "" if v != v else f"{v:.6g}" if abs(v) < 1e6 else f"{v:.1f}"
+        return "" if math.isnan(v) else f"{v:.6g}" if abs(v) < 1e6 else f"{v:.1f}"
     return v
 
 
@@ -413,7 +446,9 @@ def _cmd_version(argv: Sequence[str], pattern: str = r"(\d+\.\d+(?:\.\d+)?)") ->
     if shutil.which(argv[0]) is None:
         return "not installed"
     try:
-        r = subprocess.run(list(argv), capture_output=True, text=True, timeout=20)
+        r = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=20, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     m = re.search(pattern, r.stdout + r.stderr)
@@ -424,7 +459,9 @@ def lock_versions(names: Sequence[str]) -> dict[str, str]:
     """Versions of crates in Cargo.lock (the newest if several)."""
     text = (ROOT / "Cargo.lock").read_text()
     out: dict[str, str] = {}
-    for m in re.finditer(r'\[\[package\]\]\nname = "([^"]+)"\nversion = "([^"]+)"', text):
+    for m in re.finditer(
+        r'\[\[package\]\]\nname = "([^"]+)"\nversion = "([^"]+)"', text
+    ):
         if m.group(1) in names:
             out[m.group(1)] = m.group(2)
     return out
@@ -433,7 +470,9 @@ def lock_versions(names: Sequence[str]) -> dict[str, str]:
 def machine() -> dict[str, str]:
     model = ""
     try:
-        r = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10)
+        r = subprocess.run(
+            ["lscpu"], capture_output=True, text=True, timeout=10, check=False
+        )
         m = re.search(r"Model name:\s+(.+)", r.stdout)
         model = m.group(1).strip() if m else ""
     except OSError:
@@ -469,6 +508,7 @@ def git_rev() -> str:
     try:
         r = subprocess.run(
             ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            check=False,
             capture_output=True,
             text=True,
             timeout=10,
@@ -484,7 +524,9 @@ def write_meta(csv_path: Path, suite: str, settings: Mapping[str, object]) -> No
         "suite": suite,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "git": git_rev(),
-        "command": " ".join([os.environ.get("BENCH_COMMAND", sys.argv[0])] + sys.argv[1:]),
+        "command": " ".join(
+            [os.environ.get("BENCH_COMMAND", sys.argv[0])] + sys.argv[1:]
+        ),
         "env": {k: v for k, v in os.environ.items() if k.startswith("BENCH_")},
         "machine": machine(),
         "versions": versions(),
@@ -498,7 +540,12 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = []
     for n, r in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths))
+            )
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

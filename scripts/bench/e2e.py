@@ -19,7 +19,6 @@ import argparse
 import os
 import shlex
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +45,9 @@ from common import (
     wait_http,
     wait_socket,
     workdir,
-    wrk,
     write_csv,
     write_meta,
+    wrk,
 )
 from results import e2e_medians, e2e_targets
 
@@ -76,7 +75,9 @@ ECHO_BYTES = 1 << 20
 def one_thread_args() -> list[str]:
     if "BENCH_ONE_THREAD_ARGS" in os.environ:
         return shlex.split(os.environ["BENCH_ONE_THREAD_ARGS"])
-    r = subprocess.run([str(UWIRE), "serve", "--help"], capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [str(UWIRE), "serve", "--help"], capture_output=True, text=True, check=False
+    )
     return ["--threads", "1"] if "--threads" in r.stdout else []
 
 
@@ -162,22 +163,55 @@ class Suite:
 
     def nginx_front(self, s: Setup, location: str) -> None:
         s.port = free_port()
-        self.nginx_servers.append(f"  server {{ listen 127.0.0.1:{s.port}; location / {{ {location} }} }}")
+        self.nginx_servers.append(
+            f"  server {{ listen 127.0.0.1:{s.port}; location / {{ {location} }} }}"
+        )
         self.nginx_setups.append(s)
 
-    def serve(self, name: str, sock: Path, env: dict[str, str] | None = None, extra: list[str] | None = None) -> Proc:
+    def serve(
+        self,
+        name: str,
+        sock: Path,
+        env: dict[str, str] | None = None,
+        extra: list[str] | None = None,
+    ) -> Proc:
         p = self.procs.start(
             name,
-            [UWIRE, "serve", "--bind", f"unix:{sock}", "--socket-mode", "666", *SERVE_ARGS, *(extra or [])],
+            [
+                UWIRE,
+                "serve",
+                "--bind",
+                f"unix:{sock}",
+                "--socket-mode",
+                "666",
+                *SERVE_ARGS,
+                *(extra or []),
+            ],
             env=env,
         )
         wait_socket(sock, p)
         return p
 
-    def proxy(self, name: str, port: int, upstream: str, env: dict[str, str] | None = None, extra: list[str] | None = None) -> Proc:
+    def proxy(
+        self,
+        name: str,
+        port: int,
+        upstream: str,
+        env: dict[str, str] | None = None,
+        extra: list[str] | None = None,
+    ) -> Proc:
         return self.procs.start(
             name,
-            [UWIRE, "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", upstream, *PROXY_ARGS, *(extra or [])],
+            [
+                UWIRE,
+                "proxy",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--upstream",
+                upstream,
+                *PROXY_ARGS,
+                *(extra or []),
+            ],
             env=env,
         )
 
@@ -186,25 +220,48 @@ class Suite:
         p = self.procs.start(
             name,
             [
-                "uwsgi", "--socket", sock, "--chmod-socket=666", "--wsgi-file", BENCH_DIR / "hello_wsgi.py",
-                "--master", "--processes", str(APP_PROCESSES), "--disable-logging", "--die-on-term",
-                "--listen", str(min(1024, somaxconn)),
+                "uwsgi",
+                "--socket",
+                sock,
+                "--chmod-socket=666",
+                "--wsgi-file",
+                BENCH_DIR / "hello_wsgi.py",
+                "--master",
+                "--processes",
+                str(APP_PROCESSES),
+                "--disable-logging",
+                "--die-on-term",
+                "--listen",
+                str(min(1024, somaxconn)),
             ],
         )
         wait_socket(sock, p)
         return p
 
     def gunicorn(self, name: str, sock: Path, protocol: str) -> Proc:
-        help_text = subprocess.run(["gunicorn", "--help"], capture_output=True, text=True, check=False).stdout
+        help_text = subprocess.run(
+            ["gunicorn", "--help"], capture_output=True, text=True, check=False
+        ).stdout
         argv: list[str | Path] = [
-            "gunicorn", "--bind", f"unix:{sock}", "--workers", str(APP_PROCESSES), "--backlog", "2048",
-            "--chdir", BENCH_DIR, "--log-level", "warning",
+            "gunicorn",
+            "--bind",
+            f"unix:{sock}",
+            "--workers",
+            str(APP_PROCESSES),
+            "--backlog",
+            "2048",
+            "--chdir",
+            BENCH_DIR,
+            "--log-level",
+            "warning",
         ]
         if "--no-control-socket" in help_text:
             argv.append("--no-control-socket")
         if protocol == "uwsgi":
             if "--protocol" not in help_text:
-                die("this gunicorn has no --protocol uwsgi (gunicorn >= 25 has): pip install -U gunicorn")
+                die(
+                    "this gunicorn has no --protocol uwsgi (gunicorn >= 25 has): pip install -U gunicorn"
+                )
             argv += ["--protocol", "uwsgi"]
         argv.append("hello_wsgi:application")
         p = self.procs.start(name, argv)
@@ -227,70 +284,167 @@ class Suite:
 
         params = self.uwsgi_params()
         if self.want("nginx-static"):
-            s = self.add(Setup("nginx-static", "nginx `return 200` (static, the front's ceiling)", echo=False))
+            s = self.add(
+                Setup(
+                    "nginx-static",
+                    "nginx `return 200` (static, the front's ceiling)",
+                    echo=False,
+                )
+            )
             self.nginx_front(s, 'return 200 "Hello from uwire!\\n";')
         if self.want("hyper-hello"):
-            s = self.add(Setup("hyper-hello", f"bare hyper HTTP/1.1 hello ({HYPER_THREADS} thread)"))
+            s = self.add(
+                Setup(
+                    "hyper-hello", f"bare hyper HTTP/1.1 hello ({HYPER_THREADS} thread)"
+                )
+            )
             s.port = free_port()
             s.roles["hyper"] = [
                 self.procs.start(
                     "hyper",
-                    [EXAMPLES / "bench_peers", "hello", "--listen", f"127.0.0.1:{s.port}", "--threads", str(HYPER_THREADS)],
+                    [
+                        EXAMPLES / "bench_peers",
+                        "hello",
+                        "--listen",
+                        f"127.0.0.1:{s.port}",
+                        "--threads",
+                        str(HYPER_THREADS),
+                    ],
                 )
             ]
         if self.want("nginx-uwsgi"):
-            s = self.add(Setup("nginx-uwsgi", f"nginx -> uwsgi_pass -> uWSGI ({APP_PROCESSES} processes, Python)"))
+            s = self.add(
+                Setup(
+                    "nginx-uwsgi",
+                    f"nginx -> uwsgi_pass -> uWSGI ({APP_PROCESSES} processes, Python)",
+                )
+            )
             s.roles["uwsgi"] = [uwsgi_once()]
             self.nginx_front(s, f"include {params}; uwsgi_pass unix:{uwsgi_sock};")
         if self.want("granian"):
-            s = self.add(Setup("granian", f"Granian WSGI direct ({APP_PROCESSES} workers, Python)"))
+            s = self.add(
+                Setup(
+                    "granian", f"Granian WSGI direct ({APP_PROCESSES} workers, Python)"
+                )
+            )
             s.port = free_port()
             s.roles["granian"] = [
                 self.procs.start(
                     "granian",
                     [
-                        "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(s.port),
-                        "--workers", str(APP_PROCESSES), "--working-dir", BENCH_DIR, "--no-access-log",
-                        "--log-level", "warning", "hello_wsgi:application",
+                        "granian",
+                        "--interface",
+                        "wsgi",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(s.port),
+                        "--workers",
+                        str(APP_PROCESSES),
+                        "--working-dir",
+                        BENCH_DIR,
+                        "--no-access-log",
+                        "--log-level",
+                        "warning",
+                        "hello_wsgi:application",
                     ],
                 )
             ]
         if self.want("quickstart"):
-            s = self.add(Setup("quickstart", "`uwire quickstart` (proxy + runtime in one process, Rust handler)"))
+            s = self.add(
+                Setup(
+                    "quickstart",
+                    "`uwire quickstart` (proxy + runtime in one process, Rust handler)",
+                )
+            )
             s.port = free_port()
             s.roles["quickstart"] = [
                 self.procs.start(
                     "quickstart",
-                    [UWIRE, "quickstart", "--listen", f"127.0.0.1:{s.port}", "--app-socket", d / "qs.sock", *QUICKSTART_ARGS],
+                    [
+                        UWIRE,
+                        "quickstart",
+                        "--listen",
+                        f"127.0.0.1:{s.port}",
+                        "--app-socket",
+                        d / "qs.sock",
+                        *QUICKSTART_ARGS,
+                    ],
                 )
             ]
         if self.want("proxy-serve"):
-            s = self.add(Setup("proxy-serve", "`uwire proxy` -> uwire/1 -> `uwire serve` (Rust handler)"))
+            s = self.add(
+                Setup(
+                    "proxy-serve",
+                    "`uwire proxy` -> uwire/1 -> `uwire serve` (Rust handler)",
+                )
+            )
             s.port = free_port()
             s.roles["serve"] = [self.serve("serve-ps", d / "ps.sock")]
             s.roles["proxy"] = [self.proxy("proxy-ps", s.port, f"unix:{d / 'ps.sock'}")]
         if self.want("proxy-serve-1t"):
-            s = self.add(Setup("proxy-serve-1t", "same, one worker thread in each (TOKIO_WORKER_THREADS=1)"))
+            s = self.add(
+                Setup(
+                    "proxy-serve-1t",
+                    "same, one worker thread in each (TOKIO_WORKER_THREADS=1)",
+                )
+            )
             s.port = free_port()
-            s.roles["serve"] = [self.serve("serve-1t", d / "p1.sock", ONE_THREAD_ENV, one_args)]
-            s.roles["proxy"] = [self.proxy("proxy-1t", s.port, f"unix:{d / 'p1.sock'}", ONE_THREAD_ENV, one_args)]
+            s.roles["serve"] = [
+                self.serve("serve-1t", d / "p1.sock", ONE_THREAD_ENV, one_args)
+            ]
+            s.roles["proxy"] = [
+                self.proxy(
+                    "proxy-1t",
+                    s.port,
+                    f"unix:{d / 'p1.sock'}",
+                    ONE_THREAD_ENV,
+                    one_args,
+                )
+            ]
         if self.want("nginx-serve"):
-            s = self.add(Setup("nginx-serve", "nginx -> uwsgi_pass -> `uwire serve` (classic uwsgi, Rust handler)"))
+            s = self.add(
+                Setup(
+                    "nginx-serve",
+                    "nginx -> uwsgi_pass -> `uwire serve` (classic uwsgi, Rust handler)",
+                )
+            )
             s.roles["serve"] = [self.serve("serve-ns", d / "ns.sock")]
             self.nginx_front(s, f"include {params}; uwsgi_pass unix:{d / 'ns.sock'};")
         if self.want("proxy-uwsgi"):
-            s = self.add(Setup("proxy-uwsgi", "`uwire proxy` -> classic uwsgi -> uWSGI (Python)"))
+            s = self.add(
+                Setup("proxy-uwsgi", "`uwire proxy` -> classic uwsgi -> uWSGI (Python)")
+            )
             s.port = free_port()
             s.roles["uwsgi"] = [uwsgi_once()]
-            s.roles["proxy"] = [self.proxy("proxy-uw", s.port, f"uwsgi+unix:{uwsgi_sock}")]
+            s.roles["proxy"] = [
+                self.proxy("proxy-uw", s.port, f"uwsgi+unix:{uwsgi_sock}")
+            ]
         if self.want("nginx-gunicorn-uwsgi"):
-            s = self.add(Setup("nginx-gunicorn-uwsgi", f"nginx -> uwsgi_pass -> gunicorn --protocol uwsgi ({APP_PROCESSES} workers)"))
-            s.roles["gunicorn"] = [self.gunicorn("gunicorn-uwsgi", d / "gu.sock", "uwsgi")]
+            s = self.add(
+                Setup(
+                    "nginx-gunicorn-uwsgi",
+                    f"nginx -> uwsgi_pass -> gunicorn --protocol uwsgi ({APP_PROCESSES} workers)",
+                )
+            )
+            s.roles["gunicorn"] = [
+                self.gunicorn("gunicorn-uwsgi", d / "gu.sock", "uwsgi")
+            ]
             self.nginx_front(s, f"include {params}; uwsgi_pass unix:{d / 'gu.sock'};")
         if self.want("nginx-gunicorn-http"):
-            s = self.add(Setup("nginx-gunicorn-http", f"nginx -> proxy_pass (HTTP/1.0) -> gunicorn ({APP_PROCESSES} workers)"))
-            s.roles["gunicorn"] = [self.gunicorn("gunicorn-http", d / "gh.sock", "http")]
-            self.nginx_front(s, f"proxy_pass http://unix:{d / 'gh.sock'}:; proxy_set_header Host $host;")
+            s = self.add(
+                Setup(
+                    "nginx-gunicorn-http",
+                    f"nginx -> proxy_pass (HTTP/1.0) -> gunicorn ({APP_PROCESSES} workers)",
+                )
+            )
+            s.roles["gunicorn"] = [
+                self.gunicorn("gunicorn-http", d / "gh.sock", "http")
+            ]
+            self.nginx_front(
+                s,
+                f"proxy_pass http://unix:{d / 'gh.sock'}:; proxy_set_header Host $host;",
+            )
         if self.nginx_setups:
             conf = d / "nginx.conf"
             conf.write_text(
@@ -315,15 +469,25 @@ class Suite:
         import urllib.request
 
         body = os.urandom(ECHO_BYTES)
-        req = urllib.request.Request(f"http://127.0.0.1:{s.port}/echo", data=body, method="POST")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{s.port}/echo", data=body, method="POST"
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             got = r.read()
         if got != body:
             die(f"{s.name}: /echo returned {len(got)} bytes, not the {len(body)} sent")
 
     # ---- measuring
-    def measure(self, s: Setup, workload: str, conns: int, rnd: int, lua: Path) -> dict[str, object]:
-        row: dict[str, object] = {"setup": s.name, "title": s.title, "workload": workload, "conns": conns, "round": rnd}
+    def measure(
+        self, s: Setup, workload: str, conns: int, rnd: int, lua: Path
+    ) -> dict[str, object]:
+        row: dict[str, object] = {
+            "setup": s.name,
+            "title": s.title,
+            "workload": workload,
+            "conns": conns,
+            "round": rnd,
+        }
         s.check_alive()
         if s.broken:
             row["error_text"] = "setup down"
@@ -332,7 +496,13 @@ class Suite:
         before = cpu_snapshot(roles)
         path = "/echo" if workload == "echo1m" else "/"
         try:
-            r = wrk(f"http://127.0.0.1:{s.port}{path}", conns, SECS, WRK_THREADS, lua if workload == "echo1m" else None)
+            r = wrk(
+                f"http://127.0.0.1:{s.port}{path}",
+                conns,
+                SECS,
+                WRK_THREADS,
+                lua if workload == "echo1m" else None,
+            )
         except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
             row["error_text"] = str(e)[:200]
             log(f"  {s.name} {workload} c{conns}: {e}")
@@ -341,8 +511,15 @@ class Suite:
         n = max(1, r.requests)
         per = {k: v * 1e6 / n for k, v in cpu.items()}
         row.update(
-            rps=r.rps, p50_us=r.p50_us, p90_us=r.p90_us, p99_us=r.p99_us, requests=r.requests,
-            seconds=r.seconds, errors=r.errors, error_text=r.error_text, cpu_us=sum(per.values()),
+            rps=r.rps,
+            p50_us=r.p50_us,
+            p90_us=r.p90_us,
+            p99_us=r.p99_us,
+            requests=r.requests,
+            seconds=r.seconds,
+            errors=r.errors,
+            error_text=r.error_text,
+            cpu_us=sum(per.values()),
             cpu_detail=";".join(f"{k}={v:.2f}" for k, v in per.items()),
         )
         log(
@@ -383,8 +560,21 @@ class Suite:
 
 
 CSV_HEADER = [
-    "setup", "workload", "conns", "round", "rps", "p50_us", "p90_us", "p99_us", "requests", "seconds",
-    "errors", "cpu_us", "cpu_detail", "error_text", "title",
+    "setup",
+    "workload",
+    "conns",
+    "round",
+    "rps",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "requests",
+    "seconds",
+    "errors",
+    "cpu_us",
+    "cpu_detail",
+    "error_text",
+    "title",
 ]
 
 
@@ -394,32 +584,63 @@ def print_summary(csv_path: Path) -> bool:
     order = {s: i for i, s in enumerate(dict.fromkeys(r["setup"] for r in rows))}
     for workload in dict.fromkeys(m.workload for m in ms):
         for conns in sorted({m.conns for m in ms if m.workload == workload}):
-            sel = sorted((m for m in ms if m.workload == workload and m.conns == conns), key=lambda m: order[m.setup])
+            sel = sorted(
+                (m for m in ms if m.workload == workload and m.conns == conns),
+                key=lambda m: order[m.setup],
+            )
             ref = next((m for m in sel if m.setup == "nginx-uwsgi"), None)
-            print(f"\n{workload} c{conns} (median of {max(m.runs for m in sel)} runs, wrk -t{WRK_THREADS}):")
+            print(
+                f"\n{workload} c{conns} (median of {max(m.runs for m in sel)} runs, wrk -t{WRK_THREADS}):"
+            )
             print(
                 table(
                     [
                         [
-                            m.setup, f"{m.rps:,.0f}", f"{m.rps / ref.rps:.2f}x" if ref and ref.rps else "",
-                            f"{m.p50_us / 1000:.2f}", f"{m.p99_us / 1000:.2f}", f"{m.cpu_us:.1f}",
-                            " + ".join(f"{k} {v:.1f}" for k, v in m.roles.items()), m.errors or "",
+                            m.setup,
+                            f"{m.rps:,.0f}",
+                            f"{m.rps / ref.rps:.2f}x" if ref and ref.rps else "",
+                            f"{m.p50_us / 1000:.2f}",
+                            f"{m.p99_us / 1000:.2f}",
+                            f"{m.cpu_us:.1f}",
+                            " + ".join(f"{k} {v:.1f}" for k, v in m.roles.items()),
+                            m.errors or "",
                         ]
                         for m in sel
                     ],
-                    ["setup", "req/s", "vs nginx->uWSGI", "p50 ms", "p99 ms", "CPU us/req", "per process", "errors"],
+                    [
+                        "setup",
+                        "req/s",
+                        "vs nginx->uWSGI",
+                        "p50 ms",
+                        "p99 ms",
+                        "CPU us/req",
+                        "per process",
+                        "errors",
+                    ],
                 )
             )
     targets = e2e_targets(ms)
     if targets:
         print("\nissue 9 targets (c32, GET):")
-        print(table([[t.what, t.value, t.goal, t.mark()] for t in targets], ["what", "measured", "target", ""]))
+        print(
+            table(
+                [[t.what, t.value, t.goal, t.mark()] for t in targets],
+                ["what", "measured", "target", ""],
+            )
+        )
     return all(m.runs > 0 and m.errors == 0 for m in ms)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--csv", type=Path, default=ROOT / "target" / "bench" / "e2e.csv", help="where to write every run")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--csv",
+        type=Path,
+        default=ROOT / "target" / "bench" / "e2e.csv",
+        help="where to write every run",
+    )
     args = ap.parse_args()
     exit_on_sigterm()
     d = workdir("e2e")
@@ -438,10 +659,19 @@ def main() -> None:
         args.csv,
         "e2e",
         {
-            "seconds_per_run": SECS, "rounds": ROUNDS, "conns": CONNS, "echo_conns": ECHO_CONNS,
-            "wrk_threads": WRK_THREADS, "nginx_workers": NGINX_WORKERS, "app_processes": APP_PROCESSES,
-            "serve_args": SERVE_ARGS, "proxy_args": PROXY_ARGS, "quickstart_args": QUICKSTART_ARGS,
-            "one_thread_env": ONE_THREAD_ENV, "one_thread_args": one_thread_args(), "hyper_threads": HYPER_THREADS,
+            "seconds_per_run": SECS,
+            "rounds": ROUNDS,
+            "conns": CONNS,
+            "echo_conns": ECHO_CONNS,
+            "wrk_threads": WRK_THREADS,
+            "nginx_workers": NGINX_WORKERS,
+            "app_processes": APP_PROCESSES,
+            "serve_args": SERVE_ARGS,
+            "proxy_args": PROXY_ARGS,
+            "quickstart_args": QUICKSTART_ARGS,
+            "one_thread_env": ONE_THREAD_ENV,
+            "one_thread_args": one_thread_args(),
+            "hyper_threads": HYPER_THREADS,
             "setups": {s.name: s.title for s in suite.setups},
         },
     )

@@ -12,17 +12,25 @@ HELLO = b"Hello from uwire!\n"
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
-def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+def application(
+    environ: dict[str, Any], start_response: StartResponse
+) -> Iterable[bytes]:
     if environ.get("PATH_INFO") == "/echo":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         start_response(
             "200 OK",
-            [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))],
+            [
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Length", str(len(body))),
+            ],
         )
         return [body]
     start_response(
         "200 OK",
-        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(HELLO)))],
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(HELLO))),
+        ],
     )
     return [HELLO]

@@ -17,8 +17,8 @@ process (/proc) and of the client (rusage) per request is recorded too.
 from __future__ import annotations
 
 import argparse
-import shlex
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -50,7 +50,13 @@ SECS = env_float("BENCH_IPC_SECS", 0.5 if smoke() else 3)
 ROUNDS = env_int("BENCH_ROUNDS", 1 if smoke() else 3)
 IN_FLIGHT = env_list("BENCH_IN_FLIGHT", [1, 64] if smoke() else [1, 64, 1024])
 BODIES = env_list("BENCH_BODIES", [0, 65536])
-IMPLS = [s for s in os.environ.get("BENCH_IMPLS", "uwire,hyper-h1,hyper-h2,tonic-grpc").split(",") if s]
+IMPLS = [
+    s
+    for s in os.environ.get("BENCH_IMPLS", "uwire,hyper-h1,hyper-h2,tonic-grpc").split(
+        ","
+    )
+    if s
+]
 SERVE_ARGS = shlex.split(os.environ.get("BENCH_SERVE_ARGS", ""))
 # 1,024 streams in flight on one connection need a stream limit above the
 # default 128 (the h2 and gRPC servers are given the same room).
@@ -58,8 +64,20 @@ MAX_STREAMS = max([2048, *IN_FLIGHT])
 FLOORS = ["pingpong", "perwrite", "batched", "stream"]
 
 CSV_HEADER = [
-    "impl", "in_flight", "body_size", "round", "rate", "unit", "p50_us", "p90_us", "p99_us",
-    "requests", "seconds", "server_cpu_us", "client_cpu_us", "error_text",
+    "impl",
+    "in_flight",
+    "body_size",
+    "round",
+    "rate",
+    "unit",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "requests",
+    "seconds",
+    "server_cpu_us",
+    "client_cpu_us",
+    "error_text",
 ]
 
 
@@ -70,11 +88,23 @@ def start_servers(procs: Procs, d: Path) -> dict[str, tuple[Path, int]]:
         sock = d / "uwire.sock"
         p = procs.start(
             "uwire-serve",
-            [UWIRE, "serve", "--bind", f"unix:{sock}", "--max-streams", str(MAX_STREAMS), *SERVE_ARGS],
+            [
+                UWIRE,
+                "serve",
+                "--bind",
+                f"unix:{sock}",
+                "--max-streams",
+                str(MAX_STREAMS),
+                *SERVE_ARGS,
+            ],
         )
         wait_socket(sock, p)
         out["uwire"] = (sock, p.pid)
-    for impl, cmd in (("hyper-h1", "h1-server"), ("hyper-h2", "h2-server"), ("tonic-grpc", "grpc-server")):
+    for impl, cmd in (
+        ("hyper-h1", "h1-server"),
+        ("hyper-h2", "h2-server"),
+        ("tonic-grpc", "grpc-server"),
+    ):
         if impl in IMPLS:
             sock = d / f"{impl}.sock"
             p = procs.start(impl, [EXAMPLES / "bench_peers", cmd, "--socket", sock])
@@ -85,12 +115,25 @@ def start_servers(procs: Procs, d: Path) -> dict[str, tuple[Path, int]]:
 
 def client_argv(impl: str, sock: Path, in_flight: int, body: int) -> list[str | Path]:
     common: list[str | Path] = [
-        "--socket", sock, "--in-flight", str(in_flight), "--body-size", str(body),
-        "--seconds", str(SECS), "--requests", str(10**12), "--json",
+        "--socket",
+        sock,
+        "--in-flight",
+        str(in_flight),
+        "--body-size",
+        str(body),
+        "--seconds",
+        str(SECS),
+        "--requests",
+        str(10**12),
+        "--json",
     ]
     if impl == "uwire":
         return [UWIRE, "bench", *common]
-    sub = {"hyper-h1": "h1-client", "hyper-h2": "h2-client", "tonic-grpc": "grpc-client"}[impl]
+    sub = {
+        "hyper-h1": "h1-client",
+        "hyper-h2": "h2-client",
+        "tonic-grpc": "grpc-client",
+    }[impl]
     return [EXAMPLES / "bench_peers", sub, *common]
 
 
@@ -98,10 +141,14 @@ def run_floors(rnd: int) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for mode in FLOORS:
         try:
-            j, _ = run_json([EXAMPLES / "bench_floor", "--seconds", str(SECS), mode], SECS + 60)
+            j, _ = run_json(
+                [EXAMPLES / "bench_floor", "--seconds", str(SECS), mode], SECS + 60
+            )
         except RuntimeError as e:
             log(f"  floor {mode}: {e}")
-            rows.append({"impl": f"floor-{mode}", "round": rnd, "error_text": str(e)[:200]})
+            rows.append(
+                {"impl": f"floor-{mode}", "round": rnd, "error_text": str(e)[:200]}
+            )
             continue
         stream = mode == "stream"
         rows.append(
@@ -122,8 +169,16 @@ def run_floors(rnd: int) -> list[dict[str, object]]:
     return rows
 
 
-def run_case(impl: str, sock: Path, pid: int, in_flight: int, body: int, rnd: int) -> dict[str, object]:
-    row: dict[str, object] = {"impl": impl, "in_flight": in_flight, "body_size": body, "round": rnd, "unit": "req/s"}
+def run_case(
+    impl: str, sock: Path, pid: int, in_flight: int, body: int, rnd: int
+) -> dict[str, object]:
+    row: dict[str, object] = {
+        "impl": impl,
+        "in_flight": in_flight,
+        "body_size": body,
+        "round": rnd,
+        "unit": "req/s",
+    }
     roles = {"server": [pid]}
     before = cpu_snapshot(roles)
     try:
@@ -135,8 +190,14 @@ def run_case(impl: str, sock: Path, pid: int, in_flight: int, body: int, rnd: in
     server_cpu = cpu_seconds(before, roles)["server"]
     n = max(1, int(str(j["requests"])))
     row.update(
-        rate=j["rps"], p50_us=j["p50_us"], p90_us=j["p90_us"], p99_us=j["p99_us"], requests=n,
-        seconds=j["seconds"], server_cpu_us=server_cpu * 1e6 / n, client_cpu_us=client_cpu * 1e6 / n,
+        rate=j["rps"],
+        p50_us=j["p50_us"],
+        p90_us=j["p90_us"],
+        p99_us=j["p99_us"],
+        requests=n,
+        seconds=j["seconds"],
+        server_cpu_us=server_cpu * 1e6 / n,
+        client_cpu_us=client_cpu * 1e6 / n,
     )
     log(
         f"  r{rnd} {impl:<10} {in_flight:>5} in flight {body:>6} B {float(str(j['rps'])):>10,.0f} req/s"
@@ -149,10 +210,21 @@ def print_summary(csv_path: Path) -> bool:
     ms = ipc_medians([r for r in read_csv(csv_path) if r["rate"]])
     floors = [m for m in ms if m.impl.startswith("floor-")]
     if floors:
-        print("\nraw Unix-socket floors (two processes, 64-byte messages; stream: 64 KiB writes):")
+        print(
+            "\nraw Unix-socket floors (two processes, 64-byte messages; stream: 64 KiB writes):"
+        )
         print(
             table(
-                [[m.impl[6:], f"{m.rate / 1e9:.2f} GB/s" if m.unit == "bytes/s" else f"{m.rate:,.0f} msgs/s", m.in_flight or "-"] for m in floors],
+                [
+                    [
+                        m.impl[6:],
+                        f"{m.rate / 1e9:.2f} GB/s"
+                        if m.unit == "bytes/s"
+                        else f"{m.rate:,.0f} msgs/s",
+                        m.in_flight or "-",
+                    ]
+                    for m in floors
+                ],
                 ["floor", "rate", "in flight"],
             )
         )
@@ -160,7 +232,9 @@ def print_summary(csv_path: Path) -> bool:
     pingpong = ipc_find(ms, "floor-pingpong")
     stream = ipc_find(ms, "floor-stream")
     for body in BODIES:
-        print(f"\n{'tiny (GET /, 18-byte answer)' if body == 0 else f'{body // 1024} KiB echo'}, one client process, one server process:")
+        print(
+            f"\n{'tiny (GET /, 18-byte answer)' if body == 0 else f'{body // 1024} KiB echo'}, one client process, one server process:"
+        )
         rows = []
         for f in IN_FLIGHT:
             u = ipc_find(ms, "uwire", f, body)
@@ -168,7 +242,11 @@ def print_summary(csv_path: Path) -> bool:
                 m = ipc_find(ms, impl, f, body)
                 if m is None:
                     continue
-                vs = f"{u.rate / m.rate:.2f}x" if u and impl != "uwire" and m.rate else ""
+                vs = (
+                    f"{u.rate / m.rate:.2f}x"
+                    if u and impl != "uwire" and m.rate
+                    else ""
+                )
                 floor = ""
                 if impl == "uwire" and body == 0 and f == 1 and pingpong:
                     floor = f"round trip {pingpong.rate / m.rate:.2f}x ping-pong"
@@ -178,21 +256,55 @@ def print_summary(csv_path: Path) -> bool:
                     floor = f"{m.rate * body * 2 / stream.rate:.1%} of streaming"
                 rows.append(
                     [
-                        f, impl, f"{m.rate:,.0f}", vs, f"{m.p50_us / 1000:.3f}", f"{m.p99_us / 1000:.3f}",
-                        f"{m.server_cpu_us:.1f}", f"{m.client_cpu_us:.1f}", floor,
+                        f,
+                        impl,
+                        f"{m.rate:,.0f}",
+                        vs,
+                        f"{m.p50_us / 1000:.3f}",
+                        f"{m.p99_us / 1000:.3f}",
+                        f"{m.server_cpu_us:.1f}",
+                        f"{m.client_cpu_us:.1f}",
+                        floor,
                     ]
                 )
-        print(table(rows, ["in flight", "impl", "req/s", "uwire is", "p50 ms", "p99 ms", "server us/req", "client us/req", "uwire vs floor"]))
+        print(
+            table(
+                rows,
+                [
+                    "in flight",
+                    "impl",
+                    "req/s",
+                    "uwire is",
+                    "p50 ms",
+                    "p99 ms",
+                    "server us/req",
+                    "client us/req",
+                    "uwire vs floor",
+                ],
+            )
+        )
     targets = ipc_targets(ms)
     if targets:
         print("\nissue 9 targets (IPC):")
-        print(table([[t.what, t.value, t.goal, t.mark()] for t in targets], ["what", "measured", "target", ""]))
+        print(
+            table(
+                [[t.what, t.value, t.goal, t.mark()] for t in targets],
+                ["what", "measured", "target", ""],
+            )
+        )
     return all(r["rate"] for r in read_csv(csv_path))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--csv", type=Path, default=ROOT / "target" / "bench" / "ipc.csv", help="where to write every run")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--csv",
+        type=Path,
+        default=ROOT / "target" / "bench" / "ipc.csv",
+        help="where to write every run",
+    )
     args = ap.parse_args()
     exit_on_sigterm()
     d = workdir("ipc")
@@ -200,7 +312,9 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     try:
         servers = start_servers(procs, d)
-        log(f"{ROUNDS} interleaved rounds, {SECS:g} s per run; in flight {IN_FLIGHT}; bodies {BODIES}")
+        log(
+            f"{ROUNDS} interleaved rounds, {SECS:g} s per run; in flight {IN_FLIGHT}; bodies {BODIES}"
+        )
         for rnd in range(1, ROUNDS + 1):
             log(f"round {rnd}/{ROUNDS}")
             rows += run_floors(rnd)
@@ -219,8 +333,13 @@ def main() -> None:
         args.csv,
         "ipc",
         {
-            "seconds_per_run": SECS, "rounds": ROUNDS, "in_flight": IN_FLIGHT, "bodies": BODIES,
-            "impls": IMPLS, "serve_args": SERVE_ARGS, "max_streams": MAX_STREAMS,
+            "seconds_per_run": SECS,
+            "rounds": ROUNDS,
+            "in_flight": IN_FLIGHT,
+            "bodies": BODIES,
+            "impls": IMPLS,
+            "serve_args": SERVE_ARGS,
+            "max_streams": MAX_STREAMS,
         },
     )
     ok = print_summary(args.csv)

@@ -52,18 +52,37 @@ from results import mem_targets
 
 COUNT = env_int("BENCH_MEM_COUNT", 20 if smoke() else 1000)
 WARM = 10
-CSV_HEADER = ["server", "protocol", "what", "count", "rss_before_kb", "rss_after_kb", "bytes_per_item"]
+CSV_HEADER = [
+    "server",
+    "protocol",
+    "what",
+    "count",
+    "rss_before_kb",
+    "rss_after_kb",
+    "bytes_per_item",
+]
 
 
-def hold(procs: Procs, mode: str, target: list[str], count: int) -> subprocess.Popen[bytes]:
+def hold(
+    procs: Procs, mode: str, target: list[str], count: int
+) -> subprocess.Popen[bytes]:
     """Starts bench_hold and waits for its `ready` line."""
-    p = subprocess.Popen(
-        [str(EXAMPLES / "bench_hold"), mode, *target, "--count", str(count), "--hold-seconds", "300"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=open(procs.workdir / f"hold-{mode}.log", "wb"),
-        start_new_session=True,
-    )
+    with open(procs.workdir / f"hold-{mode}.log", "wb") as err:
+        p = subprocess.Popen(
+            [
+                str(EXAMPLES / "bench_hold"),
+                mode,
+                *target,
+                "--count",
+                str(count),
+                "--hold-seconds",
+                "300",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+        )
     assert p.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(p.stdout, selectors.EVENT_READ)
@@ -73,8 +92,8 @@ def hold(procs: Procs, mode: str, target: list[str], count: int) -> subprocess.P
         left = deadline - time.monotonic()
         if left <= 0 or p.poll() is not None:
             release(p)
-            err = (procs.workdir / f"hold-{mode}.log").read_text(errors="replace")[-800:]
-            die(f"bench_hold {mode} did not get ready: {err}")
+            log_text = (procs.workdir / f"hold-{mode}.log").read_text(errors="replace")
+            die(f"bench_hold {mode} did not get ready: {log_text[-800:]}")
         if sel.select(timeout=min(left, 0.5)):
             chunk = os.read(p.stdout.fileno(), 4096)
             if not chunk:
@@ -95,7 +114,12 @@ def release(p: subprocess.Popen[bytes]) -> None:
 
 
 def measure(
-    procs: Procs, mode: str, target: list[str], servers: dict[str, Proc], protocol: str, what: str
+    procs: Procs,
+    mode: str,
+    target: list[str],
+    servers: dict[str, Proc],
+    protocol: str,
+    what: str,
 ) -> list[dict[str, object]]:
     release(hold(procs, mode, target, WARM))
     time.sleep(0.5)
@@ -110,11 +134,18 @@ def measure(
         per = (after[name] - before[name]) * 1024 / COUNT
         rows.append(
             {
-                "server": name, "protocol": protocol, "what": what, "count": COUNT,
-                "rss_before_kb": before[name], "rss_after_kb": after[name], "bytes_per_item": per,
+                "server": name,
+                "protocol": protocol,
+                "what": what,
+                "count": COUNT,
+                "rss_before_kb": before[name],
+                "rss_after_kb": after[name],
+                "bytes_per_item": per,
             }
         )
-        log(f"  {name:<24} {COUNT} x {what} ({protocol}): {before[name]} -> {after[name]} kB, {per / 1024:.1f} KiB each")
+        log(
+            f"  {name:<24} {COUNT} x {what} ({protocol}): {before[name]} -> {after[name]} kB, {per / 1024:.1f} KiB each"
+        )
     return rows
 
 
@@ -123,8 +154,14 @@ def serve(procs: Procs, d: Path, name: str) -> tuple[Proc, Path]:
     p = procs.start(
         name,
         [
-            UWIRE, "serve", "--bind", f"unix:{sock}", "--max-connections", str(COUNT + 4 * WARM),
-            "--max-streams", str(max(2048, COUNT + WARM)),
+            UWIRE,
+            "serve",
+            "--bind",
+            f"unix:{sock}",
+            "--max-connections",
+            str(COUNT + 4 * WARM),
+            "--max-streams",
+            str(max(2048, COUNT + WARM)),
         ],
     )
     wait_socket(sock, p)
@@ -133,7 +170,10 @@ def serve(procs: Procs, d: Path, name: str) -> tuple[Proc, Path]:
 
 def proxy(procs: Procs, name: str, sock: Path) -> tuple[Proc, int]:
     port = free_port()
-    p = procs.start(name, [UWIRE, "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", f"unix:{sock}"])
+    p = procs.start(
+        name,
+        [UWIRE, "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", f"unix:{sock}"],
+    )
     wait_http(port, p)
     return p, port
 
@@ -158,29 +198,60 @@ def run(d: Path) -> list[dict[str, object]]:
     procs = Procs(d)
     try:
         s, sock = serve(procs, d, "idle")
-        rows += measure(procs, "uwire-idle", ["--socket", str(sock)], {"uwire serve": s}, "uwire/1", "idle connection")
+        rows += measure(
+            procs,
+            "uwire-idle",
+            ["--socket", str(sock)],
+            {"uwire serve": s},
+            "uwire/1",
+            "idle connection",
+        )
         procs.stop_all()
 
         s, sock = serve(procs, d, "streams")
-        rows += measure(procs, "uwire-streams", ["--socket", str(sock)], {"uwire serve": s}, "uwire/1", "in-flight stream")
+        rows += measure(
+            procs,
+            "uwire-streams",
+            ["--socket", str(sock)],
+            {"uwire serve": s},
+            "uwire/1",
+            "in-flight stream",
+        )
         procs.stop_all()
 
         s, sock = serve(procs, d, "behind-proxy")
         p, port = proxy(procs, "proxy", sock)
         addr = ["--addr", f"127.0.0.1:{port}"]
-        rows += measure(procs, "http-idle", addr, {"uwire proxy": p}, "HTTP/1.1", "idle connection")
         rows += measure(
-            procs, "h2-streams", addr, {"uwire proxy": p, "uwire serve (behind proxy)": s}, "HTTP/2 -> uwire/1",
+            procs, "http-idle", addr, {"uwire proxy": p}, "HTTP/1.1", "idle connection"
+        )
+        rows += measure(
+            procs,
+            "h2-streams",
+            addr,
+            {"uwire proxy": p, "uwire serve (behind proxy)": s},
+            "HTTP/2 -> uwire/1",
             "in-flight stream",
         )
         procs.stop_all()
 
         port = free_port()
         conf = d / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(user_line="user root;" if os.geteuid() == 0 else "", dir=d, port=port))
+        conf.write_text(
+            NGINX_CONF.format(
+                user_line="user root;" if os.geteuid() == 0 else "", dir=d, port=port
+            )
+        )
         n = procs.start("nginx", ["nginx", "-c", str(conf), "-p", str(d)])
         wait_http(port, n)
-        rows += measure(procs, "http-idle", ["--addr", f"127.0.0.1:{port}"], {"nginx": n}, "HTTP/1.1", "idle connection")
+        rows += measure(
+            procs,
+            "http-idle",
+            ["--addr", f"127.0.0.1:{port}"],
+            {"nginx": n},
+            "HTTP/1.1",
+            "idle connection",
+        )
     finally:
         procs.stop_all()
     return rows
@@ -188,22 +259,44 @@ def run(d: Path) -> list[dict[str, object]]:
 
 def print_summary(csv_path: Path) -> None:
     rows = read_csv(csv_path)
-    print(f"\nresident memory per item ({rows[0]['count'] if rows else COUNT} held at once, RSS delta / count):")
+    print(
+        f"\nresident memory per item ({rows[0]['count'] if rows else COUNT} held at once, RSS delta / count):"
+    )
     print(
         table(
-            [[r["server"], r["what"], r["protocol"], f"{float(r['bytes_per_item']) / 1024:.1f} KiB"] for r in rows],
+            [
+                [
+                    r["server"],
+                    r["what"],
+                    r["protocol"],
+                    f"{float(r['bytes_per_item']) / 1024:.1f} KiB",
+                ]
+                for r in rows
+            ],
             ["server", "per", "protocol", "resident"],
         )
     )
     targets = mem_targets(rows)
     if targets:
         print("\nissue 9 targets (memory):")
-        print(table([[t.what, t.value, t.goal, t.mark()] for t in targets], ["what", "measured", "target", ""]))
+        print(
+            table(
+                [[t.what, t.value, t.goal, t.mark()] for t in targets],
+                ["what", "measured", "target", ""],
+            )
+        )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--csv", type=Path, default=ROOT / "target" / "bench" / "mem.csv", help="where to write the results")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--csv",
+        type=Path,
+        default=ROOT / "target" / "bench" / "mem.csv",
+        help="where to write the results",
+    )
     args = ap.parse_args()
     exit_on_sigterm()
     d = workdir("mem")

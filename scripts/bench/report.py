@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Sequence
 from html import escape
@@ -41,7 +42,9 @@ FLOOR_TITLES = {
 COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"]
 
 
-def md_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
+def md_table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], align: str = ""
+) -> str:
     align = align or "l" + "r" * (len(header) - 1)
     sep = ["---:" if a == "r" else "---" for a in align]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
@@ -50,7 +53,7 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str
 
 
 def fmt_ms(us: float) -> str:
-    if us != us:
+    if math.isnan(us):
         return "-"
     return f"{us / 1000:.2f}" if us >= 100 else f"{us / 1000:.3f}"
 
@@ -74,16 +77,20 @@ def bar_chart(
     group_h = bar_h * len(series) + gap
     height = top + group_h * len(categories) + 30
     width = label_w + bar_w + right
-    vmax = max([v for v in values.values() if v == v] + [1.0])
+    vmax = max([v for v in values.values() if not math.isnan(v)] + [1.0])
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">'
+        ),
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<text x="10" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
     ]
     for i, s in enumerate(series):
         x = label_w + i * 110
-        out.append(f'<rect x="{x}" y="30" width="12" height="12" fill="{COLORS[i % len(COLORS)]}"/>')
+        out.append(
+            f'<rect x="{x}" y="30" width="12" height="12" fill="{COLORS[i % len(COLORS)]}"/>'
+        )
         out.append(f'<text x="{x + 16}" y="40">{escape(s)}</text>')
     for gi, cat in enumerate(categories):
         y0 = top + gi * group_h
@@ -95,12 +102,18 @@ def bar_chart(
         for si, s in enumerate(series):
             v = values.get((cat, s), float("nan"))
             y = y0 + si * bar_h
-            if v != v:
+            if math.isnan(v):
                 continue
             w = max(1.0, bar_w * v / vmax)
-            out.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h - 2}" fill="{COLORS[si % len(COLORS)]}"/>')
-            out.append(f'<text x="{label_w + w + 4:.1f}" y="{y + bar_h - 4}" font-size="10">{v:,.0f}</text>')
-    out.append(f'<text x="{label_w}" y="{height - 8}" font-size="10" fill="#555">{escape(unit)}</text>')
+            out.append(
+                f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h - 2}" fill="{COLORS[si % len(COLORS)]}"/>'
+            )
+            out.append(
+                f'<text x="{label_w + w + 4:.1f}" y="{y + bar_h - 4}" font-size="10">{v:,.0f}</text>'
+            )
+    out.append(
+        f'<text x="{label_w}" y="{height - 8}" font-size="10" fill="#555">{escape(unit)}</text>'
+    )
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -120,7 +133,11 @@ def e2e_chart(ms: Sequence[E2eMedian], setups: Sequence[str]) -> str:
 
 def ipc_chart(ms: Sequence[IpcMedian], impls: Sequence[str]) -> str:
     flights = sorted({m.in_flight for m in ms if m.impl in impls})
-    vals = {(m.impl, f"{m.in_flight} in flight"): m.rate for m in ms if m.impl in impls and m.body_size == 0}
+    vals = {
+        (m.impl, f"{m.in_flight} in flight"): m.rate
+        for m in ms
+        if m.impl in impls and m.body_size == 0
+    }
     return bar_chart(
         "IPC over one Unix socket: tiny requests, req/s (median)",
         impls,
@@ -144,10 +161,16 @@ def load(indir: Path, name: str) -> tuple[list[dict[str, str]], dict[str, object
 
 
 def targets_table(ts: Sequence[Target]) -> str:
-    return md_table(["target", "measured", "goal", ""], [[t.what, t.value, t.goal, t.mark()] for t in ts], "lrll")
+    return md_table(
+        ["target", "measured", "goal", ""],
+        [[t.what, t.value, t.goal, t.mark()] for t in ts],
+        "lrll",
+    )
 
 
-def e2e_section(rows: list[dict[str, str]], meta: dict[str, object], rel: str) -> list[str]:
+def e2e_section(
+    rows: list[dict[str, str]], meta: dict[str, object], rel: str
+) -> list[str]:
     ms = e2e_medians(rows)
     settings = meta.get("settings", {})
     assert isinstance(settings, dict)
@@ -163,21 +186,47 @@ def e2e_section(rows: list[dict[str, str]], meta: dict[str, object], rel: str) -
         "divided by the requests completed. The load generator is not counted."
     )
     out += ["", f"![GET hello req/s]({rel}/e2e-get.svg)", ""]
-    out += [md_table(["setup", "what"], [[f"`{s}`", titles.get(s, s)] for s in setups], "ll"), ""]
+    out += [
+        md_table(
+            ["setup", "what"], [[f"`{s}`", titles.get(s, s)] for s in setups], "ll"
+        ),
+        "",
+    ]
     for workload in dict.fromkeys(m.workload for m in ms):
         for conns in sorted({m.conns for m in ms if m.workload == workload}):
-            sel = sorted((m for m in ms if m.workload == workload and m.conns == conns), key=lambda m: setups.index(m.setup))
+            sel = sorted(
+                (m for m in ms if m.workload == workload and m.conns == conns),
+                key=lambda m: setups.index(m.setup),
+            )
             ref = next((m for m in sel if m.setup == "nginx-uwsgi"), None)
-            label = "GET / (18-byte greeting)" if workload == "get" else "POST /echo, 1 MiB body echoed"
+            label = (
+                "GET / (18-byte greeting)"
+                if workload == "get"
+                else "POST /echo, 1 MiB body echoed"
+            )
             out += [f"### {label}, {conns} connection{'s' if conns > 1 else ''}", ""]
             out.append(
                 md_table(
-                    ["setup", "req/s", "vs nginx->uWSGI", "p50 ms", "p99 ms", "CPU µs/req", "per process (µs/req)", "errors"],
+                    [
+                        "setup",
+                        "req/s",
+                        "vs nginx->uWSGI",
+                        "p50 ms",
+                        "p99 ms",
+                        "CPU µs/req",
+                        "per process (µs/req)",
+                        "errors",
+                    ],
                     [
                         [
-                            f"`{m.setup}`", f"{m.rps:,.0f}", f"{m.rps / ref.rps:.2f}x" if ref and ref.rps else "",
-                            fmt_ms(m.p50_us), fmt_ms(m.p99_us), f"{m.cpu_us:.1f}",
-                            ", ".join(f"{k} {v:.1f}" for k, v in m.roles.items()), m.errors or "",
+                            f"`{m.setup}`",
+                            f"{m.rps:,.0f}",
+                            f"{m.rps / ref.rps:.2f}x" if ref and ref.rps else "",
+                            fmt_ms(m.p50_us),
+                            fmt_ms(m.p99_us),
+                            f"{m.cpu_us:.1f}",
+                            ", ".join(f"{k} {v:.1f}" for k, v in m.roles.items()),
+                            m.errors or "",
                         ]
                         for m in sel
                     ],
@@ -188,7 +237,9 @@ def e2e_section(rows: list[dict[str, str]], meta: dict[str, object], rel: str) -
     return out
 
 
-def ipc_section(rows: list[dict[str, str]], meta: dict[str, object], rel: str) -> list[str]:
+def ipc_section(
+    rows: list[dict[str, str]], meta: dict[str, object], rel: str
+) -> list[str]:
     ms = ipc_medians([r for r in rows if r.get("rate")])
     settings = meta.get("settings", {})
     assert isinstance(settings, dict)
@@ -207,22 +258,40 @@ def ipc_section(rows: list[dict[str, str]], meta: dict[str, object], rel: str) -
     out += ["", f"![IPC req/s, tiny requests]({rel}/ipc-tiny.svg)", ""]
     floors = [m for m in ms if m.impl.startswith("floor-")]
     if floors:
-        out += ["### Raw Unix-socket floors (`examples/bench_floor.rs`, two processes, no protocol)", ""]
+        out += [
+            "### Raw Unix-socket floors (`examples/bench_floor.rs`, two processes, no protocol)",
+            "",
+        ]
         out.append(
             md_table(
                 ["floor", "rate"],
                 [
-                    [FLOOR_TITLES.get(m.impl, m.impl), f"{m.rate / 1e9:.2f} GB/s" if m.unit == "bytes/s" else f"{m.rate:,.0f} msgs/s"]
+                    [
+                        FLOOR_TITLES.get(m.impl, m.impl),
+                        f"{m.rate / 1e9:.2f} GB/s"
+                        if m.unit == "bytes/s"
+                        else f"{m.rate:,.0f} msgs/s",
+                    ]
                     for m in floors
                 ],
             )
         )
         out.append("")
     impls = [i for i in IMPL_TITLES if any(m.impl == i for m in ms)]
-    out += [md_table(["impl", "what"], [[f"`{i}`", IMPL_TITLES[i]] for i in impls], "ll"), ""]
-    pp, bt, st = ipc_find(ms, "floor-pingpong"), ipc_find(ms, "floor-batched"), ipc_find(ms, "floor-stream")
+    out += [
+        md_table(["impl", "what"], [[f"`{i}`", IMPL_TITLES[i]] for i in impls], "ll"),
+        "",
+    ]
+    pp, bt, st = (
+        ipc_find(ms, "floor-pingpong"),
+        ipc_find(ms, "floor-batched"),
+        ipc_find(ms, "floor-stream"),
+    )
     for body in sorted({m.body_size for m in ms if not m.impl.startswith("floor-")}):
-        out += [f"### {'Tiny requests' if body == 0 else f'{body // 1024} KiB echo'}", ""]
+        out += [
+            f"### {'Tiny requests' if body == 0 else f'{body // 1024} KiB echo'}",
+            "",
+        ]
         table_rows = []
         for f in sorted({m.in_flight for m in ms if m.impl in impls}):
             u = ipc_find(ms, "uwire", f, body)
@@ -236,17 +305,37 @@ def ipc_section(rows: list[dict[str, str]], meta: dict[str, object], rel: str) -
                 elif impl == "uwire" and body == 0 and bt:
                     floor = f"{m.rate / bt.rate:.1%} of batched"
                 elif impl == "uwire" and body and st:
-                    floor = f"{m.rate * body * 2 / st.rate:.1%} of streaming (both ways)"
+                    floor = (
+                        f"{m.rate * body * 2 / st.rate:.1%} of streaming (both ways)"
+                    )
                 table_rows.append(
                     [
-                        f, f"`{impl}`", f"{m.rate:,.0f}",
-                        f"{u.rate / m.rate:.2f}x" if u and impl != "uwire" and m.rate else "",
-                        fmt_ms(m.p50_us), fmt_ms(m.p99_us), f"{m.server_cpu_us:.1f}", f"{m.client_cpu_us:.1f}", floor,
+                        f,
+                        f"`{impl}`",
+                        f"{m.rate:,.0f}",
+                        f"{u.rate / m.rate:.2f}x"
+                        if u and impl != "uwire" and m.rate
+                        else "",
+                        fmt_ms(m.p50_us),
+                        fmt_ms(m.p99_us),
+                        f"{m.server_cpu_us:.1f}",
+                        f"{m.client_cpu_us:.1f}",
+                        floor,
                     ]
                 )
         out.append(
             md_table(
-                ["in flight", "impl", "req/s", "uwire is", "p50 ms", "p99 ms", "server µs/req", "client µs/req", "uwire vs floor"],
+                [
+                    "in flight",
+                    "impl",
+                    "req/s",
+                    "uwire is",
+                    "p50 ms",
+                    "p99 ms",
+                    "server µs/req",
+                    "client µs/req",
+                    "uwire vs floor",
+                ],
                 table_rows,
                 "rlrrrrrrl",
             )
@@ -271,7 +360,15 @@ def mem_section(rows: list[dict[str, str]], meta: dict[str, object]) -> list[str
     out.append(
         md_table(
             ["server", "per", "protocol", "resident"],
-            [[r["server"], r["what"], r["protocol"], f"{num(r, 'bytes_per_item') / 1024:.1f} KiB"] for r in rows],
+            [
+                [
+                    r["server"],
+                    r["what"],
+                    r["protocol"],
+                    f"{num(r, 'bytes_per_item') / 1024:.1f} KiB",
+                ]
+                for r in rows
+            ],
             "lllr",
         )
     )
@@ -296,14 +393,18 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
         "",
         "<!-- Generated by scripts/bench-report from the CSV files of scripts/bench-all; edit the generator, not this file. -->",
         "",
-        f"One run of `scripts/bench-all` on {meta.get('date', '?')} at `{meta.get('git', '?')}`. Every ratio "
-        "below is between rows of this one run; absolute numbers move from run to run and machine to "
-        "machine.",
+        (
+            f"One run of `scripts/bench-all` on {meta.get('date', '?')} at `{meta.get('git', '?')}`. Every ratio "
+            "below is between rows of this one run; absolute numbers move from run to run and machine to "
+            "machine."
+        ),
         "",
-        "> **A noisy first version.** This run shared its two cores with other work (builds and tests "
-        f"of other sessions; load average {machine.get('loadavg_at_start', '?')} when the first suite "
-        "started), so absolute figures are low and the spread is wide. It shows what the suite measures; "
-        "re-run `scripts/bench-all` on a quiet machine before quoting a number.",
+        (
+            "> **A noisy first version.** This run shared its two cores with other work (builds and tests "
+            f"of other sessions; load average {machine.get('loadavg_at_start', '?')} when the first suite "
+            "started), so absolute figures are low and the spread is wide. It shows what the suite measures; "
+            "re-run `scripts/bench-all` on a quiet machine before quoting a number."
+        ),
         "",
         "## Machine and versions",
         "",
@@ -331,21 +432,31 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
         "BENCH_SMOKE=1 scripts/bench-e2e  # a 1 s run of every setup (scripts/test runs the smoke modes)",
         "```",
         "",
-        "Each script installs what it lacks (apt: nginx, wrk, curl; pip: uwsgi, gunicorn, granian) and "
-        "builds `uwire` and the bench examples in release mode. Knobs are environment variables listed "
-        "at the top of each script (`BENCH_SECS`, `BENCH_ROUNDS`, `BENCH_CONNS`, `BENCH_ONLY`, "
-        "`BENCH_SERVE_ARGS`, `BENCH_PROXY_ARGS`, ...). This run:",
+        (
+            "Each script installs what it lacks (apt: nginx, wrk, curl; pip: uwsgi, gunicorn, granian) and "
+            "builds `uwire` and the bench examples in release mode. Knobs are environment variables listed "
+            "at the top of each script (`BENCH_SECS`, `BENCH_ROUNDS`, `BENCH_CONNS`, `BENCH_ONLY`, "
+            "`BENCH_SERVE_ARGS`, `BENCH_PROXY_ARGS`, ...). This run:"
+        ),
         "",
     ]
     for m in (ipc_meta, e2e_meta, mem_meta):
         if m:
             env = m.get("env", {})
             assert isinstance(env, dict)
-            prefix = " ".join(f"{k}={v}" for k, v in env.items() if k not in ("BENCH_COMMAND", "BENCH_OUT"))
+            prefix = " ".join(
+                f"{k}={v}"
+                for k, v in env.items()
+                if k not in ("BENCH_COMMAND", "BENCH_OUT")
+            )
             settings = m.get("settings", {})
             assert isinstance(settings, dict)
-            shown = ", ".join(f"{k} {json.dumps(v)}" for k, v in settings.items() if k != "setups")
-            doc.append(f"- `{(prefix + ' ') if prefix else ''}{m.get('command', '?')}`: {shown}")
+            shown = ", ".join(
+                f"{k} {json.dumps(v)}" for k, v in settings.items() if k != "setups"
+            )
+            doc.append(
+                f"- `{(prefix + ' ') if prefix else ''}{m.get('command', '?')}`: {shown}"
+            )
     doc.append("")
     targets: list[Target] = []
     if e2e:
@@ -359,7 +470,9 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
     if ipc:
         doc += ipc_section(ipc, ipc_meta, rel)
         ms = ipc_medians([r for r in ipc if r.get("rate")])
-        (chart_dir / "ipc-tiny.svg").write_text(ipc_chart(ms, [i for i in IMPL_TITLES if ipc_find(ms, i)]))
+        (chart_dir / "ipc-tiny.svg").write_text(
+            ipc_chart(ms, [i for i in IMPL_TITLES if ipc_find(ms, i)])
+        )
     if e2e:
         doc += e2e_section(e2e, e2e_meta, rel)
         setups = list(dict.fromkeys(r["setup"] for r in e2e))
@@ -369,22 +482,32 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
     doc += [
         "## Method notes",
         "",
-        "- Everything runs on the same two cores: load generator, front and app compete for them, as in "
-        "the issue's table and `../shared/design/PERFORMANCE.md`. That is why a one-process setup can beat "
-        "a two-process one, and why the load generator's own cost caps the fastest rows.",
-        "- nginx: 1 worker, `keepalive_requests 1000000` (wrk's connections are never recycled), request "
-        "bodies and 1 MiB responses buffered in memory (`client_body_buffer_size 2m`, "
-        "`uwsgi_buffers 64 16k`, `proxy_buffers 64 16k`), the distribution's `uwsgi_params`. "
-        "gunicorn behind `proxy_pass` is reached with HTTP/1.0 and no upstream keep-alive (its sync "
-        "workers close every connection anyway).",
-        "- uWSGI: `--master --processes 2 --listen 1024`; gunicorn: sync workers, 2; Granian: `--interface "
-        "wsgi --workers 2`; all run `scripts/bench/hello_wsgi.py`. The uwire rows run the built-in demo app "
-        "(a Rust handler), so they are not the same app as the Python rows: compare them with "
-        "`nginx-static` and `hyper-hello` for the front's share, and with each other.",
-        "- p50/p99 come from wrk's `--latency` (coordinated omission not corrected) and, for IPC, from "
-        "every request's own latency in the load loop.",
-        f"- Charts: [`e2e-get.svg`]({rel}/e2e-get.svg), [`ipc-tiny.svg`]({rel}/ipc-tiny.svg), written by "
-        "`scripts/bench-report`.",
+        (
+            "- Everything runs on the same two cores: load generator, front and app compete for them, as in "
+            "the issue's table and `../shared/design/PERFORMANCE.md`. That is why a one-process setup can beat "
+            "a two-process one, and why the load generator's own cost caps the fastest rows."
+        ),
+        (
+            "- nginx: 1 worker, `keepalive_requests 1000000` (wrk's connections are never recycled), request "
+            "bodies and 1 MiB responses buffered in memory (`client_body_buffer_size 2m`, "
+            "`uwsgi_buffers 64 16k`, `proxy_buffers 64 16k`), the distribution's `uwsgi_params`. "
+            "gunicorn behind `proxy_pass` is reached with HTTP/1.0 and no upstream keep-alive (its sync "
+            "workers close every connection anyway)."
+        ),
+        (
+            "- uWSGI: `--master --processes 2 --listen 1024`; gunicorn: sync workers, 2; Granian: `--interface "
+            "wsgi --workers 2`; all run `scripts/bench/hello_wsgi.py`. The uwire rows run the built-in demo app "
+            "(a Rust handler), so they are not the same app as the Python rows: compare them with "
+            "`nginx-static` and `hyper-hello` for the front's share, and with each other."
+        ),
+        (
+            "- p50/p99 come from wrk's `--latency` (coordinated omission not corrected) and, for IPC, from "
+            "every request's own latency in the load loop."
+        ),
+        (
+            f"- Charts: [`e2e-get.svg`]({rel}/e2e-get.svg), [`ipc-tiny.svg`]({rel}/ipc-tiny.svg), written by "
+            "`scripts/bench-report`."
+        ),
         "",
     ]
     out.write_text("\n".join(doc))
@@ -393,9 +516,25 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--in", dest="indir", type=Path, default=ROOT / "target" / "bench", help="directory of the suites' CSV files")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="the Markdown file to write")
-    ap.add_argument("--charts", type=Path, default=None, help="directory of the SVG charts (default: bench/ next to --out)")
+    ap.add_argument(
+        "--in",
+        dest="indir",
+        type=Path,
+        default=ROOT / "target" / "bench",
+        help="directory of the suites' CSV files",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "docs" / "BENCHMARKS.md",
+        help="the Markdown file to write",
+    )
+    ap.add_argument(
+        "--charts",
+        type=Path,
+        default=None,
+        help="directory of the SVG charts (default: bench/ next to --out)",
+    )
     args = ap.parse_args()
     render(args.indir, args.out, args.charts or args.out.parent / "bench")
 
