@@ -376,13 +376,34 @@ def mem_section(rows: list[dict[str, str]], meta: dict[str, object]) -> list[str
     return out
 
 
+def noise_note(metas: Sequence[dict[str, object]]) -> str:
+    """A warning when the machine was busy as a suite started."""
+    loads = []
+    for m in metas:
+        machine = m.get("machine", {})
+        if isinstance(machine, dict):
+            try:
+                loads.append(float(machine.get("loadavg_at_start", "nan")))
+            except ValueError:
+                pass
+    load = max(loads) if loads else float("nan")
+    if load < 1.0:
+        return f"1-minute load average at most {load:.2f} as each suite started (a quiet machine)."
+    return (
+        f"> **Noisy run.** The 1-minute load average reached {load:.2f} as a suite started: other "
+        "work (builds and tests of other sessions) shared the two cores, so absolute figures are low "
+        "and the spread between rounds is wide. Re-run `scripts/bench-all` on a quiet machine before "
+        "quoting a number; ratios within this run are the meaningful part."
+    )
+
+
 def render(indir: Path, out: Path, chart_dir: Path) -> None:
     e2e, e2e_meta = load(indir, "e2e")
     ipc, ipc_meta = load(indir, "ipc")
     mem, mem_meta = load(indir, "mem")
     if not (e2e or ipc or mem):
         raise SystemExit(f"bench-report: no e2e.csv, ipc.csv or mem.csv in {indir}")
-    meta = e2e_meta or ipc_meta or mem_meta
+    meta = ipc_meta or e2e_meta or mem_meta
     machine = meta.get("machine", {})
     versions = meta.get("versions", {})
     assert isinstance(machine, dict) and isinstance(versions, dict)
@@ -399,12 +420,7 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
             "machine."
         ),
         "",
-        (
-            "> **A noisy first version.** This run shared its two cores with other work (builds and tests "
-            f"of other sessions; load average {machine.get('loadavg_at_start', '?')} when the first suite "
-            "started), so absolute figures are low and the spread is wide. It shows what the suite measures; "
-            "re-run `scripts/bench-all` on a quiet machine before quoting a number."
-        ),
+        noise_note([m for m in (ipc_meta, e2e_meta, mem_meta) if m]),
         "",
         "## Machine and versions",
         "",
