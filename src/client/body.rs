@@ -116,9 +116,7 @@ impl HttpBody for Body {
                             }
                             return Poll::Ready(None);
                         }
-                        let fut = recv.data();
-                        futures_util::pin_mut!(fut);
-                        fut.poll(cx)
+                        recv.poll_data(cx)
                     }
                 };
                 match polled {
@@ -127,10 +125,8 @@ impl HttpBody for Body {
                         // Look one event ahead without registering for a
                         // wake-up (the next poll_frame registers again).
                         if !recv.is_end() {
-                            let fut = recv.data();
-                            futures_util::pin_mut!(fut);
                             let mut noop = Context::from_waker(std::task::Waker::noop());
-                            if let Poll::Ready(next) = fut.poll(&mut noop) {
+                            if let Poll::Ready(next) = recv.poll_data(&mut noop) {
                                 *peeked = Some(next);
                             }
                         }
@@ -166,7 +162,6 @@ impl HttpBody for Body {
     }
 }
 
-use std::future::Future as _;
 
 /// Sends a caller's request body into `send` as it arrives, never holding
 /// more than one chunk plus what the stream's flow control allows.

@@ -1,639 +1,360 @@
-//! The connection driver: a task that owns the socket and the sans-IO
-//! engine, moves bytes between them, and relays events to stream handles.
+//! The connection driver: a future that owns the socket, moves bytes
+//! between it and the sans-IO engine, and hands the engine's events to the
+//! stream slots (see `shared`).
 //!
-//! It reads and writes at once (both branches of one `select!`), so two
-//! peers that are both writing can never deadlock on full socket buffers.
-//! It takes frames from the engine only while little waits to be written
+//! One `poll` reads and writes as far as the socket allows, so two peers
+//! that are both writing can never deadlock on full socket buffers. It
+//! takes frames from the engine only while little waits to be written
 //! (`STAGE_LIMIT`), so a peer that stops reading gets no further
 //! flow-control credit and makes nothing here grow: what it can still make
 //! the engine queue (PING answers, RESET replies) is capped by the engine's
-//! abuse budgets.
+//! abuse budgets. Bytes waiting with none leaving for `write_timeout` end
+//! the connection.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
-
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
-
-use super::error::{Error, Kind};
-use super::stream::{
-    Command, CommandTx, IncomingRequest, Opened, RecvEvent, RecvStream, Responder,
-};
-use crate::codec::Codec;
-use crate::conn::{Config, Connection, Event, Role, UserError};
-use crate::frame::{preface, Reason, RequestHead, ResponseHead, StreamId};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-/// A send completes (the caller may send more) once at most this many bytes
-/// of the stream wait in the engine for flow-control credit.
-const SEND_LOW_WATER: usize = 128 * 1024;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+
+use super::error::Error;
+use super::shared::{now, End, Inner, Shared};
+use crate::codec::Codec;
+use crate::conn::Role;
+use crate::frame::{preface, Reason};
+
 /// Frames are taken from the engine only while fewer than this many bytes
 /// wait to be written. What the engine has not handed out has not happened
-/// yet: a WINDOW_UPDATE still in the engine has given the peer no credit,
-/// so a peer that stops reading stops getting credit too (PROTOCOL.md 8.3),
-/// and nothing here grows while it does not read.
+/// yet: a WINDOW_UPDATE still in the engine has given the peer no credit
+/// (PROTOCOL.md 8.3).
 const STAGE_LIMIT: usize = 256 * 1024;
-/// Commands handled per wake-up before the driver writes again.
-const COMMAND_BATCH: usize = 64;
+/// Rounds of read/write/engine work per `poll` before yielding to other
+/// tasks.
+const POLL_BUDGET: usize = 32;
+/// An empty read buffer larger than this is released (idle connections
+/// keep no big buffers).
+const KEEP_BUFFER: usize = 16 * 1024;
+/// Smallest read.
+const READ_CHUNK: usize = 8 * 1024;
 
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-/// State the driver publishes for its handles.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    /// The peer's max_concurrent_streams once its SETTINGS arrived, else 0.
-    pub(crate) peer_max_streams: AtomicU32,
-    /// Streams open on the connection right now.
-    pub(crate) active_streams: AtomicU32,
-    /// Set once the driver stopped.
-    pub(crate) closed: AtomicBool,
-    /// Set once the peer sent GOAWAY or the connection is shutting down.
-    pub(crate) going_away: AtomicBool,
-}
-
-#[derive(Default)]
-struct Slot {
-    body: Option<mpsc::UnboundedSender<RecvEvent>>,
-    response: Option<oneshot::Sender<Result<ResponseHead, Error>>>,
-    /// Server streams: told the reason when the peer resets the stream;
-    /// dropped when the stream ends any other way. Wakes
-    /// `Responder::closed` / `SendStream::closed`.
-    closed: Option<oneshot::Sender<Reason>>,
-}
-
-type OpenRequest = (RequestHead, bool, oneshot::Sender<Result<Opened, Error>>);
-
-pub(crate) struct Driver {
-    role: Role,
-    write_timeout: Option<Duration>,
-    engine: Connection,
-    codec: Codec,
-    streams: HashMap<StreamId, Slot>,
-    pending_opens: VecDeque<OpenRequest>,
-    acks: Vec<(StreamId, oneshot::Sender<Result<(), Error>>)>,
-    pings: VecDeque<oneshot::Sender<Result<Duration, Error>>>,
-    ping_seq: u64,
-    incoming: Option<mpsc::UnboundedSender<IncomingRequest>>,
-    cmd_weak: mpsc::WeakUnboundedSender<Command>,
-    goaway_received: bool,
-    failure: Option<Error>,
+pub(crate) struct Driver<T> {
+    io: T,
     shared: Arc<Shared>,
+    st: State,
 }
 
-impl Driver {
-    pub(crate) fn new(
-        role: Role,
-        config: Config,
-        cmd_weak: mpsc::WeakUnboundedSender<Command>,
-        incoming: Option<mpsc::UnboundedSender<IncomingRequest>>,
-        shared: Arc<Shared>,
-    ) -> Driver {
-        let limits = config.limits;
-        Driver {
-            role,
-            write_timeout: config.write_timeout,
-            engine: Connection::new(role, config, now()),
-            codec: Codec::new(limits),
-            streams: HashMap::new(),
-            pending_opens: VecDeque::new(),
-            acks: Vec::new(),
-            pings: VecDeque::new(),
-            ping_seq: 0,
-            incoming,
-            cmd_weak,
-            goaway_received: false,
-            failure: None,
-            shared,
-        }
-    }
+/// Everything the driver keeps besides the socket and the shared state.
+struct State {
+    codec: Codec,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Our preface is out (a server sends it only once the client's is in).
+    greeted: bool,
+    read_open: bool,
+    /// Every handle is gone: GOAWAY sent, finishing what is in flight.
+    orphaned: bool,
+    write_timeout: Option<Duration>,
+    /// Armed while bytes wait to be written and none leave.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// The engine's next deadline.
+    timer: Option<(tokio::time::Instant, Pin<Box<Sleep>>)>,
+    /// A transport failure (kept whole for the connection's result).
+    failure: Option<std::io::Error>,
+    done: bool,
+}
 
-    fn cmd_tx(&self) -> Option<CommandTx> {
-        self.cmd_weak.upgrade()
-    }
-
-    /// Runs the connection to completion.
-    pub(crate) async fn run<T>(
-        mut self,
-        io: T,
-        mut cmd_rx: mpsc::UnboundedReceiver<Command>,
-    ) -> Result<(), Error>
-    where
-        T: AsyncRead + AsyncWrite + Unpin,
-    {
-        let (mut rd, mut wr) = tokio::io::split(io);
-        let mut rbuf = BytesMut::with_capacity(64 * 1024);
-        let mut wbuf = BytesMut::with_capacity(64 * 1024);
+impl<T> Driver<T> {
+    pub(crate) fn new(io: T, shared: Arc<Shared>, role: Role, config: &crate::conn::Config) -> Self {
+        let mut wbuf = BytesMut::new();
         // The client speaks first. A server answers only once the client's
         // preface is in: to a peer that turns out not to speak uwire it
         // sends nothing at all (section 3.1).
-        let mut greeted = self.role == Role::Client;
+        let greeted = role == Role::Client;
         if greeted {
             wbuf.extend_from_slice(&preface::PREFACE);
         }
-        let mut read_open = true;
-        let mut cmds_open = true;
-        let mut write_deadline: Option<tokio::time::Instant> = None;
-
-        loop {
-            self.process_events();
-            // Greet once the peer's preface is in, or when the engine has
-            // something to say regardless (GOAWAY(VERSION_MISMATCH) for a
-            // preface of another major version, section 3.4).
-            if !greeted
-                && (self.codec.preface_received()
-                    || (self.engine.is_closed() && self.engine.has_pending_transmit()))
-            {
-                greeted = true;
-                wbuf.extend_from_slice(&preface::PREFACE);
-            }
-            if greeted {
-                self.fill(&mut wbuf);
-            }
-            self.resolve_acks();
-            if self.engine.is_closed() && wbuf.is_empty() && !self.engine.has_pending_transmit() {
-                break;
-            }
-            if !read_open && !self.engine.is_closed() && wbuf.is_empty() {
-                // Peer is gone and we have nothing left to say.
-                self.engine.handle_eof();
-                continue;
-            }
-            let deadline = self
-                .engine
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
-            if rbuf.capacity() - rbuf.len() < 8 * 1024 {
-                rbuf.reserve(64 * 1024);
-            }
-            // The write-stall clock runs while bytes wait and none leave.
-            if wbuf.is_empty() {
-                write_deadline = None;
-            } else if write_deadline.is_none() {
-                write_deadline = self.write_timeout.map(|t| tokio::time::Instant::now() + t);
-            }
-            tokio::select! {
-                biased;
-                res = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
-                    match res {
-                        Ok(_) => write_deadline = None,
-                        Err(e) => {
-                            self.fail_io(e);
-                            break;
-                        }
-                    }
-                }
-                _ = sleep_until(write_deadline), if write_deadline.is_some() => {
-                    tracing::debug!(waiting = wbuf.len(), "the peer took no bytes within the write timeout; closing");
-                    self.fail_io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the peer read nothing within the write timeout",
-                    ));
-                    break;
-                }
-                res = rd.read_buf(&mut rbuf), if read_open => {
-                    match res {
-                        Ok(0) => {
-                            read_open = false;
-                            if let Err(e) = self.codec.decode_frame_eof(&mut rbuf) {
-                                self.engine.handle_decode_error(&e);
-                            }
-                            self.engine.handle_eof();
-                        }
-                        Ok(_) => {
-                            if !self.decode(&mut rbuf) {
-                                read_open = false;
-                            }
-                        }
-                        Err(e) => {
-                            self.fail_io(e);
-                            break;
-                        }
-                    }
-                }
-                cmd = cmd_rx.recv(), if cmds_open => {
-                    match cmd {
-                        Some(c) => {
-                            self.apply(c);
-                            for _ in 0..COMMAND_BATCH {
-                                match cmd_rx.try_recv() {
-                                    Ok(c) => self.apply(c),
-                                    Err(_) => break,
-                                }
-                            }
-                        }
-                        None => {
-                            // Every handle is gone: finish what is in flight, then close.
-                            cmds_open = false;
-                            self.engine.go_away(Reason::NO_ERROR, Bytes::new(), now());
-                        }
-                    }
-                }
-                _ = sleep_until(deadline), if deadline.is_some() => {
-                    self.engine.handle_timeout(now());
-                }
-            }
-        }
-        let _ = wr.shutdown().await;
-        self.process_events();
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.going_away.store(true, Ordering::Release);
-        self.fail_all(Error::closed);
-        match self.failure.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// Decodes every complete frame in `rbuf`. Returns false once reading
-    /// must stop (decode or connection error).
-    fn decode(&mut self, rbuf: &mut BytesMut) -> bool {
-        loop {
-            match self.codec.decode_frame(rbuf) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = self.engine.handle_frame(frame, now()) {
-                        tracing::debug!(error = %e, "closing the connection: peer broke the protocol");
-                        self.failure = Some(e.into());
-                        return false;
-                    }
-                }
-                Ok(None) => return true,
-                Err(e) => {
-                    tracing::debug!(error = %e, "closing the connection: undecodable frame");
-                    self.engine.handle_decode_error(&e);
-                    return false;
-                }
-            }
-        }
-    }
-
-    fn fill(&mut self, wbuf: &mut BytesMut) {
-        while wbuf.len() < STAGE_LIMIT {
-            match self.engine.poll_transmit() {
-                Some(frame) => {
-                    wbuf.reserve(frame.encoded_len());
-                    if let Err(e) = frame.encode(wbuf) {
-                        // Engine-produced frames are always encodable; report loudly if not.
-                        tracing::error!(error = %e, "dropping a frame the engine produced but the codec cannot encode");
-                    }
-                }
-                None => break,
-            }
-        }
-    }
-
-    fn resolve_acks(&mut self) {
-        if self.acks.is_empty() {
-            return;
-        }
-        let engine = &self.engine;
-        let mut i = 0;
-        while i < self.acks.len() {
-            if engine.send_buffered(self.acks[i].0) <= SEND_LOW_WATER {
-                let (_, tx) = self.acks.swap_remove(i);
-                let _ = tx.send(Ok(()));
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    fn process_events(&mut self) {
-        while let Some(ev) = self.engine.poll_event() {
-            self.dispatch(ev);
-        }
-        self.try_open();
-        let s = &self.shared;
-        s.active_streams
-            .store(self.engine.active_streams() as u32, Ordering::Release);
-        if self.goaway_received || self.engine.is_closed() {
-            s.going_away.store(true, Ordering::Release);
-        }
-    }
-
-    fn dispatch(&mut self, ev: Event) {
-        match ev {
-            Event::Ready => {
-                let max = self
-                    .engine
-                    .peer_settings()
-                    .and_then(|s| s.max_concurrent_streams)
-                    .unwrap_or(crate::conn::DEFAULT_MAX_CONCURRENT_STREAMS);
-                self.shared
-                    .peer_max_streams
-                    .store(max.max(1), Ordering::Release);
-            }
-            Event::Request {
-                id,
-                head,
-                end_stream,
-            } => self.on_request(id, head, end_stream),
-            Event::Response {
-                id,
-                head,
-                end_stream,
-            } => {
-                if head.is_informational() {
-                    return;
-                }
-                if let Some(slot) = self.streams.get_mut(&id) {
-                    if let Some(tx) = slot.response.take() {
-                        let _ = tx.send(Ok(head));
-                    }
-                    if end_stream {
-                        if let Some(body) = slot.body.take() {
-                            let _ = body.send(RecvEvent::End);
-                        }
-                    }
-                }
-            }
-            Event::Data {
-                id,
-                data,
-                end_stream,
-            } => {
-                let n = data.len();
-                let delivered = match self.streams.get_mut(&id).and_then(|s| s.body.as_ref()) {
-                    Some(body) => body.send(RecvEvent::Data(data)).is_ok(),
-                    None => false,
-                };
-                if !delivered {
-                    // Nobody will read it: give the credit back right away.
-                    self.engine.release_capacity(id, n);
-                } else if end_stream {
-                    if let Some(body) = self.streams.get_mut(&id).and_then(|s| s.body.take()) {
-                        let _ = body.send(RecvEvent::End);
-                    }
-                }
-            }
-            Event::Trailers { id, fields } => {
-                if let Some(body) = self.streams.get_mut(&id).and_then(|s| s.body.take()) {
-                    let _ = body.send(RecvEvent::Trailers(fields));
-                }
-            }
-            Event::StreamReset { id, reason, remote } => {
-                let err = || {
-                    if reason == Reason::REFUSED_STREAM {
-                        Error::new(Kind::Refused)
-                    } else {
-                        Error::new(Kind::Reset(reason, remote))
-                    }
-                };
-                if let Some(slot) = self.streams.remove(&id) {
-                    if let Some(tx) = slot.response {
-                        let _ = tx.send(Err(err()));
-                    }
-                    if let Some(body) = slot.body {
-                        let _ = body.send(RecvEvent::Error(err()));
-                    }
-                    if let (Some(tx), true) = (slot.closed, remote) {
-                        let _ = tx.send(reason);
-                    }
-                }
-                self.fail_acks(id, err);
-            }
-            Event::StreamClosed { id } => {
-                if let Some(slot) = self.streams.remove(&id) {
-                    if let Some(body) = slot.body {
-                        let _ = body.send(RecvEvent::End);
-                    }
-                }
-            }
-            Event::PingAck { rtt, .. } => {
-                if let Some(tx) = self.pings.pop_front() {
-                    let _ = tx.send(Ok(rtt.unwrap_or_default()));
-                }
-            }
-            Event::GoAway { .. } => {
-                self.goaway_received = true;
-            }
-            Event::Closed { error } => {
-                if let Some(e) = error {
-                    if self.failure.is_none() {
-                        self.failure = Some(e.into());
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_request(&mut self, id: StreamId, head: RequestHead, end_stream: bool) {
-        let (Some(cmd), Some(incoming)) = (self.cmd_tx(), self.incoming.as_ref()) else {
-            let _ = self.engine.reset_stream(id, Reason::REFUSED_STREAM);
-            return;
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (closed_tx, closed_rx) = oneshot::channel();
-        let mut slot = Slot {
-            closed: Some(closed_tx),
-            ..Slot::default()
-        };
-        if end_stream {
-            let _ = tx.send(RecvEvent::End);
-        } else {
-            slot.body = Some(tx);
-        }
-        let req = IncomingRequest {
-            head,
-            body: RecvStream::new(id, rx, cmd.clone(), false),
-            responder: Responder::new(id, cmd).with_closed(closed_rx),
-        };
-        if incoming.send(req).is_err() {
-            // The application stopped accepting: refuse (the handles' drops reset the stream).
-            return;
-        }
-        self.streams.insert(id, slot);
-    }
-
-    fn try_open(&mut self) {
-        while !self.pending_opens.is_empty() && self.engine.can_open_stream() {
-            let (head, end_stream, reply) =
-                self.pending_opens.pop_front().expect("checked non-empty");
-            if reply.is_closed() {
-                continue;
-            }
-            match self.engine.open_stream(head, end_stream) {
-                Ok(id) => {
-                    let (resp_tx, resp_rx) = oneshot::channel();
-                    let (body_tx, body_rx) = mpsc::unbounded_channel();
-                    self.streams.insert(
-                        id,
-                        Slot {
-                            body: Some(body_tx),
-                            response: Some(resp_tx),
-                            closed: None,
-                        },
-                    );
-                    let _ = reply.send(Ok(Opened {
-                        id,
-                        response: resp_rx,
-                        body: body_rx,
-                    }));
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                }
-            }
-        }
-        if (self.goaway_received || self.engine.is_closed()) && !self.engine.can_open_stream() {
-            for (_, _, reply) in self.pending_opens.drain(..) {
-                // Refused by the peer's GOAWAY, or never sent because the
-                // connection ended without one (both safe to retry).
-                let _ = reply.send(Err(if self.goaway_received {
-                    Error::new(Kind::Refused)
-                } else {
-                    Error::not_sent()
-                }));
-            }
-        }
-    }
-
-    fn apply(&mut self, cmd: Command) {
-        match cmd {
-            Command::Open {
-                head,
-                end_stream,
-                reply,
-            } => {
-                if self.engine.is_closed() {
-                    let _ = reply.send(Err(Error::not_sent()));
-                } else {
-                    self.pending_opens.push_back((head, end_stream, reply));
-                    self.try_open();
-                }
-            }
-            Command::Respond {
-                id,
-                head,
-                end_stream,
-            } => {
-                if let Err(e) = self.engine.send_response(id, head, end_stream) {
-                    self.reset_unsendable(id, e);
-                }
-            }
-            Command::Data {
-                id,
-                data,
-                end_stream,
-                done,
-            } => match self.engine.send_data(id, data, end_stream) {
-                Ok(()) => {
-                    if self.engine.send_buffered(id) <= SEND_LOW_WATER {
-                        let _ = done.send(Ok(()));
-                    } else {
-                        self.acks.push((id, done));
-                    }
-                }
-                Err(e) => {
-                    let _ = done.send(Err(e.into()));
-                }
+        Driver {
+            io,
+            shared,
+            st: State {
+            codec: Codec::new(config.limits),
+            rbuf: BytesMut::new(),
+            wbuf,
+            greeted,
+            read_open: true,
+            orphaned: false,
+            write_timeout: config.write_timeout,
+            stall: None,
+            timer: None,
+            failure: None,
+            done: false,
             },
-            Command::Trailers { id, fields } => {
-                if let Err(e) = self.engine.send_trailers(id, fields) {
-                    self.reset_unsendable(id, e);
-                }
-            }
-            Command::Reset { id, reason } => {
-                let _ = self.engine.reset_stream(id, reason);
-                if let Some(slot) = self.streams.remove(&id) {
-                    if let Some(tx) = slot.response {
-                        let _ = tx.send(Err(Error::new(Kind::Reset(reason, false))));
-                    }
-                }
-                self.fail_acks(id, || Error::new(Kind::Reset(reason, false)));
-            }
-            Command::Release { id, n } => self.engine.release_capacity(id, n),
-            Command::Discard { id } => {
-                // Later DATA finds no reader and its credit is returned at once.
-                if let Some(slot) = self.streams.get_mut(&id) {
-                    slot.body = None;
-                }
-            }
-            Command::Ping { reply } => {
-                self.ping_seq += 1;
-                match self.engine.send_ping(self.ping_seq.to_be_bytes(), now()) {
-                    Ok(()) => self.pings.push_back(reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
-                }
-            }
-            Command::GoAway { drain } => {
-                self.shared.going_away.store(true, Ordering::Release);
-                let t = now();
-                self.engine.go_away(Reason::NO_ERROR, Bytes::new(), t);
-                if let Some(d) = drain {
-                    self.engine.set_drain_deadline(t + d);
-                }
-            }
-        }
-    }
-
-    /// A head or trailers the engine refused (over the peer's limits, or an
-    /// interim status with END_STREAM): the peer would wait forever for a
-    /// frame that will never come, so the stream is reset instead (section
-    /// 13: "RESET(LIMIT_EXCEEDED)" for heads over the peer's limits).
-    fn reset_unsendable(&mut self, id: StreamId, e: UserError) {
-        let reason = match e {
-            UserError::HeadTooLarge { .. } | UserError::TooManyHeaders { .. } => {
-                Reason::LIMIT_EXCEEDED
-            }
-            // Already gone: nothing is waiting.
-            UserError::UnknownStream(_) | UserError::Closed => return,
-            _ => Reason::INTERNAL_ERROR,
-        };
-        tracing::warn!(stream = %id, %reason, error = %e, "resetting a stream whose head or trailers cannot be sent");
-        self.apply(Command::Reset { id, reason });
-    }
-
-    fn fail_acks(&mut self, id: StreamId, err: impl Fn() -> Error) {
-        let mut i = 0;
-        while i < self.acks.len() {
-            if self.acks[i].0 == id {
-                let (_, tx) = self.acks.swap_remove(i);
-                let _ = tx.send(Err(err()));
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    fn fail_io(&mut self, e: std::io::Error) {
-        self.engine.handle_eof();
-        self.process_events();
-        if self.failure.is_none() {
-            self.failure = Some(e.into());
-        }
-    }
-
-    fn fail_all(&mut self, err: impl Fn() -> Error) {
-        for (_, slot) in self.streams.drain() {
-            if let Some(tx) = slot.response {
-                let _ = tx.send(Err(err()));
-            }
-            if let Some(body) = slot.body {
-                let _ = body.send(RecvEvent::Error(err()));
-            }
-        }
-        for (_, tx) in self.acks.drain(..) {
-            let _ = tx.send(Err(err()));
-        }
-        for (_, _, reply) in self.pending_opens.drain(..) {
-            // Never written: safe to retry whatever ended the connection.
-            let _ = reply.send(Err(Error::not_sent()));
-        }
-        for tx in self.pings.drain(..) {
-            let _ = tx.send(Err(err()));
         }
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+impl State {
+    /// Engine work: events to slots, frames to the write buffer. Returns
+    /// true once the connection is over.
+    fn step_engine(&mut self, shared: &Arc<Shared>, g: &mut Inner) -> bool {
+        g.dispatch_events(shared);
+        if !self.orphaned && shared.orphaned() {
+            // Every handle is gone: finish what is in flight, then close.
+            self.orphaned = true;
+            g.accepting = false;
+            g.engine.go_away(Reason::NO_ERROR, bytes::Bytes::new(), now());
+            g.dispatch_events(shared);
+        }
+        // Greet once the peer's preface is in, or when the engine has
+        // something to say regardless (GOAWAY(VERSION_MISMATCH) for a
+        // preface of another major version, section 3.4).
+        if !self.greeted
+            && (self.codec.preface_received()
+                || (g.engine.is_closed() && g.engine.has_pending_transmit()))
+        {
+            self.greeted = true;
+            let rest = std::mem::take(&mut self.wbuf);
+            self.wbuf.extend_from_slice(&preface::PREFACE);
+            self.wbuf.extend_from_slice(&rest);
+        }
+        if self.greeted {
+            while self.wbuf.len() < STAGE_LIMIT {
+                let Some(frame) = g.engine.poll_transmit() else {
+                    break;
+                };
+                self.wbuf.reserve(frame.encoded_len());
+                if let Err(e) = frame.encode(&mut self.wbuf) {
+                    // Engine-produced frames are always encodable.
+                    tracing::error!(error = %e, "dropping a frame the engine produced but the codec cannot encode");
+                }
+            }
+        }
+        g.wake_senders();
+        if !self.read_open && !g.engine.is_closed() && self.wbuf.is_empty() {
+            // The peer is gone and we have nothing left to say.
+            g.engine.handle_eof();
+            g.dispatch_events(shared);
+        }
+        g.engine.is_closed() && self.wbuf.is_empty() && !g.engine.has_pending_transmit()
+    }
+
+    /// Decodes every complete frame in `rbuf` into the engine.
+    fn decode(&mut self, g: &mut Inner) {
+        loop {
+            match self.codec.decode_frame(&mut self.rbuf) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = g.engine.handle_frame(frame, now()) {
+                        tracing::debug!(error = %e, "closing the connection: peer broke the protocol");
+                        self.read_open = false;
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "closing the connection: undecodable frame");
+                    g.engine.handle_decode_error(&e);
+                    self.read_open = false;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
+    fn fail_io(&mut self, e: std::io::Error) {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        // A peer that closed its socket while we still had something to say
+        // (a pool dropping an idle connection, a probe) surfaces here as a
+        // failed write or a reset read: it left, nothing failed.
+        let peer_left = matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted);
+        let mut g = self.shared.lock();
+        g.engine.handle_eof();
+        g.dispatch_events(&self.shared);
+        if !peer_left {
+            g.end = Some(End::Io(e.kind(), e.to_string()));
+        }
+        drop(g);
+        if !peer_left && self.st.failure.is_none() {
+            self.st.failure = Some(e);
+        }
+    }
+
+    /// Ends the connection: tells every handle, returns the result.
+    fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        self.st.done = true;
+        let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+        let mut g = self.shared.lock();
+        g.dispatch_events(&self.shared);
+        let unaccepted = g.finish(End::Closed);
+        let end = g.end.clone();
+        drop(g);
+        drop(unaccepted);
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.going_away.store(true, Ordering::Release);
+        if let Some(e) = self.st.failure.take() {
+            return Err(e.into());
+        }
+        match end {
+            None | Some(End::Closed) => Ok(()),
+            Some(end) => Err(end.to_error()),
+        }
+    }
+
+    /// One round: engine, writes, reads, timers, handles. Returns whether
+    /// anything moved, or the connection's end.
+    fn round(&mut self, cx: &mut Context<'_>) -> Result<bool, Result<(), Error>> {
+        let mut progress = false;
+        let over = {
+            let mut g = self.shared.lock();
+            let over = self.st.step_engine(&self.shared, &mut g);
+            // Arm the engine's timer for its next deadline.
+            match g.engine.poll_timeout().map(tokio::time::Instant::from_std) {
+                Some(at) => match &mut self.st.timer {
+                    Some((t, sleep)) if *t != at => {
+                        sleep.as_mut().reset(at);
+                        *t = at;
+                    }
+                    Some(_) => {}
+                    None => self.st.timer = Some((at, Box::pin(tokio::time::sleep_until(at)))),
+                },
+                None => self.st.timer = None,
+            }
+            over
+        };
+        if over {
+            return Err(self.finish(cx));
+        }
+
+        // Write as much as the socket takes.
+        while !self.st.wbuf.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.st.wbuf) {
+                Poll::Ready(Ok(0)) => {
+                    self.fail_io(std::io::ErrorKind::WriteZero.into());
+                    return Err(self.finish(cx));
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.st.wbuf.advance(n);
+                    self.st.stall = None;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.fail_io(e);
+                    return Err(self.finish(cx));
+                }
+                Poll::Pending => break,
+            }
+        }
+        if self.st.wbuf.is_empty() && self.st.wbuf.capacity() > STAGE_LIMIT {
+            self.st.wbuf = BytesMut::new();
+        }
+
+        // Read what has arrived.
+        if self.st.read_open {
+            if self.st.rbuf.capacity() - self.st.rbuf.len() < READ_CHUNK / 2 {
+                let more = if self.st.rbuf.is_empty() {
+                    READ_CHUNK
+                } else {
+                    64 * 1024
+                };
+                self.st.rbuf.reserve(more);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.st.rbuf) {
+                Poll::Ready(Ok(0)) => {
+                    self.st.read_open = false;
+                    let mut g = self.shared.lock();
+                    if let Err(e) = self.st.codec.decode_frame_eof(&mut self.st.rbuf) {
+                        g.engine.handle_decode_error(&e);
+                    }
+                    g.engine.handle_eof();
+                    progress = true;
+                }
+                Poll::Ready(Ok(_)) => {
+                    let mut g = self.shared.lock();
+                    self.st.decode(&mut g);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.fail_io(e);
+                    return Err(self.finish(cx));
+                }
+                Poll::Pending => {}
+            }
+            if self.st.rbuf.is_empty() && self.st.rbuf.capacity() > KEEP_BUFFER {
+                self.st.rbuf = BytesMut::new();
+            }
+        }
+
+        // Timers.
+        if let Some((_, sleep)) = &mut self.st.timer {
+            if sleep.as_mut().poll(cx).is_ready() {
+                self.st.timer = None;
+                self.shared.lock().engine.handle_timeout(now());
+                progress = true;
+            }
+        }
+        if self.st.wbuf.is_empty() {
+            self.st.stall = None;
+        } else if let Some(t) = self.st.write_timeout {
+            let stall = self
+                .st
+                .stall
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+            if stall.as_mut().poll(cx).is_ready() {
+                tracing::debug!(waiting = self.st.wbuf.len(), "the peer took no bytes within the write timeout; closing");
+                self.fail_io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the peer read nothing within the write timeout",
+                ));
+                return Err(self.finish(cx));
+            }
+        }
+
+        // Handles that queued work.
+        if self.shared.poll_notified(cx) {
+            progress = true;
+        }
+        Ok(progress)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.st.done {
+            return Poll::Ready(Ok(()));
+        }
+        for _ in 0..POLL_BUDGET {
+            match this.round(cx) {
+                Ok(true) => continue,
+                Ok(false) => return Poll::Pending,
+                Err(result) => return Poll::Ready(result),
+            }
+        }
+        // Busy: let other tasks run, come back soon.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for Driver<T> {
+    fn drop(&mut self) {
+        if !self.st.done {
+            // Dropped mid-way (the task was aborted): every handle must
+            // still learn that the connection is gone.
+            let mut g = self.shared.lock();
+            let unaccepted = g.finish(End::Closed);
+            drop(g);
+            drop(unaccepted);
+            self.shared.closed.store(true, Ordering::Release);
+            self.shared.going_away.store(true, Ordering::Release);
+        }
     }
 }

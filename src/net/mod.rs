@@ -29,6 +29,7 @@
 
 mod driver;
 mod error;
+mod shared;
 pub mod socket;
 mod stream;
 
@@ -40,19 +41,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use error::Error;
 pub use socket::Socket;
-pub use stream::{IncomingRequest, RecvStream, Responder, SendStream};
+pub use stream::{IncomingRequest, RecvStream, Responder, ResponseFuture, SendStream};
 
 use crate::conn::{Config, Role};
-use crate::frame::{RequestHead, ResponseHead};
-use driver::{Driver, Shared};
-use stream::{Command, CommandTx};
+use crate::frame::{Reason, RequestHead};
+use driver::Driver;
+use error::Kind;
+use shared::{now, register, Handle, Shared};
 
-/// The future that drives one connection. Spawn it; it resolves when the
-/// connection closes.
+/// The future that drives one connection. Spawn it (or poll it next to the
+/// streams' work, as the runtime does); it resolves when the connection
+/// closes.
 #[must_use = "the connection does nothing unless the task is spawned or awaited"]
 pub struct ConnectionTask {
     fut: Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
@@ -71,20 +74,14 @@ impl std::fmt::Debug for ConnectionTask {
     }
 }
 
-fn spawn_driver<T>(
-    io: T,
-    role: Role,
-    config: Config,
-    incoming: Option<mpsc::UnboundedSender<IncomingRequest>>,
-) -> (CommandTx, Arc<Shared>, ConnectionTask)
+fn start<T>(io: T, role: Role, config: Config) -> (Arc<Shared>, ConnectionTask)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared::default());
-    let driver = Driver::new(role, config, cmd_tx.downgrade(), incoming, shared.clone());
-    let fut = Box::pin(driver.run(io, cmd_rx));
-    (cmd_tx, shared, ConnectionTask { fut })
+    let driver_config = config.clone();
+    let shared = Shared::new(role, config);
+    let driver = Driver::new(io, shared.clone(), role, &driver_config);
+    (shared, ConnectionTask { fut: Box::pin(driver) })
 }
 
 /// Starts the client (proxy) side of a connection on `io`.
@@ -92,8 +89,13 @@ pub fn client<T>(io: T, config: Config) -> (SendRequest, ConnectionTask)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (cmd, shared, task) = spawn_driver(io, Role::Client, config, None);
-    (SendRequest { cmd, shared }, task)
+    let (shared, task) = start(io, Role::Client, config);
+    (
+        SendRequest {
+            shared: Handle::new(&shared),
+        },
+        task,
+    )
 }
 
 /// Starts the server (application) side of a connection on `io`.
@@ -101,16 +103,19 @@ pub fn server<T>(io: T, config: Config) -> (Incoming, ConnectionTask)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (cmd, _shared, task) = spawn_driver(io, Role::Server, config, Some(tx));
-    (Incoming { rx, cmd }, task)
+    let (shared, task) = start(io, Role::Server, config);
+    (
+        Incoming {
+            shared: Handle::new(&shared),
+        },
+        task,
+    )
 }
 
 /// Opens request streams on a client connection. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SendRequest {
-    cmd: CommandTx,
-    shared: Arc<Shared>,
+    shared: Handle,
 }
 
 impl SendRequest {
@@ -122,22 +127,35 @@ impl SendRequest {
         head: RequestHead,
         end_stream: bool,
     ) -> Result<(SendStream, ResponseFuture), Error> {
-        let (reply, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Open {
-                head,
-                end_stream,
-                reply,
-            })
-            .map_err(|_| Error::not_sent())?;
-        let opened = rx.await.map_err(|_| Error::not_sent())??;
-        let send = SendStream::new(opened.id, self.cmd.clone(), end_stream);
-        let body = RecvStream::new(opened.id, opened.body, self.cmd.clone(), true);
+        let mut head = Some(head);
+        let shared = &self.shared;
+        let id = std::future::poll_fn(|cx| {
+            let mut g = shared.lock();
+            if g.end.is_some() || g.engine.is_closed() {
+                // Never written: safe to retry whatever ended the connection.
+                return Poll::Ready(Err(Error::not_sent()));
+            }
+            if g.engine.can_open_stream() {
+                let h = head.take().expect("polled after completion");
+                let id = g.engine.open_stream(h, end_stream)?;
+                g.new_slot(id, false);
+                return Poll::Ready(Ok(id));
+            }
+            if g.goaway_received {
+                // Refused by the peer's GOAWAY: safe to retry elsewhere.
+                return Poll::Ready(Err(Error::new(Kind::Refused)));
+            }
+            let w = cx.waker().clone();
+            g.open_wakers.push(w);
+            Poll::Pending
+        })
+        .await?;
+        shared.notify();
         Ok((
-            send,
+            SendStream::new(id, shared.clone(), end_stream, false),
             ResponseFuture {
-                rx: opened.response,
-                body: Some(body),
+                id,
+                shared: Some(shared.clone()),
             },
         ))
     }
@@ -145,15 +163,20 @@ impl SendRequest {
     /// Sends a PING and waits for its answer; returns the round-trip time.
     pub async fn ping(&self) -> Result<Duration, Error> {
         let (reply, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Ping { reply })
-            .map_err(|_| Error::closed())?;
+        {
+            let mut g = self.shared.lock();
+            if g.end.is_some() {
+                return Err(Error::closed());
+            }
+            g.send_ping(reply);
+        }
+        self.shared.notify();
         rx.await.map_err(|_| Error::closed())?
     }
 
     /// Whether the connection task has stopped.
     pub fn is_closed(&self) -> bool {
-        self.cmd.is_closed() || self.shared.closed.load(Ordering::Acquire)
+        self.shared.closed.load(Ordering::Acquire)
     }
 
     /// Whether the connection accepts no new streams (peer GOAWAY, shutdown
@@ -176,68 +199,81 @@ impl SendRequest {
     }
 }
 
-/// Resolves to the final response head and the response body. Dropping it
-/// before the response arrives resets the stream with `CANCEL`.
-#[derive(Debug)]
-pub struct ResponseFuture {
-    rx: oneshot::Receiver<Result<ResponseHead, Error>>,
-    body: Option<RecvStream>,
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<(ResponseHead, RecvStream), Error>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(_)) => Poll::Ready(Err(Error::closed())),
-            Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(e)),
-            Poll::Ready(Ok(Ok(head))) => {
-                let body = self
-                    .body
-                    .take()
-                    .expect("ResponseFuture polled after completion");
-                Poll::Ready(Ok((head, body)))
-            }
-        }
-    }
-}
-
 /// The requests arriving on a server connection.
 #[derive(Debug)]
 pub struct Incoming {
-    rx: mpsc::UnboundedReceiver<IncomingRequest>,
-    cmd: CommandTx,
+    shared: Handle,
 }
 
 impl Incoming {
     /// The next request; `None` once the connection is closed.
     pub async fn accept(&mut self) -> Option<IncomingRequest> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// Polls for the next request; `None` once the connection is closed.
+    pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Option<IncomingRequest>> {
+        let mut g = self.shared.lock();
+        if let Some(r) = g.incoming.pop_front() {
+            return Poll::Ready(Some(r));
+        }
+        if g.end.is_some() || self.shared.closed.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        register(&mut g.incoming_waker, cx);
+        Poll::Pending
     }
 
     /// Starts a graceful shutdown: GOAWAY, in-flight streams finish, new
     /// ones are refused; after `drain` the remaining streams are reset.
     pub fn shutdown(&self, drain: Option<Duration>) {
-        let _ = self.cmd.send(Command::GoAway { drain });
+        shutdown(&self.shared, drain);
     }
 
     /// A handle that can start the shutdown from another task.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            cmd: self.cmd.clone(),
+            shared: self.shared.clone(),
         }
     }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // The application stopped accepting: later requests are refused,
+        // queued ones dropped (outside the lock: their handles take it).
+        let unaccepted = {
+            let mut g = self.shared.lock();
+            g.accepting = false;
+            std::mem::take(&mut g.incoming)
+        };
+        drop(unaccepted);
+        self.shared.notify();
+    }
+}
+
+fn shutdown(shared: &Shared, drain: Option<Duration>) {
+    {
+        let mut g = shared.lock();
+        shared.going_away.store(true, Ordering::Release);
+        let t = now();
+        g.engine.go_away(Reason::NO_ERROR, bytes::Bytes::new(), t);
+        if let Some(d) = drain {
+            g.engine.set_drain_deadline(t + d);
+        }
+    }
+    shared.notify();
 }
 
 /// Starts a graceful shutdown of a server connection from anywhere.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
-    cmd: CommandTx,
+    shared: Handle,
 }
 
 impl ShutdownHandle {
     /// See [`Incoming::shutdown`].
     pub fn shutdown(&self, drain: Option<Duration>) {
-        let _ = self.cmd.send(Command::GoAway { drain });
+        shutdown(&self.shared, drain);
     }
 }

@@ -1,74 +1,16 @@
 //! Per-stream handles: the send half, the receive half, and the server's
-//! responder. They talk to the connection driver over a channel; the driver
-//! owns the socket and the engine.
+//! responder. Each acts on the connection's shared state (see `shared`)
+//! and wakes the driver when it queued something to write.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Kind};
+use super::shared::{register, Gone, Handle, Shared, SEND_LOW_WATER};
 use crate::frame::{HeaderBlock, Reason, RequestHead, ResponseHead, StreamId};
-
-/// What a handle asks the driver to do.
-#[allow(clippy::large_enum_variant)] // moved once through a channel; boxing costs more
-pub(crate) enum Command {
-    Open {
-        head: RequestHead,
-        end_stream: bool,
-        reply: oneshot::Sender<Result<Opened, Error>>,
-    },
-    Respond {
-        id: StreamId,
-        head: ResponseHead,
-        end_stream: bool,
-    },
-    Data {
-        id: StreamId,
-        data: Bytes,
-        end_stream: bool,
-        done: oneshot::Sender<Result<(), Error>>,
-    },
-    Trailers {
-        id: StreamId,
-        fields: HeaderBlock,
-    },
-    Reset {
-        id: StreamId,
-        reason: Reason,
-    },
-    Release {
-        id: StreamId,
-        n: usize,
-    },
-    /// The reader is gone but the stream lives on (server side): discard
-    /// further body bytes, returning their credit.
-    Discard {
-        id: StreamId,
-    },
-    Ping {
-        reply: oneshot::Sender<Result<std::time::Duration, Error>>,
-    },
-    GoAway {
-        drain: Option<std::time::Duration>,
-    },
-}
-
-pub(crate) type CommandTx = mpsc::UnboundedSender<Command>;
-
-/// What the driver hands a receive half.
-#[derive(Debug)]
-pub(crate) enum RecvEvent {
-    Data(Bytes),
-    Trailers(HeaderBlock),
-    End,
-    Error(Error),
-}
-
-/// The driver's answer to an `Open` command.
-pub(crate) struct Opened {
-    pub(crate) id: StreamId,
-    pub(crate) response: oneshot::Receiver<Result<ResponseHead, Error>>,
-    pub(crate) body: mpsc::UnboundedReceiver<RecvEvent>,
-}
 
 /// The sending half of a stream: request body (client) or response body
 /// (server). Dropping it before the stream ended resets the stream with
@@ -76,18 +18,18 @@ pub(crate) struct Opened {
 #[derive(Debug)]
 pub struct SendStream {
     id: StreamId,
-    cmd: CommandTx,
+    shared: Handle,
     finished: bool,
-    closed: ClosedSignal,
+    server: bool,
 }
 
 impl SendStream {
-    pub(crate) fn new(id: StreamId, cmd: CommandTx, finished: bool) -> SendStream {
+    pub(crate) fn new(id: StreamId, shared: Handle, finished: bool, server: bool) -> SendStream {
         SendStream {
             id,
-            cmd,
+            shared,
             finished,
-            closed: ClosedSignal::default(),
+            server,
         }
     }
 
@@ -104,7 +46,10 @@ impl SendStream {
     /// long polls) stop as soon as nobody will read it. On the client side
     /// it never resolves. Cancel-safe.
     pub async fn closed(&mut self) -> Option<Reason> {
-        self.closed.wait().await
+        if !self.server {
+            return std::future::pending().await;
+        }
+        closed(&self.shared, self.id).await
     }
 
     /// Sends body bytes. Resolves once the bytes are handed to the socket or
@@ -114,19 +59,50 @@ impl SendStream {
         if self.finished {
             return Err(Error::new(Kind::Closed));
         }
-        let (done, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Data {
-                id: self.id,
-                data,
-                end_stream,
-                done,
-            })
-            .map_err(|_| Error::closed())?;
+        {
+            let mut g = self.shared.lock();
+            if let Some(Gone::Reset(..) | Gone::Lost) = g.slots.get(&self.id).and_then(|s| s.gone) {
+                let e = g.stream_error(g.slots.get(&self.id));
+                return Err(e);
+            }
+            if g.end.is_some() {
+                return Err(g.conn_error());
+            }
+            g.engine.send_data(self.id, data, end_stream)?;
+        }
         if end_stream {
             self.finished = true;
         }
-        rx.await.map_err(|_| Error::closed())?
+        self.shared.notify();
+        let (id, shared) = (self.id, &self.shared);
+        std::future::poll_fn(|cx| {
+            let mut g = shared.lock();
+            let buffered = g.engine.send_buffered(id);
+            let gone = g.slots.get(&id).and_then(|s| s.gone);
+            match gone {
+                Some(Gone::Reset(..)) | Some(Gone::Lost) => {
+                    return Poll::Ready(Err(g.stream_error(g.slots.get(&id))))
+                }
+                // Finished: everything was written.
+                Some(Gone::Finished) => return Poll::Ready(Ok(())),
+                None => {}
+            }
+            if buffered <= SEND_LOW_WATER {
+                return Poll::Ready(Ok(()));
+            }
+            if g.end.is_some() {
+                return Poll::Ready(Err(g.conn_error()));
+            }
+            match g.slots.get_mut(&id) {
+                Some(s) => register(&mut s.send_waker, cx),
+                None => return Poll::Ready(Err(Error::closed())),
+            }
+            if !g.send_waiters.contains(&id) {
+                g.send_waiters.push(id);
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Sends trailers and ends the stream.
@@ -135,12 +111,17 @@ impl SendStream {
             return Err(Error::new(Kind::Closed));
         }
         self.finished = true;
-        self.cmd
-            .send(Command::Trailers {
-                id: self.id,
-                fields,
-            })
-            .map_err(|_| Error::closed())
+        {
+            let mut g = self.shared.lock();
+            if g.end.is_some() {
+                return Err(g.conn_error());
+            }
+            if let Err(e) = g.engine.send_trailers(self.id, fields) {
+                g.reset_unsendable(self.id, &e);
+            }
+        }
+        self.shared.notify();
+        Ok(())
     }
 
     /// Ends the stream with no more data.
@@ -151,22 +132,42 @@ impl SendStream {
     /// Resets the stream with `reason`.
     pub fn reset(mut self, reason: Reason) {
         self.finished = true;
-        let _ = self.cmd.send(Command::Reset {
-            id: self.id,
-            reason,
-        });
+        self.shared.lock().reset(self.id, reason);
+        self.shared.notify();
     }
 }
 
 impl Drop for SendStream {
     fn drop(&mut self) {
+        let mut g = self.shared.lock();
         if !self.finished {
-            let _ = self.cmd.send(Command::Reset {
-                id: self.id,
-                reason: Reason::CANCEL,
-            });
+            g.reset(self.id, Reason::CANCEL);
+        }
+        g.release_handle(self.id);
+        drop(g);
+        if !self.finished {
+            self.shared.notify();
         }
     }
+}
+
+/// Resolves once stream `id` is no longer open (see [`Responder::closed`]).
+async fn closed(shared: &Shared, id: StreamId) -> Option<Reason> {
+    std::future::poll_fn(|cx| {
+        let mut g = shared.lock();
+        let Some(s) = g.slots.get_mut(&id) else {
+            return Poll::Ready(None);
+        };
+        match s.gone {
+            Some(Gone::Reset(r, true)) => Poll::Ready(Some(r)),
+            Some(_) => Poll::Ready(None),
+            None => {
+                register(&mut s.closed_waker, cx);
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 /// The receiving half of a stream. Flow-control credit goes back to the
@@ -179,24 +180,17 @@ impl Drop for SendStream {
 #[derive(Debug)]
 pub struct RecvStream {
     id: StreamId,
-    rx: mpsc::UnboundedReceiver<RecvEvent>,
-    cmd: CommandTx,
+    shared: Option<Handle>,
     done: bool,
     trailers: Option<HeaderBlock>,
     reset_on_drop: bool,
 }
 
 impl RecvStream {
-    pub(crate) fn new(
-        id: StreamId,
-        rx: mpsc::UnboundedReceiver<RecvEvent>,
-        cmd: CommandTx,
-        reset_on_drop: bool,
-    ) -> RecvStream {
+    pub(crate) fn new(id: StreamId, shared: Handle, reset_on_drop: bool) -> RecvStream {
         RecvStream {
             id,
-            rx,
-            cmd,
+            shared: Some(shared),
             done: false,
             trailers: None,
             reset_on_drop,
@@ -208,51 +202,72 @@ impl RecvStream {
         self.id
     }
 
+    /// Polls for the next chunk of body bytes; `None` at the end of the
+    /// body.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let Some(shared) = &self.shared else {
+            return Poll::Ready(None);
+        };
+        let mut g = shared.lock();
+        let id = self.id;
+        let Some(s) = g.slots.get_mut(&id) else {
+            self.done = true;
+            return Poll::Ready(Some(Err(Error::closed())));
+        };
+        if let Some(chunk) = s.chunks.pop_front() {
+            // Credit goes back as the bytes are read.
+            g.engine.release_capacity(id, chunk.len());
+            let wake = g.engine.has_pending_transmit();
+            drop(g);
+            if wake {
+                shared.notify();
+            }
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if s.recv_end {
+            self.done = true;
+            self.trailers = s.trailers.take();
+            return Poll::Ready(None);
+        }
+        if s.gone.is_some() {
+            self.done = true;
+            return Poll::Ready(Some(Err(g.stream_error(g.slots.get(&id)))));
+        }
+        register(&mut s.recv_waker, cx);
+        Poll::Pending
+    }
+
     /// The next chunk of body bytes; `None` at the end of the body.
     pub async fn data(&mut self) -> Option<Result<Bytes, Error>> {
-        if self.done {
-            return None;
-        }
-        match self.rx.recv().await {
-            Some(RecvEvent::Data(b)) => {
-                let _ = self.cmd.send(Command::Release {
-                    id: self.id,
-                    n: b.len(),
-                });
-                Some(Ok(b))
-            }
-            Some(RecvEvent::Trailers(t)) => {
-                self.trailers = Some(t);
-                self.done = true;
-                None
-            }
-            Some(RecvEvent::End) => {
-                self.done = true;
-                None
-            }
-            Some(RecvEvent::Error(e)) => {
-                self.done = true;
-                Some(Err(e))
-            }
-            None => {
-                self.done = true;
-                Some(Err(Error::closed()))
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_data(cx)).await
     }
 
     /// Reads the whole remaining body into one buffer, failing if it grows
     /// past `limit` bytes.
     pub async fn collect(&mut self, limit: usize) -> Result<Bytes, Error> {
+        // A body of one chunk (the common small answer) is returned as is.
+        let mut first: Option<Bytes> = None;
         let mut out = bytes::BytesMut::new();
+        let mut total = 0;
         while let Some(chunk) = self.data().await {
             let chunk = chunk?;
-            if out.len() + chunk.len() > limit {
+            total += chunk.len();
+            if total > limit {
                 return Err(Error::new(Kind::Reset(Reason::LIMIT_EXCEEDED, false)));
             }
-            out.extend_from_slice(&chunk);
+            if first.is_none() && out.is_empty() {
+                first = Some(chunk);
+            } else {
+                if let Some(f) = first.take() {
+                    out.extend_from_slice(&f);
+                }
+                out.extend_from_slice(&chunk);
+            }
         }
-        Ok(out.freeze())
+        Ok(first.unwrap_or_else(|| out.freeze()))
     }
 
     /// Trailers, once the body has been read to the end.
@@ -268,155 +283,42 @@ impl RecvStream {
     /// Resets the stream with `reason`, telling the peer to stop sending.
     pub fn reset(mut self, reason: Reason) {
         self.done = true;
-        let _ = self.cmd.send(Command::Reset {
-            id: self.id,
-            reason,
-        });
+        if let Some(shared) = &self.shared {
+            shared.lock().reset(self.id, reason);
+            shared.notify();
+        }
     }
 }
 
 impl Drop for RecvStream {
     fn drop(&mut self) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let mut g = shared.lock();
+        let id = self.id;
         // Bytes delivered to this handle but never read still count against
         // the connection's receive window: give their credit back, or every
         // body dropped half-read shrinks the window until the connection
-        // stalls. Closing first makes later deliveries fail, and the driver
-        // credits those itself.
-        self.rx.close();
-        let mut unread = 0;
-        while let Ok(ev) = self.rx.try_recv() {
-            if let RecvEvent::Data(b) = ev {
-                unread += b.len();
+        // stalls. Later arrivals are credited by the driver (`discard`).
+        let unread: usize = match g.slots.get_mut(&id) {
+            Some(s) => {
+                s.discard = true;
+                s.chunks.drain(..).map(|c| c.len()).sum()
             }
-        }
-        if unread > 0 {
-            let _ = self.cmd.send(Command::Release {
-                id: self.id,
-                n: unread,
-            });
-        }
-        if !self.done {
-            let _ = self.cmd.send(if self.reset_on_drop {
-                Command::Reset {
-                    id: self.id,
-                    reason: Reason::CANCEL,
-                }
-            } else {
-                Command::Discard { id: self.id }
-            });
-        }
-    }
-}
-
-/// Resolves when the driver reports a server stream gone (see
-/// [`Responder::closed`]).
-#[derive(Debug, Default)]
-pub(crate) struct ClosedSignal {
-    rx: Option<oneshot::Receiver<Reason>>,
-    fired: Option<Option<Reason>>,
-}
-
-impl ClosedSignal {
-    async fn wait(&mut self) -> Option<Reason> {
-        if let Some(r) = self.fired {
-            return r;
-        }
-        let Some(rx) = self.rx.as_mut() else {
-            return std::future::pending().await;
+            None => 0,
         };
-        let r = rx.await.ok();
-        self.rx = None;
-        self.fired = Some(r);
-        r
-    }
-}
-
-/// Lets a server answer one request.
-#[derive(Debug)]
-pub struct Responder {
-    id: StreamId,
-    cmd: CommandTx,
-    sent: bool,
-    closed: ClosedSignal,
-}
-
-impl Responder {
-    pub(crate) fn new(id: StreamId, cmd: CommandTx) -> Responder {
-        Responder {
-            id,
-            cmd,
-            sent: false,
-            closed: ClosedSignal::default(),
+        if unread > 0 {
+            g.engine.release_capacity(id, unread);
         }
-    }
-
-    pub(crate) fn with_closed(mut self, rx: oneshot::Receiver<Reason>) -> Responder {
-        self.closed.rx = Some(rx);
-        self
-    }
-
-    /// The stream id.
-    pub fn id(&self) -> StreamId {
-        self.id
-    }
-
-    /// Resolves once the request can no longer be answered, with
-    /// `Some(reason)` when the proxy reset the stream (its client went
-    /// away, its own timeout fired) and `None` when it ended otherwise
-    /// (reset locally, connection closed). Race it against the work that
-    /// computes the response to stop that work promptly. Cancel-safe.
-    pub async fn closed(&mut self) -> Option<Reason> {
-        self.closed.wait().await
-    }
-
-    /// Sends an interim (1xx) head; the final head must still follow.
-    pub fn send_interim(&mut self, head: ResponseHead) -> Result<(), Error> {
-        self.cmd
-            .send(Command::Respond {
-                id: self.id,
-                head,
-                end_stream: false,
-            })
-            .map_err(|_| Error::closed())
-    }
-
-    /// Sends the final head. With `end_stream` the response has no body and
-    /// the returned [`SendStream`] is already finished.
-    pub fn send_response(
-        mut self,
-        head: ResponseHead,
-        end_stream: bool,
-    ) -> Result<SendStream, Error> {
-        self.sent = true;
-        self.cmd
-            .send(Command::Respond {
-                id: self.id,
-                head,
-                end_stream,
-            })
-            .map_err(|_| Error::closed())?;
-        let mut send = SendStream::new(self.id, self.cmd.clone(), end_stream);
-        send.closed = std::mem::take(&mut self.closed);
-        Ok(send)
-    }
-
-    /// Resets the stream instead of answering.
-    pub fn reset(mut self, reason: Reason) {
-        self.sent = true;
-        let _ = self.cmd.send(Command::Reset {
-            id: self.id,
-            reason,
-        });
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        if !self.sent {
-            let _ = self.cmd.send(Command::Reset {
-                id: self.id,
-                reason: Reason::INTERNAL_ERROR,
-            });
+        if !self.done && self.reset_on_drop {
+            g.reset(id, Reason::CANCEL);
+        }
+        g.release_handle(id);
+        let wake = g.engine.has_pending_transmit();
+        drop(g);
+        if wake {
+            shared.notify();
         }
     }
 }
@@ -430,4 +332,153 @@ pub struct IncomingRequest {
     pub body: RecvStream,
     /// Answers the request.
     pub responder: Responder,
+}
+
+/// Lets a server answer one request.
+#[derive(Debug)]
+pub struct Responder {
+    id: StreamId,
+    shared: Option<Handle>,
+}
+
+impl Responder {
+    pub(crate) fn new(id: StreamId, shared: Handle) -> Responder {
+        Responder {
+            id,
+            shared: Some(shared),
+        }
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// Resolves once the request can no longer be answered, with
+    /// `Some(reason)` when the proxy reset the stream (its client went
+    /// away, its own timeout fired) and `None` when it ended otherwise
+    /// (reset locally, connection closed). Race it against the work that
+    /// computes the response to stop that work promptly. Cancel-safe.
+    pub async fn closed(&mut self) -> Option<Reason> {
+        match &self.shared {
+            Some(shared) => closed(shared, self.id).await,
+            None => None,
+        }
+    }
+
+    /// Sends an interim (1xx) head; the final head must still follow.
+    pub fn send_interim(&mut self, head: ResponseHead) -> Result<(), Error> {
+        let Some(shared) = &self.shared else {
+            return Err(Error::closed());
+        };
+        {
+            let mut g = shared.lock();
+            if g.end.is_some() {
+                return Err(g.conn_error());
+            }
+            if let Err(e) = g.engine.send_response(self.id, head, false) {
+                g.reset_unsendable(self.id, &e);
+            }
+        }
+        shared.notify();
+        Ok(())
+    }
+
+    /// Sends the final head. With `end_stream` the response has no body and
+    /// the returned [`SendStream`] is already finished.
+    pub fn send_response(
+        mut self,
+        head: ResponseHead,
+        end_stream: bool,
+    ) -> Result<SendStream, Error> {
+        let shared = self.shared.take().ok_or_else(Error::closed)?;
+        {
+            let mut g = shared.lock();
+            if g.end.is_some() {
+                let e = g.conn_error();
+                g.release_handle(self.id);
+                return Err(e);
+            }
+            if let Err(e) = g.engine.send_response(self.id, head, end_stream) {
+                g.reset_unsendable(self.id, &e);
+            }
+        }
+        shared.notify();
+        Ok(SendStream::new(self.id, shared, end_stream, true))
+    }
+
+    /// Resets the stream instead of answering.
+    pub fn reset(mut self, reason: Reason) {
+        if let Some(shared) = self.shared.take() {
+            let mut g = shared.lock();
+            g.reset(self.id, reason);
+            g.release_handle(self.id);
+            drop(g);
+            shared.notify();
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            let mut g = shared.lock();
+            g.reset(self.id, Reason::INTERNAL_ERROR);
+            g.release_handle(self.id);
+            drop(g);
+            shared.notify();
+        }
+    }
+}
+
+/// Resolves to the final response head and the response body. Dropping it
+/// before the response arrives resets the stream with `CANCEL`.
+#[derive(Debug)]
+pub struct ResponseFuture {
+    pub(crate) id: StreamId,
+    pub(crate) shared: Option<Handle>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<(ResponseHead, RecvStream), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let id = self.id;
+        let shared = self
+            .shared
+            .as_ref()
+            .expect("ResponseFuture polled after completion");
+        let mut g = shared.lock();
+        let Some(s) = g.slots.get_mut(&id) else {
+            return Poll::Ready(Err(Error::closed()));
+        };
+        if let Some(head) = s.response.take() {
+            drop(g);
+            let shared = self.shared.take().expect("checked above");
+            return Poll::Ready(Ok((head, RecvStream::new(id, shared, true))));
+        }
+        if s.gone.is_some() {
+            let e = g.stream_error(g.slots.get(&id));
+            return Poll::Ready(Err(e));
+        }
+        register(&mut s.response_waker, cx);
+        Poll::Pending
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            let mut g = shared.lock();
+            let pending = g.slots.get(&self.id).is_some_and(|s| s.gone.is_none());
+            if pending {
+                g.reset(self.id, Reason::CANCEL);
+            }
+            g.release_handle(self.id);
+            drop(g);
+            if pending {
+                shared.notify();
+            }
+        }
+    }
 }

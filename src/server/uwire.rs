@@ -2,26 +2,32 @@
 //! connection, each request handed to the [pipeline](super::pipeline) with
 //! a [`StreamSink`] that answers on its stream.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::handler::{Body, BodyError};
 use super::metrics::ErrorKind;
-use super::pipeline::{self, AbortOnDrop, BodyShape, Ctx, OnDrop, Sink, SinkError};
+use super::handler::BoxFuture;
+use super::pipeline::{self, BodyShape, Ctx, OnDrop, Sink, SinkError};
 use crate::frame::{HeaderBlock, Reason, ResponseHead};
 use crate::net::{self, IncomingRequest, Responder, SendStream};
 
 /// Serves one uwire/1 connection until it closes: accepts its streams, runs
-/// each through the pipeline on its own task, closes the connection when
-/// idle for `idle_timeout`, and drains it (GOAWAY) once `stop` turns true.
+/// each through the pipeline, closes the connection when idle for
+/// `idle_timeout`, and drains it (GOAWAY) once `stop` turns true.
+///
+/// Everything runs in this one task: the connection driver (socket and
+/// engine) and every stream's pipeline are polled here, so a request goes
+/// from its frame to its answer without waking another task or crossing to
+/// another thread. A handler with heavy synchronous work should move it off
+/// (`spawn_blocking`, or a blocking-thread handler, see `blocking`): it
+/// would hold up the other streams of its connection.
 pub(crate) async fn serve<T>(io: T, ctx: Ctx, mut stop: watch::Receiver<bool>)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -29,84 +35,86 @@ where
     ctx.metrics.connection_opened();
     let metrics = ctx.metrics.clone();
     let _closed = OnDrop(move || metrics.connection_closed());
-    let (mut incoming, task) = net::server(io, ctx.config.conn.clone());
-    let mut driver = AbortOnDrop(tokio::spawn(task));
-    // Stream tasks; dropping the set (when the connection is gone) cancels
-    // handlers that are still running: nobody can receive their answer.
-    let mut streams = JoinSet::new();
-    let active = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let last_activity = Arc::new(AtomicU64::new(0));
+    let (mut incoming, mut driver) = net::server(io, ctx.config.conn.clone());
+    // Dropping the set (when the connection is gone) cancels handlers that
+    // are still running: nobody can receive their answer.
+    let mut streams: FuturesUnordered<BoxFuture<()>> = FuturesUnordered::new();
     let idle = ctx.config.idle_timeout;
-    let tick = idle.map(|d| (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    let mut last_activity = tokio::time::Instant::now();
+    // One timer for the whole connection, re-armed as it fires.
+    let idle_timer = tokio::time::sleep(idle.unwrap_or(Duration::from_secs(3600)));
+    tokio::pin!(idle_timer);
+    let mut accepting = true;
     let mut shutting_down = *stop.borrow();
     if shutting_down {
         incoming.shutdown(Some(ctx.config.drain_timeout));
     }
-    loop {
+    let result = loop {
         tokio::select! {
-            req = incoming.accept() => {
-                let Some(req) = req else { break };
-                active.fetch_add(1, Ordering::Relaxed);
-                let (ctx, active, last) = (ctx.clone(), active.clone(), last_activity.clone());
+            biased;
+            res = &mut driver => break res,
+            req = incoming.accept(), if accepting => {
+                let Some(req) = req else {
+                    // The connection is closing; the driver finishes it.
+                    accepting = false;
+                    continue;
+                };
+                let ctx = ctx.clone();
                 let span = tracing::debug_span!("stream", id = %req.responder.id());
-                streams.spawn(
-                    async move {
-                        let _done = OnDrop(move || {
-                            last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                            active.fetch_sub(1, Ordering::Relaxed);
-                        });
-                        serve_stream(req, &ctx).await;
-                    }
-                    .instrument(span),
-                );
+                streams.push(Box::pin(async move { serve_stream(req, &ctx).await }.instrument(span)));
             }
-            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            Some(()) = streams.next(), if !streams.is_empty() => {
+                if streams.is_empty() {
+                    last_activity = tokio::time::Instant::now();
+                }
+            }
             changed = stop.changed(), if !shutting_down => {
                 if changed.is_err() || *stop.borrow() {
                     shutting_down = true;
                     incoming.shutdown(Some(ctx.config.drain_timeout));
                 }
             }
-            _ = tokio::time::sleep(tick.unwrap_or(Duration::from_secs(3600))), if tick.is_some() && !shutting_down => {
-                let idle_for = started.elapsed().saturating_sub(Duration::from_millis(last_activity.load(Ordering::Relaxed)));
-                if active.load(Ordering::Relaxed) == 0 && idle_for >= idle.unwrap_or(Duration::MAX) {
-                    tracing::debug!(?idle_for, "idle timeout: closing connection");
+            () = &mut idle_timer, if idle.is_some() && !shutting_down => {
+                let idle = idle.unwrap_or(Duration::MAX);
+                let now = tokio::time::Instant::now();
+                if streams.is_empty() && now.duration_since(last_activity) >= idle {
+                    tracing::debug!(?idle, "idle timeout: closing connection");
                     shutting_down = true;
                     incoming.shutdown(Some(Duration::ZERO));
+                } else {
+                    let from = if streams.is_empty() { last_activity } else { now };
+                    idle_timer.as_mut().reset(from + idle);
                 }
             }
         }
-    }
+    };
     drop(incoming);
-    let result = (&mut driver.0).await;
     // The driver has told every open stream how it ended (their `closed`
-    // signals fired), so stream tasks finish promptly and account for
+    // signals fired), so the pipelines finish promptly and account for
     // themselves; give them a moment, then cancel whatever is left.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while streams.join_next().await.is_some() {}
+        while streams.next().await.is_some() {}
     })
     .await;
-    streams.abort_all();
+    drop(streams);
     match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) if e.is_peer_closed() => {
+        Ok(()) => {}
+        Err(e) if e.is_peer_closed() => {
             // Harmless for an idle connection (a probe, a pool dropping a
             // connection); requests it abandoned were counted by their
             // streams (PeerReset).
             tracing::debug!(error = %e, "peer closed the connection");
         }
-        Ok(Err(e)) if e.is_protocol() => {
+        Err(e) if e.is_protocol() => {
             ctx.metrics.error(ErrorKind::Protocol);
             tracing::warn!(error = %e, "connection closed on a protocol error");
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             if e.is_io() {
                 ctx.metrics.error(ErrorKind::Io);
             }
             tracing::debug!(error = %e, "connection i/o error");
         }
-        Err(e) => tracing::error!(error = %e, "connection task failed"),
     }
 }
 
