@@ -500,8 +500,10 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
         "",
         (
             "- Everything runs on the same two cores: load generator, front and app compete for them, as in "
-            "the issue's table and `../shared/design/PERFORMANCE.md`. That is why a one-process setup can beat "
-            "a two-process one, and why the load generator's own cost caps the fastest rows."
+            "issue 9's table. That is why a one-process setup can beat a two-process one, why the load "
+            "generator's own cost caps the fastest rows, and why CPU per request grows when the machine is "
+            "busy (cache and scheduler contention). One connection (c1) is the noisiest column: its rate "
+            "is one chain of wakeups across processes."
         ),
         (
             "- nginx: 1 worker, `keepalive_requests 1000000` (wrk's connections are never recycled), request "
@@ -515,6 +517,15 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
             "wsgi --workers 2`; all run `scripts/bench/hello_wsgi.py`. The uwire rows run the built-in demo app "
             "(a Rust handler), so they are not the same app as the Python rows: compare them with "
             "`nginx-static` and `hyper-hello` for the front's share, and with each other."
+        ),
+        (
+            "- Floors (`examples/bench_floor.rs`, blocking std sockets, the echo side a second process): "
+            "ping-pong writes one message and waits for it back; the 64-in-flight floors keep 64 messages "
+            "outstanding, and each side reads whatever has arrived and sends back one message per whole "
+            "message received, in one `write` each (per-write) or in one `write` for all of them "
+            "(batched); streaming writes 64 KiB chunks one way. uwire's fraction of a floor compares "
+            "requests per second with messages per second, and 64 KiB echo bytes (both ways) with the "
+            "one-way streaming rate."
         ),
         (
             "- p50/p99 come from wrk's `--latency` (coordinated omission not corrected) and, for IPC, from "
