@@ -106,18 +106,56 @@ fn version(v: http::Version) -> HttpVersion {
     }
 }
 
+/// The method as bytes; the standard ones without allocating.
+fn method_bytes(m: &http::Method) -> Bytes {
+    use http::Method;
+    let s: &'static str = match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return Bytes::copy_from_slice(m.as_str().as_bytes()),
+    };
+    Bytes::from_static(s.as_bytes())
+}
+
+/// An IP address as text (dotted quad, or RFC 5952 IPv6 without brackets).
+fn ip_text(ip: std::net::IpAddr) -> Bytes {
+    use std::io::Write;
+    let mut buf = [0u8; 45];
+    let mut w = &mut buf[..];
+    // A `SocketAddr`'s IP formats into 45 bytes at most; the write cannot
+    // fail, and formatting into a stack buffer allocates nothing.
+    let _ = write!(w, "{ip}");
+    let n = 45 - w.len();
+    Bytes::copy_from_slice(&buf[..n])
+}
+
 /// Builds the request head from the parts of an `http::Request`.
 pub(crate) fn request_head(
     parts: &http::request::Parts,
     body_length: Option<u64>,
 ) -> Result<RequestHead, Error> {
-    let meta = parts
-        .extensions
-        .get::<RequestMeta>()
-        .cloned()
-        .unwrap_or_default();
+    let default_meta;
+    let meta = match parts.extensions.get::<RequestMeta>() {
+        Some(m) => m,
+        None => {
+            default_meta = RequestMeta::default();
+            &default_meta
+        }
+    };
     let uri = &parts.uri;
-    let mut headers = HeaderBlock::builder();
+    let size: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| 6 + n.as_str().len() + v.len())
+        .sum();
+    let mut headers = HeaderBlock::builder_with_capacity(size);
     for (n, v) in &parts.headers {
         headers
             .push(n.as_str().as_bytes(), v.as_bytes())
@@ -138,20 +176,22 @@ pub(crate) fn request_head(
             .unwrap_or_default(),
     };
     let scheme = match uri.scheme_str() {
+        Some("http") => Bytes::from_static(b"http"),
+        Some("https") => Bytes::from_static(b"https"),
         Some(s) => Bytes::copy_from_slice(s.as_bytes()),
         None if meta.tls => Bytes::from_static(b"https"),
         None => Bytes::from_static(b"http"),
     };
     let path = match uri.path() {
-        "" => Bytes::from_static(b"/"),
+        "" | "/" => Bytes::from_static(b"/"),
         p => Bytes::copy_from_slice(p.as_bytes()),
     };
     let (client_addr, client_port) = match meta.client_addr {
-        Some(a) => (Bytes::from(a.ip().to_string()), a.port()),
+        Some(a) => (ip_text(a.ip()), a.port()),
         None => (Bytes::new(), 0),
     };
     Ok(RequestHead {
-        method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+        method: method_bytes(&parts.method),
         scheme,
         authority,
         path,
@@ -160,7 +200,7 @@ pub(crate) fn request_head(
         headers: headers.finish(),
         client_addr,
         client_port,
-        server_name: meta.server_name.unwrap_or_default(),
+        server_name: meta.server_name.clone().unwrap_or_default(),
         server_port: meta.server_port.unwrap_or(0),
         tls: meta.tls,
         params: params.finish(),
@@ -246,33 +286,28 @@ impl Client {
             .collect()
     }
 
-    /// Picks an upstream, skipping `tried` and ejected ones.
-    fn pick(&self, tried: &[usize]) -> Option<usize> {
+    /// Picks an upstream, skipping those in `tried` (a bit per upstream,
+    /// the first 64) and ejected ones. Allocates nothing.
+    fn pick(&self, tried: u64) -> Option<usize> {
         let ups = &self.inner.upstreams;
+        let n = ups.len();
+        let is_tried = |i: usize| i < 64 && tried & (1 << i) != 0;
+        if n == 1 {
+            return (!is_tried(0)).then_some(0);
+        }
         let now = Instant::now();
         let start = self.inner.rr.fetch_add(1, Ordering::Relaxed);
-        let n = ups.len();
-        let order = (0..n)
-            .map(|i| (start + i) % n)
-            .filter(|i| !tried.contains(i));
-        let healthy: Vec<usize> = order.clone().filter(|i| !ups[*i].is_ejected(now)).collect();
-        let candidates = if healthy.is_empty() {
-            // Every remaining upstream is ejected: rather than fail outright,
-            // try the one whose cool-down ends first.
-            let mut all: Vec<usize> = order.collect();
-            all.sort_by_key(|i| ups[*i].ejected_until());
-            all.truncate(1);
-            all
-        } else {
-            healthy
+        let order = (0..n).map(|i| (start + i) % n).filter(|&i| !is_tried(i));
+        let healthy = order.clone().filter(|&i| !ups[i].is_ejected(now));
+        let chosen = match self.inner.config.balance {
+            Balance::RoundRobin => healthy.clone().next(),
+            Balance::LeastOutstanding => {
+                healthy.min_by_key(|&i| ups[i].outstanding.load(Ordering::Acquire))
+            }
         };
-        match self.inner.config.balance {
-            Balance::RoundRobin => candidates.first().copied(),
-            Balance::LeastOutstanding => candidates
-                .iter()
-                .copied()
-                .min_by_key(|i| ups[*i].outstanding.load(Ordering::Acquire)),
-        }
+        // Every remaining upstream is ejected: rather than fail outright,
+        // try the one whose cool-down ends first.
+        chosen.or_else(|| order.min_by_key(|&i| ups[i].ejected_until()))
     }
 
     /// Sends one request and waits for the response head. The body streams
@@ -290,13 +325,15 @@ impl Client {
         let cfg = &self.inner.config;
         let deadline = cfg.request_timeout.map(|d| tokio::time::Instant::now() + d);
         let mut body = Some(body);
-        let mut tried = Vec::new();
+        let mut tried: u64 = 0;
         let mut attempts = 0;
         loop {
-            let Some(i) = self.pick(&tried) else {
+            let Some(i) = self.pick(tried) else {
                 return Err(Error::new(Kind::NoUpstream));
             };
-            tried.push(i);
+            if i < 64 {
+                tried |= 1 << i;
+            }
             let up = self.inner.upstreams[i].clone();
             let attempt = async {
                 match up.addr.protocol {
@@ -332,11 +369,12 @@ impl Client {
                     // connection may retry the same one.
                     let retryable = e.is_retryable() && body.is_some();
                     if retryable && attempts <= self.inner.upstreams.len() {
-                        if tried.len() == self.inner.upstreams.len() {
+                        let all = self.inner.upstreams.len().min(64);
+                        if tried.count_ones() as usize >= all {
                             if e.is_connect() {
                                 return Err(e);
                             }
-                            tried.clear();
+                            tried = 0;
                         }
                         tracing::debug!(upstream = %up.addr, error = %e, "retrying");
                         continue;

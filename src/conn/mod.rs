@@ -78,9 +78,6 @@ pub enum Role {
 
 /// Something the application must know about, from
 /// [`Connection::poll_event`].
-// `Request` carries a whole `RequestHead` (~330 bytes) by value: events are
-// moved out once per poll, and boxing would cost an allocation per request.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The peer's SETTINGS arrived; a client may now open streams.
@@ -90,7 +87,7 @@ pub enum Event {
         /// The stream.
         id: StreamId,
         /// The request head.
-        head: RequestHead,
+        head: Box<RequestHead>,
         /// The request has no body.
         end_stream: bool,
     },

@@ -237,7 +237,7 @@ impl Connection {
         self.streams.insert(id, stream);
         self.events.push_back(Event::Request {
             id,
-            head: f.into_head(),
+            head: f.into_boxed_head(),
             end_stream,
         });
         Ok(())

@@ -6,7 +6,9 @@
 //! at least one half is open, and moves to a bounded "recently closed" set
 //! when it closes or is reset.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -162,10 +164,15 @@ pub(crate) enum Recent {
 
 /// The stream table: open streams plus a bounded memory of recently closed
 /// or reset ids.
+///
+/// Keyed with FxHash, not SipHash: a stream id costs one multiply to hash.
+/// The peer picks the ids, but both maps are bounded (`max_concurrent_streams`
+/// open, `max_reset_streams` remembered) and ids only grow, so colliding
+/// keys cannot make a lookup cost more than a scan of that bound.
 #[derive(Debug)]
 pub(crate) struct StreamTable {
-    open: HashMap<StreamId, Stream>,
-    recent: HashMap<StreamId, Recent>,
+    open: FxHashMap<StreamId, Stream>,
+    recent: FxHashMap<StreamId, Recent>,
     recent_order: VecDeque<StreamId>,
     max_recent: usize,
 }
@@ -173,8 +180,8 @@ pub(crate) struct StreamTable {
 impl StreamTable {
     pub(crate) fn new(max_recent: usize) -> StreamTable {
         StreamTable {
-            open: HashMap::new(),
-            recent: HashMap::new(),
+            open: FxHashMap::default(),
+            recent: FxHashMap::default(),
             recent_order: VecDeque::new(),
             max_recent,
         }

@@ -176,6 +176,15 @@ impl HeaderBlock {
         HeaderBlockBuilder::default()
     }
 
+    /// Starts building a block of about `bytes` bytes (6 per entry plus
+    /// its name and value): one allocation when the estimate holds.
+    pub fn builder_with_capacity(bytes: usize) -> HeaderBlockBuilder {
+        HeaderBlockBuilder {
+            buf: BytesMut::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
     /// Builds a block from pairs, validating each.
     pub fn try_from_pairs<N, V, I>(pairs: I) -> Result<HeaderBlock, EncodeError>
     where

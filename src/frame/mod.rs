@@ -70,7 +70,6 @@ pub const MUST_UNDERSTAND_FLAGS: u8 = 0x0F;
 
 /// A decoded uwire/1 frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)] // boxing the request head would cost an allocation per request
 pub enum Frame {
     /// Body bytes of a stream.
     Data(Data),

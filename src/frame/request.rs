@@ -13,7 +13,9 @@ use super::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     stream_id: StreamId,
-    head: RequestHead,
+    /// Boxed: a head is some 340 bytes, and frames, events and requests
+    /// move many times on their way to a handler; a pointer moves cheaply.
+    head: Box<RequestHead>,
     end_stream: bool,
 }
 
@@ -22,7 +24,7 @@ impl Request {
     pub fn new(stream_id: StreamId, head: RequestHead, end_stream: bool) -> Request {
         Request {
             stream_id,
-            head,
+            head: Box::new(head),
             end_stream,
         }
     }
@@ -42,7 +44,7 @@ impl Request {
             .map_err(|(c, d)| header.error(c, d))?;
         Ok(Request {
             stream_id: header.stream_id(),
-            head,
+            head: Box::new(head),
             end_stream: header.has_flag(FLAG_END_STREAM),
         })
     }
@@ -72,6 +74,11 @@ impl Request {
 
     /// Takes the head.
     pub fn into_head(self) -> RequestHead {
+        *self.head
+    }
+
+    /// Takes the head without moving it out of its box.
+    pub fn into_boxed_head(self) -> Box<RequestHead> {
         self.head
     }
 

@@ -326,8 +326,8 @@ impl Drop for RecvStream {
 /// A request received by a server connection.
 #[derive(Debug)]
 pub struct IncomingRequest {
-    /// The request head.
-    pub head: RequestHead,
+    /// The request head (boxed: it travels cheaply to the handler).
+    pub head: Box<RequestHead>,
     /// The request body.
     pub body: RecvStream,
     /// Answers the request.

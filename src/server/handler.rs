@@ -200,7 +200,7 @@ impl HttpBody for Body {
 /// A request as a handler sees it.
 #[derive(Debug)]
 pub struct Request {
-    head: RequestHead,
+    head: Box<RequestHead>,
     environ: Environ,
     body: Body,
 }
@@ -208,6 +208,11 @@ pub struct Request {
 impl Request {
     /// Assembles a request (the runtime does this; also useful in tests).
     pub fn new(head: RequestHead, environ: Environ, body: Body) -> Request {
+        Request::from_boxed(Box::new(head), environ, body)
+    }
+
+    /// Assembles a request around a head already boxed.
+    pub(crate) fn from_boxed(head: Box<RequestHead>, environ: Environ, body: Body) -> Request {
         Request {
             head,
             environ,
@@ -232,7 +237,7 @@ impl Request {
 
     /// Splits the request.
     pub fn into_parts(self) -> (RequestHead, Environ, Body) {
-        (self.head, self.environ, self.body)
+        (*self.head, self.environ, self.body)
     }
 }
 

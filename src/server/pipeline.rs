@@ -99,9 +99,13 @@ pub(crate) trait Sink: Send {
     ) -> impl Future<Output = Result<(), SinkError>> + Send + '_;
 
     /// Sends body bytes; resolves once they are handed on or only a bounded
-    /// amount waits (backpressure).
-    fn send_data(&mut self, data: Bytes)
-        -> impl Future<Output = Result<(), SinkError>> + Send + '_;
+    /// amount waits (backpressure). With `last` these are the final bytes:
+    /// the response ends with them (no separate [`finish`](Sink::finish)).
+    fn send_data(
+        &mut self,
+        data: Bytes,
+        last: bool,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send + '_;
 
     /// Sends trailers, which end the response (dropped where the protocol
     /// has none).
@@ -150,15 +154,27 @@ pub(crate) fn simple(status: u16, msg: &str) -> Response {
     r
 }
 
-/// The wire form of response header fields.
-pub(crate) fn header_block(headers: &http::HeaderMap) -> HeaderBlock {
-    let mut b = HeaderBlock::builder();
+/// The wire form of response header fields, plus `content-length: n` when
+/// `length` is given (written straight into the block: no header map
+/// insert, no allocation for the number).
+pub(crate) fn header_block(headers: &http::HeaderMap, length: Option<u64>) -> HeaderBlock {
+    let mut digits = itoa::Buffer::new();
+    let length = length.map(|n| digits.format(n).as_bytes());
+    let size: usize = headers
+        .iter()
+        .map(|(n, v)| 6 + n.as_str().len() + v.len())
+        .sum::<usize>()
+        + length.map_or(0, |l| 6 + "content-length".len() + l.len());
+    let mut b = HeaderBlock::builder_with_capacity(size);
     for (name, value) in headers {
         // http's types already forbid CR, LF and NUL; a value that still
         // fails is dropped rather than failing the response.
         if b.push(name.as_str().as_bytes(), value.as_bytes()).is_err() {
             tracing::warn!(header = %name, "dropping a response header uwire cannot carry");
         }
+    }
+    if let Some(l) = length {
+        let _ = b.push(b"content-length", l);
     }
     b.finish()
 }
@@ -175,7 +191,7 @@ enum Outcome {
 
 /// Serves one decoded request: `head` and `body` in, the response out
 /// through `sink`. Every request of every protocol goes through here.
-pub(crate) async fn serve<S: Sink>(ctx: &Ctx, head: RequestHead, body: Body, sink: &mut S) {
+pub(crate) async fn serve<S: Sink>(ctx: &Ctx, head: Box<RequestHead>, body: Body, sink: &mut S) {
     let started = Instant::now();
     ctx.metrics.stream_started();
     let metrics = ctx.metrics.clone();
@@ -195,7 +211,7 @@ pub(crate) async fn serve<S: Sink>(ctx: &Ctx, head: RequestHead, body: Body, sin
 /// the response (or outcome) the runtime promises.
 async fn run_handler<S: Sink>(
     ctx: &Ctx,
-    head: RequestHead,
+    head: Box<RequestHead>,
     body: Body,
     deadline: Option<Deadline>,
     sink: &mut S,
@@ -212,7 +228,7 @@ async fn run_handler<S: Sink>(
         }
         Ok(env) => env,
     };
-    let request = Request::new(head, environ, body);
+    let request = Request::from_boxed(head, environ, body);
     // `call` itself may panic (work done before the future is built), as
     // may the future: both are the handler panicking.
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.call(request))) {
@@ -345,7 +361,7 @@ async fn within<F: Future>(deadline: Option<Deadline>, fut: F) -> Option<F::Outp
 /// Polls a future once (with the task's waker): its output if ready.
 /// A plain `Future` rather than an `async fn`, which would trip the
 /// compiler's higher-ranked `Send` inference on the handler's future.
-struct PollOnce<'a, F>(std::pin::Pin<&'a mut F>);
+pub(crate) struct PollOnce<'a, F>(pub(crate) std::pin::Pin<&'a mut F>);
 
 impl<F: Future> Future for PollOnce<'_, F> {
     type Output = Option<F::Output>;
@@ -361,15 +377,6 @@ impl<F: Future> Future for PollOnce<'_, F> {
     }
 }
 
-/// Adds `Content-Length` when the body's exact size is known and none is set.
-fn announce_length<B: http_body::Body>(headers: &mut http::HeaderMap, body: &B) {
-    if !headers.contains_key(http::header::CONTENT_LENGTH) {
-        if let Some(n) = body.size_hint().exact() {
-            headers.insert(http::header::CONTENT_LENGTH, n.into());
-        }
-    }
-}
-
 /// Sends the head, then pumps the body into the sink: one chunk at a time,
 /// under the request deadline and the send timeout, racing the peer going
 /// away, with panics in the body caught.
@@ -379,18 +386,19 @@ async fn respond<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, deadline:
     if !S::KEEPS_TRANSFER_ENCODING {
         parts.headers.remove(http::header::TRANSFER_ENCODING);
     }
-    // Announce a known length, so an HTTP/1.1 front need not chunk it.
-    if !parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
-        announce_length(&mut parts.headers, &body);
-    }
     let shape = BodyShape {
         end: http_body::Body::is_end_stream(&body),
         exact_len: http_body::Body::size_hint(&body).exact(),
     };
+    // Announce a known length, so an HTTP/1.1 front need not chunk it.
+    let announce = shape.exact_len.filter(|_| {
+        !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+            && !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+    });
     let head = ResponseHead {
         status: parts.status.as_u16(),
         reason: None,
-        headers: header_block(&parts.headers),
+        headers: header_block(&parts.headers, announce),
     };
     if let Err(e) = sink.send_head(head, shape).await {
         return sink_failed(ctx, e);
@@ -454,8 +462,12 @@ async fn respond<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, deadline:
         let frame = match frame.into_data() {
             Ok(data) => {
                 let n = data.len() as u64;
+                // A body that knows it is done (a full buffer) ends with its
+                // data: one frame fewer.
+                let last = http_body::Body::is_end_stream(&body);
                 let limit = send_timeout.map(|t| Deadline::now() + t);
-                match within(limit, sink.send_data(data)).await {
+                match within(limit, sink.send_data(data, last)).await {
+                    Some(Ok(())) if last => return ctx.metrics.add_bytes_out(n),
                     Some(Ok(())) => ctx.metrics.add_bytes_out(n),
                     Some(Err(e)) => return sink_failed(ctx, e),
                     None => {
@@ -472,7 +484,7 @@ async fn respond<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, deadline:
             Err(frame) => frame,
         };
         if let Ok(trailers) = frame.into_trailers() {
-            if let Err(e) = sink.send_trailers(header_block(&trailers)).await {
+            if let Err(e) = sink.send_trailers(header_block(&trailers, None)).await {
                 sink_failed(ctx, e);
             }
             return;

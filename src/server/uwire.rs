@@ -13,8 +13,7 @@ use tracing::Instrument;
 
 use super::handler::{Body, BodyError};
 use super::metrics::ErrorKind;
-use super::handler::BoxFuture;
-use super::pipeline::{self, BodyShape, Ctx, OnDrop, Sink, SinkError};
+use super::pipeline::{self, BodyShape, Ctx, OnDrop, PollOnce, Sink, SinkError};
 use crate::frame::{HeaderBlock, Reason, ResponseHead};
 use crate::net::{self, IncomingRequest, Responder, SendStream};
 
@@ -38,7 +37,7 @@ where
     let (mut incoming, mut driver) = net::server(io, ctx.config.conn.clone());
     // Dropping the set (when the connection is gone) cancels handlers that
     // are still running: nobody can receive their answer.
-    let mut streams: FuturesUnordered<BoxFuture<()>> = FuturesUnordered::new();
+    let mut streams = FuturesUnordered::new();
     let idle = ctx.config.idle_timeout;
     let mut last_activity = tokio::time::Instant::now();
     // One timer for the whole connection, re-armed as it fires.
@@ -59,9 +58,14 @@ where
                     accepting = false;
                     continue;
                 };
-                let ctx = ctx.clone();
-                let span = tracing::debug_span!("stream", id = %req.responder.id());
-                streams.push(Box::pin(async move { serve_stream(req, &ctx).await }.instrument(span)));
+                // Most handlers answer at once: run the pipeline right here,
+                // and keep it only if it has to wait.
+                let mut task = Box::pin(stream_task(req, ctx.clone()));
+                if PollOnce(task.as_mut()).await.is_none() {
+                    streams.push(task);
+                } else if streams.is_empty() {
+                    last_activity = tokio::time::Instant::now();
+                }
             }
             Some(()) = streams.next(), if !streams.is_empty() => {
                 if streams.is_empty() {
@@ -118,6 +122,12 @@ where
     }
 }
 
+/// One stream's work.
+fn stream_task(req: IncomingRequest, ctx: Ctx) -> impl std::future::Future<Output = ()> + Send {
+    let span = tracing::debug_span!("stream", id = %req.responder.id());
+    async move { serve_stream(req, &ctx).await }.instrument(span)
+}
+
 async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
     let IncomingRequest {
         head,
@@ -166,18 +176,22 @@ impl Sink for StreamSink {
         Ok(())
     }
 
-    async fn send_data(&mut self, data: Bytes) -> Result<(), SinkError> {
+    async fn send_data(&mut self, data: Bytes, last: bool) -> Result<(), SinkError> {
         let StreamSink::Sending(send) = self else {
             return Err(SinkError::Gone(None));
         };
         // Fails only once the stream is reset (by the proxy, or by the
         // driver on its behalf) or the connection is gone; which one, the
         // stream's `closed` signal tells.
-        match send.send_data(data, false).await {
+        let sent = match send.send_data(data, last).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_remote_reset() => Err(SinkError::Gone(e.reason())),
             Err(_) => Err(SinkError::Gone(send.closed().now_or_never().flatten())),
+        };
+        if last {
+            *self = StreamSink::Done;
         }
+        sent
     }
 
     async fn send_trailers(&mut self, trailers: HeaderBlock) -> Result<(), SinkError> {
@@ -203,3 +217,4 @@ impl Sink for StreamSink {
         }
     }
 }
+

@@ -57,7 +57,7 @@ pub(crate) async fn serve<T: Accepted>(mut io: T, ctx: Ctx, mut buf: BytesMut) {
         }
     };
     let head = match request.to_request_head() {
-        Ok(h) => h,
+        Ok(h) => Box::new(h),
         Err(e) => return reject(&mut io, &ctx, &e).await,
     };
     let expected = request.body_length;
@@ -311,7 +311,8 @@ impl<T: Accepted> Sink for InPlace<T> {
         start(&mut self.io, &mut self.head, &head, shape).await
     }
 
-    async fn send_data(&mut self, data: Bytes) -> Result<(), SinkError> {
+    async fn send_data(&mut self, data: Bytes, _last: bool) -> Result<(), SinkError> {
+        // The end of the response is the connection closing, right after.
         write_with_head(&mut self.io, &mut self.head, &data).await
     }
 
@@ -373,8 +374,12 @@ impl Sink for Split {
         start(&mut self.wr, &mut self.head, &head, shape).await
     }
 
-    async fn send_data(&mut self, data: Bytes) -> Result<(), SinkError> {
-        write_with_head(&mut self.wr, &mut self.head, &data).await
+    async fn send_data(&mut self, data: Bytes, last: bool) -> Result<(), SinkError> {
+        write_with_head(&mut self.wr, &mut self.head, &data).await?;
+        if last {
+            self.finish().await?;
+        }
+        Ok(())
     }
 
     async fn send_trailers(&mut self, _trailers: HeaderBlock) -> Result<(), SinkError> {
