@@ -16,20 +16,13 @@ a 1 MiB body, echoed back).
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
+import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import (
-    BENCH_DIR,
-    EXAMPLES,
     ROOT,
-    UWIRE,
-    Proc,
-    Procs,
     cpu_seconds,
     cpu_snapshot,
     die,
@@ -37,526 +30,118 @@ from common import (
     env_int,
     env_list,
     exit_on_sigterm,
-    free_port,
     log,
     read_csv,
     smoke,
     table,
-    wait_http,
-    wait_socket,
     workdir,
     write_csv,
     write_meta,
     wrk,
 )
 from results import e2e_medians, e2e_targets
+from setups import (
+    APP_PROCESSES,
+    ECHO_BYTES,
+    HYPER_THREADS,
+    NGINX_WORKERS,
+    ONE_THREAD_ENV,
+    PROXY_ARGS,
+    QUICKSTART_ARGS,
+    SERVE_ARGS,
+    Setup,
+    Setups,
+    one_thread_args,
+)
 
-# ---- knobs: environment variables, so a run is easy to adjust -------------
+# ---- knobs of the runs (environment variables); setups.py has the rest ----
 SECS = env_float("BENCH_SECS", 1 if smoke() else 5)
 ROUNDS = env_int("BENCH_ROUNDS", 1 if smoke() else 3)
 CONNS = env_list("BENCH_CONNS", [32] if smoke() else [1, 32, 256])
 ECHO_CONNS = env_list("BENCH_ECHO_CONNS", [1] if smoke() else [1, 32, 256])
 WRK_THREADS = env_int("BENCH_WRK_THREADS", 1)
-NGINX_WORKERS = env_int("BENCH_NGINX_WORKERS", 1)
-# uWSGI processes, gunicorn and Granian workers.
-APP_PROCESSES = env_int("BENCH_APP_PROCESSES", 2)
-# Extra arguments of the uwire commands (e.g. "--threads 2" once it exists).
-SERVE_ARGS = shlex.split(os.environ.get("BENCH_SERVE_ARGS", ""))
-PROXY_ARGS = shlex.split(os.environ.get("BENCH_PROXY_ARGS", ""))
-QUICKSTART_ARGS = shlex.split(os.environ.get("BENCH_QUICKSTART_ARGS", ""))
-# The one-thread rows: this environment, plus `--threads 1` when the uwire
-# commands have that flag (override with BENCH_ONE_THREAD_ARGS).
-ONE_THREAD_ENV = {"TOKIO_WORKER_THREADS": "1"}
-HYPER_THREADS = env_int("BENCH_HYPER_THREADS", 1)
-ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
-ECHO_BYTES = 1 << 20
 
 
-def one_thread_args() -> list[str]:
-    if "BENCH_ONE_THREAD_ARGS" in os.environ:
-        return shlex.split(os.environ["BENCH_ONE_THREAD_ARGS"])
-    r = subprocess.run(
-        [str(UWIRE), "serve", "--help"], capture_output=True, text=True, check=False
-    )
-    return ["--threads", "1"] if "--threads" in r.stdout else []
-
-
-@dataclass
-class Setup:
-    name: str
-    title: str
-    port: int = 0
-    roles: dict[str, list[Proc]] = field(default_factory=dict)
-    echo: bool = True
-    broken: str = ""
-
-    def role_pids(self) -> dict[str, list[int]]:
-        return {k: [p.pid for p in v] for k, v in self.roles.items()}
-
-    def check_alive(self) -> None:
-        for procs in self.roles.values():
-            for p in procs:
-                if not p.alive() and not self.broken:
-                    self.broken = f"{p.name} exited:\n{p.tail()}"
-
-
-NGINX_CONF = """{user_line}
-daemon off;
-worker_processes {workers};
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  default_type text/plain;
-  keepalive_requests 1000000;
-  client_body_temp_path {dir}/cb; proxy_temp_path {dir}/pt; fastcgi_temp_path {dir}/ft;
-  uwsgi_temp_path {dir}/ut; scgi_temp_path {dir}/st;
-  # The 1 MiB echo stays in memory: request body and response buffers.
-  client_max_body_size 2m; client_body_buffer_size 2m;
-  uwsgi_buffers 64 16k; proxy_buffers 64 16k;
-{servers}
-}}
-"""
-
-UWSGI_PARAMS_FALLBACK = """
-uwsgi_param QUERY_STRING $query_string;
-uwsgi_param REQUEST_METHOD $request_method;
-uwsgi_param CONTENT_TYPE $content_type;
-uwsgi_param CONTENT_LENGTH $content_length;
-uwsgi_param REQUEST_URI $request_uri;
-uwsgi_param PATH_INFO $document_uri;
-uwsgi_param DOCUMENT_ROOT $document_root;
-uwsgi_param SERVER_PROTOCOL $server_protocol;
-uwsgi_param REQUEST_SCHEME $scheme;
-uwsgi_param HTTPS $https if_not_empty;
-uwsgi_param REMOTE_ADDR $remote_addr;
-uwsgi_param REMOTE_PORT $remote_port;
-uwsgi_param SERVER_PORT $server_port;
-uwsgi_param SERVER_NAME $server_name;
-"""
-
-
-class Suite:
-    def __init__(self, dir: Path) -> None:
-        self.dir = dir
-        self.procs = Procs(dir)
-        self.setups: list[Setup] = []
-        self.nginx_servers: list[str] = []
-        self.nginx_setups: list[Setup] = []
-
-    def want(self, name: str) -> bool:
-        return not ONLY or name in ONLY
-
-    # ---- starting the setups
-    def add(self, s: Setup) -> Setup:
-        self.setups.append(s)
-        return s
-
-    def uwsgi_params(self) -> str:
-        system = Path("/etc/nginx/uwsgi_params")
-        if system.exists():
-            return str(system)
-        path = self.dir / "uwsgi_params"
-        path.write_text(UWSGI_PARAMS_FALLBACK)
-        return str(path)
-
-    def nginx_front(self, s: Setup, location: str) -> None:
-        s.port = free_port()
-        self.nginx_servers.append(
-            f"  server {{ listen 127.0.0.1:{s.port}; location / {{ {location} }} }}"
-        )
-        self.nginx_setups.append(s)
-
-    def serve(
-        self,
-        name: str,
-        sock: Path,
-        env: dict[str, str] | None = None,
-        extra: list[str] | None = None,
-    ) -> Proc:
-        p = self.procs.start(
-            name,
-            [
-                UWIRE,
-                "serve",
-                "--bind",
-                f"unix:{sock}",
-                "--socket-mode",
-                "666",
-                *SERVE_ARGS,
-                *(extra or []),
-            ],
-            env=env,
-        )
-        wait_socket(sock, p)
-        return p
-
-    def proxy(
-        self,
-        name: str,
-        port: int,
-        upstream: str,
-        env: dict[str, str] | None = None,
-        extra: list[str] | None = None,
-    ) -> Proc:
-        return self.procs.start(
-            name,
-            [
-                UWIRE,
-                "proxy",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--upstream",
-                upstream,
-                *PROXY_ARGS,
-                *(extra or []),
-            ],
-            env=env,
-        )
-
-    def uwsgi(self, name: str, sock: Path) -> Proc:
-        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
-        p = self.procs.start(
-            name,
-            [
-                "uwsgi",
-                "--socket",
-                sock,
-                "--chmod-socket=666",
-                "--wsgi-file",
-                BENCH_DIR / "hello_wsgi.py",
-                "--master",
-                "--processes",
-                str(APP_PROCESSES),
-                "--disable-logging",
-                "--die-on-term",
-                "--listen",
-                str(min(1024, somaxconn)),
-            ],
-        )
-        wait_socket(sock, p)
-        return p
-
-    def gunicorn(self, name: str, sock: Path, protocol: str) -> Proc:
-        help_text = subprocess.run(
-            ["gunicorn", "--help"], capture_output=True, text=True, check=False
-        ).stdout
-        argv: list[str | Path] = [
-            "gunicorn",
-            "--bind",
-            f"unix:{sock}",
-            "--workers",
-            str(APP_PROCESSES),
-            "--backlog",
-            "2048",
-            "--chdir",
-            BENCH_DIR,
-            "--log-level",
-            "warning",
-        ]
-        if "--no-control-socket" in help_text:
-            argv.append("--no-control-socket")
-        if protocol == "uwsgi":
-            if "--protocol" not in help_text:
-                die(
-                    "this gunicorn has no --protocol uwsgi (gunicorn >= 25 has): pip install -U gunicorn"
-                )
-            argv += ["--protocol", "uwsgi"]
-        argv.append("hello_wsgi:application")
-        p = self.procs.start(name, argv)
-        wait_socket(sock, p)
-        return p
-
-    def start(self) -> None:
-        d = self.dir
-        one_args = one_thread_args()
-        if one_args:
-            log(f"one-thread rows use TOKIO_WORKER_THREADS=1 and {' '.join(one_args)}")
-        uwsgi_sock = d / "uwsgi.sock"
-        shared_uwsgi: Proc | None = None
-
-        def uwsgi_once() -> Proc:
-            nonlocal shared_uwsgi
-            if shared_uwsgi is None:
-                shared_uwsgi = self.uwsgi("uwsgi", uwsgi_sock)
-            return shared_uwsgi
-
-        params = self.uwsgi_params()
-        if self.want("nginx-static"):
-            s = self.add(
-                Setup(
-                    "nginx-static",
-                    "nginx `return 200` (static, the front's ceiling)",
-                    echo=False,
-                )
-            )
-            self.nginx_front(s, 'return 200 "Hello from uwire!\\n";')
-        if self.want("hyper-hello"):
-            s = self.add(
-                Setup(
-                    "hyper-hello", f"bare hyper HTTP/1.1 hello ({HYPER_THREADS} thread)"
-                )
-            )
-            s.port = free_port()
-            s.roles["hyper"] = [
-                self.procs.start(
-                    "hyper",
-                    [
-                        EXAMPLES / "bench_peers",
-                        "hello",
-                        "--listen",
-                        f"127.0.0.1:{s.port}",
-                        "--threads",
-                        str(HYPER_THREADS),
-                    ],
-                )
-            ]
-        if self.want("nginx-uwsgi"):
-            s = self.add(
-                Setup(
-                    "nginx-uwsgi",
-                    f"nginx -> uwsgi_pass -> uWSGI ({APP_PROCESSES} processes, Python)",
-                )
-            )
-            s.roles["uwsgi"] = [uwsgi_once()]
-            self.nginx_front(s, f"include {params}; uwsgi_pass unix:{uwsgi_sock};")
-        if self.want("granian"):
-            s = self.add(
-                Setup(
-                    "granian", f"Granian WSGI direct ({APP_PROCESSES} workers, Python)"
-                )
-            )
-            s.port = free_port()
-            s.roles["granian"] = [
-                self.procs.start(
-                    "granian",
-                    [
-                        "granian",
-                        "--interface",
-                        "wsgi",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(s.port),
-                        "--workers",
-                        str(APP_PROCESSES),
-                        "--working-dir",
-                        BENCH_DIR,
-                        "--no-access-log",
-                        "--log-level",
-                        "warning",
-                        "hello_wsgi:application",
-                    ],
-                )
-            ]
-        if self.want("quickstart"):
-            s = self.add(
-                Setup(
-                    "quickstart",
-                    "`uwire quickstart` (proxy + runtime in one process, Rust handler)",
-                )
-            )
-            s.port = free_port()
-            s.roles["quickstart"] = [
-                self.procs.start(
-                    "quickstart",
-                    [
-                        UWIRE,
-                        "quickstart",
-                        "--listen",
-                        f"127.0.0.1:{s.port}",
-                        "--app-socket",
-                        d / "qs.sock",
-                        *QUICKSTART_ARGS,
-                    ],
-                )
-            ]
-        if self.want("proxy-serve"):
-            s = self.add(
-                Setup(
-                    "proxy-serve",
-                    "`uwire proxy` -> uwire/1 -> `uwire serve` (Rust handler)",
-                )
-            )
-            s.port = free_port()
-            s.roles["serve"] = [self.serve("serve-ps", d / "ps.sock")]
-            s.roles["proxy"] = [self.proxy("proxy-ps", s.port, f"unix:{d / 'ps.sock'}")]
-        if self.want("proxy-serve-1t"):
-            s = self.add(
-                Setup(
-                    "proxy-serve-1t",
-                    "same, one worker thread in each (TOKIO_WORKER_THREADS=1)",
-                )
-            )
-            s.port = free_port()
-            s.roles["serve"] = [
-                self.serve("serve-1t", d / "p1.sock", ONE_THREAD_ENV, one_args)
-            ]
-            s.roles["proxy"] = [
-                self.proxy(
-                    "proxy-1t",
-                    s.port,
-                    f"unix:{d / 'p1.sock'}",
-                    ONE_THREAD_ENV,
-                    one_args,
-                )
-            ]
-        if self.want("nginx-serve"):
-            s = self.add(
-                Setup(
-                    "nginx-serve",
-                    "nginx -> uwsgi_pass -> `uwire serve` (classic uwsgi, Rust handler)",
-                )
-            )
-            s.roles["serve"] = [self.serve("serve-ns", d / "ns.sock")]
-            self.nginx_front(s, f"include {params}; uwsgi_pass unix:{d / 'ns.sock'};")
-        if self.want("proxy-uwsgi"):
-            s = self.add(
-                Setup("proxy-uwsgi", "`uwire proxy` -> classic uwsgi -> uWSGI (Python)")
-            )
-            s.port = free_port()
-            s.roles["uwsgi"] = [uwsgi_once()]
-            s.roles["proxy"] = [
-                self.proxy("proxy-uw", s.port, f"uwsgi+unix:{uwsgi_sock}")
-            ]
-        if self.want("nginx-gunicorn-uwsgi"):
-            s = self.add(
-                Setup(
-                    "nginx-gunicorn-uwsgi",
-                    f"nginx -> uwsgi_pass -> gunicorn --protocol uwsgi ({APP_PROCESSES} workers)",
-                )
-            )
-            s.roles["gunicorn"] = [
-                self.gunicorn("gunicorn-uwsgi", d / "gu.sock", "uwsgi")
-            ]
-            self.nginx_front(s, f"include {params}; uwsgi_pass unix:{d / 'gu.sock'};")
-        if self.want("nginx-gunicorn-http"):
-            s = self.add(
-                Setup(
-                    "nginx-gunicorn-http",
-                    f"nginx -> proxy_pass (HTTP/1.0) -> gunicorn ({APP_PROCESSES} workers)",
-                )
-            )
-            s.roles["gunicorn"] = [
-                self.gunicorn("gunicorn-http", d / "gh.sock", "http")
-            ]
-            self.nginx_front(
-                s,
-                f"proxy_pass http://unix:{d / 'gh.sock'}:; proxy_set_header Host $host;",
-            )
-        if self.nginx_setups:
-            conf = d / "nginx.conf"
-            conf.write_text(
-                NGINX_CONF.format(
-                    user_line="user root;" if os.geteuid() == 0 else "",
-                    workers=NGINX_WORKERS,
-                    dir=d,
-                    servers="\n".join(self.nginx_servers),
-                )
-            )
-            nginx = self.procs.start("nginx", ["nginx", "-c", conf, "-p", d])
-            for s in self.nginx_setups:
-                s.roles = {"nginx": [nginx], **s.roles}
-        for s in self.setups:
-            owner = next((p for ps in s.roles.values() for p in ps), None)
-            wait_http(s.port, owner)
-            if s.echo:
-                self.check_echo(s)
-
-    def check_echo(self, s: Setup) -> None:
-        """One 1 MiB echo must come back whole before it is measured."""
-        import urllib.request
-
-        body = os.urandom(ECHO_BYTES)
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{s.port}/echo", data=body, method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            got = r.read()
-        if got != body:
-            die(f"{s.name}: /echo returned {len(got)} bytes, not the {len(body)} sent")
-
-    # ---- measuring
-    def measure(
-        self, s: Setup, workload: str, conns: int, rnd: int, lua: Path
-    ) -> dict[str, object]:
-        row: dict[str, object] = {
-            "setup": s.name,
-            "title": s.title,
-            "workload": workload,
-            "conns": conns,
-            "round": rnd,
-        }
-        s.check_alive()
-        if s.broken:
-            row["error_text"] = "setup down"
-            return row
-        roles = s.role_pids()
-        before = cpu_snapshot(roles)
-        path = "/echo" if workload == "echo1m" else "/"
-        try:
-            r = wrk(
-                f"http://127.0.0.1:{s.port}{path}",
-                conns,
-                SECS,
-                WRK_THREADS,
-                lua if workload == "echo1m" else None,
-            )
-        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
-            row["error_text"] = str(e)[:200]
-            log(f"  {s.name} {workload} c{conns}: {e}")
-            return row
-        cpu = cpu_seconds(before, roles)
-        n = max(1, r.requests)
-        per = {k: v * 1e6 / n for k, v in cpu.items()}
-        row.update(
-            rps=r.rps,
-            p50_us=r.p50_us,
-            p90_us=r.p90_us,
-            p99_us=r.p99_us,
-            requests=r.requests,
-            seconds=r.seconds,
-            errors=r.errors,
-            error_text=r.error_text,
-            cpu_us=sum(per.values()),
-            cpu_detail=";".join(f"{k}={v:.2f}" for k, v in per.items()),
-        )
-        log(
-            f"  r{rnd} {workload:<6} c{conns:<4} {s.name:<21} {r.rps:>10,.0f} req/s  p99 {r.p99_us / 1000:>7.2f} ms"
-            f"  cpu {sum(per.values()):>6.1f} us/req ({row['cpu_detail']}){'  ' + r.error_text if r.errors else ''}"
-        )
+def measure(
+    s: Setup, workload: str, conns: int, rnd: int, lua: Path
+) -> dict[str, object]:
+    row: dict[str, object] = {
+        "setup": s.name,
+        "title": s.title,
+        "workload": workload,
+        "conns": conns,
+        "round": rnd,
+    }
+    s.check_alive()
+    if s.broken:
+        row["error_text"] = "setup down"
         return row
-
-    def run(self) -> list[dict[str, object]]:
-        lua = self.dir / "echo.lua"
-        lua.write_text(
-            'wrk.method = "POST"\n'
-            f'wrk.body = string.rep("x", {ECHO_BYTES})\n'
-            'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+    roles = s.role_pids()
+    before = cpu_snapshot(roles)
+    path = "/echo" if workload == "echo1m" else "/"
+    try:
+        r = wrk(
+            f"http://127.0.0.1:{s.port}{path}",
+            conns,
+            SECS,
+            WRK_THREADS,
+            lua if workload == "echo1m" else None,
         )
-        workloads: list[tuple[str, list[int], Callable[[Setup], bool]]] = [
-            ("get", CONNS, lambda s: True),
-            ("echo1m", ECHO_CONNS, lambda s: s.echo),
-        ]
-        if not smoke():
-            log("warm-up: 1 s per setup and workload")
-            for s in self.setups:
-                wrk(f"http://127.0.0.1:{s.port}/", 32, 1, WRK_THREADS)
-                if s.echo:
-                    wrk(f"http://127.0.0.1:{s.port}/echo", 4, 1, WRK_THREADS, lua)
-        rows = []
-        for rnd in range(1, ROUNDS + 1):
-            log(f"round {rnd}/{ROUNDS}")
-            for workload, conns_list, applies in workloads:
-                for conns in conns_list:
-                    chosen = [s for s in self.setups if applies(s)]
-                    # Rotate the order each round so no setup always runs
-                    # right after the same neighbour.
-                    k = (rnd - 1) % max(1, len(chosen))
-                    for s in chosen[k:] + chosen[:k]:
-                        rows.append(self.measure(s, workload, conns, rnd, lua))
-        return rows
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
+        row["error_text"] = str(e)[:200]
+        log(f"  {s.name} {workload} c{conns}: {e}")
+        return row
+    cpu = cpu_seconds(before, roles)
+    n = max(1, r.requests)
+    per = {k: v * 1e6 / n for k, v in cpu.items()}
+    row.update(
+        rps=r.rps,
+        p50_us=r.p50_us,
+        p90_us=r.p90_us,
+        p99_us=r.p99_us,
+        requests=r.requests,
+        seconds=r.seconds,
+        errors=r.errors,
+        error_text=r.error_text,
+        cpu_us=sum(per.values()),
+        cpu_detail=";".join(f"{k}={v:.2f}" for k, v in per.items()),
+    )
+    log(
+        f"  r{rnd} {workload:<6} c{conns:<4} {s.name:<21} {r.rps:>10,.0f} req/s  p99 {r.p99_us / 1000:>7.2f} ms"
+        f"  cpu {sum(per.values()):>6.1f} us/req ({row['cpu_detail']}){'  ' + r.error_text if r.errors else ''}"
+    )
+    return row
+
+
+def run(setups: Setups) -> list[dict[str, object]]:
+    lua = setups.dir / "echo.lua"
+    lua.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = string.rep("x", {ECHO_BYTES})\n'
+        'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+    )
+    workloads: list[tuple[str, list[int], Callable[[Setup], bool]]] = [
+        ("get", CONNS, lambda s: True),
+        ("echo1m", ECHO_CONNS, lambda s: s.echo),
+    ]
+    if not smoke():
+        log("warm-up: 1 s per setup and workload")
+        for s in setups.setups:
+            wrk(f"http://127.0.0.1:{s.port}/", 32, 1, WRK_THREADS)
+            if s.echo:
+                wrk(f"http://127.0.0.1:{s.port}/echo", 4, 1, WRK_THREADS, lua)
+    rows = []
+    for rnd in range(1, ROUNDS + 1):
+        log(f"round {rnd}/{ROUNDS}")
+        for workload, conns_list, applies in workloads:
+            for conns in conns_list:
+                chosen = [s for s in setups.setups if applies(s)]
+                # Rotate the order each round so no setup always runs
+                # right after the same neighbour.
+                k = (rnd - 1) % max(1, len(chosen))
+                for s in chosen[k:] + chosen[:k]:
+                    rows.append(measure(s, workload, conns, rnd, lua))
+    return rows
 
 
 CSV_HEADER = [
@@ -644,14 +229,14 @@ def main() -> None:
     args = ap.parse_args()
     exit_on_sigterm()
     d = workdir("e2e")
-    suite = Suite(d)
+    suite = Setups(d)
     try:
         suite.start()
         log(
             f"{len(suite.setups)} setups up; {ROUNDS} interleaved rounds of {SECS:g} s per run; "
             f"GET at c{CONNS}, 1 MiB echo at c{ECHO_CONNS}"
         )
-        rows = suite.run()
+        rows = run(suite)
     finally:
         suite.procs.stop_all()
     write_csv(args.csv, CSV_HEADER, rows)
@@ -677,8 +262,6 @@ def main() -> None:
     )
     ok = print_summary(args.csv)
     print(f"\nevery run: {args.csv}")
-    import shutil
-
     shutil.rmtree(d, ignore_errors=True)
     if not ok and smoke():
         die("smoke run: a setup failed or answered errors (see above)")
