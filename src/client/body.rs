@@ -162,7 +162,6 @@ impl HttpBody for Body {
     }
 }
 
-
 /// Sends a caller's request body into `send` as it arrives, never holding
 /// more than one chunk plus what the stream's flow control allows.
 pub(crate) async fn pump<B>(body: B, mut send: SendStream)

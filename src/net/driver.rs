@@ -69,7 +69,12 @@ struct State {
 }
 
 impl<T> Driver<T> {
-    pub(crate) fn new(io: T, shared: Arc<Shared>, role: Role, config: &crate::conn::Config) -> Self {
+    pub(crate) fn new(
+        io: T,
+        shared: Arc<Shared>,
+        role: Role,
+        config: &crate::conn::Config,
+    ) -> Self {
         let mut wbuf = BytesMut::new();
         // The client speaks first. A server answers only once the client's
         // preface is in: to a peer that turns out not to speak uwire it
@@ -82,17 +87,17 @@ impl<T> Driver<T> {
             io,
             shared,
             st: State {
-            codec: Codec::new(config.limits),
-            rbuf: BytesMut::new(),
-            wbuf,
-            greeted,
-            read_open: true,
-            orphaned: false,
-            write_timeout: config.write_timeout,
-            stall: None,
-            timer: None,
-            failure: None,
-            done: false,
+                codec: Codec::new(config.limits),
+                rbuf: BytesMut::new(),
+                wbuf,
+                greeted,
+                read_open: true,
+                orphaned: false,
+                write_timeout: config.write_timeout,
+                stall: None,
+                timer: None,
+                failure: None,
+                done: false,
             },
         }
     }
@@ -107,7 +112,8 @@ impl State {
             // Every handle is gone: finish what is in flight, then close.
             self.orphaned = true;
             g.accepting = false;
-            g.engine.go_away(Reason::NO_ERROR, bytes::Bytes::new(), now());
+            g.engine
+                .go_away(Reason::NO_ERROR, bytes::Bytes::new(), now());
             g.dispatch_events(shared);
         }
         // Greet once the peer's preface is in, or when the engine has
@@ -306,7 +312,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 .stall
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
             if stall.as_mut().poll(cx).is_ready() {
-                tracing::debug!(waiting = self.st.wbuf.len(), "the peer took no bytes within the write timeout; closing");
+                tracing::debug!(
+                    waiting = self.st.wbuf.len(),
+                    "the peer took no bytes within the write timeout; closing"
+                );
                 self.fail_io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "the peer read nothing within the write timeout",

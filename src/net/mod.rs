@@ -81,7 +81,12 @@ where
     let driver_config = config.clone();
     let shared = Shared::new(role, config);
     let driver = Driver::new(io, shared.clone(), role, &driver_config);
-    (shared, ConnectionTask { fut: Box::pin(driver) })
+    (
+        shared,
+        ConnectionTask {
+            fut: Box::pin(driver),
+        },
+    )
 }
 
 /// Starts the client (proxy) side of a connection on `io`.

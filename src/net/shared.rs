@@ -364,9 +364,7 @@ impl Inner {
                     .peer_settings()
                     .and_then(|s| s.max_concurrent_streams)
                     .unwrap_or(crate::conn::DEFAULT_MAX_CONCURRENT_STREAMS);
-                shared
-                    .peer_max_streams
-                    .store(max.max(1), Ordering::Release);
+                shared.peer_max_streams.store(max.max(1), Ordering::Release);
             }
             Event::Request {
                 id,

@@ -7,6 +7,12 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: per-thread free lists make the allocations of a request (a
+/// boxed head, a stream's pipeline, header blocks) markedly cheaper than
+/// glibc's, whose larger size classes take its slow path.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// uwire: a multiplexed binary transport between a reverse proxy and apps.
 #[derive(Parser, Debug)]
 #[command(name = "uwire", version, about)]
