@@ -18,7 +18,7 @@
 //! includes `src/bin/uwire/bench.rs`) and prints the same JSON line. The
 //! flow-control windows are set to uwire's defaults (256 KiB per stream,
 //! 1 MiB per connection) so HTTP/2 and gRPC are not throttled by smaller
-//! ones.
+//! ones, and the allocator is the `uwire` binary's (mimalloc).
 //!
 //! ```text
 //! cargo run --release --example bench_peers -- h2-server --socket /tmp/h2.sock &
@@ -28,6 +28,11 @@
 #[allow(dead_code)]
 #[path = "../src/bin/uwire/bench.rs"]
 mod bench;
+
+/// The allocator of the `uwire` binary, so the peers and uwire differ in
+/// their protocol stacks, not in malloc.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::convert::Infallible;
 use std::future::Future;

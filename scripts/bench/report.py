@@ -252,8 +252,8 @@ def ipc_section(
         "greeting (gRPC: an empty message answered with it); 64 KiB: `POST /echo`, the body echoed. "
         f"`uwire serve` runs with `--max-streams {settings.get('max_streams', 2048)}` so 1,024 streams fit on "
         "one connection; the HTTP/2 and gRPC servers allow 4,096 streams, and all use uwire's windows "
-        "(256 KiB per stream, 1 MiB per connection). CPU: the server process from `/proc`, the client from "
-        "its rusage, per request."
+        "(256 KiB per stream, 1 MiB per connection) and the global allocator of the `uwire` binary. "
+        "CPU: the server process from `/proc`, the client from its rusage, per request."
     )
     out += ["", f"![IPC req/s, tiny requests]({rel}/ipc-tiny.svg)", ""]
     floors = [m for m in ms if m.impl.startswith("floor-")]
