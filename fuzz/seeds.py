@@ -9,7 +9,7 @@ their content, so re-running only adds what is missing and never disturbs
 what the fuzzer has found since. The corpus directory is generated at fuzz
 time and is not committed.
 
-    python3 fuzz/seeds.py            # writes fuzz/corpus/{frame_decoder,heads,engine,uwsgi}/
+    python3 fuzz/seeds.py            # writes fuzz/corpus/{frame_decoder,heads,engine,uwsgi,http_front}/
     python3 fuzz/seeds.py --out DIR  # somewhere else
 
 Python 3 standard library only.
@@ -189,6 +189,25 @@ def engine_program(case, auto_release):
     return out
 
 
+def http_front_seeds():
+    """Requests the front must take or refuse: plain, sized and chunked
+    bodies, pipelining, and the smuggling forms of tests/front_conformance.rs."""
+    h = b"Host: a\r\n"
+    return [
+        b"GET / HTTP/1.1\r\n" + h + b"\r\n",
+        b"GET /a?b=1 HTTP/1.1\r\n" + h + b"\r\nGET /c HTTP/1.1\r\n" + h + b"Connection: close\r\n\r\n",
+        b"POST /e HTTP/1.1\r\n" + h + b"Content-Length: 5\r\n\r\nhello",
+        b"POST /e HTTP/1.1\r\n" + h + b"Transfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n",
+        b"POST /e HTTP/1.1\r\n" + h + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /e HTTP/1.1\n" + h[:-2] + b"\nContent-Length: 3\nContent-Length: 3\n\nabc",
+        b"POST /e HTTP/1.1\r\n" + h + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+        b"GET http://t.example:81/x HTTP/1.1\r\nHost: other\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\n" + h + b"\r\n",
+        b"GET /x HTTP/1.0\r\n\r\n",
+        b"PUT /u HTTP/1.1\r\n" + h + b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+    ]
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -198,7 +217,7 @@ def main():
     args = ap.parse_args()
     out = pathlib.Path(args.out)
 
-    seeds = {"frame_decoder": set(), "heads": set(), "engine": set(), "uwsgi": set()}
+    seeds = {"frame_decoder": set(), "heads": set(), "engine": set(), "uwsgi": set(), "http_front": set()}
 
     frame_cases = load("frames_valid.json") + load("frames_invalid.json")
     builtin = builtin_frames()
@@ -235,6 +254,9 @@ def main():
                 continue
             for control in (0x0F, 0x00, 0x23, 0x54, 0x6F):
                 seeds["uwsgi"].add(bytes([control]) + bytes.fromhex(c["hex"]))
+
+    # The http_front target: raw HTTP/1.1 bytes of one client connection.
+    seeds["http_front"].update(http_front_seeds())
 
     for target, items in seeds.items():
         d = out / target

@@ -1,11 +1,12 @@
 //! The `uwire` command.
 
 mod bench;
+mod config_file;
 mod proxy;
 mod selftest;
 mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// mimalloc: per-thread free lists make the allocations of a request (a
 /// boxed head, a stream's pipeline, header blocks) markedly cheaper than
@@ -39,7 +40,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `--config FILE`: its options go before the command line's.
+    let argv = match config_file::apply(std::env::args_os().collect(), &Cli::command()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("uwire: error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("UWIRE_LOG")

@@ -1,11 +1,17 @@
 //! `uwire proxy` and `uwire quickstart`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use uwire::client::{Balance, Client, ClientConfig, Upstream};
-use uwire::proxy::{self, ProxyConfig};
+use uwire::proxy::access_log::{AccessLogFormat, AccessLogTarget};
+use uwire::proxy::compress::{Algorithm, CompressionConfig};
+use uwire::proxy::forwarded::TrustedProxies;
+use uwire::proxy::static_files::StaticMount;
+use uwire::proxy::{self, Front, ProxyConfig, TlsFiles};
 use uwire::server::{demo::Demo, BindAddr, Listener, Server, ServerConfig};
 
 use crate::serve::parse_duration;
@@ -34,6 +40,15 @@ pub struct FrontArgs {
     /// Do not set X-Forwarded-Proto.
     #[arg(long)]
     pub no_x_forwarded_proto: bool,
+    /// Peers trusted to set X-Forwarded-For / X-Forwarded-Proto: comma-separated
+    /// IPs and CIDR ranges, or * (default: none). The app then sees the client
+    /// they name, and HTTPS when they say https.
+    #[arg(long, default_value = "")]
+    pub forwarded_allow_ips: TrustedProxies,
+    /// Every connection starts with a PROXY protocol v1/v2 header (from a load
+    /// balancer); its source address becomes the client address.
+    #[arg(long)]
+    pub proxy_protocol: bool,
     /// Largest request head in bytes (431 above).
     #[arg(long, default_value_t = proxy::DEFAULT_MAX_HEADER_SIZE)]
     pub max_header_size: usize,
@@ -43,9 +58,38 @@ pub struct FrontArgs {
     /// Largest request body in bytes (413 above).
     #[arg(long, default_value_t = proxy::DEFAULT_MAX_BODY_SIZE)]
     pub max_body_size: u64,
-    /// Most downstream connections at once.
+    /// Most downstream connections at once (further ones wait in the backlog).
     #[arg(long, default_value_t = proxy::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Most downstream connections from one IP (0 = no per-IP cap); more are closed.
+    #[arg(long, default_value_t = proxy::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+    /// Time a new connection gets to send its first byte.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub first_byte_timeout: Duration,
+    /// Time to receive a whole request head once it started (408), and to
+    /// finish a TLS handshake or PROXY header.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body (408).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Idle keep-alive connections close after this.
+    #[arg(long, default_value = "75s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+    /// Longest wait for the client to accept response bytes.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+    /// Read each request body completely (memory, then a temporary file)
+    /// before it goes to the app, like nginx's request buffering.
+    #[arg(long)]
+    pub request_buffering: bool,
+    /// Bytes of a buffered request body kept in memory before spilling to a file.
+    #[arg(long, default_value_t = proxy::DEFAULT_REQUEST_BUFFER_MEMORY)]
+    pub request_buffer_memory: usize,
+    /// Directory for the temporary files of buffered bodies (default: the system's).
+    #[arg(long)]
+    pub request_buffer_dir: Option<PathBuf>,
     /// Time to the upstream's response head before answering 504 (0 = no limit).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -66,6 +110,43 @@ pub struct FrontArgs {
     /// heads get 431 here instead of being dropped by uWSGI (502).
     #[arg(long, default_value_t = u16::MAX)]
     pub uwsgi_buffer_size: u16,
+    /// Serve a directory at a URL prefix without the app: /PREFIX=DIR (repeatable).
+    #[arg(long = "static", value_name = "PREFIX=DIR")]
+    pub static_mounts: Vec<StaticMount>,
+    /// Compress app responses with these algorithms (comma-separated, from
+    /// zstd, br, gzip), or off.
+    #[arg(long, default_value = "zstd,br,gzip", value_parser = parse_algorithms)]
+    pub compress: Algorithms,
+    /// Smallest response body compressed, in bytes.
+    #[arg(long, default_value_t = uwire::proxy::compress::DEFAULT_COMPRESS_MIN_SIZE)]
+    pub compress_min_size: u64,
+    /// Compression level (gzip 1-9, br 0-11, zstd 1-19; clamped per algorithm).
+    #[arg(long, default_value_t = uwire::proxy::compress::DEFAULT_COMPRESS_LEVEL)]
+    pub compress_level: i32,
+    /// Compressible content types, comma-separated; a trailing / means a whole
+    /// top-level type (default: text/, JSON, JavaScript, XML, SVG, wasm, fonts).
+    #[arg(long, value_delimiter = ',')]
+    pub compress_types: Vec<String>,
+    /// Access log: stderr, stdout, off, or a file path (reopened on SIGHUP).
+    #[arg(long, default_value = "stderr")]
+    pub access_log: AccessLogTarget,
+    /// Access log format: combined (nginx) or json.
+    #[arg(long, default_value = "combined")]
+    pub access_log_format: AccessLogFormat,
+}
+
+/// The parsed `--compress` list.
+#[derive(Debug, Clone)]
+pub struct Algorithms(pub Vec<Algorithm>);
+
+fn parse_algorithms(s: &str) -> Result<Algorithms, String> {
+    if s == "off" || s.is_empty() {
+        return Ok(Algorithms(Vec::new()));
+    }
+    s.split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map(Algorithms)
 }
 
 impl FrontArgs {
@@ -78,16 +159,40 @@ impl FrontArgs {
             uwsgi_buffer_size: self.uwsgi_buffer_size,
             ..ClientConfig::default()
         };
+        let mut compression = CompressionConfig {
+            algorithms: self.compress.0.clone(),
+            min_size: self.compress_min_size,
+            level: self.compress_level,
+            ..CompressionConfig::default()
+        };
+        if !self.compress_types.is_empty() {
+            compression.types = self.compress_types.clone();
+        }
         let p = ProxyConfig {
             params: self.params.clone(),
             x_forwarded_for: !self.no_x_forwarded_for,
             x_forwarded_proto: !self.no_x_forwarded_proto,
+            forwarded_allow_ips: self.forwarded_allow_ips.clone(),
+            proxy_protocol: self.proxy_protocol,
             max_header_size: self.max_header_size,
             max_headers: self.max_headers,
             max_body_size: self.max_body_size,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            first_byte_timeout: self.first_byte_timeout,
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            send_timeout: self.send_timeout,
             drain_timeout: self.drain_timeout,
-            ..ProxyConfig::default()
+            request_buffering: self.request_buffering,
+            request_buffer_memory: self.request_buffer_memory,
+            request_buffer_dir: self.request_buffer_dir.clone(),
+            tls: None,
+            static_mounts: self.static_mounts.clone(),
+            compression,
+            access_log_format: self.access_log_format,
+            access_log: self.access_log.clone(),
         };
         (c, p)
     }
@@ -102,9 +207,28 @@ pub struct Args {
     /// Force the protocol of every upstream (uwire or uwsgi).
     #[arg(long)]
     pub upstream_protocol: Option<String>,
-    /// HTTP address to listen on.
+    /// Address to listen on (HTTP, or HTTPS with --tls-cert).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// TLS certificate chain (PEM, leaf first); with --tls-key the listener
+    /// speaks HTTPS (HTTP/2 and HTTP/1.1 by ALPN). Reloaded on SIGHUP.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also listen on this address for plain HTTP and redirect every request
+    /// to HTTPS (308), e.g. 0.0.0.0:80.
+    #[arg(long, requires = "tls_cert")]
+    pub redirect_listen: Option<SocketAddr>,
+    /// Read options from this TOML file ([proxy] table; keys are the long
+    /// option names); options on the command line win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Check the configuration (file, options, certificate, static
+    /// directories), print the result and exit.
+    #[arg(long)]
+    pub check_config: bool,
     #[command(flatten)]
     pub front: FrontArgs,
 }
@@ -123,11 +247,23 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             u.protocol = protocol;
         }
     }
-    let (ccfg, pcfg) = args.front.configs();
+    let (ccfg, mut pcfg) = args.front.configs();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        pcfg.tls = Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     let client = Client::new(upstreams.clone(), ccfg)?;
+    let front = Arc::new(Front::new(client, pcfg.clone())?);
+    if args.check_config {
+        println!("uwire proxy: configuration OK");
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let scheme = if front.is_tls() { "https" } else { "http" };
     eprintln!(
-        "uwire proxy: http://{} -> {}",
+        "uwire proxy: {scheme}://{} -> {}",
         listener.local_addr()?,
         upstreams
             .iter()
@@ -135,7 +271,38 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    proxy::serve(listener, client, pcfg, shutdown).await?;
+    // SIGHUP: new certificate for new handshakes, access log reopened.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let reloader = front.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reloader.reload() {
+                Ok(()) => eprintln!("uwire proxy: reloaded (SIGHUP)"),
+                Err(e) => eprintln!("uwire proxy: reload failed, keeping the old settings: {e}"),
+            }
+        }
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = args.redirect_listen {
+        let redirect = tokio::net::TcpListener::bind(addr).await?;
+        let https_port = listener.local_addr()?.port();
+        eprintln!(
+            "uwire proxy: redirecting http://{} to https (port {https_port})",
+            redirect.local_addr()?
+        );
+        let mut rx = stop_rx.clone();
+        let cfg = pcfg.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            if let Err(e) = proxy::serve_redirect(redirect, https_port, &cfg, stop).await {
+                eprintln!("uwire proxy: redirect listener failed: {e}");
+            }
+        });
+    }
+    front.serve(listener, shutdown).await?;
+    let _ = stop_tx.send(true);
     eprintln!("uwire proxy: shut down cleanly");
     Ok(())
 }

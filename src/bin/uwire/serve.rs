@@ -101,6 +101,13 @@ pub struct Args {
     /// response head waits until this much is in).
     #[arg(long, default_value_t = uwire::server::DEFAULT_UWSGI_READ_AHEAD)]
     pub uwsgi_read_ahead: usize,
+    /// Read options from this TOML file ([serve] table; keys are the long
+    /// option names); options on the command line win.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Check the configuration, print the result and exit.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 impl Args {
@@ -162,6 +169,10 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let shutdown = uwire::server::shutdown_signal();
     let config = args.config();
     config.validate()?;
+    if args.check_config {
+        println!("uwire serve: configuration OK");
+        return Ok(());
+    }
     let listener = Listener::bind(&args.bind, &config.bind).await?;
     eprintln!(
         "uwire: serving the demo app on {} (/, /echo, /environ)",

@@ -1,0 +1,236 @@
+//! Compression of app responses (gzip, br, zstd) with tower-http's
+//! streaming [`Compression`](tower_http::compression::Compression): a body
+//! is compressed as it streams, never collected first.
+//!
+//! tower-http negotiates `Accept-Encoding` (q-values included), skips
+//! responses that already carry `Content-Encoding` or `Content-Range`, and
+//! sets `Vary: Accept-Encoding`. [`CompressPredicate`] adds the rest: only
+//! listed (compressible) content types, only bodies of at least
+//! `min_size` bytes (when the length is known), never 204/206/304 or
+//! `Cache-Control: no-transform`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use http::header;
+use http_body::Body as HttpBody;
+use tower_http::compression::{CompressionLevel, Predicate};
+
+/// Default smallest body compressed (when its length is known): 1 KiB.
+pub const DEFAULT_COMPRESS_MIN_SIZE: u64 = 1024;
+/// Default compression level for every algorithm: 4 (fast; brotli's own
+/// default, 11, is far too slow for responses compressed on the fly).
+pub const DEFAULT_COMPRESS_LEVEL: i32 = 4;
+/// Default compressible content types: a `/` suffix means a whole
+/// top-level type, otherwise the media type must match exactly (parameters
+/// ignored); `+json`/`+xml` structured suffixes always count.
+pub const DEFAULT_COMPRESS_TYPES: &[&str] = &[
+    "text/",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/wasm",
+    "application/manifest+json",
+    "image/svg+xml",
+    "font/ttf",
+    "font/otf",
+];
+
+/// A compression algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// gzip (RFC 1952).
+    Gzip,
+    /// Brotli (RFC 7932).
+    Br,
+    /// Zstandard (RFC 8878).
+    Zstd,
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Algorithm, String> {
+        match s.trim() {
+            "gzip" => Ok(Algorithm::Gzip),
+            "br" => Ok(Algorithm::Br),
+            "zstd" => Ok(Algorithm::Zstd),
+            other => Err(format!(
+                "unknown compression {other:?}: use gzip, br or zstd"
+            )),
+        }
+    }
+}
+
+/// What app responses get compressed, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressionConfig {
+    /// Enabled algorithms (empty: compression off). Default all three.
+    pub algorithms: Vec<Algorithm>,
+    /// Smallest body compressed. Default [`DEFAULT_COMPRESS_MIN_SIZE`].
+    pub min_size: u64,
+    /// Level, 1..=9 (gzip), 0..=11 (br), 1..=19 (zstd); clamped per
+    /// algorithm. Default [`DEFAULT_COMPRESS_LEVEL`].
+    pub level: i32,
+    /// Compressible content types. Default [`DEFAULT_COMPRESS_TYPES`].
+    pub types: Vec<String>,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> CompressionConfig {
+        CompressionConfig {
+            algorithms: vec![Algorithm::Zstd, Algorithm::Br, Algorithm::Gzip],
+            min_size: DEFAULT_COMPRESS_MIN_SIZE,
+            level: DEFAULT_COMPRESS_LEVEL,
+            types: DEFAULT_COMPRESS_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+impl CompressionConfig {
+    /// Whether any algorithm is enabled.
+    pub fn is_enabled(&self) -> bool {
+        !self.algorithms.is_empty()
+    }
+
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0..=19).contains(&self.level) {
+            return Err(format!(
+                "compress_level {} is out of range 0..=19",
+                self.level
+            ));
+        }
+        Ok(())
+    }
+
+    /// The predicate of this configuration (built once per front).
+    pub(crate) fn predicate(&self) -> CompressPredicate {
+        CompressPredicate {
+            min_size: self.min_size,
+            types: Arc::new(self.types.iter().map(|t| t.to_ascii_lowercase()).collect()),
+        }
+    }
+
+    /// Wraps `svc` in tower-http's compression with this configuration.
+    pub(crate) fn layer<S>(
+        &self,
+        svc: S,
+        predicate: CompressPredicate,
+    ) -> tower_http::compression::Compression<S, CompressPredicate> {
+        let has = |a| self.algorithms.contains(&a);
+        tower_http::compression::Compression::new(svc)
+            .gzip(has(Algorithm::Gzip))
+            .br(has(Algorithm::Br))
+            .zstd(has(Algorithm::Zstd))
+            .quality(CompressionLevel::Precise(self.level))
+            .compress_when(predicate)
+    }
+}
+
+/// Decides per response whether compressing it is worth it.
+#[derive(Debug, Clone)]
+pub struct CompressPredicate {
+    min_size: u64,
+    types: Arc<Vec<String>>,
+}
+
+impl CompressPredicate {
+    fn type_matches(&self, content_type: &str) -> bool {
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if media.ends_with("+json") || media.ends_with("+xml") {
+            return true;
+        }
+        self.types.iter().any(|t| {
+            if t.ends_with('/') {
+                media.starts_with(t.as_str())
+            } else {
+                media == *t
+            }
+        })
+    }
+}
+
+impl Predicate for CompressPredicate {
+    fn should_compress<B>(&self, response: &http::Response<B>) -> bool
+    where
+        B: HttpBody,
+    {
+        let status = response.status().as_u16();
+        if matches!(status, 204 | 206 | 304) || status < 200 {
+            return false;
+        }
+        let h = response.headers();
+        if h.get_all(header::CACHE_CONTROL).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("no-transform"))
+        }) {
+            return false;
+        }
+        let Some(ct) = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        if !self.type_matches(ct) {
+            return false;
+        }
+        let declared = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| response.body().size_hint().exact());
+        declared.is_none_or(|n| n >= self.min_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(ct: Option<&str>, len: Option<u64>, status: u16) -> http::Response<String> {
+        let mut b = http::Response::builder().status(status);
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        if let Some(n) = len {
+            b = b.header("content-length", n);
+        }
+        b.body(String::new()).unwrap()
+    }
+
+    #[test]
+    fn predicate_checks_type_size_and_status() {
+        let cfg = CompressionConfig::default();
+        let p = CompressPredicate {
+            min_size: cfg.min_size,
+            types: Arc::new(cfg.types.clone()),
+        };
+        assert!(p.should_compress(&resp(Some("text/html; charset=utf-8"), Some(5000), 200)));
+        let mut streaming = http::Response::new(http_body_util::StreamBody::new(
+            futures_util::stream::empty::<
+                Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+            >(),
+        ));
+        streaming
+            .headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        assert!(p.should_compress(&streaming));
+        assert!(p.should_compress(&resp(Some("application/ld+json"), Some(4096), 200)));
+        assert!(!p.should_compress(&resp(Some("image/png"), Some(5000), 200)));
+        assert!(!p.should_compress(&resp(Some("text/plain"), Some(1023), 200)));
+        assert!(p.should_compress(&resp(Some("text/plain"), Some(1024), 200)));
+        assert!(!p.should_compress(&resp(None, Some(5000), 200)));
+        assert!(!p.should_compress(&resp(Some("text/plain"), Some(5000), 206)));
+        assert!(!p.should_compress(&resp(Some("text/plain"), Some(5000), 304)));
+        let mut r = resp(Some("text/plain"), Some(5000), 200);
+        r.headers_mut()
+            .insert("cache-control", "public, no-transform".parse().unwrap());
+        assert!(!p.should_compress(&r));
+    }
+}

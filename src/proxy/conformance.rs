@@ -1,0 +1,219 @@
+//! HTTP/1.1 rules the front enforces before a request may reach the app
+//! (RFC 9112), on top of what hyper's parser already rejects. Pure
+//! functions over a parsed request and, for HTTP/1, the raw head bytes.
+
+use http::{HeaderValue, Method, Request, StatusCode, Version};
+
+/// What to do with a request that passed the checks.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Forward it (after [`normalize`]).
+    Forward,
+    /// `OPTIONS *`: answered by the front itself.
+    OptionsAsterisk,
+}
+
+/// A refusal: status and reason.
+pub(crate) type Refusal = (StatusCode, &'static str);
+
+/// Checks a request's target and `Host` fields.
+pub(crate) fn check<B>(req: &Request<B>) -> Result<Verdict, Refusal> {
+    let bad = |why| Err((StatusCode::BAD_REQUEST, why));
+    let http1 = matches!(req.version(), Version::HTTP_10 | Version::HTTP_11);
+    let hosts = req.headers().get_all(http::header::HOST).iter().count();
+    // RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request) status
+    // code to any HTTP/1.1 request message that lacks a Host header field
+    // and to any request message that contains more than one Host header
+    // field line or a Host header field with an invalid field value."
+    if hosts > 1 {
+        return bad("more than one Host field");
+    }
+    if let Some(h) = req.headers().get(http::header::HOST) {
+        if !valid_host(h) {
+            return bad("invalid Host field");
+        }
+    } else if req.version() == Version::HTTP_11 {
+        return bad("HTTP/1.1 request without a Host field");
+    }
+    if req.method() == Method::CONNECT {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported"));
+    }
+    // RFC 9112 3.2.4: the asterisk-form "is only used for a server-wide
+    // OPTIONS request".
+    if req.uri().path() == "*" && req.uri().authority().is_none() {
+        return if req.method() == Method::OPTIONS {
+            Ok(Verdict::OptionsAsterisk)
+        } else {
+            bad("the * target is only valid with OPTIONS")
+        };
+    }
+    if http1 {
+        if let Some(s) = req.uri().scheme_str() {
+            if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") {
+                return bad("absolute-form target with a scheme other than http(s)");
+            }
+            if req.uri().host().is_none_or(str::is_empty) {
+                return bad("absolute-form target without a host");
+            }
+        }
+    }
+    if !req.uri().path().starts_with('/') {
+        return bad("request target must start with /");
+    }
+    Ok(Verdict::Forward)
+}
+
+fn valid_host(h: &HeaderValue) -> bool {
+    let b = h.as_bytes();
+    // An empty Host is allowed when the target URI has no host (RFC 9110
+    // 7.2); anything else must be a valid authority without userinfo.
+    b.is_empty()
+        || (std::str::from_utf8(b).is_ok_and(|s| s.parse::<http::uri::Authority>().is_ok())
+            && !b.contains(&b'@'))
+}
+
+/// RFC 9112 3.2.2: with an absolute-form target "the server MUST ignore
+/// the received Host header field (if any) and instead use the host
+/// information of the request-target": the app sees the target's
+/// authority as `Host`.
+pub(crate) fn normalize<B>(req: &mut Request<B>) {
+    if matches!(req.version(), Version::HTTP_10 | Version::HTTP_11) {
+        if let Some(a) = req.uri().authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                req.headers_mut().insert(http::header::HOST, v);
+            }
+        }
+    }
+}
+
+/// Checks the framing fields of an HTTP/1 head as received (hyper folds
+/// them before the request is seen: with both Content-Length and
+/// Transfer-Encoding it drops Content-Length, duplicates of one
+/// Content-Length value are merged). `raw` starts with the head of the
+/// request `method path`; anything else (pipelined bytes, leftovers) is not
+/// judged.
+pub(crate) fn check_framing(raw: &[u8], method: &Method) -> Result<(), Refusal> {
+    let bad = |why| Err((StatusCode::BAD_REQUEST, why));
+    // Lines end in CRLF or, as hyper also accepts, a bare LF; the head ends
+    // at the first empty line. An incomplete head is not judged.
+    let mut lines = raw
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let Some(first) = lines.next() else {
+        return Ok(());
+    };
+    // Only judge the head hyper actually parsed for this request.
+    let m = method.as_str().as_bytes();
+    if first.len() <= m.len() || &first[..m.len()] != m || first[m.len()] != b' ' {
+        return Ok(());
+    }
+    let mut fields = Vec::new();
+    let mut complete = false;
+    for line in lines {
+        if line.is_empty() {
+            complete = true;
+            break;
+        }
+        fields.push(line);
+    }
+    if !complete {
+        return Ok(());
+    }
+    let (mut cl, mut te) = (0usize, false);
+    for line in fields {
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            cl += 1;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te = true;
+        }
+    }
+    // RFC 9112 6.3: a request with both "ought to be handled as an error";
+    // nginx answers 400, and so do we (no smuggling through a
+    // disagreeing upstream, ever).
+    if te && cl > 0 {
+        return bad("both Content-Length and Transfer-Encoding");
+    }
+    if cl > 1 {
+        return bad("more than one Content-Length field");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(v: Version, target: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::get(target).version(v);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(
+            check(&req(Version::HTTP_11, "/", Some("a"))),
+            Ok(Verdict::Forward)
+        );
+        assert_eq!(check(&req(Version::HTTP_11, "/", None)).unwrap_err().0, 400);
+        assert_eq!(
+            check(&req(Version::HTTP_10, "/", None)),
+            Ok(Verdict::Forward)
+        );
+        assert_eq!(
+            check(&req(Version::HTTP_11, "/", Some("a b")))
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert_eq!(
+            check(&req(Version::HTTP_11, "/", Some("u@h")))
+                .unwrap_err()
+                .0,
+            400
+        );
+        let mut two = req(Version::HTTP_11, "/", Some("a"));
+        two.headers_mut().append("host", "b".parse().unwrap());
+        assert_eq!(check(&two).unwrap_err().0, 400);
+        assert_eq!(
+            check(&req(Version::HTTP_2, "http://a/", None)),
+            Ok(Verdict::Forward)
+        );
+    }
+
+    #[test]
+    fn asterisk_and_absolute_forms() {
+        let mut o = req(Version::HTTP_11, "*", Some("a"));
+        assert_eq!(check(&o).unwrap_err().0, 400);
+        *o.method_mut() = Method::OPTIONS;
+        assert_eq!(check(&o), Ok(Verdict::OptionsAsterisk));
+        let mut abs = req(Version::HTTP_11, "http://target.test:81/x", Some("other"));
+        assert_eq!(check(&abs), Ok(Verdict::Forward));
+        normalize(&mut abs);
+        assert_eq!(abs.headers()["host"], "target.test:81");
+        let ftp = req(Version::HTTP_11, "ftp://t/x", Some("t"));
+        assert_eq!(check(&ftp).unwrap_err().0, 400);
+    }
+
+    #[test]
+    fn framing_fields() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert!(check_framing(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &get).is_ok());
+        let both = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(check_framing(both, &post).is_err());
+        let dup = b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello";
+        assert!(check_framing(dup, &post).is_err());
+        // Not this request's head: not judged.
+        assert!(check_framing(both, &get).is_ok());
+        assert!(check_framing(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n", &post).is_ok());
+        let bare_lf = b"POST / HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n";
+        assert!(check_framing(bare_lf, &post).is_err());
+    }
+}

@@ -1,0 +1,507 @@
+//! One request through the front: conformance checks, static files, or
+//! the app (with forwarding fields, body limits and timeouts, optional
+//! buffering, compression), then the access log.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::access_log::AccessLog;
+use super::body::{record_for, BodyFault, LogContext, RequestBody, Tracked};
+use super::config::ProxyConfig;
+use super::conformance::{self, Verdict};
+use super::forwarded;
+use super::io::ConnActivity;
+use super::response::{error_response, full, ProxyBody};
+use super::static_files::StaticFiles;
+use crate::client::{BoxError, Client, RequestMeta};
+
+/// RFC 9110 7.6.1: hop-by-hop fields, never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "expect",
+];
+
+/// Removes hop-by-hop fields, including any named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+/// The size of a request head as HTTP/1.1 would write it: the request line
+/// (`METHOD /target HTTP/1.1\r\n`), `name: value\r\n` per field, and the
+/// blank line.
+pub(crate) fn head_size<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + ": ".len() + v.len() + "\r\n".len())
+        .sum();
+    line + fields + "\r\n".len()
+}
+
+/// The host part of a `Host` value: `example.com:8080` -> `example.com`,
+/// `[2001:db8::1]:8443` -> `[2001:db8::1]`, `[2001:db8::1]` unchanged.
+pub(crate) fn host_without_port(h: &str) -> &str {
+    match h.rsplit_once(':') {
+        Some((host, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']'))) =>
+        {
+            host
+        }
+        _ => h,
+    }
+}
+
+/// What every connection of a front shares.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) config: ProxyConfig,
+    pub(crate) statics: StaticFiles,
+    /// Present when compression is on.
+    pub(crate) compress: Option<super::compress::CompressPredicate>,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
+}
+
+/// Facts about one downstream connection.
+pub(crate) struct ConnInfo {
+    /// The client: the TCP peer, or what the PROXY header said.
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) tls: bool,
+    pub(crate) activity: Arc<ConnActivity>,
+}
+
+/// Handles one request of a connection.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let in_flight = conn.activity.start();
+    let started = Instant::now();
+    let http1 = req.version() < http::Version::HTTP_2;
+    let raw_head = if http1 {
+        conn.activity.take_head()
+    } else {
+        Vec::new()
+    };
+    // The client the app (and the log) sees.
+    let trusted = shared.config.forwarded_allow_ips.contains(conn.peer.ip());
+    let client = if trusted {
+        shared.config.forwarded_allow_ips.client(
+            conn.peer,
+            req.headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )
+    } else {
+        conn.peer
+    };
+    let tls = conn.tls
+        || (trusted
+            && forwarded::proto_is_https(
+                req.headers()
+                    .get_all("x-forwarded-proto")
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            ));
+    let log = shared.access_log.as_ref().map(|l| LogContext {
+        log: l.clone(),
+        record: record_for(&req, client, tls),
+        started,
+    });
+    let resp = route(&shared, &mut req, raw_head).await;
+    let resp = match resp {
+        Routed::Done(r) => r,
+        Routed::App => {
+            let svc = AppService {
+                shared: shared.clone(),
+                conn: conn.clone(),
+                client,
+                tls,
+            };
+            // HEAD answers carry the identity length; compressing them
+            // would describe a body that is never sent.
+            let compress = shared
+                .compress
+                .as_ref()
+                .filter(|_| req.method() != http::Method::HEAD);
+            if let Some(pred) = compress {
+                let mut svc = shared.config.compression.layer(svc, pred.clone());
+                match tower_service::Service::call(&mut svc, req).await {
+                    Ok(r) => r.map(|b| b.boxed_unsync()),
+                    Err(e) => match e {},
+                }
+            } else {
+                let mut svc = svc;
+                match tower_service::Service::call(&mut svc, req).await {
+                    Ok(r) => r,
+                    Err(e) => match e {},
+                }
+            }
+        }
+    };
+    let (parts, body) = resp.into_parts();
+    let log = log.map(|mut l| {
+        l.record.status = parts.status.as_u16();
+        l
+    });
+    Response::from_parts(parts, Tracked::new(body, in_flight, log).boxed_unsync())
+}
+
+enum Routed {
+    Done(Response<ProxyBody>),
+    App,
+}
+
+async fn route(shared: &Shared, req: &mut Request<Incoming>, raw_head: Vec<u8>) -> Routed {
+    let cfg = &shared.config;
+    if let Err((status, why)) = conformance::check_framing(&raw_head, req.method()) {
+        return Routed::Done(close_after(error_response(status, why)));
+    }
+    match conformance::check(req) {
+        Err((status, why)) => return Routed::Done(error_response(status, why)),
+        Ok(Verdict::OptionsAsterisk) => {
+            let mut r = Response::new(full(Bytes::new()));
+            r.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+            );
+            r.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            return Routed::Done(r);
+        }
+        Ok(Verdict::Forward) => conformance::normalize(req),
+    }
+    if req.headers().len() > cfg.max_headers {
+        // hyper enforces this for HTTP/1 only; HTTP/2 lands here.
+        return Routed::Done(error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many request header fields",
+        ));
+    }
+    if head_size(req) > cfg.max_header_size {
+        // hyper's HTTP/1 read buffer limit is approximate (a head that
+        // arrives in one read can exceed it); HTTP/2's header list limit
+        // counts differently. This is the exact check for both.
+        return Routed::Done(error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        ));
+    }
+    if let Some(i) = shared.statics.route(req.uri().path()) {
+        return Routed::Done(shared.statics.serve(i, req).await);
+    }
+    Routed::App
+}
+
+/// Asks hyper to close the connection after this response (its framing
+/// cannot be trusted).
+fn close_after(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// The app behind the client, as a tower service (so tower-http's
+/// compression can wrap it).
+#[derive(Clone)]
+struct AppService {
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    client: SocketAddr,
+    tls: bool,
+}
+
+impl tower_service::Service<Request<Incoming>> for AppService {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let me = self.clone();
+        Box::pin(async move { Ok(me.forward(req).await) })
+    }
+}
+
+impl AppService {
+    async fn forward(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let cfg = &self.shared.config;
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cfg.max_body_size) {
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        let scheme = if self.tls { "https" } else { "http" };
+        let expects_continue = req.version() == http::Version::HTTP_11
+            && req
+                .headers()
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        if cfg.x_forwarded_for {
+            // Every incoming field is kept, in order (several fields are one
+            // comma-separated list, RFC 9110 5.3), then the peer appended.
+            let mut value: Vec<u8> = Vec::new();
+            for prev in headers.get_all("x-forwarded-for") {
+                let prev = prev.as_bytes().trim_ascii();
+                if !prev.is_empty() {
+                    value.extend_from_slice(prev);
+                    value.extend_from_slice(b", ");
+                }
+            }
+            value.extend_from_slice(self.conn.peer.ip().to_string().as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
+                headers.insert("x-forwarded-for", v);
+            }
+        }
+        if cfg.x_forwarded_proto {
+            headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+        }
+        let host = req
+            .uri()
+            .host()
+            .map(str::to_string)
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(|h| host_without_port(h).to_string())
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| self.conn.local.ip().to_string());
+        let meta = RequestMeta {
+            client_addr: Some(self.client),
+            server_name: Some(Bytes::from(host)),
+            server_port: Some(self.conn.local.port()),
+            tls: self.tls,
+            params: cfg.params.clone(),
+        };
+        let fault = Arc::new(BodyFault::default());
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(meta);
+        // The head's scheme (REQUEST_SCHEME) is the connection's (or what a
+        // trusted proxy said), never what the client claims in a target.
+        let want = if self.tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        if parts.uri.scheme().is_some_and(|s| *s != want) {
+            let mut p = parts.uri.clone().into_parts();
+            p.scheme = Some(want);
+            if let Ok(u) = http::Uri::from_parts(p) {
+                parts.uri = u;
+            }
+        }
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let body = RequestBody::new(
+            body,
+            cfg.max_body_size,
+            cfg.body_read_timeout,
+            fault.clone(),
+            Some(started_tx),
+        );
+        let request = if cfg.request_buffering && !http_body::Body::is_end_stream(&body) {
+            let buffered = match super::buffer::buffer(
+                body,
+                cfg.request_buffer_memory,
+                cfg.request_buffer_dir.as_deref(),
+            )
+            .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    if let Some(f) = fault.get() {
+                        let (s, why) = f.status();
+                        return error_response(s, why);
+                    }
+                    tracing::warn!(error = %e, "buffering the request body failed");
+                    return error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "could not buffer the request body",
+                    );
+                }
+            };
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from(buffered.len),
+            );
+            self.send(
+                Request::from_parts(parts, buffered.into_body()),
+                &fault,
+                false,
+                started_rx,
+            )
+            .await
+        } else {
+            self.send(
+                Request::from_parts(parts, body.boxed_unsync()),
+                &fault,
+                expects_continue,
+                started_rx,
+            )
+            .await
+        };
+        request
+    }
+
+    async fn send(
+        &self,
+        req: Request<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>,
+        fault: &BodyFault,
+        expects_continue: bool,
+        started_rx: tokio::sync::oneshot::Receiver<()>,
+    ) -> Response<ProxyBody> {
+        // A client-side body failure wins over whatever the upstream makes
+        // of the cut-off request: it is the client's fault (4xx) and must
+        // not count against the upstream's health.
+        let result = tokio::select! {
+            biased;
+            f = fault.wait() => Err(f),
+            r = request_boxed(&self.shared.client, req) => Ok(r),
+        };
+        let result = match result {
+            Err(f) => {
+                let (s, why) = f.status();
+                return close_after(error_response(s, why));
+            }
+            Ok(r) => r,
+        };
+        match result {
+            Ok(resp) => {
+                if expects_continue && resp.status().is_success() {
+                    // hyper writes `100 Continue` when the body is first
+                    // read, but only while no response head has been
+                    // written. The upstream's head can win that race (an app
+                    // that answers before reading, like an echo), and a
+                    // client waiting for 100 would then never send the body.
+                    // So a success head waits until the client has started
+                    // the body (or the body is gone: ended, reset, dropped).
+                    let _ = started_rx.await;
+                }
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(
+                    parts,
+                    body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+                )
+            }
+            Err(e) => {
+                if let Some(f) = fault.get() {
+                    let (s, why) = f.status();
+                    return close_after(error_response(s, why));
+                }
+                tracing::warn!(error = %e, "upstream request failed");
+                error_response(e.status_code(), &e.to_string())
+            }
+        }
+    }
+}
+
+type UpstreamFuture<'a> = Pin<
+    Box<
+        dyn Future<Output = Result<Response<crate::client::Body>, crate::client::Error>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// The client's future, boxed outside any async block: naming the body
+/// type here spares rustc a higher-ranked `Send` proof it cannot make
+/// through the boxed service future.
+fn request_boxed(
+    client: &Client,
+    req: Request<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>,
+) -> UpstreamFuture<'_> {
+    Box::pin(client.request(req))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_without_port_handles_ipv6_literals() {
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("[2001:db8::1]"), "[2001:db8::1]");
+        assert_eq!(host_without_port("[2001:db8::1]:8443"), "[2001:db8::1]");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        // Not a valid Host, left alone rather than cut in the middle.
+        assert_eq!(host_without_port("2001:db8::1"), "2001:db8::1");
+        assert_eq!(host_without_port("host:port"), "host:port");
+    }
+
+    #[test]
+    fn head_size_counts_the_http1_wire_form() {
+        let req = Request::get("/a?b=1")
+            .header("host", "x")
+            .header("x-y", "zz")
+            .body(())
+            .unwrap();
+        let wire = "GET /a?b=1 HTTP/1.1\r\nhost: x\r\nx-y: zz\r\n\r\n";
+        assert_eq!(head_size(&req), wire.len());
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed_fields() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "keep-alive, X-Foo"),
+            ("connection", "x-bar"),
+            ("x-foo", "1"),
+            ("x-bar", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-keep", "1"),
+        ] {
+            h.append(n, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+    }
+}

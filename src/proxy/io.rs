@@ -1,0 +1,420 @@
+//! The downstream connection's byte stream: [`Prefixed`] (bytes read ahead
+//! by the PROXY protocol reader go first), [`Stream`] (plain TCP or TLS),
+//! and [`TimedIo`], which enforces the connection-level timeouts hyper does
+//! not (or not the way a front needs):
+//!
+//! * **idle**: no request in flight and no byte of a new one for the
+//!   first-byte timeout (a fresh connection: this runs before hyper's
+//!   HTTP/1-vs-HTTP/2 detection, which reads through this type) or the
+//!   keep-alive timeout (after a response) closes the connection quietly;
+//! * **request head** (HTTP/1): once the first byte of a head has arrived,
+//!   the whole head must arrive within the header-read timeout, else the
+//!   client gets `408 Request Timeout` and the connection closes;
+//! * **send**: a write that makes no progress for the send timeout (the
+//!   client stopped reading) fails the connection.
+//!
+//! Whether a request is in flight comes from [`ConnActivity`], which the
+//! request handler updates through [`InFlight`] guards. For HTTP/1 the
+//! bytes of each request head are kept (bounded) so the handler can check
+//! framing fields hyper folds away before it sees them (see
+//! [`ConnActivity::take_head`]).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// The answer to a request head that did not arrive in time.
+const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+content-length: 59\r\n\
+connection: close\r\n\
+\r\n\
+408 Request Timeout\nthe request head did not arrive in time\n";
+
+/// Start of the HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// A stream whose first bytes come from a buffer.
+#[derive(Debug)]
+pub(crate) struct Prefixed<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub(crate) fn new(prefix: Bytes, inner: T) -> Prefixed<T> {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A downstream connection: plain TCP or TLS over TCP.
+pub(crate) enum Stream {
+    Plain(Prefixed<TcpStream>),
+    Tls(Box<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+/// What the request handler tells the connection's [`TimedIo`].
+#[derive(Debug, Default)]
+pub(crate) struct ConnActivity {
+    in_flight: AtomicUsize,
+    /// Bumped each time the last in-flight request finishes.
+    epoch: AtomicU64,
+    /// The reader, woken when the connection turns idle.
+    reader: AtomicWaker,
+    /// HTTP/1: the bytes read while no request was in flight (the next
+    /// request head, bounded).
+    head: Mutex<Vec<u8>>,
+}
+
+impl ConnActivity {
+    /// Marks a request in flight until the guard drops.
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// The raw bytes the current request head arrived in (HTTP/1, possibly
+    /// followed by body bytes); empty when unknown. Clears them.
+    pub(crate) fn take_head(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.head.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A request in flight on its connection (see [`ConnActivity::start`]).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<ConnActivity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.epoch.fetch_add(1, Ordering::AcqRel);
+            self.0.reader.wake();
+        }
+    }
+}
+
+/// The timeouts [`TimedIo`] enforces.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IoTimeouts {
+    pub(crate) first_byte: Duration,
+    pub(crate) header: Duration,
+    pub(crate) keepalive: Duration,
+    pub(crate) send: Duration,
+    /// Bound of the kept head bytes.
+    pub(crate) max_head: usize,
+}
+
+/// Enforces the connection timeouts (see the module docs).
+pub(crate) struct TimedIo<T> {
+    inner: T,
+    act: Arc<ConnActivity>,
+    t: IoTimeouts,
+    /// Known HTTP/2 (ALPN or the preface), known HTTP/1, or not yet known.
+    h2: Option<bool>,
+    sniffed: usize,
+    epoch: u64,
+    /// A byte of the next request head has arrived in this idle phase.
+    head_started: bool,
+    /// The kept head bytes reach the end of the head (or the bound).
+    head_complete: bool,
+    read_deadline: Option<Instant>,
+    read_timer: Pin<Box<Sleep>>,
+    write_deadline: Option<Instant>,
+    write_timer: Pin<Box<Sleep>>,
+}
+
+impl<T> TimedIo<T> {
+    pub(crate) fn new(inner: T, act: Arc<ConnActivity>, t: IoTimeouts, h2: Option<bool>) -> Self {
+        let now = Instant::now();
+        TimedIo {
+            inner,
+            act,
+            t,
+            h2,
+            sniffed: 0,
+            epoch: 0,
+            head_started: false,
+            head_complete: false,
+            read_deadline: None,
+            read_timer: Box::pin(tokio::time::sleep_until(now)),
+            write_deadline: None,
+            write_timer: Box::pin(tokio::time::sleep_until(now)),
+        }
+    }
+
+    fn note_bytes(&mut self, bytes: &[u8], idle: bool) {
+        if self.h2.is_none() {
+            // The preface decides; HTTP/1 can never start with it.
+            let want = &H2_PREFACE[self.sniffed..];
+            let n = want.len().min(bytes.len());
+            if bytes[..n] != want[..n] {
+                self.h2 = Some(false);
+            } else {
+                self.sniffed += n;
+                if self.sniffed == H2_PREFACE.len() {
+                    self.h2 = Some(true);
+                    // HTTP/2: an idle connection is one without streams;
+                    // frames (PING, SETTINGS) do not make it busy.
+                    self.read_deadline = Some(Instant::now() + self.t.keepalive);
+                }
+            }
+        }
+        if self.h2 == Some(true) || !idle {
+            return;
+        }
+        if !self.head_started {
+            self.head_started = true;
+            self.read_deadline = Some(Instant::now() + self.t.header);
+        }
+        if self.head_complete {
+            return;
+        }
+        let mut head = self.act.head.lock().unwrap_or_else(|e| e.into_inner());
+        let room = self.t.max_head.saturating_sub(head.len());
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        // Keep nothing past the end of the head (body bytes are not needed).
+        let tail = &head[from..];
+        if memchr::memmem::find(tail, b"\r\n\r\n").is_some()
+            || memchr::memmem::find(tail, b"\n\n").is_some()
+            || memchr::memmem::find(tail, b"\n\r\n").is_some()
+            || head.len() >= self.t.max_head
+        {
+            self.head_complete = true;
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let idle = this.act.in_flight.load(Ordering::Acquire) == 0;
+        if idle {
+            let epoch = this.act.epoch.load(Ordering::Acquire);
+            if epoch != this.epoch {
+                this.epoch = epoch;
+                this.head_started = false;
+                this.head_complete = false;
+                this.read_deadline = None;
+            }
+            if this.read_deadline.is_none() {
+                let wait = if epoch == 0 && this.h2 != Some(true) {
+                    this.t.first_byte
+                } else {
+                    this.t.keepalive
+                };
+                this.read_deadline = Some(Instant::now() + wait);
+            }
+        }
+        // While a request is in flight no read deadline applies here: its
+        // body has its own timeout.
+        this.act.reader.register(cx.waker());
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let filled = buf.filled().len();
+                if filled > before {
+                    this.note_bytes(&buf.filled()[before..filled], idle);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        let Some(deadline) = this.read_deadline.filter(|_| idle) else {
+            return Poll::Pending;
+        };
+        if this.read_timer.deadline() != deadline {
+            this.read_timer.as_mut().reset(deadline);
+        }
+        if this.read_timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if this.head_started && this.h2 == Some(false) {
+            // Best effort: the 408 is tiny and the socket buffer empty.
+            let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+            let _ = Pin::new(&mut this.inner).poll_flush(cx);
+            tracing::debug!("request head timeout: 408");
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not received in time",
+            )));
+        }
+        // Idle too long: end of stream, a quiet close.
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> TimedIo<T> {
+    fn on_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match polled {
+            Poll::Ready(r) => {
+                self.write_deadline = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let deadline = *self
+                    .write_deadline
+                    .get_or_insert_with(|| Instant::now() + self.t.send);
+                if self.write_timer.deadline() != deadline {
+                    self.write_timer.as_mut().reset(deadline);
+                }
+                match self.write_timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client did not accept response bytes in time",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.on_write(cx, polled)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.on_write(cx, polled)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.on_write(cx, polled)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.on_write(cx, polled)
+    }
+}
