@@ -96,6 +96,10 @@ impl From<FrontError> for std::io::Error {
 pub struct Front {
     shared: Arc<Shared>,
     tls: Option<tls::TlsState>,
+    /// The connection caps, shared by every listener this front serves
+    /// (one per thread with `--threads`), so they hold for the process.
+    slots: Arc<Semaphore>,
+    per_ip: Arc<limits::PerIp>,
 }
 
 impl std::fmt::Debug for Front {
@@ -121,6 +125,8 @@ impl Front {
             .compression
             .is_enabled()
             .then(|| config.compression.predicate());
+        let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let per_ip = limits::PerIp::new(config.max_connections_per_ip);
         Ok(Front {
             shared: Arc::new(Shared {
                 client,
@@ -130,6 +136,8 @@ impl Front {
                 compress,
             }),
             tls,
+            slots,
+            per_ip,
         })
     }
 
@@ -153,6 +161,9 @@ impl Front {
 
     /// Serves `listener` until `shutdown` resolves; then stops accepting
     /// and lets in-flight requests finish for up to the drain timeout.
+    /// Several calls may run at once (one listener per thread, each on its
+    /// own runtime): they share the connection caps, the access log and
+    /// the client.
     pub async fn serve<F>(&self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
     where
         F: std::future::Future<Output = ()>,
@@ -160,8 +171,8 @@ impl Front {
         let shared = self.shared.clone();
         let config = &shared.config;
         let local = listener.local_addr()?;
-        let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
-        let per_ip = limits::PerIp::new(config.max_connections_per_ip);
+        let slots = self.slots.clone();
+        let per_ip = self.per_ip.clone();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = Arc::new(http_builder(config));
         let acceptor = self.tls.as_ref().map(|t| t.acceptor().clone());
@@ -315,6 +326,7 @@ impl Setup {
         );
         let info = Arc::new(ConnInfo {
             peer: client,
+            peer_ip: front::ip_header_value(client.ip()),
             local: self.local,
             tls: self.acceptor.is_some(),
             activity,
