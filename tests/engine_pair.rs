@@ -1129,6 +1129,83 @@ fn graceful_goaway_drains_then_closes() {
 }
 
 #[test]
+fn two_step_graceful_goaway_refuses_nothing_already_sent() {
+    let mut p = Pair::default_ready();
+    let a = p.c.conn.open_stream(post("/a"), false).unwrap();
+    p.pump();
+    let now = p.now();
+    p.s.conn.go_away_gracefully(now);
+    // Opened before the client reads the notice: it arrives before the
+    // answer to the notice's PING, so it is served, not refused.
+    let c = p.c.conn.open_stream(get("/c"), true).unwrap();
+    p.pump();
+    let goaways: Vec<StreamId> =
+        p.c.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::GoAway {
+                    last_stream_id,
+                    reason: Reason::NO_ERROR,
+                    ..
+                } => Some(*last_stream_id),
+                _ => None,
+            })
+            .collect();
+    // The notice (largest id), then the final GOAWAY naming `c`.
+    assert_eq!(goaways, vec![StreamId::MAX, c]);
+    assert!(p.c.resets().is_empty(), "{:?}", p.c.resets());
+    assert!(p.s.sent_resets().is_empty());
+    // The drain's PING is the engine's own: no PingAck for the server's user.
+    assert!(!p
+        .s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PingAck { .. })));
+    assert_eq!(
+        p.c.conn.open_stream(get("/d"), true),
+        Err(UserError::GoingAway)
+    );
+    p.c.conn.send_data(a, "x".into(), true).unwrap();
+    for id in [a, c] {
+        p.s.conn
+            .send_response(id, ResponseHead::new(200), true)
+            .unwrap();
+    }
+    p.pump();
+    assert!(p.s.conn.is_closed());
+    assert!(p.c.conn.is_closed());
+    assert_eq!(p.s.closed_error(), Some(None));
+    assert!(p.s.errors.is_empty() && p.c.errors.is_empty());
+}
+
+#[test]
+fn two_step_goaway_without_a_ping_answer_ends_at_the_drain_deadline() {
+    let mut p = Pair::default_ready();
+    let a = p.c.conn.open_stream(post("/slow"), false).unwrap();
+    p.pump();
+    let now = p.now();
+    p.s.conn.set_drain_deadline(now + Duration::from_secs(5));
+    p.s.conn.go_away_gracefully(now);
+    // The client never hears of it (nothing is pumped): at the deadline the
+    // final GOAWAY still names the processed streams, then all is reset.
+    assert_eq!(p.s.conn.poll_timeout(), Some(now + Duration::from_secs(5)));
+    p.advance(Duration::from_secs(5));
+    assert!(p.s.conn.is_closed());
+    assert_eq!(p.s.resets(), vec![(a, Reason::CANCEL, false)]);
+    p.pump();
+    let last: Vec<StreamId> =
+        p.c.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::GoAway { last_stream_id, .. } => Some(*last_stream_id),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(last, vec![StreamId::MAX, a]);
+    assert_eq!(p.c.resets(), vec![(a, Reason::CANCEL, true)]);
+}
+
+#[test]
 fn drain_deadline_cancels_remaining_streams() {
     let mut p = Pair::default_ready();
     let a = p.c.conn.open_stream(post("/slow"), false).unwrap();
