@@ -225,15 +225,23 @@ impl Front {
     }
 }
 
+/// hyper's HTTP/1 header count limit when none is set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 fn http_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(config.max_header_size.max(8192))
-        .max_headers(config.max_headers)
+    let mut h1 = builder.http1();
+    h1.max_buf_size(config.max_header_size.max(8192))
         // TimedIo enforces the head timeout, with a 408.
         .header_read_timeout(None)
         .timer(TokioTimer::new());
+    if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        // Only when it differs: with an explicit cap hyper initialises
+        // heap arrays of that many entries for every request it parses
+        // (about 1,700 instructions per request at 100); its own default
+        // of 100 parses into uninitialised stack arrays.
+        h1.max_headers(config.max_headers);
+    }
     builder
         .http2()
         .max_header_list_size(config.max_header_size as u32)
