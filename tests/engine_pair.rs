@@ -1179,17 +1179,21 @@ fn two_step_graceful_goaway_refuses_nothing_already_sent() {
 }
 
 #[test]
-fn two_step_goaway_without_a_ping_answer_ends_at_the_drain_deadline() {
+fn two_step_goaway_without_a_ping_answer_goes_final_after_a_second() {
     let mut p = Pair::default_ready();
     let a = p.c.conn.open_stream(post("/slow"), false).unwrap();
     p.pump();
     let now = p.now();
     p.s.conn.set_drain_deadline(now + Duration::from_secs(5));
     p.s.conn.go_away_gracefully(now);
-    // The client never hears of it (nothing is pumped): at the deadline the
-    // final GOAWAY still names the processed streams, then all is reset.
+    // The client never hears of it (nothing is pumped): one second on,
+    // the final GOAWAY names the processed streams anyway; at the drain
+    // deadline the rest is reset.
+    assert_eq!(p.s.conn.poll_timeout(), Some(now + Duration::from_secs(1)));
+    p.advance(Duration::from_secs(1));
+    assert!(!p.s.conn.is_closed());
     assert_eq!(p.s.conn.poll_timeout(), Some(now + Duration::from_secs(5)));
-    p.advance(Duration::from_secs(5));
+    p.advance(Duration::from_secs(4));
     assert!(p.s.conn.is_closed());
     assert_eq!(p.s.resets(), vec![(a, Reason::CANCEL, false)]);
     p.pump();
@@ -1203,6 +1207,18 @@ fn two_step_goaway_without_a_ping_answer_ends_at_the_drain_deadline() {
             .collect();
     assert_eq!(last, vec![StreamId::MAX, a]);
     assert_eq!(p.c.resets(), vec![(a, Reason::CANCEL, true)]);
+}
+
+#[test]
+fn an_idle_connection_whose_peer_never_answers_the_notice_closes_after_a_second() {
+    let mut p = Pair::default_ready();
+    let now = p.now();
+    p.s.conn.set_drain_deadline(now + Duration::from_secs(30));
+    p.s.conn.go_away_gracefully(now);
+    p.advance(Duration::from_secs(1));
+    // No stream: the final GOAWAY ends the drain at once.
+    assert!(p.s.conn.is_closed());
+    assert_eq!(p.s.closed_error(), Some(None));
 }
 
 #[test]

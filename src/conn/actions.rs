@@ -215,17 +215,18 @@ impl Connection {
     /// GOAWAY, so at that moment the final GOAWAY(NO_ERROR, last = highest
     /// REQUEST id) goes out as by [`Connection::go_away`], which refuses
     /// nothing the client still believed accepted. A client that never
-    /// answers is bounded by `ping_timeout` and the drain deadline. On a
+    /// answers delays the final GOAWAY by `DRAIN_NOTICE_TIMEOUT` (1 s) at
+    /// most, and the drain deadline still applies. On a
     /// client, and once a GOAWAY of ours is out, this is
     /// `go_away(NO_ERROR)`.
     pub fn go_away_gracefully(&mut self, now: Instant) {
-        if self.closed || self.drain_notice {
+        if self.closed || self.drain_notice.is_some() {
             return;
         }
         if self.role != Role::Server || self.local_goaway.is_some() || !self.is_ready() {
             return self.go_away(Reason::NO_ERROR, Bytes::new(), now);
         }
-        self.drain_notice = true;
+        self.drain_notice = Some(now + super::engine::DRAIN_NOTICE_TIMEOUT);
         self.control
             .push_back(GoAway::new(StreamId::MAX, Reason::NO_ERROR, Bytes::new()).into());
         let payload = *b"uwdrain\0";

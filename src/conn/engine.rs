@@ -3,7 +3,7 @@
 //! `recv.rs`, the transmit scheduler in `send.rs`.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -30,6 +30,14 @@ pub(super) struct PendingPing {
     /// its answer triggers the final GOAWAY and is not reported as an event.
     pub(super) drain: bool,
 }
+
+/// How long a drain notice waits for the answer to its PING before the
+/// final GOAWAY goes out regardless (see `Connection::go_away_gracefully`).
+/// A REQUEST sent before the client read the notice arrives well within
+/// it; a peer that does not answer (slow, or no longer polled) delays the
+/// drain by this much at most. The value HTTP/2 servers use for the same
+/// step (Go's net/http2: 1 s).
+pub(crate) const DRAIN_NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The state of one uwire/1 connection (sans-IO). See the [module
 /// docs](super) for how the I/O glue drives it.
@@ -64,8 +72,9 @@ pub struct Connection {
     pub(super) peer_goaway: Option<StreamId>,
     pub(super) drain_deadline: Option<Instant>,
     /// A drain notice (GOAWAY with the largest id, then a PING) is out and
-    /// its PING unanswered: the final GOAWAY follows the answer.
-    pub(super) drain_notice: bool,
+    /// its PING unanswered: the final GOAWAY follows the answer, or this
+    /// deadline ([`DRAIN_NOTICE_TIMEOUT`] after the notice).
+    pub(super) drain_notice: Option<Instant>,
     pub(super) closed: bool,
     /// Rapid-reset budget (`max_peer_resets`).
     pub(super) reset_budget: Budget,
@@ -105,7 +114,7 @@ impl Connection {
             local_goaway: None,
             peer_goaway: None,
             drain_deadline: None,
-            drain_notice: false,
+            drain_notice: None,
             closed: false,
             reset_budget: Budget::default(),
             ping_budget: Budget::default(),
@@ -202,7 +211,13 @@ impl Connection {
         if let Some(k) = self.keepalive_due() {
             at(k);
         }
-        if let (true, Some(d)) = (self.draining() || self.drain_notice, self.drain_deadline) {
+        if let (true, Some(d)) = (
+            self.draining() || self.drain_notice.is_some(),
+            self.drain_deadline,
+        ) {
+            at(d);
+        }
+        if let Some(d) = self.drain_notice {
             at(d);
         }
         t
@@ -233,13 +248,28 @@ impl Connection {
             );
             return self.fail(e);
         }
-        if let (true, Some(d)) = (self.draining() || self.drain_notice, self.drain_deadline) {
+        if self.drain_notice.is_some_and(|d| now >= d)
+            && self.drain_deadline.is_none_or(|d| now < d)
+        {
+            // The notice's PING is unanswered (a peer that is slow or no
+            // longer polled): a request sent before the notice has had a
+            // whole second to arrive; the final GOAWAY goes out now.
+            self.drain_notice = None;
+            self.go_away(Reason::NO_ERROR, Bytes::new(), now);
+            if self.closed {
+                return;
+            }
+        }
+        if let (true, Some(d)) = (
+            self.draining() || self.drain_notice.is_some(),
+            self.drain_deadline,
+        ) {
             if now >= d {
-                if self.drain_notice && self.local_goaway.is_none() {
+                if self.drain_notice.is_some() && self.local_goaway.is_none() {
                     // The notice's PING is unanswered: the final GOAWAY
                     // still says which streams were processed, so later
                     // ones are known to be safe to retry.
-                    self.drain_notice = false;
+                    self.drain_notice = None;
                     self.local_goaway = Some(Reason::NO_ERROR);
                     let last = self.last_peer_stream_id();
                     self.control

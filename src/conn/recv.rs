@@ -471,7 +471,7 @@ impl Connection {
         };
         if p.drain {
             // Every REQUEST sent before the drain notice was read is in.
-            self.drain_notice = false;
+            self.drain_notice = None;
             self.go_away(Reason::NO_ERROR, bytes::Bytes::new(), now);
             return Ok(());
         }
