@@ -39,6 +39,7 @@ mod lazy;
 mod listener;
 mod metrics;
 mod pipeline;
+pub mod upgrade;
 mod uwire;
 mod uwsgi;
 
@@ -64,6 +65,7 @@ pub use listener::{
     BindAddr, BindOptions, Listener, SocketFile, DEFAULT_BACKLOG, DEFAULT_SOCKET_MODE,
 };
 pub use metrics::{ErrorKind, Metrics, Snapshot, LATENCY_BUCKETS};
+pub use upgrade::{OnUpgrade, UpgradeError, Upgraded};
 
 /// A uwire server: configuration plus the metrics its connections update.
 #[derive(Clone)]
