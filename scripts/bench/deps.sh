@@ -1,0 +1,53 @@
+# Sourced by scripts/bench-*: puts the tools a suite needs in place on a
+# fresh Debian machine the way .ci/run does (apt, pip, cargo), or stops with
+# a message naming what is missing. Installs only what is not there yet.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+command -v nginx >/dev/null || export PATH="$PATH:/usr/sbin"
+export PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)"
+# 1,000 held connections and c256 runs need file descriptors.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+bench_die() { echo "bench: $*" >&2; exit 1; }
+
+_bench_apt_updated=""
+# bench_apt TOOL PACKAGE...: installs the Debian packages if TOOL is missing.
+bench_apt() {
+  local tool=$1; shift
+  command -v "$tool" >/dev/null && return 0
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=$(command -v sudo || true)
+  if ! command -v apt-get >/dev/null || { [ "$(id -u)" != 0 ] && [ -z "$sudo" ]; }; then
+    bench_die "$tool is not installed and apt-get is not usable here: install $* yourself"
+  fi
+  echo "bench: installing $* (for $tool)" >&2
+  if [ -z "$_bench_apt_updated" ]; then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
+    _bench_apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  command -v "$tool" >/dev/null || bench_die "$tool still missing after apt-get install $*"
+}
+
+# bench_pip TOOL PACKAGE: pip-installs PACKAGE if TOOL is missing.
+bench_pip() {
+  local tool=$1 pkg=$2
+  command -v "$tool" >/dev/null && return 0
+  python3 -m pip --version >/dev/null 2>&1 || bench_die "$tool is missing and so is pip (apt install python3-pip)"
+  if [ "$pkg" = uwsgi ]; then
+    bench_apt gcc build-essential python3-dev   # uWSGI builds from source
+  fi
+  echo "bench: pip install $pkg (for $tool)" >&2
+  python3 -m pip install -q --disable-pip-version-check "$pkg" 2>/dev/null ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages "$pkg"
+  command -v pyenv >/dev/null && pyenv rehash || true
+  command -v "$tool" >/dev/null || bench_die "$tool is not on PATH after pip install $pkg"
+}
+
+# bench_build: the uwire binary and the benchmark examples, release mode.
+bench_build() {
+  command -v cargo >/dev/null || bench_die "cargo not found: install Rust (rustup)"
+  cargo build --release --quiet --bin uwire \
+    --example bench_floor --example bench_peers --example bench_hold
+}

@@ -1,0 +1,353 @@
+"""IPC suite (scripts/bench-ipc): the proxy-to-app hop alone, no HTTP front.
+
+Client and server are two processes on one Unix socket:
+  * uwire/1: `uwire bench` against `uwire serve` (the demo app), one
+    connection, all requests multiplexed on it;
+  * hyper HTTP/1.1 (hyper-util keep-alive pool: one connection per request
+    in flight), hyper HTTP/2 (one connection) and tonic gRPC (one channel),
+    from examples/bench_peers.rs, on the same greeting / echo;
+  * the raw floors from examples/bench_floor.rs: 64-byte messages echoed by a
+    second process, one in flight (ping-pong), 64 in flight with one write
+    per message, 64 in flight batched; and one-way streaming.
+Tiny (`GET /`, 18-byte answer) and 64 KiB echo bodies at 1, 64 and 1,024 in
+flight. Rounds are interleaved, medians reported; the CPU time of the server
+process (/proc) and of the client (rusage) per request is recorded too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+from pathlib import Path
+
+from common import (
+    EXAMPLES,
+    ROOT,
+    UWIRE,
+    Procs,
+    cpu_seconds,
+    cpu_snapshot,
+    die,
+    env_float,
+    env_int,
+    env_list,
+    exit_on_sigterm,
+    log,
+    read_csv,
+    run_json,
+    smoke,
+    table,
+    wait_socket,
+    workdir,
+    write_csv,
+    write_meta,
+)
+from results import ipc_find, ipc_medians, ipc_targets
+
+SECS = env_float("BENCH_IPC_SECS", 0.5 if smoke() else 3)
+ROUNDS = env_int("BENCH_ROUNDS", 1 if smoke() else 3)
+IN_FLIGHT = env_list("BENCH_IN_FLIGHT", [1, 64] if smoke() else [1, 64, 1024])
+BODIES = env_list("BENCH_BODIES", [0, 65536])
+IMPLS = [
+    s
+    for s in os.environ.get("BENCH_IMPLS", "uwire,hyper-h1,hyper-h2,tonic-grpc").split(
+        ","
+    )
+    if s
+]
+SERVE_ARGS = shlex.split(os.environ.get("BENCH_SERVE_ARGS", ""))
+# 1,024 streams in flight on one connection need a stream limit above the
+# default 128 (the h2 and gRPC servers are given the same room).
+MAX_STREAMS = max([2048, *IN_FLIGHT])
+FLOORS = ["pingpong", "perwrite", "batched", "stream"]
+
+CSV_HEADER = [
+    "impl",
+    "in_flight",
+    "body_size",
+    "round",
+    "rate",
+    "unit",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "requests",
+    "seconds",
+    "server_cpu_us",
+    "client_cpu_us",
+    "error_text",
+]
+
+
+def start_servers(procs: Procs, d: Path) -> dict[str, tuple[Path, int]]:
+    """Starts every server; returns impl -> (socket, server pid)."""
+    out = {}
+    if "uwire" in IMPLS:
+        sock = d / "uwire.sock"
+        p = procs.start(
+            "uwire-serve",
+            [
+                UWIRE,
+                "serve",
+                "--bind",
+                f"unix:{sock}",
+                "--max-streams",
+                str(MAX_STREAMS),
+                *SERVE_ARGS,
+            ],
+        )
+        wait_socket(sock, p)
+        out["uwire"] = (sock, p.pid)
+    for impl, cmd in (
+        ("hyper-h1", "h1-server"),
+        ("hyper-h2", "h2-server"),
+        ("tonic-grpc", "grpc-server"),
+    ):
+        if impl in IMPLS:
+            sock = d / f"{impl}.sock"
+            p = procs.start(impl, [EXAMPLES / "bench_peers", cmd, "--socket", sock])
+            wait_socket(sock, p)
+            out[impl] = (sock, p.pid)
+    return out
+
+
+def client_argv(impl: str, sock: Path, in_flight: int, body: int) -> list[str | Path]:
+    common: list[str | Path] = [
+        "--socket",
+        sock,
+        "--in-flight",
+        str(in_flight),
+        "--body-size",
+        str(body),
+        "--seconds",
+        str(SECS),
+        "--requests",
+        str(10**12),
+        "--json",
+    ]
+    if impl == "uwire":
+        return [UWIRE, "bench", *common]
+    sub = {
+        "hyper-h1": "h1-client",
+        "hyper-h2": "h2-client",
+        "tonic-grpc": "grpc-client",
+    }[impl]
+    return [EXAMPLES / "bench_peers", sub, *common]
+
+
+def run_floors(rnd: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for mode in FLOORS:
+        try:
+            j, _ = run_json(
+                [EXAMPLES / "bench_floor", "--seconds", str(SECS), mode], SECS + 60
+            )
+        except RuntimeError as e:
+            log(f"  floor {mode}: {e}")
+            rows.append(
+                {"impl": f"floor-{mode}", "round": rnd, "error_text": str(e)[:200]}
+            )
+            continue
+        stream = mode == "stream"
+        rows.append(
+            {
+                "impl": f"floor-{mode}",
+                "in_flight": j["in_flight"],
+                "body_size": 65536 if stream else j["msg_size"],
+                "round": rnd,
+                "rate": j["per_sec"],
+                "unit": "bytes/s" if stream else "msgs/s",
+                "requests": j["count"],
+                "seconds": j["seconds"],
+            }
+        )
+        rate = float(str(j["per_sec"]))
+        shown = f"{rate / 1e9:.2f} GB/s" if stream else f"{rate:,.0f} msgs/s"
+        log(f"  r{rnd} floor {mode:<9} {shown}")
+    return rows
+
+
+def run_case(
+    impl: str, sock: Path, pid: int, in_flight: int, body: int, rnd: int
+) -> dict[str, object]:
+    row: dict[str, object] = {
+        "impl": impl,
+        "in_flight": in_flight,
+        "body_size": body,
+        "round": rnd,
+        "unit": "req/s",
+    }
+    roles = {"server": [pid]}
+    before = cpu_snapshot(roles)
+    try:
+        j, client_cpu = run_json(client_argv(impl, sock, in_flight, body), SECS + 90)
+    except RuntimeError as e:
+        log(f"  {impl} {in_flight} in flight, {body} B: {e}")
+        row["error_text"] = str(e)[:200]
+        return row
+    server_cpu = cpu_seconds(before, roles)["server"]
+    n = max(1, int(str(j["requests"])))
+    row.update(
+        rate=j["rps"],
+        p50_us=j["p50_us"],
+        p90_us=j["p90_us"],
+        p99_us=j["p99_us"],
+        requests=n,
+        seconds=j["seconds"],
+        server_cpu_us=server_cpu * 1e6 / n,
+        client_cpu_us=client_cpu * 1e6 / n,
+    )
+    log(
+        f"  r{rnd} {impl:<10} {in_flight:>5} in flight {body:>6} B {float(str(j['rps'])):>10,.0f} req/s"
+        f"  p99 {float(str(j['p99_us'])) / 1000:>7.2f} ms  cpu server {server_cpu * 1e6 / n:.1f} + client {client_cpu * 1e6 / n:.1f} us/req"
+    )
+    return row
+
+
+def print_summary(csv_path: Path) -> bool:
+    ms = ipc_medians([r for r in read_csv(csv_path) if r["rate"]])
+    floors = [m for m in ms if m.impl.startswith("floor-")]
+    if floors:
+        print(
+            "\nraw Unix-socket floors (two processes, 64-byte messages; stream: 64 KiB writes):"
+        )
+        print(
+            table(
+                [
+                    [
+                        m.impl[6:],
+                        f"{m.rate / 1e9:.2f} GB/s"
+                        if m.unit == "bytes/s"
+                        else f"{m.rate:,.0f} msgs/s",
+                        m.in_flight or "-",
+                    ]
+                    for m in floors
+                ],
+                ["floor", "rate", "in flight"],
+            )
+        )
+    batched = ipc_find(ms, "floor-batched")
+    pingpong = ipc_find(ms, "floor-pingpong")
+    stream = ipc_find(ms, "floor-stream")
+    for body in BODIES:
+        print(
+            f"\n{'tiny (GET /, 18-byte answer)' if body == 0 else f'{body // 1024} KiB echo'}, one client process, one server process:"
+        )
+        rows = []
+        for f in IN_FLIGHT:
+            u = ipc_find(ms, "uwire", f, body)
+            for impl in IMPLS:
+                m = ipc_find(ms, impl, f, body)
+                if m is None:
+                    continue
+                vs = (
+                    f"{u.rate / m.rate:.2f}x"
+                    if u and impl != "uwire" and m.rate
+                    else ""
+                )
+                floor = ""
+                if impl == "uwire" and body == 0 and f == 1 and pingpong:
+                    floor = f"round trip {pingpong.rate / m.rate:.2f}x ping-pong"
+                elif impl == "uwire" and body == 0 and batched:
+                    floor = f"{m.rate / batched.rate:.1%} of batched"
+                elif impl == "uwire" and body and stream:
+                    floor = f"{m.rate * body * 2 / stream.rate:.1%} of streaming"
+                rows.append(
+                    [
+                        f,
+                        impl,
+                        f"{m.rate:,.0f}",
+                        vs,
+                        f"{m.p50_us / 1000:.3f}",
+                        f"{m.p99_us / 1000:.3f}",
+                        f"{m.server_cpu_us:.1f}",
+                        f"{m.client_cpu_us:.1f}",
+                        floor,
+                    ]
+                )
+        print(
+            table(
+                rows,
+                [
+                    "in flight",
+                    "impl",
+                    "req/s",
+                    "uwire is",
+                    "p50 ms",
+                    "p99 ms",
+                    "server us/req",
+                    "client us/req",
+                    "uwire vs floor",
+                ],
+            )
+        )
+    targets = ipc_targets(ms)
+    if targets:
+        print("\nissue 9 targets (IPC):")
+        print(
+            table(
+                [[t.what, t.value, t.goal, t.mark()] for t in targets],
+                ["what", "measured", "target", ""],
+            )
+        )
+    return all(r["rate"] for r in read_csv(csv_path))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--csv",
+        type=Path,
+        default=ROOT / "target" / "bench" / "ipc.csv",
+        help="where to write every run",
+    )
+    args = ap.parse_args()
+    exit_on_sigterm()
+    d = workdir("ipc")
+    procs = Procs(d)
+    rows: list[dict[str, object]] = []
+    try:
+        servers = start_servers(procs, d)
+        log(
+            f"{ROUNDS} interleaved rounds, {SECS:g} s per run; in flight {IN_FLIGHT}; bodies {BODIES}"
+        )
+        for rnd in range(1, ROUNDS + 1):
+            log(f"round {rnd}/{ROUNDS}")
+            rows += run_floors(rnd)
+            order = [i for i in IMPLS if i in servers]
+            k = (rnd - 1) % max(1, len(order))
+            order = order[k:] + order[:k]
+            for body in BODIES:
+                for f in IN_FLIGHT:
+                    for impl in order:
+                        sock, pid = servers[impl]
+                        rows.append(run_case(impl, sock, pid, f, body, rnd))
+    finally:
+        procs.stop_all()
+    write_csv(args.csv, CSV_HEADER, rows)
+    write_meta(
+        args.csv,
+        "ipc",
+        {
+            "seconds_per_run": SECS,
+            "rounds": ROUNDS,
+            "in_flight": IN_FLIGHT,
+            "bodies": BODIES,
+            "impls": IMPLS,
+            "serve_args": SERVE_ARGS,
+            "max_streams": MAX_STREAMS,
+        },
+    )
+    ok = print_summary(args.csv)
+    print(f"\nevery run: {args.csv}")
+    shutil.rmtree(d, ignore_errors=True)
+    if not ok and smoke():
+        die("smoke run: a case failed (see above)")
+
+
+if __name__ == "__main__":
+    main()
