@@ -42,6 +42,8 @@ mod pipeline;
 pub mod upgrade;
 mod uwire;
 mod uwsgi;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 
 use std::future::Future;
 use std::io;
