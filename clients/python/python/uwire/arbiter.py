@@ -252,7 +252,36 @@ class Arbiter:
                 log.error("cannot load %s:\n%s", self.cfg.app, traceback.format_exc())
                 return WORKER_BOOT_ERROR
         fds = [s.fileno() for s in self.sockets]
+        if self.interface_of(app) == "asgi":
+            return self.asgi_worker_main(app, fds, config)
         reason = _native.serve(app, fds, config, self.table)
+        log.info("worker stopped (%s)", reason)
+        return 0
+
+    def interface_of(self, app: Any) -> str:
+        """``--interface``, with ``auto`` resolved for ``app``."""
+        if self.cfg.interface != "auto":
+            return self.cfg.interface
+        from .asgi import is_asgi
+
+        return "asgi" if is_asgi(app) else "wsgi"
+
+    def asgi_worker_main(self, app: Any, fds: list[int], config: dict[str, Any]) -> int:
+        from .asgi import AsgiWorker, LifespanFailed
+
+        worker = AsgiWorker(app, self.cfg.lifespan)
+        try:
+            worker.start()
+        except LifespanFailed as e:
+            log.error("ASGI lifespan startup failed: %s; worker stopping", e)
+            return WORKER_BOOT_ERROR
+        except BaseException:
+            log.error("ASGI lifespan startup raised:\n%s", traceback.format_exc())
+            return WORKER_BOOT_ERROR
+        try:
+            reason = _native.serve(app, fds, config, self.table, worker.bridge)
+        finally:
+            worker.stop(self.cfg.graceful_timeout)
         log.info("worker stopped (%s)", reason)
         return 0
 
