@@ -30,6 +30,10 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _ASGI = {"version": "3.0", "spec_version": "2.0"}
 
 
+class ClientDisconnected(OSError):
+    """``send`` after the client went away (ASGI 2.4: an ``OSError``)."""
+
+
 class LifespanFailed(Exception):
     """The app reported (or, with ``--lifespan on``, caused) a failed startup."""
 
@@ -147,8 +151,11 @@ class AsgiWorker:
             t = msg["type"]
             if t == "http.response.body":
                 tok = next(tokens)
-                if not ex.send(msg.get("body", b""), msg.get("more_body", False), tok):
-                    await wait(tok)
+                r = ex.send(msg.get("body", b""), msg.get("more_body", False), tok)
+                if r is False:
+                    r = await wait(tok)
+                if not r:
+                    raise ClientDisconnected("the client went away")
             elif t == "http.response.start":
                 ex.start(msg["status"], [(bytes(n), bytes(v)) for n, v in msg.get("headers", ())])
             else:
@@ -157,7 +164,11 @@ class AsgiWorker:
         try:
             await self.app(scope, receive, send)
         except Exception:
-            log.exception("ASGI app failed on %s %s", scope["method"], scope["path"])
+            if ex.disconnected() and ex.progress() != "done":
+                # The client went away and the app let the error out.
+                log.debug("ASGI app ended after its client went away", exc_info=True)
+            else:
+                log.exception("ASGI app failed on %s %s", scope["method"], scope["path"])
             ex.abort("the app raised")
             return
         progress = ex.progress()
@@ -203,8 +214,11 @@ class AsgiWorker:
                 if data is None:
                     raise ValueError("websocket.send needs 'bytes' or 'text'")
                 tok = next(tokens)
-                if not ex.send(data, tok):
-                    await wait(tok)
+                r = ex.send(data, tok)
+                if r is False:
+                    r = await wait(tok)
+                if not r:
+                    raise ClientDisconnected("the websocket is closed")
             elif t == "websocket.accept":
                 ex.accept(
                     msg.get("subprotocol"),

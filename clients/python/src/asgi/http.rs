@@ -238,11 +238,11 @@ impl HttpExchange {
         Ok(())
     }
 
-    /// `http.response.body`. Returns `True` when the chunk was taken (or
-    /// the client is gone: ASGI sends after a disconnect are no-ops), or
-    /// `False` when it waits for room (then `token` completes with a bool).
-    fn send<'py>(&self, py: Python<'py>, data: &[u8], more: bool, token: u64) -> PyResult<bool> {
-        let _ = py;
+    /// `http.response.body`. Returns `True` when the chunk was taken,
+    /// `None` when the client is gone (ASGI 2.4: the caller raises an
+    /// `OSError`), or `False` when it waits for room (then `token`
+    /// completes with a bool: `False` for gone).
+    fn send(&self, data: &[u8], more: bool, token: u64) -> PyResult<Option<bool>> {
         let mut out = self.out();
         let chunk = if self.is_head {
             Bytes::new()
@@ -260,9 +260,11 @@ impl HttpExchange {
                             .headers
                             .insert(http::header::CONTENT_LENGTH, chunk.len().into());
                     }
-                    let _ = reply.send(Response::from_parts(parts, ResponseBody::from(chunk)));
+                    let sent = reply
+                        .send(Response::from_parts(parts, ResponseBody::from(chunk)))
+                        .is_ok();
                     self.disconnect.set();
-                    return Ok(true);
+                    return Ok(sent.then_some(true));
                 }
                 let (tx, rx) = mpsc::channel::<Chunk>(BODY_CHANNEL);
                 // The body ending or being dropped (the client went away)
@@ -290,7 +292,7 @@ impl HttpExchange {
                 }
                 self.push_chunk(chunk, true, token)
             }
-            Out::Done => Ok(true),
+            Out::Done => Ok(Some(true)),
         }
     }
 
@@ -307,6 +309,11 @@ impl HttpExchange {
         self.disconnect.set();
     }
 
+    /// Whether the client went away (or the response completed).
+    fn disconnected(&self) -> bool {
+        self.disconnect.is_set()
+    }
+
     /// Where the response stands: `"pending"` (no head went out),
     /// `"streaming"` (head out, body not finished) or `"done"`.
     fn progress(&self) -> &'static str {
@@ -319,23 +326,27 @@ impl HttpExchange {
 }
 
 impl HttpExchange {
-    fn push_chunk(&self, chunk: Bytes, _more: bool, token: u64) -> PyResult<bool> {
+    fn push_chunk(&self, chunk: Bytes, _more: bool, token: u64) -> PyResult<Option<bool>> {
         let tx = match &*self.out() {
             Out::Streaming(tx) => tx.clone(),
-            _ => return Ok(true),
+            _ => return Ok(Some(true)),
         };
         self.push_on(tx, chunk, token)
     }
 
-    fn push_on(&self, tx: mpsc::Sender<Chunk>, chunk: Bytes, token: u64) -> PyResult<bool> {
+    fn push_on(&self, tx: mpsc::Sender<Chunk>, chunk: Bytes, token: u64) -> PyResult<Option<bool>> {
+        if tx.is_closed() {
+            self.disconnect.set();
+            return Ok(None);
+        }
         if chunk.is_empty() {
-            return Ok(true);
+            return Ok(Some(true));
         }
         match tx.try_send(Ok(chunk)) {
-            Ok(()) => Ok(true),
+            Ok(()) => Ok(Some(true)),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.disconnect.set();
-                Ok(true)
+                Ok(None)
             }
             Err(mpsc::error::TrySendError::Full(c)) => {
                 let bridge = self.bridge.clone();
@@ -343,7 +354,7 @@ impl HttpExchange {
                     let ok = tx.send(c).await.is_ok();
                     bridge.complete(token, Done::Sent(ok));
                 });
-                Ok(false)
+                Ok(Some(false))
             }
         }
     }

@@ -261,9 +261,10 @@ impl WsExchange {
     }
 
     /// `websocket.send`: text (`str`) or binary (`bytes`). `True` when
-    /// taken (or the socket is gone); `False` when it waits for room (then
-    /// `token` completes with a bool).
-    fn send(&self, data: &Bound<'_, PyAny>, token: u64) -> PyResult<bool> {
+    /// taken, `None` when the socket is gone (the caller raises an
+    /// `OSError`), `False` when it waits for room (then `token` completes
+    /// with a bool: `False` for gone).
+    fn send(&self, data: &Bound<'_, PyAny>, token: u64) -> PyResult<Option<bool>> {
         let m = if data.is_instance_of::<PyString>() {
             Message::text(data.extract::<String>()?)
         } else if let Ok(b) = data.cast::<PyBytes>() {
@@ -276,17 +277,18 @@ impl WsExchange {
             State::Offered(..) => {
                 return Err(PyRuntimeError::new_err("websocket.send before websocket.accept"))
             }
-            State::Closed => return Ok(true),
+            State::Closed => return Ok(None),
         };
         match out.try_send(m) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(true),
+            Ok(()) => Ok(Some(true)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(None),
             Err(mpsc::error::TrySendError::Full(m)) => {
                 let bridge = self.bridge.clone();
                 self.bridge.handle()?.spawn(async move {
                     let ok = out.send(m).await.is_ok();
                     bridge.complete(token, Done::Sent(ok));
                 });
-                Ok(false)
+                Ok(Some(false))
             }
         }
     }
