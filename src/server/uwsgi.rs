@@ -299,9 +299,7 @@ impl<T: Accepted> Sink for InPlace<T> {
     const KEEPS_TRANSFER_ENCODING: bool = false;
 
     async fn closed(&mut self) -> Option<Reason> {
-        let Some(io) = self.io.as_mut() else {
-            return None;
-        };
+        let io = self.io.as_mut()?;
         // Small: this buffer is part of every connection task's state.
         let mut scratch = [0u8; 64];
         loop {

@@ -184,7 +184,7 @@ fn select_protocol(req: &Request, ours: &[String]) -> Option<String> {
         .map(<[u8]>::trim_ascii)
         .collect();
     ours.iter()
-        .find(|p| offered.iter().any(|o| *o == p.as_bytes()))
+        .find(|p| offered.contains(&p.as_bytes()))
         .cloned()
 }
 
