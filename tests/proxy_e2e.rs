@@ -569,6 +569,34 @@ async fn request_deadline_gives_504() {
 // Limits, Expect
 // ---------------------------------------------------------------------------
 
+/// The default field count cap (100) is exact too: the front leaves the
+/// HTTP/1 parser at its own default then, so this pins the two together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_header_count_cap_is_exact() {
+    bounded(async {
+        let app = App::start("hcount").await;
+        let proxy = Proxy::start(
+            vec![app.upstream()],
+            ClientConfig::default(),
+            ProxyConfig::default(),
+        )
+        .await;
+        assert_eq!(ProxyConfig::default().max_headers, 100);
+        let with_fields = |n: usize| {
+            let mut s = String::from("GET /hello HTTP/1.1\r\nHost: x\r\n");
+            for i in 1..n {
+                s.push_str(&format!("X-F{i}: {i}\r\n"));
+            }
+            s + "\r\n"
+        };
+        let r = raw_exchange(proxy.addr, with_fields(100).as_bytes()).await;
+        assert_eq!(r.status, 200);
+        let r = raw_exchange(proxy.addr, with_fields(101).as_bytes()).await;
+        assert_eq!(r.status, 431);
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_limits_give_431() {
     bounded(async {

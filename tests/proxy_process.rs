@@ -159,6 +159,81 @@ async fn quickstart_prints_curl_commands_serves_demo_and_stops_on_sigterm() {
     .await
 }
 
+/// CPU ticks (user + system) each thread of `pid` has used, by thread name.
+fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // "tid (name) state ..." : the name may hold spaces, so split at
+        // the last ')'.
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 14 and 15 of stat (utime, stime); `rest` starts at field 3.
+        let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        out.push((name, ticks));
+    }
+    out
+}
+
+/// `--threads 2`: both serving threads take connections (a shared
+/// listening socket), every request of many concurrent connections is
+/// answered right, and SIGTERM still drains and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_with_two_threads_serves_on_both_and_stops_cleanly() {
+    bounded(async {
+        let (mut child, addr, _) = quickstart(&["--threads", "2"]).await;
+        let url = format!("http://{addr}/echo");
+        let mut tasks = Vec::new();
+        for i in 0..32u32 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                // One client each: its own keep-alive connections.
+                let c = http_client();
+                for j in 0..40u32 {
+                    let body = format!("client {i} request {j} ").repeat(1 + (j as usize % 50));
+                    let r = post(&c, &url, body.clone()).await;
+                    assert_eq!(r.status, 200);
+                    assert_eq!(r.text(), body);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let ticks = thread_ticks(child.pid);
+        let main_name = ticks[0].0.clone();
+        let busy = |name: &str| {
+            ticks
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, t)| *t)
+                .sum::<u64>()
+        };
+        println!("quickstart --threads 2: CPU ticks by thread {ticks:?}");
+        assert!(
+            busy(&main_name) > 0,
+            "the first serving thread did no work: {ticks:?}"
+        );
+        assert!(
+            busy("uwire-1") > 0,
+            "the second serving thread did no work: {ticks:?}"
+        );
+        child.signal(libc::SIGTERM);
+        let status = child.wait_exit(Duration::from_secs(10)).await;
+        assert_eq!(status.code(), Some(0), "{status:?}");
+        child
+            .wait_line("uwire quickstart: stopped", Duration::from_secs(5))
+            .await;
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_echoes_100_mib_with_bounded_memory() {
     bounded(async {

@@ -62,7 +62,9 @@ pub struct ClientConfig {
     pub request_timeout: Option<Duration>,
     /// Most pooled connections per upstream; a new one opens only when every
     /// existing one has the peer's max concurrent streams in flight. Default
-    /// [`DEFAULT_MAX_CONNECTIONS_PER_UPSTREAM`]; range 1..
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_UPSTREAM`]; range 1.. When one client
+    /// is shared by several current-thread runtimes (`--threads N`), each
+    /// thread keeps its own connections, up to this many per thread.
     pub max_connections_per_upstream: usize,
     /// Load-balancing policy. Default least-outstanding.
     pub balance: Balance,

@@ -133,14 +133,9 @@ fn method_bytes(m: &http::Method) -> Bytes {
 
 /// An IP address as text (dotted quad, or RFC 5952 IPv6 without brackets).
 fn ip_text(ip: std::net::IpAddr) -> Bytes {
-    use std::io::Write;
-    let mut buf = [0u8; 45];
-    let mut w = &mut buf[..];
-    // A `SocketAddr`'s IP formats into 45 bytes at most; the write cannot
-    // fail, and formatting into a stack buffer allocates nothing.
-    let _ = write!(w, "{ip}");
-    let n = 45 - w.len();
-    Bytes::copy_from_slice(&buf[..n])
+    let mut buf = Vec::with_capacity(15);
+    crate::environ::cgi::push_ip(&mut buf, ip);
+    Bytes::from(buf)
 }
 
 /// Builds the request head from the parts of an `http::Request`.

@@ -17,6 +17,20 @@ use crate::net::{self, SendRequest, Socket};
 struct Pooled {
     sender: SendRequest,
     inflight: Arc<AtomicU32>,
+    /// The thread whose single-threaded runtime drives the connection, if
+    /// it is one: requests from that thread use it first, so a request and
+    /// its connection never wake each other across threads.
+    home: Option<std::thread::ThreadId>,
+}
+
+/// The pool affinity of the calling task: its thread when it runs on a
+/// current-thread runtime (one of several such threads, each with its own
+/// connections), else none (one pool shared by a multi-thread runtime).
+fn home() -> Option<std::thread::ThreadId> {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => Some(std::thread::current().id()),
+        _ => None,
+    }
 }
 
 /// A checked-out connection: the sender plus a guard that counts the
@@ -115,9 +129,13 @@ impl UpstreamState {
     fn pick(self: &Arc<Self>, max_conns: usize) -> Pick {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns.retain(|c| !c.sender.is_closed());
+        // With per-thread runtimes each thread keeps its own connections
+        // (up to `max_conns` each), as nginx workers do.
+        let home = home();
+        let mine = |c: &&Pooled| c.home == home && !c.sender.is_going_away();
         let best = conns
             .iter()
-            .filter(|c| !c.sender.is_going_away())
+            .filter(mine)
             .min_by_key(|c| c.inflight.load(Ordering::Acquire));
         match best {
             None => Pick::Connect,
@@ -126,7 +144,7 @@ impl UpstreamState {
                     .sender
                     .peer_max_concurrent_streams()
                     .unwrap_or(crate::conn::DEFAULT_MAX_CONCURRENT_STREAMS);
-                let usable = conns.iter().filter(|c| !c.sender.is_going_away()).count();
+                let usable = conns.iter().filter(mine).count();
                 if c.inflight.load(Ordering::Acquire) < limit || usable >= max_conns {
                     // Below the peer's limit, or the pool is full and the
                     // connection queues the stream until one ends.
@@ -152,6 +170,7 @@ impl UpstreamState {
         let pooled = Pooled {
             sender,
             inflight: Arc::new(AtomicU32::new(0)),
+            home: home(),
         };
         let lease = self.lease(&pooled);
         self.conns

@@ -142,19 +142,31 @@ impl AccessLog {
 
     /// Writes one line.
     pub fn log(&self, r: &AccessRecord) {
-        let mut line = match self.format {
-            AccessLogFormat::Combined => combined(r),
-            AccessLogFormat::Json => json(r),
-        };
-        line.push('\n');
+        thread_local! {
+            // One line buffer per thread, reused: no allocation per line.
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            match self.format {
+                AccessLogFormat::Combined => combined(r, &mut line),
+                AccessLogFormat::Json => line.extend_from_slice(json(r).as_bytes()),
+            }
+            line.push(b'\n');
+            self.write(&line);
+        })
+    }
+
+    fn write(&self, line: &[u8]) {
         let result = match &self.target {
             AccessLogTarget::Off => Ok(()),
-            AccessLogTarget::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-            AccessLogTarget::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
+            AccessLogTarget::Stderr => std::io::stderr().lock().write_all(line),
+            AccessLogTarget::Stdout => std::io::stdout().lock().write_all(line),
             AccessLogTarget::File(_) => {
                 let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
                 match f.as_mut() {
-                    Some(f) => f.write_all(line.as_bytes()),
+                    Some(f) => f.write_all(line),
                     None => Ok(()),
                 }
             }
@@ -169,38 +181,75 @@ fn open_append(p: &std::path::Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(p)
 }
 
-/// nginx escapes `"`, `\` and bytes outside printable ASCII as `\xHH`.
-fn escape_nginx(out: &mut String, s: &str) {
+/// nginx escapes `"`, `\\` and bytes outside printable ASCII as `\xHH`.
+fn escape_nginx(out: &mut Vec<u8>, s: &str) {
+    let plain = |b: u8| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b);
+    if s.bytes().all(plain) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            let _ = write!(out, "\\x{b:02X}");
+        if plain(b) {
+            out.push(b);
         } else {
-            out.push(b as char);
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
         }
     }
 }
 
-fn combined(r: &AccessRecord) -> String {
-    let mut s = String::with_capacity(160);
-    let (y, mo, d, h, mi, se, _) = civil(r.time);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let _ = write!(
-        s,
-        "{} - - [{d:02}/{}/{y}:{h:02}:{mi:02}:{se:02} +0000] \"",
-        r.client.ip(),
-        MONTHS[(mo - 1) as usize]
-    );
-    escape_nginx(&mut s, &r.method);
-    s.push(' ');
-    escape_nginx(&mut s, &r.target);
-    let _ = write!(s, " {}\" {} {} \"", r.version, r.status, r.bytes_sent);
-    escape_nginx(&mut s, r.referer.as_deref().unwrap_or("-"));
-    s.push_str("\" \"");
-    escape_nginx(&mut s, r.user_agent.as_deref().unwrap_or("-"));
-    s.push('"');
-    s
+/// `02/Dec/2026:07:44:29 +0000` for `t`, formatted once per second per
+/// thread.
+fn push_local_time(out: &mut Vec<u8>, t: SystemTime) {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let (y, mo, d, h, mi, se, _) = civil(t);
+            const MONTHS: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            c.1.clear();
+            let _ = write!(
+                c.1,
+                "{d:02}/{}/{y}:{h:02}:{mi:02}:{se:02} +0000",
+                MONTHS[(mo - 1) as usize]
+            );
+            c.0 = secs;
+        }
+        out.extend_from_slice(c.1.as_bytes());
+    })
+}
+
+/// nginx's `combined` line for `r` (without the newline), appended to `s`.
+fn combined(r: &AccessRecord, s: &mut Vec<u8>) {
+    let mut num = itoa::Buffer::new();
+    crate::environ::cgi::push_ip(s, r.client.ip());
+    s.extend_from_slice(b" - - [");
+    push_local_time(s, r.time);
+    s.extend_from_slice(b"] \"");
+    escape_nginx(s, &r.method);
+    s.push(b' ');
+    escape_nginx(s, &r.target);
+    s.push(b' ');
+    s.extend_from_slice(r.version.as_bytes());
+    s.extend_from_slice(b"\" ");
+    s.extend_from_slice(num.format(r.status).as_bytes());
+    s.push(b' ');
+    s.extend_from_slice(num.format(r.bytes_sent).as_bytes());
+    s.extend_from_slice(b" \"");
+    escape_nginx(s, r.referer.as_deref().unwrap_or("-"));
+    s.extend_from_slice(b"\" \"");
+    escape_nginx(s, r.user_agent.as_deref().unwrap_or("-"));
+    s.push(b'"');
 }
 
 fn json(r: &AccessRecord) -> String {
@@ -285,8 +334,20 @@ mod tests {
 
     #[test]
     fn combined_matches_nginx() {
+        let line = |r: &AccessRecord| {
+            let mut out = Vec::new();
+            combined(r, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let mut odd = record();
+        odd.user_agent = Some("caf\u{e9} \\ bot".into());
+        odd.client = "[2001:db8::1]:443".parse().unwrap();
         assert_eq!(
-            combined(&record()),
+            line(&odd),
+            "2001:db8::1 - - [02/Dec/2026:07:44:29 +0000] \"GET /a?b=\\x221\\x22 HTTP/1.1\" 200 512 \"-\" \"caf\\xC3\\xA9 \\x5C bot\""
+        );
+        assert_eq!(
+            line(&record()),
             "203.0.113.9 - - [02/Dec/2026:07:44:29 +0000] \"GET /a?b=\\x221\\x22 HTTP/1.1\" 200 512 \"-\" \"curl/8.5.0\""
         );
     }

@@ -25,34 +25,69 @@ use super::response::{error_response, full, ProxyBody};
 use super::static_files::StaticFiles;
 use crate::client::{BoxError, Client, RequestMeta};
 
-/// RFC 9110 7.6.1: hop-by-hop fields, never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "expect",
+/// `X-Forwarded-For`, named once (a `&str` key is parsed on every use).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// RFC 9110 7.6.1: hop-by-hop fields, never forwarded (as constants: no
+/// name is parsed per request).
+static HOP_BY_HOP: [HeaderName; 9] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::EXPECT,
 ];
+
+/// Whether `n` is one of [`HOP_BY_HOP`] (a string match compiles to length
+/// and byte comparisons: cheaper than comparing nine names).
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    matches!(
+        n.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "expect"
+    )
+}
 
 /// Removes hop-by-hop fields, including any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
+    // Most messages carry none: one pass over their few names is cheaper
+    // than nine hashed removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if headers.contains_key(http::header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in listed {
+            headers.remove(n);
+        }
+    }
+    for n in HOP_BY_HOP.iter() {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
-    }
+}
+
+/// An IP address as a header value (`192.0.2.1`, `2001:db8::1`).
+pub(crate) fn ip_header_value(ip: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
 }
 
 /// The size of a request head as HTTP/1.1 would write it: the request line
@@ -97,6 +132,9 @@ pub(crate) struct Shared {
 pub(crate) struct ConnInfo {
     /// The client: the TCP peer, or what the PROXY header said.
     pub(crate) peer: SocketAddr,
+    /// `peer`'s address as a header value (for `X-Forwarded-For`), made
+    /// once per connection.
+    pub(crate) peer_ip: HeaderValue,
     pub(crate) local: SocketAddr,
     pub(crate) tls: bool,
     pub(crate) activity: Arc<ConnActivity>,
@@ -122,7 +160,7 @@ pub(crate) async fn handle(
         shared.config.forwarded_allow_ips.client(
             conn.peer,
             req.headers()
-                .get_all("x-forwarded-for")
+                .get_all(&X_FORWARDED_FOR)
                 .iter()
                 .map(HeaderValue::as_bytes),
         )
@@ -133,7 +171,7 @@ pub(crate) async fn handle(
         || (trusted
             && forwarded::proto_is_https(
                 req.headers()
-                    .get_all("x-forwarded-proto")
+                    .get_all(&X_FORWARDED_PROTO)
                     .iter()
                     .map(HeaderValue::as_bytes),
             ));
@@ -168,11 +206,9 @@ pub(crate) async fn handle(
                     Err(e) => match e {},
                 }
             } else {
-                let mut svc = svc;
-                match tower_service::Service::call(&mut svc, req).await {
-                    Ok(r) => r,
-                    Err(e) => match e {},
-                }
+                // Without the compression layer, no tower plumbing (and no
+                // boxed future) is needed.
+                svc.forward(req).await
             }
         }
     };
@@ -295,21 +331,26 @@ impl AppService {
         if cfg.x_forwarded_for {
             // Every incoming field is kept, in order (several fields are one
             // comma-separated list, RFC 9110 5.3), then the peer appended.
-            let mut value: Vec<u8> = Vec::new();
-            for prev in headers.get_all("x-forwarded-for") {
-                let prev = prev.as_bytes().trim_ascii();
-                if !prev.is_empty() {
-                    value.extend_from_slice(prev);
-                    value.extend_from_slice(b", ");
+            let peer = &self.conn.peer_ip;
+            if headers.contains_key(&X_FORWARDED_FOR) {
+                let mut value: Vec<u8> = Vec::new();
+                for prev in headers.get_all(&X_FORWARDED_FOR) {
+                    let prev = prev.as_bytes().trim_ascii();
+                    if !prev.is_empty() {
+                        value.extend_from_slice(prev);
+                        value.extend_from_slice(b", ");
+                    }
                 }
-            }
-            value.extend_from_slice(self.conn.peer.ip().to_string().as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&value) {
-                headers.insert("x-forwarded-for", v);
+                value.extend_from_slice(peer.as_bytes());
+                if let Ok(v) = HeaderValue::from_bytes(&value) {
+                    headers.insert(X_FORWARDED_FOR, v);
+                }
+            } else {
+                headers.insert(X_FORWARDED_FOR, peer.clone());
             }
         }
         if cfg.x_forwarded_proto {
-            headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
         }
         let host = req
             .uri()
@@ -533,5 +574,19 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_field_alone_is_stripped() {
+        // The fast check and the removal list must agree.
+        for n in HOP_BY_HOP.iter() {
+            assert!(is_hop_by_hop(n), "{n}");
+            let mut h = HeaderMap::new();
+            h.insert(n.clone(), HeaderValue::from_static("1"));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{n}: {h:?}");
+        }
+        assert!(!is_hop_by_hop(&http::header::HOST));
     }
 }

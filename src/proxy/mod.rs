@@ -97,6 +97,10 @@ impl From<FrontError> for std::io::Error {
 pub struct Front {
     shared: Arc<Shared>,
     tls: Option<tls::TlsState>,
+    /// The connection caps, shared by every listener this front serves
+    /// (one per thread with `--threads`), so they hold for the process.
+    slots: Arc<Semaphore>,
+    per_ip: Arc<limits::PerIp>,
 }
 
 impl std::fmt::Debug for Front {
@@ -122,6 +126,8 @@ impl Front {
             .compression
             .is_enabled()
             .then(|| config.compression.predicate());
+        let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let per_ip = limits::PerIp::new(config.max_connections_per_ip);
         Ok(Front {
             shared: Arc::new(Shared {
                 client,
@@ -131,6 +137,8 @@ impl Front {
                 compress,
             }),
             tls,
+            slots,
+            per_ip,
         })
     }
 
@@ -154,6 +162,9 @@ impl Front {
 
     /// Serves `listener` until `shutdown` resolves; then stops accepting
     /// and lets in-flight requests finish for up to the drain timeout.
+    /// Several calls may run at once (one listener per thread, each on its
+    /// own runtime): they share the connection caps, the access log and
+    /// the client.
     pub async fn serve<F>(&self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
     where
         F: std::future::Future<Output = ()>,
@@ -161,8 +172,8 @@ impl Front {
         let shared = self.shared.clone();
         let config = &shared.config;
         let local = listener.local_addr()?;
-        let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
-        let per_ip = limits::PerIp::new(config.max_connections_per_ip);
+        let slots = self.slots.clone();
+        let per_ip = self.per_ip.clone();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = Arc::new(http_builder(config));
         let acceptor = self.tls.as_ref().map(|t| t.acceptor().clone());
@@ -215,15 +226,23 @@ impl Front {
     }
 }
 
+/// hyper's HTTP/1 header count limit when none is set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 fn http_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(config.max_header_size.max(8192))
-        .max_headers(config.max_headers)
+    let mut h1 = builder.http1();
+    h1.max_buf_size(config.max_header_size.max(8192))
         // TimedIo enforces the head timeout, with a 408.
         .header_read_timeout(None)
         .timer(TokioTimer::new());
+    if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        // Only when it differs: with an explicit cap hyper initialises
+        // heap arrays of that many entries for every request it parses
+        // (about 1,700 instructions per request at 100); its own default
+        // of 100 parses into uninitialised stack arrays.
+        h1.max_headers(config.max_headers);
+    }
     builder
         .http2()
         .max_header_list_size(config.max_header_size as u32)
@@ -316,6 +335,7 @@ impl Setup {
         );
         let info = Arc::new(ConnInfo {
             peer: client,
+            peer_ip: front::ip_header_value(client.ip()),
             local: self.local,
             tls: self.acceptor.is_some(),
             activity,

@@ -176,6 +176,40 @@ impl Listener {
         }
     }
 
+    /// A second handle on this listening socket (the same socket, not a
+    /// second bind), not yet tied to a runtime: serve it from another
+    /// thread's runtime with [`Listener::from_shared`]. The socket file is
+    /// removed only when the original listener is dropped.
+    pub fn share(&self) -> io::Result<SharedListener> {
+        use std::os::fd::AsFd;
+        let fd = match self {
+            Listener::Unix { listener, .. } => listener.as_fd().try_clone_to_owned()?,
+            Listener::Tcp(l) => l.as_fd().try_clone_to_owned()?,
+        };
+        Ok(match self {
+            Listener::Unix { .. } => SharedListener::Unix(fd.into()),
+            Listener::Tcp(_) => SharedListener::Tcp(fd.into()),
+        })
+    }
+
+    /// A listener on a socket from [`Listener::share`], registered with the
+    /// current runtime. Must be called inside a tokio runtime.
+    pub fn from_shared(shared: SharedListener) -> io::Result<Listener> {
+        Ok(match shared {
+            SharedListener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                Listener::Unix {
+                    listener: UnixListener::from_std(l)?,
+                    cleanup: None,
+                }
+            }
+            SharedListener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Listener::Tcp(TcpListener::from_std(l)?)
+            }
+        })
+    }
+
     /// Accepts one connection.
     pub async fn accept(&self) -> io::Result<Socket> {
         match self {
@@ -214,6 +248,15 @@ impl Listener {
             Listener::Unix { .. } => None,
         }
     }
+}
+
+/// A listening socket handed between threads (see [`Listener::share`]).
+#[derive(Debug)]
+pub enum SharedListener {
+    /// A Unix socket.
+    Unix(std::os::unix::net::UnixListener),
+    /// A TCP socket.
+    Tcp(std::net::TcpListener),
 }
 
 impl Drop for Listener {

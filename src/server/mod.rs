@@ -64,7 +64,8 @@ pub use handler::{
     Response, ResponseBody, ServiceHandler,
 };
 pub use listener::{
-    BindAddr, BindOptions, Listener, SocketFile, DEFAULT_BACKLOG, DEFAULT_SOCKET_MODE,
+    BindAddr, BindOptions, Listener, SharedListener, SocketFile, DEFAULT_BACKLOG,
+    DEFAULT_SOCKET_MODE,
 };
 pub use metrics::{ErrorKind, Metrics, Snapshot, LATENCY_BUCKETS};
 pub use upgrade::{OnUpgrade, UpgradeError, Upgraded};
@@ -75,6 +76,9 @@ pub struct Server {
     config: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
     gate: Option<Arc<dyn AcceptGate>>,
+    /// The connection cap, shared by every `serve` call of this server (and
+    /// its clones), so it holds for the process however many threads serve.
+    slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Server {
@@ -91,6 +95,7 @@ impl Server {
     /// A server with `config`.
     pub fn new(config: ServerConfig) -> Server {
         Server {
+            slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             gate: None,
@@ -118,6 +123,11 @@ impl Server {
     /// down gracefully: stops accepting (removing the socket file), sends
     /// GOAWAY on every connection, lets in-flight requests finish for up to
     /// `drain_timeout`, and returns once every connection is closed.
+    ///
+    /// Thread-per-core: call it on several threads at once, each with its
+    /// own current-thread runtime and a [`Listener::share`] of one socket,
+    /// with clones of this server (they share metrics and the connection
+    /// cap). A connection then lives on the thread that accepted it.
     pub async fn serve<H, F>(&self, listener: Listener, handler: H, shutdown: F) -> io::Result<()>
     where
         H: Handler,
@@ -135,7 +145,7 @@ impl Server {
             ));
         }
         let handler: Arc<dyn Handler> = Arc::new(handler);
-        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let slots = self.slots.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         // Unix connections are accepted unregistered (see `lazy`), except
         // when peer credentials must be checked.

@@ -124,7 +124,12 @@ impl Table {
             // SAFETY: FUTEX_WAKE on an aligned u32 in shared memory (not a
             // private futex: the waiters are other processes).
             unsafe {
-                libc::syscall(libc::SYS_futex, h.epoch.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+                libc::syscall(
+                    libc::SYS_futex,
+                    h.epoch.as_ptr(),
+                    libc::FUTEX_WAKE,
+                    i32::MAX,
+                );
             }
         }
     }
@@ -140,7 +145,13 @@ impl Table {
         // SAFETY: FUTEX_WAIT on an aligned u32 in shared memory; returns at
         // once if the value is no longer `seen`.
         unsafe {
-            libc::syscall(libc::SYS_futex, h.epoch.as_ptr(), libc::FUTEX_WAIT, seen, &ts);
+            libc::syscall(
+                libc::SYS_futex,
+                h.epoch.as_ptr(),
+                libc::FUTEX_WAIT,
+                seen,
+                &ts,
+            );
         }
         h.waiters.fetch_sub(1, Ordering::AcqRel);
     }

@@ -5,6 +5,7 @@ mod config_file;
 mod proxy;
 mod selftest;
 mod serve;
+mod threads;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -56,10 +57,21 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("failed to start the tokio runtime");
+    // The servers run thread-per-core: this thread is the first of their
+    // `--threads` current-thread runtimes (see `threads`). The tools use a
+    // multi-thread runtime.
+    let serving = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Proxy(_) | Command::Quickstart(_)
+    );
+    let rt = if serving {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .expect("failed to start the tokio runtime");
     let result = rt.block_on(async {
         match cli.command {
             Command::Selftest(args) => selftest::run(args).await,

@@ -113,6 +113,11 @@ pub struct FrontArgs {
     /// Grace period for in-flight requests on SIGTERM.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Serving threads, each with its own event loop on the shared
+    /// listening socket and its own upstream connections; a connection and
+    /// its requests stay on the thread that accepted it.
+    #[arg(long, default_value_t = crate::threads::DEFAULT_THREADS, value_parser = crate::threads::parse_threads)]
+    pub threads: usize,
     /// Largest vars block sent to classic uwsgi upstreams: set it to the
     /// uWSGI server's --buffer-size (uWSGI's default is 4096) so oversized
     /// heads get 431 here instead of being dropped by uWSGI (502).
@@ -310,10 +315,54 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             }
         });
     }
-    front.serve(listener, shutdown).await?;
+    let others = crate::threads::spawn(args.front.threads, {
+        let front = front.clone();
+        let shared = share_tcp(&listener, args.front.threads)?;
+        move |_i, stop| {
+            let l = take_tcp(&shared)?;
+            let front = front.clone();
+            Ok(async move { Ok(front.serve(l, stop.wait()).await?) })
+        }
+    })?;
+    let stop_all = others.stopper();
+    let stop = async move {
+        shutdown.await;
+        let _ = stop_all.send(true);
+    };
+    let served = front.serve(listener, stop).await;
+    let joined = others.join();
     let _ = stop_tx.send(true);
+    served?;
+    joined?;
     eprintln!("uwire proxy: shut down cleanly");
     Ok(())
+}
+
+/// Handles on `listener` for the `n - 1` extra serving threads.
+type TcpHandoff = std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpListener>>>;
+
+fn share_tcp(listener: &tokio::net::TcpListener, n: usize) -> Result<TcpHandoff, BoxError> {
+    use std::os::fd::AsFd;
+    let handles = (1..n)
+        .map(|_| {
+            listener
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::net::TcpListener::from)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(handles)))
+}
+
+/// One handle from `share_tcp`, registered with this thread's runtime.
+fn take_tcp(handoff: &TcpHandoff) -> Result<tokio::net::TcpListener, BoxError> {
+    let l = handoff
+        .lock()
+        .map_err(|_| "listener handoff poisoned")?
+        .pop()
+        .ok_or("no listener left for a serving thread")?;
+    l.set_nonblocking(true)?;
+    Ok(tokio::net::TcpListener::from_std(l)?)
 }
 
 /// Options of `uwire quickstart`.
@@ -339,16 +388,6 @@ pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
     let scfg = ServerConfig::default();
     let app_listener = Listener::bind(&BindAddr::Unix(sock.clone()), &scfg.bind).await?;
     let server = Server::new(scfg);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = {
-        let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.wait_for(|v| *v).await;
-            };
-            server.serve(app_listener, Demo, stop).await
-        })
-    };
     let (ccfg, pcfg) = args.front.configs();
     let client = Client::new(
         vec![Upstream {
@@ -371,10 +410,70 @@ pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
     println!("  head -c 100M /dev/zero | curl -sT - http://{addr}/echo | wc -c");
     println!();
     println!("Ctrl-C stops both.");
-    proxy::serve(listener, client, pcfg, shutdown).await?;
-    let _ = stop_tx.send(true);
-    app.await??;
+    let front = Arc::new(Front::new(client, pcfg)?);
+    // Every thread serves both halves: its front's upstream connections go
+    // to the app socket, which any thread's runtime may accept.
+    let others = crate::threads::spawn(args.front.threads, {
+        let (front, server) = (front.clone(), server.clone());
+        let tcp = share_tcp(&listener, args.front.threads)?;
+        let apps: Vec<_> = (1..args.front.threads)
+            .map(|_| app_listener.share())
+            .collect::<Result<_, _>>()?;
+        let apps = Arc::new(std::sync::Mutex::new(apps));
+        move |_i, stop| {
+            let l = take_tcp(&tcp)?;
+            let a = apps
+                .lock()
+                .map_err(|_| "listener handoff poisoned")?
+                .pop()
+                .ok_or("no listener left for a serving thread")?;
+            let a = Listener::from_shared(a)?;
+            let (front, server) = (front.clone(), server.clone());
+            Ok(async move { serve_both(&front, l, &server, a, stop).await })
+        }
+    })?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_all = others.stopper();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_all.send(true);
+        let _ = stop_tx.send(true);
+    });
+    let served = serve_both(
+        &front,
+        listener,
+        &server,
+        app_listener,
+        crate::threads::Stop::from(stop_rx),
+    )
+    .await;
+    let joined = others.join();
+    served?;
+    joined?;
     println!("uwire quickstart: stopped");
+    Ok(())
+}
+
+/// The front and the app runtime on this thread until `stop`; the front
+/// drains first, then the app.
+async fn serve_both(
+    front: &Front,
+    listener: tokio::net::TcpListener,
+    server: &Server,
+    app: Listener,
+    stop: crate::threads::Stop,
+) -> Result<(), BoxError> {
+    let (app_stop_tx, app_stop_rx) = tokio::sync::watch::channel(false);
+    let app_stop = crate::threads::Stop::from(app_stop_rx);
+    let app = server.serve(app, Demo, app_stop.wait());
+    let front = async {
+        let r = front.serve(listener, stop.wait()).await;
+        let _ = app_stop_tx.send(true);
+        r
+    };
+    let (f, a) = tokio::join!(front, app);
+    f?;
+    a?;
     Ok(())
 }
 

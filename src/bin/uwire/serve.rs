@@ -109,6 +109,10 @@ pub struct Args {
     /// response head waits until this much is in).
     #[arg(long, default_value_t = uwire::server::DEFAULT_UWSGI_READ_AHEAD)]
     pub uwsgi_read_ahead: usize,
+    /// Serving threads, each with its own event loop on the shared socket;
+    /// a connection stays on the thread that accepted it.
+    #[arg(long, default_value_t = crate::threads::DEFAULT_THREADS, value_parser = crate::threads::parse_threads)]
+    pub threads: usize,
     /// Read options from this TOML file ([serve] table; keys are the long
     /// option names); options on the command line win.
     #[arg(long)]
@@ -196,7 +200,32 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             }
         });
     }
-    server.serve(listener, Demo, shutdown).await?;
+    let others = crate::threads::spawn(args.threads, {
+        let server = server.clone();
+        let shared: Vec<_> = (1..args.threads)
+            .map(|_| listener.share())
+            .collect::<Result<_, _>>()?;
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(shared));
+        move |_i, stop| {
+            let l = shared
+                .lock()
+                .map_err(|_| "listener handoff poisoned")?
+                .pop()
+                .ok_or("no listener left for a serving thread")?;
+            let l = Listener::from_shared(l)?;
+            let server = server.clone();
+            Ok(async move { Ok(server.serve(l, Demo, stop.wait()).await?) })
+        }
+    })?;
+    let stop_all = others.stopper();
+    let stop = async move {
+        shutdown.await;
+        let _ = stop_all.send(true);
+    };
+    let served = server.serve(listener, Demo, stop).await;
+    let joined = others.join();
+    served?;
+    joined?;
     eprintln!("uwire: shut down cleanly");
     Ok(())
 }

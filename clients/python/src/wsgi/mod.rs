@@ -164,8 +164,8 @@ fn run_job(py: Python<'_>, app: &App, cache: &mut KeyCache, job: Job) {
         let driven = drive(py, &iterable, &pending);
         // PEP 3333: close() is called whatever happened (normal end, app
         // error, client gone, timeout).
-        let plain = iterable.is_exact_instance_of::<PyList>()
-            || iterable.is_exact_instance_of::<PyTuple>();
+        let plain =
+            iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
         // A list or tuple has no close(): skip the lookup (and the
         // AttributeError it would build).
         let closed = if plain {

@@ -1,0 +1,100 @@
+//! Thread-per-core serving for `serve`, `proxy` and `quickstart`: the
+//! calling thread and `n - 1` more, each running its own current-thread
+//! tokio runtime on a shared listening socket, as nginx runs worker
+//! processes. A connection stays on the thread that accepted it, and so do
+//! its requests, its handlers and (for the front) the upstream connections
+//! they use: nothing on a request's path wakes another thread.
+
+use std::future::Future;
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The `--threads` default: one. Measured on 2 cores with the front and the
+/// runtime on the same machine, one thread each beat two (each process
+/// then has a core, and no thread wakes another); raise it when the
+/// process has the machine to itself (docs/BENCHMARKS.md).
+pub const DEFAULT_THREADS: usize = 1;
+
+/// Parses `--threads`: 1..=1024.
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("--threads {s:?}: a number of threads, 1 to 1024")),
+    }
+}
+
+/// A signal that the work should wind down, readable on any thread.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl From<watch::Receiver<bool>> for Stop {
+    fn from(rx: watch::Receiver<bool>) -> Stop {
+        Stop(rx)
+    }
+}
+
+impl Stop {
+    /// Resolves once shutdown starts.
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+}
+
+/// The extra serving threads.
+pub struct Workers {
+    handles: Vec<JoinHandle<Result<(), BoxError>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Workers {
+    /// A handle that can tell them from elsewhere.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
+    /// Waits for the extra threads; the first error wins.
+    pub fn join(self) -> Result<(), BoxError> {
+        let mut result = Ok(());
+        for h in self.handles {
+            let r = match h.join() {
+                Ok(r) => r,
+                Err(_) => Err("a serving thread panicked".into()),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+/// Starts `n - 1` extra threads, each running `work(i, stop)` (i = 1..n) on
+/// a current-thread runtime; the caller's thread is the first.
+pub fn spawn<W, Fut>(n: usize, work: W) -> std::io::Result<Workers>
+where
+    W: Fn(usize, Stop) -> Result<Fut, BoxError> + Send + Clone + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + 'static,
+{
+    let (tx, rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    for i in 1..n.max(1) {
+        let work = work.clone();
+        let stop = Stop(rx.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("uwire-{i}"))
+                .spawn(move || -> Result<(), BoxError> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    // The future is made inside the runtime: it registers
+                    // its listener with this thread's reactor.
+                    rt.block_on(async move { work(i, stop)?.await })
+                })?,
+        );
+    }
+    Ok(Workers { handles, stop: tx })
+}
