@@ -88,7 +88,11 @@ def api(fastapi_site: Served) -> Iterator[httpx.Client]:
 def test_fastapi_json_params_and_lifespan_resource(api: httpx.Client) -> None:
     assert api.get("/").json() == {"hello": "world"}
     # The item comes from the database the lifespan opened (scope["state"]).
-    assert api.get("/items/2", params={"q": "ripe"}).json() == {"id": 2, "name": "pear", "q": "ripe"}
+    assert api.get("/items/2", params={"q": "ripe"}).json() == {
+        "id": 2,
+        "name": "pear",
+        "q": "ripe",
+    }
     r = api.get("/items/9")
     assert r.status_code == 404 and r.json() == {"detail": "no such item"}
     assert api.get("/items/abc").status_code == 422
@@ -174,7 +178,12 @@ def test_lifespan_startup_and_shutdown(tmpdir_asgi: Path) -> None:
 
 def test_failing_lifespan_startup_stops_the_worker(tmpdir_asgi: Path) -> None:
     srv = UwireServer(
-        tmpdir_asgi, "fastapi_site:app", workers=2, name="fail", env={"FAIL_STARTUP": "1"}, wait=False
+        tmpdir_asgi,
+        "fastapi_site:app",
+        workers=2,
+        name="fail",
+        env={"FAIL_STARTUP": "1"},
+        wait=False,
     )
     try:
         code = srv.wait(60)

@@ -44,8 +44,7 @@ def is_asgi(app: Any) -> bool:
     ASGIHandler)."""
     if inspect.iscoroutinefunction(app):
         return True
-    call = getattr(app, "__call__", None)
-    return call is not None and inspect.iscoroutinefunction(call)
+    return callable(app) and inspect.iscoroutinefunction(type(app).__call__)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -54,7 +53,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return uvloop.new_event_loop()
 
 
 class AsgiWorker:
@@ -101,7 +100,7 @@ class AsgiWorker:
         fut = asyncio.run_coroutine_threadsafe(self._shutdown(timeout), self.loop)
         try:
             fut.result(timeout + 1.0)
-        except (concurrent.futures.TimeoutError, Exception) as e:  # noqa: BLE001
+        except (concurrent.futures.TimeoutError, Exception) as e:
             log.error("ASGI lifespan shutdown: %s", e or type(e).__name__)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5.0)
@@ -255,7 +254,8 @@ class AsgiWorker:
         async def send(msg: Message) -> None:
             await outq.put(msg)
 
-        task = self.loop.create_task(self.app(scope, receive, send))  # type: ignore[arg-type]
+        coro: Any = self.app(scope, receive, send)
+        task: asyncio.Task[None] = self.loop.create_task(coro)
         self._lifespan_task = task
         await inq.put({"type": "lifespan.startup"})
         answer = self.loop.create_task(outq.get())

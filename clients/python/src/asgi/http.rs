@@ -204,9 +204,7 @@ impl HttpExchange {
     fn start(&self, status: u16, headers: Vec<(Vec<u8>, Vec<u8>)>) -> PyResult<()> {
         let mut out = self.out();
         let Out::Waiting(_, parts) = &mut *out else {
-            return Err(PyRuntimeError::new_err(
-                "http.response.start sent twice",
-            ));
+            return Err(PyRuntimeError::new_err("http.response.start sent twice"));
         };
         if parts.is_some() {
             return Err(PyRuntimeError::new_err("http.response.start sent twice"));
@@ -254,8 +252,7 @@ impl HttpExchange {
                 if !more {
                     // The whole body now: one response, length known.
                     let mut parts = parts;
-                    if !self.is_head && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
-                    {
+                    if !self.is_head && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
                         parts
                             .headers
                             .insert(http::header::CONTENT_LENGTH, chunk.len().into());
@@ -273,7 +270,10 @@ impl HttpExchange {
                 let stream = futures_util::stream::unfold((rx, guard), |(mut rx, g)| async move {
                     rx.recv().await.map(|c| (c, (rx, g)))
                 });
-                let _ = reply.send(Response::from_parts(parts, ResponseBody::from_stream(stream)));
+                let _ = reply.send(Response::from_parts(
+                    parts,
+                    ResponseBody::from_stream(stream),
+                ));
                 *out = Out::Streaming(tx);
                 drop(out);
                 self.push_chunk(chunk, true, token)

@@ -59,10 +59,7 @@ pub(crate) struct BridgeInner {
 
 impl BridgeInner {
     fn push(&self, e: Event) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(e);
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(e);
         if !self.signaled.swap(true, Ordering::AcqRel) {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to our eventfd.
@@ -132,13 +129,17 @@ impl Bridge {
         unsafe {
             libc::read(self.inner.efd.as_raw_fd(), buf.as_mut_ptr().cast(), 8);
         }
-        let events = std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let events =
+            std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|e| e.into_inner()));
         let out = PyList::empty(py);
         for e in events {
             let item: Bound<'py, PyTuple> = match e {
                 Event::Http(x) => PyTuple::new(
                     py,
-                    [PyString::intern(py, "http").into_any(), Bound::new(py, x)?.into_any()],
+                    [
+                        PyString::intern(py, "http").into_any(),
+                        Bound::new(py, x)?.into_any(),
+                    ],
                 )?,
                 Event::Ws(x) => PyTuple::new(
                     py,

@@ -30,7 +30,9 @@ pub(crate) fn build<'py>(
     let version = proto.strip_prefix(b"HTTP/").unwrap_or(b"1.1");
     d.set_item(pyo3::intern!(py, "http_version"), text(version))?;
     let tls = env.get("HTTPS").is_some_and(|v| v == b"on");
-    let scheme = env.get("REQUEST_SCHEME").unwrap_or(if tls { b"https" } else { b"http" });
+    let scheme = env
+        .get("REQUEST_SCHEME")
+        .unwrap_or(if tls { b"https" } else { b"http" });
     let scheme = if kind == "websocket" {
         if scheme == b"https" {
             "wss".to_string()
@@ -85,10 +87,7 @@ pub(crate) fn build<'py>(
     };
     match env.get("REMOTE_ADDR") {
         Some(a) if !a.is_empty() => {
-            d.set_item(
-                pyo3::intern!(py, "client"),
-                (text(a), port("REMOTE_PORT")),
-            )?;
+            d.set_item(pyo3::intern!(py, "client"), (text(a), port("REMOTE_PORT")))?;
         }
         _ => d.set_item(pyo3::intern!(py, "client"), py.None())?,
     }

@@ -98,7 +98,11 @@ impl WsExchange {
 
     /// `websocket.accept`: answers the handshake with `101`.
     #[pyo3(signature = (subprotocol=None, headers=Vec::new()))]
-    fn accept(&self, subprotocol: Option<String>, headers: Vec<(Vec<u8>, Vec<u8>)>) -> PyResult<()> {
+    fn accept(
+        &self,
+        subprotocol: Option<String>,
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> PyResult<()> {
         let mut st = self.state();
         let State::Offered(..) = &*st else {
             return Err(PyRuntimeError::new_err(
@@ -156,7 +160,11 @@ impl WsExchange {
                 let code = loop {
                     match stream.next().await {
                         Some(Ok(Message::Text(t))) => {
-                            if in_tx.send(Incoming::Text(t.as_str().to_owned())).await.is_err() {
+                            if in_tx
+                                .send(Incoming::Text(t.as_str().to_owned()))
+                                .await
+                                .is_err()
+                            {
                                 break 1006;
                             }
                         }
@@ -275,7 +283,9 @@ impl WsExchange {
         let out = match &*self.state() {
             State::Open { out, .. } => out.clone(),
             State::Offered(..) => {
-                return Err(PyRuntimeError::new_err("websocket.send before websocket.accept"))
+                return Err(PyRuntimeError::new_err(
+                    "websocket.send before websocket.accept",
+                ))
             }
             State::Closed => return Ok(None),
         };

@@ -51,7 +51,7 @@ async def room(ws: WebSocket) -> None:
             for peer in list(ROOM):
                 try:
                     await peer.send_text(text)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     ROOM.discard(peer)
     except WebSocketDisconnect:
         pass
