@@ -40,6 +40,8 @@ REASONS = {1: "signal", 2: "max-requests", 3: "stuck thread", 4: "orphaned"}
 
 # Exit status of a worker that could not load the app.
 WORKER_BOOT_ERROR = 3
+# uwire/1 streams per connection an ASGI worker accepts without --max-streams.
+ASGI_STREAMS = 128
 # Extra seconds a stopping process gets past --graceful-timeout before SIGKILL.
 KILL_MARGIN = 5.0
 # A serving worker whose heartbeat is older than this (seconds) has hung.
@@ -269,6 +271,10 @@ class Arbiter:
     def asgi_worker_main(self, app: Any, fds: list[int], config: dict[str, Any]) -> int:
         from .asgi import AsgiWorker, LifespanFailed
 
+        if not self.cfg.max_streams:
+            # Concurrency comes from the loop, not threads; WebSockets hold
+            # their stream for their lifetime.
+            config = dict(config, max_streams=ASGI_STREAMS)
         worker = AsgiWorker(app, self.cfg.lifespan)
         try:
             worker.start()
