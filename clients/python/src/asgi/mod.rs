@@ -60,7 +60,7 @@ pub(crate) struct BridgeInner {
 impl BridgeInner {
     fn push(&self, e: Event) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(e);
-        if !self.signaled.swap(true, Ordering::AcqRel) {
+        if !self.signaled.swap(true, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to our eventfd.
             unsafe {
@@ -123,12 +123,15 @@ impl Bridge {
     /// `("websocket", exchange)`, or `(token, value)` for a parked
     /// operation (see the `receive`/`send` methods of the exchanges).
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        self.inner.signaled.store(false, Ordering::Release);
+        // Order matters: the eventfd is reset before the flag, so a push
+        // that lands after the flag is cleared writes it again (a wakeup
+        // is never lost; at worst one is spurious).
         let mut buf = [0u8; 8];
         // SAFETY: reads at most 8 bytes into a live buffer; EAGAIN is fine.
         unsafe {
             libc::read(self.inner.efd.as_raw_fd(), buf.as_mut_ptr().cast(), 8);
         }
+        self.inner.signaled.store(false, Ordering::SeqCst);
         let events =
             std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|e| e.into_inner()));
         let out = PyList::empty(py);
