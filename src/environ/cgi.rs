@@ -129,6 +129,7 @@ pub(crate) fn decimal(n: u64) -> Bytes {
 /// Appends `ip` as text (`192.0.2.1`, `2001:db8::1`): IPv4 by hand (the
 /// common case, on every request's `REMOTE_ADDR` and access log line,
 /// where `fmt` costs a few hundred instructions), IPv6 through `Display`.
+#[cfg(feature = "net")]
 pub(crate) fn push_ip(dst: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
@@ -255,6 +256,7 @@ pub(crate) fn apply_params(vars: &mut Vec<(Bytes, Bytes)>, head: &RequestHead) {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "net")]
     #[test]
     fn ip_text_matches_display() {
         for ip in [

@@ -36,11 +36,11 @@ const STAGE_LIMIT: usize = 256 * 1024;
 /// Rounds of read/write/engine work per `poll` before yielding to other
 /// tasks.
 const POLL_BUDGET: usize = 32;
-/// An empty read buffer larger than this is released (idle connections
-/// keep no big buffers).
-const KEEP_BUFFER: usize = 16 * 1024;
-/// Smallest read.
+/// A read with no partial frame buffered (on the stack, see
+/// `poll_read_some`).
 const READ_CHUNK: usize = 8 * 1024;
+/// Room made for a read that continues a partial frame.
+const BIG_READ: usize = 64 * 1024;
 /// How long a closing connection keeps reading (and discarding) after its
 /// last write, waiting for the peer to close first. Closing a socket with
 /// unread input makes the kernel reset it, and a reset can destroy what
@@ -241,6 +241,32 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
     }
 
+    /// Reads what has arrived into the read buffer. With no partial frame
+    /// buffered, the read lands on the stack first and only the bytes that
+    /// came are copied to the heap: a connection waiting for its next frame
+    /// (an idle pooled connection, most of the time) holds no read buffer.
+    /// A partial frame (a large body arriving) is read into the buffer
+    /// directly, in large chunks.
+    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if !self.st.rbuf.is_empty() {
+            if self.st.rbuf.capacity() - self.st.rbuf.len() < READ_CHUNK / 2 {
+                self.st.rbuf.reserve(BIG_READ);
+            }
+            return tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.st.rbuf);
+        }
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
+        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let got = buf.filled();
+                self.st.rbuf.extend_from_slice(got);
+                Poll::Ready(Ok(got.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// One round: engine, writes, reads, timers, handles. Returns whether
     /// anything moved, or the connection's end.
     fn round(&mut self, cx: &mut Context<'_>) -> Result<bool, Result<(), Error>> {
@@ -300,15 +326,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
 
         // Read what has arrived.
         if self.st.read_open {
-            if self.st.rbuf.capacity() - self.st.rbuf.len() < READ_CHUNK / 2 {
-                let more = if self.st.rbuf.is_empty() {
-                    READ_CHUNK
-                } else {
-                    64 * 1024
-                };
-                self.st.rbuf.reserve(more);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.st.rbuf) {
+            match self.poll_read_some(cx) {
                 Poll::Ready(Ok(0)) => {
                     self.st.read_open = false;
                     let mut g = self.shared.lock();
@@ -329,7 +347,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 }
                 Poll::Pending => {}
             }
-            if self.st.rbuf.is_empty() && self.st.rbuf.capacity() > KEEP_BUFFER {
+            if self.st.rbuf.is_empty() {
+                // Every frame is out (their payloads may still share the
+                // allocation): the next read starts on the stack again.
                 self.st.rbuf = BytesMut::new();
             }
         }

@@ -11,7 +11,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 /// mimalloc: per-thread free lists make the allocations of a request (a
 /// boxed head, a stream's pipeline, header blocks) markedly cheaper than
-/// glibc's, whose larger size classes take its slow path.
+/// glibc's, whose larger size classes take its slow path. Build with
+/// `RUSTFLAGS="--cfg uwire_system_alloc"` to profile the heap with tools
+/// that hook malloc (valgrind's DHAT, heaptrack).
+#[cfg(not(uwire_system_alloc))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
