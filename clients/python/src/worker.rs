@@ -54,6 +54,8 @@ pub struct WorkerConfig {
     max_body_size: u64,
     idle_timeout: f64,
     max_connections: usize,
+    tunnel_idle_timeout: f64,
+    tunnel_max_duration: f64,
     master_pid: u32,
     slot: Option<usize>,
 }
@@ -76,6 +78,10 @@ impl WorkerConfig {
         c.max_body_size = self.max_body_size;
         c.idle_timeout = secs(self.idle_timeout);
         c.max_connections = self.max_connections.max(1);
+        c.tunnel = uwire::net::TunnelLimits {
+            idle_timeout: secs(self.tunnel_idle_timeout),
+            max_duration: secs(self.tunnel_max_duration),
+        };
         c.validate().map_err(PyValueError::new_err)?;
         Ok(c)
     }

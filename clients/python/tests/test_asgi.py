@@ -344,3 +344,24 @@ def test_websocket_client_vanishing(ws_site: Served) -> None:
         lambda: ws_site.lines().count("echo disconnect 1006") > before, 20, "the app to see 1006"
     )
     assert time.monotonic() - started < 20
+
+
+def test_tunnel_idle_timeout_flag(tmpdir_asgi: Path) -> None:
+    """``--tunnel-idle-timeout`` at its edge: a socket that talks more often
+    than the limit outlives it; a silent one is closed and the app sees it."""
+    site = Served(tmpdir_asgi, "starlette_ws:app", "idle", "--tunnel-idle-timeout", "1", workers=1)
+
+    async def run() -> None:
+        async with websockets.connect(ws_url(site, "/ws"), ping_interval=None) as c:
+            for i in range(10):
+                await c.send(f"{i}")
+                assert await c.recv() == f"{i}"
+                await asyncio.sleep(0.3)
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(c.recv(), 30)
+
+    try:
+        asyncio.run(asyncio.wait_for(run(), 60))
+        wait_for(lambda: any("echo disconnect" in x for x in site.lines()), 20, "app disconnect")
+    finally:
+        site.close()

@@ -201,6 +201,8 @@ class Arbiter:
             "max_body_size": cfg.max_body_size,
             "idle_timeout": cfg.idle_timeout,
             "max_connections": cfg.max_connections,
+            "tunnel_idle_timeout": cfg.tunnel_idle_timeout,
+            "tunnel_max_duration": cfg.tunnel_max_duration,
             "master_pid": self.master_pid,
             "slot": slot,
         }

@@ -51,6 +51,8 @@ class Config:
     idle_timeout: float = 300.0
     max_connections: int = 1024
     interface: str = "auto"
+    tunnel_idle_timeout: float = 600.0
+    tunnel_max_duration: float = 86400.0
     lifespan: str = "auto"
 
     def streams_per_connection(self) -> int:
@@ -323,6 +325,22 @@ _OPTIONS: list[tuple[tuple[str, ...], str, Optional[Callable[[str], Any]], str, 
         "max_connections",
         _positive_int,
         "Most connections a worker keeps open at once. Default 1024.",
+        "value",
+    ),
+    (
+        ("--tunnel-idle-timeout",),
+        "tunnel_idle_timeout",
+        _seconds,
+        "Close an accepted upgrade (WebSocket) that carried no byte either way for "
+        "this many seconds (0 disables). Default 600.",
+        "value",
+    ),
+    (
+        ("--tunnel-max-duration",),
+        "tunnel_max_duration",
+        _seconds,
+        "Close an accepted upgrade (WebSocket) open this many seconds, busy or not "
+        "(0 disables). Default 86400.",
         "value",
     ),
     (
