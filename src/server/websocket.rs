@@ -14,7 +14,7 @@
 //!     tokio::spawn(async move {
 //!         let Ok(mut ws) = on_ws.await else { return };
 //!         while let Some(Ok(msg)) = ws.next().await {
-//!             if msg.is_data() && ws.send(msg).await.is_err() {
+//!             if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
 //!                 return;
 //!             }
 //!         }
