@@ -240,6 +240,7 @@ def request_head_fields(
     tls=False,
     params=(),
     body_length=None,
+    upgrade=None,
 ):
     return dict(
         method=as_bytes(method),
@@ -256,6 +257,7 @@ def request_head_fields(
         tls=tls,
         params=[(as_bytes(n), as_bytes(v)) for n, v in params],
         body_length=body_length,
+        upgrade=None if upgrade is None else as_bytes(upgrade),
     )
 
 
@@ -289,6 +291,8 @@ def encode_request_head(h) -> bytes:
         out += pb_bytes(13, block(h["params"]))
     if h["body_length"] is not None:
         out += pb_varint(14, h["body_length"])
+    if h["upgrade"] is not None:
+        out += pb_bytes(15, h["upgrade"])
     return bytes(out)
 
 
@@ -308,6 +312,7 @@ def request_head_meaning(h) -> dict:
         "tls": h["tls"],
         "params": jpairs(h["params"]),
         "body_length": h["body_length"],
+        "upgrade": None if h["upgrade"] is None else jbytes(h["upgrade"]),
     }
 
 
@@ -569,6 +574,25 @@ def valid_cases():
     ))
 
     # ---- REQUEST
+    c.append(valid(
+        "request_upgrade_websocket",
+        "a WebSocket handshake offered as an upgrade (section 7.5): field 15 = websocket, no END_STREAM",
+        [f_request(1, method="GET", path="/chat", version="HTTP_1_1",
+                   headers=[("host", "example.com"), ("connection", "Upgrade"), ("upgrade", "websocket"),
+                            ("sec-websocket-version", "13"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")],
+                   upgrade="websocket")],
+    ))
+    c.append(valid(
+        "request_upgrade_empty_protocol",
+        "an upgrade offer whose protocol is empty bytes (present: the field decides, not its value)",
+        [f_request(3, method="GET", path="/", upgrade=b"")],
+    ))
+    c.append(valid(
+        "request_upgrade_extended_connect",
+        "an HTTP/2 extended CONNECT carried as an upgrade offer (method CONNECT, :protocol websocket)",
+        [f_request(5, method="CONNECT", scheme="https", authority="example.com", path="/chat", version="HTTP_2",
+                   upgrade="websocket")],
+    ))
     c.append(valid(
         "request_minimal",
         "smallest useful REQUEST: method and path only, END_STREAM (no body)",
@@ -1187,6 +1211,10 @@ def invalid_cases():
                      header(0xFFFFFF, 0x42, 0, 0), "unknown_kind", kind=0x42, stream=0, eof=False))
 
     # ---- bad_flags
+    c.append(invalid("bad_flags_upgrade_request_end_stream",
+                     "an upgrade offer (field 15) with END_STREAM: the client's half carries the tunnel (section 7.5)",
+                     frame(REQUEST, END_STREAM, 1, req_payload(method="GET", path="/", upgrade="websocket")),
+                     "bad_flags", kind=REQUEST, stream=1))
     c.append(invalid("data_bad_flag_0x02", "DATA with must-understand flag 0x02",
                      frame(DATA, 0x02, 1, b"x"), "bad_flags", kind=DATA, stream=1))
     c.append(invalid("data_bad_flag_0x08_with_end", "DATA with END_STREAM and flag 0x08",

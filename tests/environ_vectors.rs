@@ -101,6 +101,7 @@ fn head(h: &Value) -> RequestHead {
         tls: h["tls"].as_bool().expect("tls is a bool"),
         params: block(&h["params"], "params"),
         body_length: h["body_length"].as_u64(),
+        upgrade: None,
     }
 }
 

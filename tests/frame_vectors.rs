@@ -387,6 +387,7 @@ fn compare_frame(case: &str, index: usize, frame: &Frame, m: &Value) -> Vec<Stri
                         "tls",
                         "params",
                         "body_length",
+                        "upgrade",
                     ],
                     "head",
                 ),
@@ -416,6 +417,7 @@ fn compare_frame(case: &str, index: usize, frame: &Frame, m: &Value) -> Vec<Stri
             c.uint("head.server_port", &e["server_port"], h.server_port.into());
             c.boolean("head.tls", &e["tls"], h.tls);
             c.pairs("head.params", &e["params"], &h.params);
+            c.opt_bytes("head.upgrade", &e["upgrade"], h.upgrade.as_deref());
             let bl_ok = match h.body_length {
                 None => e["body_length"].is_null(),
                 Some(n) => e["body_length"].as_u64() == Some(n),

@@ -106,10 +106,11 @@ fn request_head() -> impl Strategy<Value = RequestHead> {
         header_block(4),
         option::of(prop_oneof![Just(0u64), any::<u64>()]),
     );
-    (a, b).prop_map(
+    (a, b, option::of(any_bytes(12))).prop_map(
         |(
             (method, scheme, authority, path, query, version, headers),
             (client_addr, client_port, server_name, server_port, tls, params, body_length),
+            upgrade,
         )| RequestHead {
             method,
             scheme,
@@ -125,6 +126,7 @@ fn request_head() -> impl Strategy<Value = RequestHead> {
             tls,
             params,
             body_length,
+            upgrade,
         },
     )
 }
@@ -167,8 +169,11 @@ fn frame() -> BoxedStrategy<Frame> {
     prop_oneof![
         (stream_nonzero(), any_bytes(300), any::<bool>())
             .prop_map(|(s, p, e)| Data::new(s, p, e).into()),
-        (stream_odd(), request_head(), any::<bool>())
-            .prop_map(|(s, h, e)| Request::new(s, h, e).into()),
+        (stream_odd(), request_head(), any::<bool>()).prop_map(|(s, h, e)| {
+            // An upgrade offer never carries END_STREAM.
+            let e = e && h.upgrade.is_none();
+            Request::new(s, h, e).into()
+        }),
         (stream_nonzero(), response_head(), any::<bool>()).prop_map(|(s, h, e)| {
             // An interim head never carries END_STREAM.
             let e = e && !h.is_informational();

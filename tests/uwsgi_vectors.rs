@@ -140,6 +140,7 @@ fn head(v: &Value) -> RequestHead {
         tls: v["tls"].as_bool().expect("tls"),
         params: block(&v["params"]),
         body_length: v["body_length"].as_u64(),
+        upgrade: None,
     }
 }
 

@@ -8,6 +8,11 @@ HTTP (wrk, GET /, a bare WSGI hello and a Flask hello, 2 workers each):
 IPC (8 client threads, POST /echo with 64 bytes, client and server in separate processes):
   uwire.Client -> python -m uwire               httpx over a Unix socket -> uvicorn
   grpcio over a Unix socket -> grpcio server    uwire.Client -> uwire serve (Rust)
+ASGI (wrk GET /, a Starlette and a FastAPI hello; and a WebSocket echo,
+msgs/s of round trips from the websockets client; 2 workers each):
+  uwire proxy -> python -m uwire (uwire/1)      nginx -> python -m uwire (classic uwsgi)
+  nginx -> uvicorn (httptools, uvloop; UDS)     uvicorn direct    Granian ASGI direct
+  hypercorn direct (uvloop)
 RSS per worker for every server.
 """
 
@@ -155,6 +160,10 @@ def location_block(location: str) -> str:
     kind, target = location.split(" ", 1)
     if kind == "uwsgi":
         return f"include /etc/nginx/uwsgi_params; uwsgi_pass {target};"
+    if kind == "ws":
+        return ("proxy_pass http://gunicorn; proxy_http_version 1.1; "
+                "proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade; "
+                "proxy_set_header Host $host;")
     return ("proxy_pass http://gunicorn; proxy_http_version 1.1; "
             "proxy_set_header Connection \"\"; proxy_set_header Host $host;")
 
@@ -285,6 +294,139 @@ def http_targets(app_wsgi: str, tag: str) -> list[Target]:
     ]
 
 
+def asgi_targets(app: str, tag: str) -> list[Target]:
+    """ASGI servers for `module:callable` inside scripts/bench."""
+
+    def uwire_py(front: str) -> Callable[[Procs, Path], tuple[int, list[int]]]:
+        def start(procs: Procs, tmp: Path) -> tuple[int, list[int]]:
+            sock = tmp / f"uw-{tag}-{front}.sock"
+            master = procs.start(f"uwire-{tag}-{front}",
+                                 [PY, "-m", "uwire", "--workers", "2", "--bind", f"unix:{sock}",
+                                  "--interface", "asgi", "--log-level", "warning",
+                                  "--timeout", "0", app])
+            wait_path(sock)
+            time.sleep(1.0)
+            port = free_port()
+            if front == "proxy":
+                procs.start(f"proxy-{tag}", [uwire_bin(), "proxy", "--listen",
+                                             f"127.0.0.1:{port}", "--upstream", f"unix:{sock}",
+                                             "--access-log", "off"],
+                            env={"UWIRE_LOG": "warn"})
+            else:
+                conf = nginx_conf(tmp, f"nginx-uw-{tag}", port, f"uwsgi unix:{sock}")
+                procs.start(f"nginx-uw-{tag}", ["nginx", "-c", str(conf), "-p", str(conf.parent)])
+            wait_http(port)
+            return port, children(master.pid)
+        return start
+
+    def uvicorn(behind_nginx: bool) -> Callable[[Procs, Path], tuple[int, list[int]]]:
+        def start(procs: Procs, tmp: Path) -> tuple[int, list[int]]:
+            port = free_port()
+            argv = [PY, "-m", "uvicorn", "--workers", "2", "--log-level", "warning",
+                    "--no-access-log", "--http", "httptools", "--loop", "uvloop", app]
+            if behind_nginx:
+                sock = tmp / f"uvicorn-{tag}.sock"
+                master = procs.start(f"uvicorn-{tag}-nginx", argv + ["--uds", str(sock)])
+                wait_path(sock)
+                kind = "ws" if tag == "ws" else "http"
+                conf = nginx_conf(tmp, f"nginx-uvicorn-{tag}", port, f"{kind} unix:{sock}")
+                procs.start(f"nginx-uvicorn-{tag}",
+                            ["nginx", "-c", str(conf), "-p", str(conf.parent)])
+            else:
+                master = procs.start(f"uvicorn-{tag}",
+                                     argv + ["--host", "127.0.0.1", "--port", str(port)])
+            wait_http(port)
+            time.sleep(1.0)
+            return port, children(master.pid)
+        return start
+
+    def granian(procs: Procs, tmp: Path) -> tuple[int, list[int]]:
+        port = free_port()
+        master = procs.start(f"granian-asgi-{tag}",
+                             ["granian", "--interface", "asgi", "--workers", "2", "--host",
+                              "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                              "--loop", "uvloop", app])
+        wait_http(port)
+        time.sleep(1.0)
+        return port, children(master.pid)
+
+    def hypercorn(procs: Procs, tmp: Path) -> tuple[int, list[int]]:
+        port = free_port()
+        master = procs.start(f"hypercorn-{tag}",
+                             [PY, "-m", "hypercorn", "--workers", "2", "--worker-class",
+                              "uvloop", "--bind", f"127.0.0.1:{port}", app])
+        wait_http(port)
+        time.sleep(1.0)
+        return port, children(master.pid)
+
+    return [
+        Target(f"{tag}: uwire proxy -> uwire python (uwire/1)", uwire_py("proxy")),
+        Target(f"{tag}: nginx -> uwire python (uwsgi)", uwire_py("nginx")),
+        Target(f"{tag}: nginx -> uvicorn", uvicorn(True)),
+        Target(f"{tag}: uvicorn direct", uvicorn(False)),
+        Target(f"{tag}: Granian ASGI direct", granian),
+        Target(f"{tag}: hypercorn direct", hypercorn),
+    ]
+
+
+def ws_rate(port: int, args: argparse.Namespace) -> float:
+    out = subprocess.run([PY, str(BENCH / "ws_load.py"), f"ws://127.0.0.1:{port}/ws",
+                          str(args.ws_procs), str(args.ws_sockets), str(args.secs)],
+                         capture_output=True, text=True, check=True, timeout=args.secs + 120)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_asgi(args: argparse.Namespace, tmp: Path) -> list[Target]:
+    targets = asgi_targets("asgi_hello:starlette_app", "starlette")
+    targets += asgi_targets("asgi_hello:fastapi_app", "fastapi")
+    targets += [Target(t.name.replace("ws: ", "websocket echo: ", 1), t.start)
+                for t in asgi_targets("asgi_hello:starlette_app", "ws")]
+    if args.only:
+        targets = [t for t in targets if any(o in t.name for o in args.only)]
+    procs = Procs(tmp)
+    try:
+        for t in targets:
+            t.port, t.workers = t.start(procs, tmp)
+        for rnd in range(args.rounds):
+            print(f"ASGI round {rnd + 1}/{args.rounds}", file=sys.stderr)
+            for t in targets:
+                if t.name.startswith("websocket echo"):
+                    rate, p99, errors = ws_rate(t.port, args), 0.0, ""
+                else:
+                    rate, p99, errors = wrk(t.port, args.secs, args.conns)
+                t.rps.append(rate)
+                t.p99.append(p99)
+                print(f"  {t.name:52s} {rate:10.0f} /s  p99 {p99:7.2f} ms {errors}",
+                      file=sys.stderr)
+        for t in targets:
+            live = [p for p in t.workers if rss_mib(p) > 0]
+            t.rss = statistics.mean(rss_mib(p) for p in live) if live else 0.0
+            t.pss = statistics.mean(pss_mib(p) for p in live) if live else 0.0
+    finally:
+        procs.stop_all()
+    return targets
+
+
+def report_asgi(args: argparse.Namespace, targets: list[Target]) -> None:
+    print(f"\nASGI: wrk -t1 -c{args.conns} -d{args.secs}s GET / (req/s); WebSocket echo: "
+          f"{args.ws_procs} client processes x {args.ws_sockets} sockets, 32-byte text round "
+          f"trips (msgs/s); medians of {args.rounds} interleaved rounds, 2 workers each")
+    print(f"{'server':56s} {'rate/s':>9s} {'p99 ms':>8s} {'RSS/worker':>11s} {'PSS/worker':>11s}")
+    by_name = {t.name: t for t in targets}
+    for t in targets:
+        print(f"{t.name:56s} {statistics.median(t.rps):9.0f} "
+              f"{statistics.median(t.p99):8.2f} {t.rss:11.1f} {t.pss:11.1f}")
+    for tag in ("starlette", "fastapi", "websocket echo"):
+        ours = by_name.get(f"{tag}: uwire proxy -> uwire python (uwire/1)")
+        if ours is None:
+            continue
+        o = statistics.median(ours.rps)
+        print(f"\nratios ({tag}): uwire proxy -> uwire python vs")
+        for t in targets:
+            if t.name.startswith(tag) and t is not ours:
+                print(f"  {t.name[len(tag) + 2:]:52s} {o / statistics.median(t.rps):5.2f}x")
+
+
 def run_http(args: argparse.Namespace, tmp: Path) -> list[Target]:
     targets = http_targets("hello_wsgi:application", "hello")
     targets += http_targets("flask_hello:app", "flask")
@@ -411,8 +553,12 @@ def main() -> int:
     p.add_argument("--only", action="append", default=[],
                    help="measure only the HTTP targets whose name contains this (repeatable)")
     p.add_argument("--skip-ipc", action="store_true")
+    p.add_argument("--skip-asgi", action="store_true")
+    p.add_argument("--ws-procs", type=int, default=2, help="WebSocket client processes (2)")
+    p.add_argument("--ws-sockets", type=int, default=16,
+                   help="WebSocket sockets per client process (16)")
     args = p.parse_args()
-    for tool in ("wrk", "nginx", "uwsgi", "gunicorn", "granian"):
+    for tool in ("wrk", "nginx", "uwsgi", "gunicorn", "granian", "hypercorn"):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench-python: {tool} is not installed")
     tmp = Path(tempfile.mkdtemp(prefix="uwb-", dir="/tmp"))
@@ -445,6 +591,8 @@ def main() -> int:
                       f"{statistics.median(ours.rps) / statistics.median(gran.rps):.2f}x; "
                       f"vs nginx -> gunicorn sync: "
                       f"{statistics.median(ours.rps) / statistics.median(gun.rps):.2f}x")
+        if not args.skip_asgi:
+            report_asgi(args, run_asgi(args, tmp))
         if not args.skip_ipc:
             res = ipc_clients(args, tmp)
             print(f"\nIPC: {args.ipc_threads} client threads, POST /echo 64 bytes, medians of "

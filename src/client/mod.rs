@@ -21,6 +21,7 @@ mod body;
 mod config;
 mod error;
 mod pool;
+pub mod upgrade;
 mod upstream;
 mod uwsgi;
 
@@ -162,6 +163,10 @@ pub(crate) fn request_head(
             .push(n.as_str().as_bytes(), v.as_bytes())
             .map_err(|e| Error::with(Kind::InvalidRequest, e))?;
     }
+    let offer = parts.extensions.get::<upgrade::Upgrade>();
+    if let Some(o) = offer {
+        upgrade::add_offer_fields(&mut headers, parts, o);
+    }
     let mut params = HeaderBlock::builder();
     for (n, v) in &meta.params {
         params
@@ -206,6 +211,7 @@ pub(crate) fn request_head(
         tls: meta.tls,
         params: params.finish(),
         body_length,
+        upgrade: offer.map(|o| o.protocol().clone()),
     })
 }
 
@@ -322,7 +328,17 @@ impl Client {
         let (parts, body) = req.into_parts();
         let len = body_length(&parts, &body);
         let head = request_head(&parts, len)?;
-        let end_stream = body.is_end_stream();
+        let mut end_stream = body.is_end_stream();
+        if head.upgrade.is_some() {
+            // The client's half carries the tunnel (PROTOCOL.md 7.5).
+            if !end_stream || len.is_some_and(|n| n > 0) {
+                return Err(Error::with(
+                    Kind::InvalidRequest,
+                    "an upgrade request cannot have a body",
+                ));
+            }
+            end_stream = false;
+        }
         let cfg = &self.inner.config;
         let deadline = cfg.request_timeout.map(|d| tokio::time::Instant::now() + d);
         let mut body = Some(body);
@@ -342,6 +358,10 @@ impl Client {
                         self.send_uwire(&up, head.clone(), end_stream, &mut body, &parts)
                             .await
                     }
+                    Protocol::Uwsgi if head.upgrade.is_some() => Err(Error::with(
+                        Kind::InvalidRequest,
+                        "upgrades (WebSocket) are carried only to uwire/1 upstreams",
+                    )),
                     Protocol::Uwsgi => uwsgi::request(&up, &head, &mut body, cfg).await,
                 }
             };
@@ -393,7 +413,7 @@ impl Client {
         head: RequestHead,
         end_stream: bool,
         body: &mut Option<B>,
-        _parts: &http::request::Parts,
+        parts: &http::request::Parts,
     ) -> Result<http::Response<Body>, Error>
     where
         B: HttpBody + Send + 'static,
@@ -401,11 +421,36 @@ impl Client {
         B::Error: Into<BoxError>,
     {
         let lease = up.checkout(&self.inner.config).await?;
-        let (send, response) = lease
+        let offer = parts
+            .extensions
+            .get::<upgrade::Upgrade>()
+            .filter(|_| head.upgrade.is_some());
+        let method = offer.map(|_| head.method.clone()).unwrap_or_default();
+        let (mut send, response) = lease
             .sender
             .send_request(head, end_stream)
             .await
             .map_err(Error::from_net)?;
+        if let Some(offer) = offer {
+            let (rhead, recv) = response.await.map_err(Error::from_net)?;
+            let mut builder = http::Response::builder().status(rhead.status);
+            if let Some(h) = builder.headers_mut() {
+                *h = header_map(&rhead.headers);
+            }
+            if crate::frame::accepts_upgrade(&method, rhead.status) {
+                let tunnel = crate::net::Tunnel::new(send, recv, offer.tunnel_limits());
+                let up = upgrade::Upgraded::new(tunnel, lease.guard);
+                return builder
+                    .extension(upgrade::Slot::new(up))
+                    .body(Body::empty())
+                    .map_err(|e| Error::with(Kind::Upstream, e));
+            }
+            // Declined: an ordinary response; our (empty) half ends.
+            let _ = send.finish_now();
+            return builder
+                .body(Body::uwire(recv, lease.guard))
+                .map_err(|e| Error::with(Kind::Upstream, e));
+        }
         // From here on the body belongs to this attempt (an empty body stays
         // behind, so a refused bodiless request can be retried).
         if !end_stream {

@@ -46,6 +46,13 @@ impl Connection {
         if head.path.is_empty() {
             return Err(UserError::InvalidHead("path is empty"));
         }
+        // "A REQUEST that offers an upgrade MUST NOT carry END_STREAM."
+        let upgrade = head.upgrade.is_some();
+        if upgrade && end_stream {
+            return Err(UserError::InvalidHead(
+                "an upgrade offer cannot end the request stream",
+            ));
+        }
         self.check_block(&head.headers)?;
         self.check_block(&head.params)?;
         self.check_head_len(head.encoded_len())?;
@@ -55,12 +62,13 @@ impl Connection {
         } else {
             SendState::Open
         };
-        let stream = Stream::new(
+        let mut stream = Stream::new(
             RecvState::AwaitHead,
             send,
             self.config.initial_stream_window,
             self.peer_stream_window,
         );
+        stream.upgrade = upgrade;
         self.streams.insert(id, stream);
         self.control
             .push_back(Request::new(id, head, end_stream).into());
@@ -68,7 +76,9 @@ impl Connection {
     }
 
     /// Server only: sends a response head on `id`. Interim (1xx) heads may
-    /// precede the final one and cannot carry `end_stream`.
+    /// precede the final one and cannot carry `end_stream`. On a stream
+    /// whose REQUEST offered an upgrade, `101` is final: it accepts the
+    /// offer, and DATA then carries the tunnel both ways.
     pub fn send_response(
         &mut self,
         id: StreamId,
@@ -90,14 +100,15 @@ impl Connection {
                 "reason phrase contains NUL, CR or LF",
             ));
         }
-        let interim = head.is_informational();
-        // "an interim 1xx RESPONSE must not have it [END_STREAM], else bad_flags"
-        if interim && end_stream {
+        // "an interim 1xx RESPONSE must not have it [END_STREAM], else
+        // bad_flags" -- a 101, interim or not, never carries it on the wire.
+        if head.is_informational() && end_stream {
             return Err(UserError::InterimWithEndStream);
         }
         self.check_block(&head.headers)?;
         self.check_head_len(head.encoded_len())?;
         let stream = self.open_stream_mut(id)?;
+        let interim = head.is_interim(stream.upgrade);
         // "Server sends RESPONSE (1xx interim* then final), then DATA*, then
         // optional TRAILERS."
         if stream.send != SendState::AwaitHead {

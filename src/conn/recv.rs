@@ -201,6 +201,16 @@ impl Connection {
                 "REQUEST on an even stream id",
             ));
         }
+        // The codec refuses an upgrade REQUEST with END_STREAM (bad_flags);
+        // a frame built by hand gets the same answer here.
+        if f.head().upgrade.is_some() && f.is_end_stream() {
+            return Err(malformed(
+                ErrorClass::BadFlags,
+                Kind::REQUEST,
+                id,
+                "upgrade REQUEST with END_STREAM",
+            ));
+        }
         // "A REQUEST whose id is <= the highest id seen -> connection error
         // stream_id_reuse (PROTOCOL_ERROR)."
         if id <= self.highest_peer_id {
@@ -228,12 +238,13 @@ impl Connection {
         } else {
             RecvState::Body
         };
-        let stream = Stream::new(
+        let mut stream = Stream::new(
             recv,
             SendState::AwaitHead,
             self.config.initial_stream_window,
             self.peer_stream_window,
         );
+        stream.upgrade = f.head().upgrade.is_some();
         self.streams.insert(id, stream);
         self.events.push_back(Event::Request {
             id,
@@ -284,7 +295,9 @@ impl Connection {
             }
             RecvState::AwaitHead => {}
         }
-        if !head.is_informational() {
+        // "RESPONSE(1xx)* then exactly one final RESPONSE"; a 101 answering
+        // an upgrade offer is final (section 7.5).
+        if !head.is_interim(s.upgrade) {
             s.recv = if end_stream {
                 RecvState::Closed
             } else {

@@ -68,6 +68,9 @@ pub(crate) struct Stream {
     pub(crate) sched: Option<Sched>,
     /// Whether the stream is in the engine's queue of due WINDOW_UPDATEs.
     pub(crate) update_queued: bool,
+    /// The REQUEST offered an upgrade: a `101` RESPONSE is final on it
+    /// (PROTOCOL.md section 7.5).
+    pub(crate) upgrade: bool,
 }
 
 /// Chunks at least this long are sent without copying even when smaller
@@ -91,6 +94,7 @@ impl Stream {
             trailers: None,
             sched: None,
             update_queued: false,
+            upgrade: false,
         }
     }
 

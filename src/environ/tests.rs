@@ -23,6 +23,7 @@ fn head(path: &'static str, headers: &[(&str, &str)]) -> RequestHead {
         tls: false,
         params: HeaderBlock::new(),
         body_length: None,
+        upgrade: None,
     }
 }
 

@@ -246,6 +246,12 @@ pub struct RequestHead {
     pub params: HeaderBlock,
     /// Body length if known in advance; a hint only.
     pub body_length: Option<u64>,
+    /// Present when the client offers to turn the stream into a tunnel
+    /// (PROTOCOL.md section 7.5): the protocol the end client asked to
+    /// switch to, e.g. `websocket` (an HTTP/1.1 `Upgrade` field, or the
+    /// `:protocol` of an HTTP/2 extended CONNECT). A REQUEST carrying it
+    /// never has END_STREAM.
+    pub upgrade: Option<Bytes>,
 }
 
 impl RequestHead {
@@ -278,6 +284,7 @@ impl RequestHead {
             tls: raw.tls,
             params: block(raw.params, max_header_count)?,
             body_length: raw.body_length,
+            upgrade: raw.upgrade,
         })
     }
 
@@ -307,6 +314,7 @@ impl RequestHead {
             + self
                 .body_length
                 .map_or(0, |n| key_len(14) + encoded_len_varint(n))
+            + self.upgrade.as_ref().map_or(0, |u| opt_bytes_len(15, u))
     }
 
     /// Writes the payload (no frame header).
@@ -330,6 +338,22 @@ impl RequestHead {
         if let Some(n) = self.body_length {
             put_opt_varint(14, n, dst);
         }
+        if let Some(u) = &self.upgrade {
+            put_opt_bytes(15, u, dst);
+        }
+    }
+
+    /// Whether the request offers an upgrade (see [`RequestHead::upgrade`]).
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade.is_some()
+    }
+
+    /// Whether `response` accepts this request's upgrade offer, turning the
+    /// stream into a tunnel (PROTOCOL.md section 7.5): `101 Switching
+    /// Protocols` for an offer made with any method but `CONNECT`, a 2xx
+    /// for an extended `CONNECT`. Always false without an offer.
+    pub fn upgrade_accepted_by(&self, response: &ResponseHead) -> bool {
+        self.upgrade.is_some() && accepts_upgrade(&self.method, response.status)
     }
 
     /// The request target as it appears in `REQUEST_URI`: path, then `?`
@@ -341,6 +365,17 @@ impl RequestHead {
             v.extend_from_slice(q);
         }
         v
+    }
+}
+
+/// Whether a response with `status` accepts an upgrade offered by a
+/// request with `method` (PROTOCOL.md section 7.5): a 2xx for `CONNECT`
+/// (HTTP/2 and HTTP/3 extended CONNECT), `101` for any other method.
+pub fn accepts_upgrade(method: &[u8], status: u16) -> bool {
+    if method == b"CONNECT" {
+        (200..300).contains(&status)
+    } else {
+        status == 101
     }
 }
 
@@ -374,9 +409,17 @@ impl ResponseHead {
         }
     }
 
-    /// Whether this is an interim (1xx) head.
+    /// Whether this is a 1xx head. Interim, except a `101` answering an
+    /// upgrade offer (see [`ResponseHead::is_interim`]).
     pub fn is_informational(&self) -> bool {
         (100..200).contains(&self.status)
+    }
+
+    /// Whether this head is interim on a stream whose REQUEST did
+    /// (`upgrade_offered`) or did not offer an upgrade: every 1xx is, except
+    /// a `101` answering an offer, which is final (PROTOCOL.md section 7.5).
+    pub fn is_interim(&self, upgrade_offered: bool) -> bool {
+        self.is_informational() && !(upgrade_offered && self.status == 101)
     }
 
     pub(crate) fn decode(payload: Bytes, max_header_count: u32) -> Result<ResponseHead, HeadError> {
@@ -467,6 +510,7 @@ struct RawRequestHead {
     tls: bool,
     params: Bytes,
     body_length: Option<u64>,
+    upgrade: Option<Bytes>,
 }
 
 impl RawRequestHead {
@@ -493,6 +537,7 @@ impl RawRequestHead {
                 12 => m.tls = r.varint(wt)? != 0,
                 13 => m.params = r.bytes(wt)?,
                 14 => m.body_length = Some(r.varint(wt)?),
+                15 => m.upgrade = Some(r.bytes(wt)?),
                 _ => r.skip(wt, tag)?,
             }
         }
@@ -523,6 +568,7 @@ mod tests {
             tls: h.tls,
             params: h.params.as_bytes().clone(),
             body_length: h.body_length,
+            upgrade: h.upgrade.clone(),
         }
     }
 
@@ -541,6 +587,7 @@ mod tests {
             && raw.tls == m.tls
             && raw.params == m.params
             && raw.body_length == m.body_length
+            && raw.upgrade == m.upgrade
     }
 
     fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
@@ -559,10 +606,12 @@ mod tests {
             client_addr in bytes(6), client_port in any::<u16>(), server_name in bytes(6),
             server_port in any::<u16>(), tls in any::<bool>(), params in block(),
             body_length in proptest::option::of(any::<u64>()),
+            upgrade in proptest::option::of(bytes(10)),
         ) -> RequestHead {
             RequestHead {
                 method, scheme, authority, path, query, version: HttpVersion(version), headers,
                 client_addr, client_port, server_name, server_port, tls, params, body_length,
+                upgrade,
             }
         }
     }
@@ -599,7 +648,7 @@ mod tests {
                 prost::encoding::fixed64::encode(t, &v, &mut b);
                 b
             }),
-            (15u32..20).prop_map(|t| {
+            (16u32..21).prop_map(|t| {
                 // An (empty or nested) group of an unknown field.
                 let mut b = Vec::new();
                 encode_key(t, WireType::StartGroup, &mut b);
@@ -703,10 +752,10 @@ mod tests {
             &[
                 0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
             ],
-            // Stray end-group.
-            &[0x7c],
+            // Stray end-group (unknown field 16).
+            &[0x84, 0x01],
             // Unterminated group.
-            &[0x7b, 0x08, 0x01],
+            &[0x83, 0x01, 0x08, 0x01],
             // Tag 0.
             &[0x00, 0x01],
             // Wire types 6 and 7.
@@ -725,10 +774,10 @@ mod tests {
         // Deeply nested unknown groups hit prost's recursion limit either way.
         let mut deep = Vec::new();
         for _ in 0..200 {
-            encode_key(15, WireType::StartGroup, &mut deep);
+            encode_key(16, WireType::StartGroup, &mut deep);
         }
         for _ in 0..200 {
-            encode_key(15, WireType::EndGroup, &mut deep);
+            encode_key(16, WireType::EndGroup, &mut deep);
         }
         let p = Bytes::from(deep);
         assert_eq!(

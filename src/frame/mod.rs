@@ -37,7 +37,7 @@ use bytes::{BufMut, Bytes};
 pub use data::Data;
 pub use error::{DecodeError, EncodeError, ErrorClass};
 pub use goaway::GoAway;
-pub use head::{HttpVersion, RequestHead, ResponseHead};
+pub use head::{accepts_upgrade, HttpVersion, RequestHead, ResponseHead};
 pub use header::{FrameHeader, HEADER_LEN};
 pub use header_block::{
     is_valid_name, is_valid_value, HeaderBlock, HeaderBlockBuilder, Iter as HeaderIter,

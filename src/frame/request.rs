@@ -42,6 +42,11 @@ impl Request {
         check_flags(&header, FLAG_END_STREAM)?;
         let head = RequestHead::decode(payload, limits.max_header_count)
             .map_err(|(c, d)| header.error(c, d))?;
+        // "A REQUEST that offers an upgrade MUST NOT carry END_STREAM: the
+        // client's half carries the tunnel." (PROTOCOL.md, Upgrades and tunnels)
+        if head.upgrade.is_some() && header.has_flag(FLAG_END_STREAM) {
+            return Err(header.error(ErrorClass::BadFlags, "upgrade REQUEST with END_STREAM"));
+        }
         Ok(Request {
             stream_id: header.stream_id(),
             head: Box::new(head),

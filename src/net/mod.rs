@@ -32,6 +32,7 @@ mod error;
 mod shared;
 pub mod socket;
 mod stream;
+mod tunnel;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,6 +47,8 @@ use tokio::sync::oneshot;
 pub use error::Error;
 pub use socket::Socket;
 pub use stream::{IncomingRequest, RecvStream, Responder, ResponseFuture, SendStream};
+pub(crate) use tunnel::LimitTimer;
+pub use tunnel::{Tunnel, TunnelLimits, DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_TUNNEL_MAX_DURATION};
 
 use crate::conn::{Config, Role};
 use crate::frame::{Reason, RequestHead};
@@ -142,8 +145,12 @@ impl SendRequest {
             }
             if g.engine.can_open_stream() {
                 let h = head.take().expect("polled after completion");
+                let upgrade = h.upgrade.is_some();
                 let id = g.engine.open_stream(h, end_stream)?;
                 g.new_slot(id, false);
+                if let Some(s) = g.slots.get_mut(&id) {
+                    s.upgrade = upgrade;
+                }
                 return Poll::Ready(Ok(id));
             }
             if g.goaway_received {

@@ -205,6 +205,8 @@ pub(crate) struct Slot {
     pub(crate) send_waker: Option<Waker>,
     /// Live handles (send half, receive half); the slot goes with the last.
     pub(crate) handles: u8,
+    /// Client: the REQUEST offered an upgrade, so a `101` is final.
+    pub(crate) upgrade: bool,
 }
 
 impl Slot {
@@ -387,19 +389,20 @@ impl Inner {
                 head,
                 end_stream,
             } => {
-                if head.is_informational() {
+                let Some(s) = self.slots.get_mut(&id) else {
+                    return;
+                };
+                if head.is_interim(s.upgrade) {
                     return;
                 }
-                if let Some(s) = self.slots.get_mut(&id) {
-                    s.response = Some(head);
-                    s.recv_end |= end_stream;
-                    if let Some(w) = s.response_waker.take() {
+                s.response = Some(head);
+                s.recv_end |= end_stream;
+                if let Some(w) = s.response_waker.take() {
+                    w.wake();
+                }
+                if end_stream {
+                    if let Some(w) = s.recv_waker.take() {
                         w.wake();
-                    }
-                    if end_stream {
-                        if let Some(w) = s.recv_waker.take() {
-                            w.wake();
-                        }
                     }
                 }
             }

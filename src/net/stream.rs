@@ -105,6 +105,74 @@ impl SendStream {
         .await
     }
 
+    /// Poll form of [`SendStream::send_data`] for byte-stream adapters
+    /// ([`super::Tunnel`]): takes (copies) up to [`SEND_LOW_WATER`] bytes of
+    /// `data` once at most that many wait for flow-control credit, else
+    /// registers `cx` to be woken when they drained. Returns how many bytes
+    /// were taken (0 only for an empty `data`).
+    pub(crate) fn poll_send_slice(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<Result<usize, Error>> {
+        if self.finished {
+            return Poll::Ready(Err(Error::new(Kind::Closed)));
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let id = self.id;
+        let mut g = self.shared.lock();
+        if let Some(Gone::Reset(..) | Gone::Lost) = g.slots.get(&id).and_then(|s| s.gone) {
+            return Poll::Ready(Err(g.stream_error(g.slots.get(&id))));
+        }
+        if g.end.is_some() {
+            return Poll::Ready(Err(g.conn_error()));
+        }
+        if g.engine.send_buffered(id) > SEND_LOW_WATER {
+            match g.slots.get_mut(&id) {
+                Some(s) => register(&mut s.send_waker, cx),
+                None => return Poll::Ready(Err(Error::closed())),
+            }
+            if !g.send_waiters.contains(&id) {
+                g.send_waiters.push(id);
+            }
+            return Poll::Pending;
+        }
+        let n = data.len().min(SEND_LOW_WATER);
+        g.engine
+            .send_data(id, Bytes::copy_from_slice(&data[..n]), false)?;
+        drop(g);
+        self.shared.notify();
+        Poll::Ready(Ok(n))
+    }
+
+    /// Ends the sending half now (END_STREAM after what is queued), without
+    /// waiting for anything to drain. A no-op once finished.
+    pub(crate) fn finish_now(&mut self) -> Result<(), Error> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        {
+            let mut g = self.shared.lock();
+            if let Some(Gone::Reset(..) | Gone::Lost) = g.slots.get(&self.id).and_then(|s| s.gone) {
+                return Err(g.stream_error(g.slots.get(&self.id)));
+            }
+            if g.end.is_some() {
+                return Err(g.conn_error());
+            }
+            g.engine.send_data(self.id, Bytes::new(), true)?;
+        }
+        self.shared.notify();
+        Ok(())
+    }
+
+    /// Whether the sending half has ended (or was reset through this handle).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
     /// Sends trailers and ends the stream.
     pub fn send_trailers(&mut self, fields: HeaderBlock) -> Result<(), Error> {
         if self.finished {
@@ -278,6 +346,16 @@ impl RecvStream {
     /// Whether the body has been read to the end (or failed).
     pub fn is_end(&self) -> bool {
         self.done
+    }
+
+    /// [`RecvStream::reset`] without giving the handle up (for wrappers
+    /// that reset from `Drop`).
+    pub(crate) fn reset_in_place(&mut self, reason: Reason) {
+        self.done = true;
+        if let Some(shared) = &self.shared {
+            shared.lock().reset(self.id, reason);
+            shared.notify();
+        }
     }
 
     /// Resets the stream with `reason`, telling the peer to stop sending.

@@ -96,6 +96,12 @@ pub struct AccessRecord {
     pub duration: Duration,
     /// Whether the connection used TLS.
     pub tls: bool,
+    /// The protocol of an accepted upgrade (`websocket`, ...): then the
+    /// line is written when the tunnel ends, and `bytes_sent` counts the
+    /// tunnel's bytes to the client.
+    pub upgrade: Option<String>,
+    /// Tunnel bytes received from the client (upgraded requests only).
+    pub bytes_received: Option<u64>,
 }
 
 /// The access log writer.
@@ -261,6 +267,8 @@ fn json(r: &AccessRecord) -> String {
         "user_agent": r.user_agent,
         "request_time": r.duration.as_secs_f64(),
         "tls": r.tls,
+        "upgrade": r.upgrade,
+        "bytes_received": r.bytes_received,
     });
     v.to_string()
 }
@@ -311,6 +319,8 @@ mod tests {
             user_agent: Some("curl/8.5.0".into()),
             duration: Duration::from_millis(3),
             tls: false,
+            upgrade: None,
+            bytes_received: None,
         }
     }
 

@@ -288,5 +288,7 @@ pub(crate) fn record_for<B>(
         user_agent: text(http::header::USER_AGENT),
         duration: Duration::ZERO,
         tls,
+        upgrade: None,
+        bytes_received: None,
     }
 }

@@ -101,6 +101,11 @@ pub struct ProxyConfig {
     pub access_log_format: AccessLogFormat,
     /// Where access log lines go. Default off (`uwire proxy`: standard error).
     pub access_log: AccessLogTarget,
+    /// Idle and lifetime limits of upgraded connections (WebSockets):
+    /// past either, the tunnel is cut (the app's stream reset with
+    /// `TIMEOUT`). Defaults [`crate::net::DEFAULT_TUNNEL_IDLE_TIMEOUT`] and
+    /// [`crate::net::DEFAULT_TUNNEL_MAX_DURATION`].
+    pub tunnel: crate::net::TunnelLimits,
 }
 
 /// PEM files of the certificate chain and its private key.
@@ -139,6 +144,7 @@ impl Default for ProxyConfig {
             compression: CompressionConfig::default(),
             access_log_format: AccessLogFormat::default(),
             access_log: AccessLogTarget::default(),
+            tunnel: crate::net::TunnelLimits::default(),
         }
     }
 }

@@ -180,6 +180,8 @@ pub(crate) async fn handle(
         record: record_for(&req, client, tls),
         started,
     });
+    let offer = super::upgrade::offer(&req);
+    let on_downstream = offer.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let resp = route(&shared, &mut req, raw_head).await;
     let resp = match resp {
         Routed::Done(r) => r,
@@ -192,10 +194,11 @@ pub(crate) async fn handle(
             };
             // HEAD answers carry the identity length; compressing them
             // would describe a body that is never sent.
+            // Nor is a 101 (an upgrade offer's answer) compressed.
             let compress = shared
                 .compress
                 .as_ref()
-                .filter(|_| req.method() != http::Method::HEAD);
+                .filter(|_| req.method() != http::Method::HEAD && offer.is_none());
             if let Some(pred) = compress {
                 let mut svc = shared.config.compression.layer(svc, pred.clone());
                 match tower_service::Service::call(&mut svc, req).await {
@@ -209,11 +212,20 @@ pub(crate) async fn handle(
             }
         }
     };
-    let (parts, body) = resp.into_parts();
-    let log = log.map(|mut l| {
+    let (mut parts, body) = resp.into_parts();
+    let mut log = log.map(|mut l| {
         l.record.status = parts.status.as_u16();
         l
     });
+    let pending = parts.extensions.remove::<super::upgrade::Pending>();
+    if let (Some(up), Some(down)) = (pending.and_then(|p| p.take()), on_downstream) {
+        // The line is written when the tunnel ends.
+        let log = log.take().map(|mut l| {
+            l.record.upgrade = offer.map(|o| String::from_utf8_lossy(&o).into_owned());
+            l
+        });
+        super::upgrade::spawn(down, up, conn.activity.start(), log);
+    }
     Response::from_parts(parts, Tracked::new(body, in_flight, log).boxed_unsync())
 }
 
@@ -313,6 +325,7 @@ impl AppService {
                 .headers()
                 .get(http::header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let offer = super::upgrade::offer(&req);
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         if cfg.x_forwarded_for {
@@ -361,6 +374,11 @@ impl AppService {
         let fault = Arc::new(BodyFault::default());
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(meta);
+        if let Some(protocol) = offer {
+            parts
+                .extensions
+                .insert(crate::client::upgrade::Upgrade::new(protocol).limits(cfg.tunnel));
+        }
         // The head's scheme (REQUEST_SCHEME) is the connection's (or what a
         // trusted proxy said), never what the client claims in a target.
         let want = if self.tls {
@@ -450,7 +468,19 @@ impl AppService {
             Ok(r) => r,
         };
         match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                if let Some(up) = crate::client::upgrade::take(&mut resp) {
+                    // Accepted: a 101 downstream, the tunnel to the handler.
+                    let (mut parts, _) = resp.into_parts();
+                    let protocol = parts.headers.get(http::header::UPGRADE).cloned();
+                    strip_hop_by_hop(&mut parts.headers);
+                    let protocol = protocol
+                        .as_ref()
+                        .map_or(b"websocket".as_slice(), |v| v.as_bytes());
+                    super::upgrade::set_switch_fields(&mut parts.headers, protocol);
+                    parts.extensions.insert(super::upgrade::Pending::new(up));
+                    return Response::from_parts(parts, full(Bytes::new()));
+                }
                 if expects_continue && resp.status().is_success() {
                     // hyper writes `100 Continue` when the body is first
                     // read, but only while no response head has been

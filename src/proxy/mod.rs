@@ -45,6 +45,7 @@ pub mod proxy_protocol;
 mod response;
 pub mod static_files;
 pub mod tls;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -347,7 +348,7 @@ impl Setup {
         });
         let conn = self
             .builder
-            .serve_connection(TokioIo::new(timed), svc)
+            .serve_connection_with_upgrades(TokioIo::new(timed), svc)
             .into_owned();
         if let Err(e) = self.watcher.watch(conn).await {
             tracing::debug!(error = %e, "downstream connection ended with an error");

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::listener::BindOptions;
 use crate::conn::Config as ConnConfig;
 use crate::environ::EnvironConfig;
+use crate::net::TunnelLimits;
 
 /// Default cap on open connections: 1024.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -111,6 +112,13 @@ pub struct ServerConfig {
     /// much, the head goes out anyway and reads wait for the handler.
     /// Default [`DEFAULT_UWSGI_READ_AHEAD`].
     pub uwsgi_read_ahead: usize,
+    /// Idle and lifetime limits of accepted upgrades (WebSockets and other
+    /// tunnels): past either, the stream is reset with TIMEOUT (the
+    /// connection closed, over classic uwsgi). The request deadline does
+    /// not apply once the upgrade is accepted. Defaults
+    /// [`crate::net::DEFAULT_TUNNEL_IDLE_TIMEOUT`] and
+    /// [`crate::net::DEFAULT_TUNNEL_MAX_DURATION`].
+    pub tunnel: TunnelLimits,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +139,7 @@ impl Default for ServerConfig {
             uwsgi_max_block_size: u16::MAX,
             uwsgi_head_timeout: DEFAULT_UWSGI_HEAD_TIMEOUT,
             uwsgi_read_ahead: DEFAULT_UWSGI_READ_AHEAD,
+            tunnel: TunnelLimits::default(),
         }
     }
 }
@@ -148,6 +157,7 @@ impl ServerConfig {
             ));
         }
         self.conn.validate().map_err(|e| e.to_string())?;
+        self.tunnel.validate()?;
         Ok(())
     }
 

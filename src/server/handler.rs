@@ -203,6 +203,7 @@ pub struct Request {
     head: Box<RequestHead>,
     environ: Environ,
     body: Body,
+    upgrade: Option<super::upgrade::OnUpgrade>,
 }
 
 impl Request {
@@ -217,7 +218,29 @@ impl Request {
             head,
             environ,
             body,
+            upgrade: None,
         }
+    }
+
+    /// Attaches the runtime's end of an upgrade offer.
+    pub(crate) fn with_upgrade(mut self, on: Option<super::upgrade::OnUpgrade>) -> Request {
+        self.upgrade = on;
+        self
+    }
+
+    /// The protocol the request offers to upgrade to (`websocket`, ...),
+    /// when it offers one the runtime can carry (PROTOCOL.md section 7.5).
+    pub fn upgrade_protocol(&self) -> Option<&Bytes> {
+        self.head.upgrade.as_ref()
+    }
+
+    /// Takes the upgrade of a request that offers one (once; `None` after,
+    /// or without an offer). Keep the [`OnUpgrade`](super::OnUpgrade) (in a
+    /// spawned task) and return a response accepting the offer: `101` (a
+    /// 2xx when the method is `CONNECT`); it resolves to the byte stream
+    /// once that head has gone out. See [`super::upgrade`].
+    pub fn upgrade(&mut self) -> Option<super::upgrade::OnUpgrade> {
+        self.upgrade.take()
     }
 
     /// The head as the proxy sent it (raw header names and order).

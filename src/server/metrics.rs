@@ -81,6 +81,8 @@ pub struct Metrics {
     streams_active: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    tunnels_total: AtomicU64,
+    tunnels_active: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
@@ -102,6 +104,10 @@ pub struct Snapshot {
     pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
+    /// Upgrades accepted since start (tunnels opened).
+    pub tunnels_total: u64,
+    /// Tunnels open now.
+    pub tunnels_active: u64,
     /// Errors by kind, in [`ErrorKind::ALL`] order.
     pub errors: Vec<(ErrorKind, u64)>,
     /// Requests completed (histogram count).
@@ -147,6 +153,15 @@ impl Metrics {
         self.latency_count.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn tunnel_opened(&self) {
+        self.tunnels_total.fetch_add(1, Relaxed);
+        self.tunnels_active.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn tunnel_closed(&self) {
+        self.tunnels_active.fetch_sub(1, Relaxed);
+    }
+
     pub(crate) fn add_bytes_in(&self, n: u64) {
         self.bytes_in.fetch_add(n, Relaxed);
     }
@@ -168,6 +183,8 @@ impl Metrics {
             streams_active: self.streams_active.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            tunnels_total: self.tunnels_total.load(Relaxed),
+            tunnels_active: self.tunnels_active.load(Relaxed),
             errors: ErrorKind::ALL
                 .iter()
                 .map(|k| (*k, self.errors[k.index()].load(Relaxed)))
@@ -221,6 +238,18 @@ impl Metrics {
             "Response body bytes sent.",
             "counter",
             s.bytes_out,
+        );
+        counter(
+            "uwire_tunnels_total",
+            "Upgrades accepted (tunnels opened).",
+            "counter",
+            s.tunnels_total,
+        );
+        counter(
+            "uwire_tunnels_active",
+            "Tunnels open.",
+            "gauge",
+            s.tunnels_active,
         );
         let _ = writeln!(
             out,

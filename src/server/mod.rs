@@ -39,8 +39,11 @@ mod lazy;
 mod listener;
 mod metrics;
 mod pipeline;
+pub mod upgrade;
 mod uwire;
 mod uwsgi;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 
 use std::future::Future;
 use std::io;
@@ -65,6 +68,7 @@ pub use listener::{
     DEFAULT_SOCKET_MODE,
 };
 pub use metrics::{ErrorKind, Metrics, Snapshot, LATENCY_BUCKETS};
+pub use upgrade::{OnUpgrade, UpgradeError, Upgraded};
 
 /// A uwire server: configuration plus the metrics its connections update.
 #[derive(Clone)]

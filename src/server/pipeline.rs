@@ -28,6 +28,7 @@ use tokio::time::Instant as Deadline;
 
 use super::handler::{Body, BodyError, Handler, Request, Response, ResponseBody};
 use super::metrics::{ErrorKind, Metrics};
+use super::upgrade::{Offer, OnUpgrade, Upgraded};
 use super::ServerConfig;
 use crate::environ;
 use crate::frame::{HeaderBlock, Reason, RequestHead, ResponseHead};
@@ -120,6 +121,11 @@ pub(crate) trait Sink: Send {
     /// Ends the exchange early: a uwire RESET with `reason`, an abortive
     /// close on classic uwsgi (the only way to say "cut short" there).
     fn abort(&mut self, reason: Reason);
+
+    /// After the head accepting an upgrade went out (without ending the
+    /// response): both directions of the exchange as one byte stream, or
+    /// `None` where the exchange cannot carry one.
+    fn take_tunnel(&mut self, ctx: &Ctx) -> Option<Upgraded>;
 }
 
 /// Runs `f` when dropped: bookkeeping that must happen even when the task
@@ -198,12 +204,53 @@ pub(crate) async fn serve<S: Sink>(ctx: &Ctx, head: Box<RequestHead>, body: Body
     // Counted as finished however this ends, cancellation included.
     let _finished = OnDrop(move || metrics.stream_finished(started.elapsed()));
     let deadline = ctx.config.request_deadline.map(|d| Deadline::now() + d);
-    let response = match run_handler(ctx, head, body, deadline, sink).await {
+    let (offer, on_upgrade) = match head.upgrade.is_some() {
+        true => {
+            let (o, on) = Offer::new(head.method.clone());
+            (Some(o), Some(on))
+        }
+        false => (None, None),
+    };
+    let response = match run_handler(ctx, head, body, on_upgrade, deadline, sink).await {
         Outcome::Respond(r) => r,
         Outcome::PeerGone => return,
         Outcome::Aborted => return sink.abort(Reason::CANCEL),
     };
+    if let Some(offer) = offer.filter(|o| o.accepted_by(response.status().as_u16())) {
+        return accept_upgrade(ctx, sink, response, offer).await;
+    }
     respond(ctx, sink, response, deadline).await
+}
+
+/// Sends the head accepting an upgrade and hands the exchange's byte
+/// stream to the handler's [`OnUpgrade`]. The response body is not sent:
+/// after this head the stream carries the tunnel.
+async fn accept_upgrade<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, offer: Offer) {
+    if !offer.is_taken() {
+        ctx.metrics.error(ErrorKind::HandlerError);
+        tracing::error!(
+            status = response.status().as_u16(),
+            "handler accepted an upgrade without keeping Request::upgrade(); answering 500"
+        );
+        return respond(ctx, sink, simple(500, "internal server error"), None).await;
+    }
+    let (parts, _body) = response.into_parts();
+    let head = ResponseHead {
+        status: parts.status.as_u16(),
+        reason: None,
+        headers: header_block(&parts.headers, None),
+    };
+    let shape = BodyShape {
+        end: false,
+        exact_len: None,
+    };
+    if let Err(e) = sink.send_head(head, shape).await {
+        return sink_failed(ctx, e);
+    }
+    match sink.take_tunnel(ctx) {
+        Some(up) => offer.complete(up),
+        None => sink.abort(Reason::INTERNAL_ERROR),
+    }
 }
 
 /// Builds the environ, runs the handler under the deadline with panics
@@ -213,9 +260,11 @@ async fn run_handler<S: Sink>(
     ctx: &Ctx,
     head: Box<RequestHead>,
     body: Body,
+    on_upgrade: Option<OnUpgrade>,
     deadline: Option<Deadline>,
     sink: &mut S,
 ) -> Outcome {
+    let offered = on_upgrade.is_some();
     let max_body = ctx.config.max_body_size;
     let environ = match environ::build(&head, &ctx.config.environ) {
         Err(e) => {
@@ -228,7 +277,7 @@ async fn run_handler<S: Sink>(
         }
         Ok(env) => env,
     };
-    let request = Request::from_boxed(head, environ, body);
+    let request = Request::from_boxed(head, environ, body).with_upgrade(on_upgrade);
     // `call` itself may panic (work done before the future is built), as
     // may the future: both are the handler panicking.
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.call(request))) {
@@ -278,9 +327,12 @@ async fn run_handler<S: Sink>(
         },
         Some(Ok(Ok(resp))) => resp,
     };
-    if response.status().is_informational() {
-        // A 1xx head is interim: the client would wait forever for the final
-        // one (or get a body it cannot place).
+    if response.status().is_informational()
+        && !(offered && response.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+    {
+        // A 1xx head is interim (except a 101 accepting an upgrade offer):
+        // the client would wait forever for the final one (or get a body it
+        // cannot place).
         ctx.metrics.error(ErrorKind::HandlerError);
         tracing::error!(
             status = response.status().as_u16(),

@@ -14,8 +14,9 @@ use tracing::Instrument;
 use super::handler::{Body, BodyError};
 use super::metrics::ErrorKind;
 use super::pipeline::{self, BodyShape, Ctx, OnDrop, PollOnce, Sink, SinkError};
+use super::upgrade::Upgraded;
 use crate::frame::{HeaderBlock, Reason, ResponseHead};
-use crate::net::{self, IncomingRequest, Responder, SendStream};
+use crate::net::{self, IncomingRequest, RecvStream, Responder, SendStream, Tunnel};
 
 /// Serves one uwire/1 connection until it closes: accepts its streams, runs
 /// each through the pipeline, closes the connection when idle for
@@ -134,8 +135,20 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
         body,
         responder,
     } = req;
-    let body = Body::new(body, ctx.config.max_body_size, Some(ctx.metrics.clone()));
-    let mut sink = StreamSink::Waiting(responder);
+    let metrics = Some(ctx.metrics.clone());
+    let (body, mut sink) = if head.upgrade.is_some() {
+        // An upgrade offer has no body (PROTOCOL.md 7.5): the client's half
+        // is kept for the tunnel, should the handler accept.
+        (
+            Body::channel_empty(ctx.config.max_body_size, metrics),
+            StreamSink::Offered(responder, body),
+        )
+    } else {
+        (
+            Body::new(body, ctx.config.max_body_size, metrics),
+            StreamSink::Waiting(responder),
+        )
+    };
     pipeline::serve(ctx, head, body, &mut sink).await;
 }
 
@@ -143,7 +156,13 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
 /// the stream's send half.
 enum StreamSink {
     Waiting(Responder),
+    /// An upgrade offer: the responder, and the client's half kept for the
+    /// tunnel.
+    Offered(Responder, RecvStream),
     Sending(SendStream),
+    /// The head answering an upgrade offer went out; the client's half is
+    /// still kept (a tunnel if the head accepted the offer).
+    SendingOffered(SendStream, RecvStream),
     Done,
 }
 
@@ -152,8 +171,8 @@ impl Sink for StreamSink {
 
     async fn closed(&mut self) -> Option<Reason> {
         match self {
-            StreamSink::Waiting(r) => r.closed().await,
-            StreamSink::Sending(s) => s.closed().await,
+            StreamSink::Waiting(r) | StreamSink::Offered(r, _) => r.closed().await,
+            StreamSink::Sending(s) | StreamSink::SendingOffered(s, _) => s.closed().await,
             StreamSink::Done => None,
         }
     }
@@ -164,20 +183,25 @@ impl Sink for StreamSink {
     }
 
     async fn send_head(&mut self, head: ResponseHead, shape: BodyShape) -> Result<(), SinkError> {
-        let StreamSink::Waiting(responder) = std::mem::replace(self, StreamSink::Done) else {
-            return Err(SinkError::Gone(None));
+        let (responder, kept) = match std::mem::replace(self, StreamSink::Done) {
+            StreamSink::Waiting(r) => (r, None),
+            StreamSink::Offered(r, recv) => (r, Some(recv)),
+            _ => return Err(SinkError::Gone(None)),
         };
         let send = responder
             .send_response(head, shape.end)
             .map_err(|_| SinkError::Gone(None))?;
         if !shape.end {
-            *self = StreamSink::Sending(send);
+            *self = match kept {
+                Some(recv) => StreamSink::SendingOffered(send, recv),
+                None => StreamSink::Sending(send),
+            };
         }
         Ok(())
     }
 
     async fn send_data(&mut self, data: Bytes, last: bool) -> Result<(), SinkError> {
-        let StreamSink::Sending(send) = self else {
+        let (StreamSink::Sending(send) | StreamSink::SendingOffered(send, _)) = self else {
             return Err(SinkError::Gone(None));
         };
         // Fails only once the stream is reset (by the proxy, or by the
@@ -195,7 +219,9 @@ impl Sink for StreamSink {
     }
 
     async fn send_trailers(&mut self, trailers: HeaderBlock) -> Result<(), SinkError> {
-        let StreamSink::Sending(mut send) = std::mem::replace(self, StreamSink::Done) else {
+        let (StreamSink::Sending(mut send) | StreamSink::SendingOffered(mut send, _)) =
+            std::mem::replace(self, StreamSink::Done)
+        else {
             return Err(SinkError::Gone(None));
         };
         send.send_trailers(trailers)
@@ -203,7 +229,9 @@ impl Sink for StreamSink {
     }
 
     async fn finish(&mut self) -> Result<(), SinkError> {
-        let StreamSink::Sending(mut send) = std::mem::replace(self, StreamSink::Done) else {
+        let (StreamSink::Sending(mut send) | StreamSink::SendingOffered(mut send, _)) =
+            std::mem::replace(self, StreamSink::Done)
+        else {
             return Err(SinkError::Gone(None));
         };
         send.finish().await.map_err(|_| SinkError::Gone(None))
@@ -211,9 +239,22 @@ impl Sink for StreamSink {
 
     fn abort(&mut self, reason: Reason) {
         match std::mem::replace(self, StreamSink::Done) {
-            StreamSink::Waiting(r) => r.reset(reason),
-            StreamSink::Sending(s) => s.reset(reason),
+            StreamSink::Waiting(r) | StreamSink::Offered(r, _) => r.reset(reason),
+            StreamSink::Sending(s) | StreamSink::SendingOffered(s, _) => s.reset(reason),
             StreamSink::Done => {}
+        }
+    }
+
+    fn take_tunnel(&mut self, ctx: &Ctx) -> Option<Upgraded> {
+        match std::mem::replace(self, StreamSink::Done) {
+            StreamSink::SendingOffered(send, recv) => Some(Upgraded::tunnel(
+                Tunnel::new(send, recv, ctx.config.tunnel),
+                Some(ctx.metrics.clone()),
+            )),
+            other => {
+                *self = other;
+                None
+            }
         }
     }
 }

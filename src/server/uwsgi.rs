@@ -13,6 +13,7 @@ use super::handler::{Body, BodyError};
 use super::listener::Accepted;
 use super::metrics::ErrorKind;
 use super::pipeline::{self, AbortOnDrop, BodyShape, Ctx, OnDrop, Sink, SinkError};
+use super::upgrade::Upgraded;
 use crate::frame::{HeaderBlock, Reason, ResponseHead};
 use crate::net::socket::{ReadHalf, WriteHalf};
 use crate::uwsgi::{encode_response_head, UwsgiDecoder, UwsgiError, UwsgiLimits};
@@ -56,12 +57,18 @@ pub(crate) async fn serve<T: Accepted>(mut io: T, ctx: Ctx, mut buf: BytesMut) {
             Ok(Ok(_)) => {}
         }
     };
-    let head = match request.to_request_head() {
+    let mut head = match request.to_request_head() {
         Ok(h) => Box::new(h),
         Err(e) => return reject(&mut io, &ctx, &e).await,
     };
     let expected = request.body_length;
     drop(request);
+    if expected == 0 && head.method.as_ref() != b"CONNECT" {
+        // The connection is raw after the response head: it can carry a
+        // tunnel (nginx switches to one on a 101 to a request that carried
+        // `Upgrade`). A request with a body makes no offer.
+        head.upgrade = super::upgrade::http1_offer(&head.headers);
+    }
 
     if expected == 0 {
         // No body: no reader task, no channels; the connection is read
@@ -69,7 +76,7 @@ pub(crate) async fn serve<T: Accepted>(mut io: T, ctx: Ctx, mut buf: BytesMut) {
         drop(buf);
         let body = Body::channel_empty(ctx.config.max_body_size, Some(ctx.metrics.clone()));
         let mut sink = InPlace {
-            io,
+            io: Some(io),
             head: None,
             aborted: false,
         };
@@ -282,7 +289,8 @@ async fn start<W: AsyncWrite + Unpin>(
 /// peer closing is noticed by reading it in place (only while the pipeline
 /// waits: for the handler, or for the next chunk of a streamed response).
 struct InPlace<T> {
-    io: T,
+    /// `None` once an accepted upgrade took the connection.
+    io: Option<T>,
     head: Option<BytesMut>,
     aborted: bool,
 }
@@ -291,10 +299,11 @@ impl<T: Accepted> Sink for InPlace<T> {
     const KEEPS_TRANSFER_ENCODING: bool = false;
 
     async fn closed(&mut self) -> Option<Reason> {
+        let io = self.io.as_mut()?;
         // Small: this buffer is part of every connection task's state.
         let mut scratch = [0u8; 64];
         loop {
-            match self.io.read(&mut scratch).await {
+            match io.read(&mut scratch).await {
                 Ok(0) | Err(_) => return Some(Reason::CANCEL),
                 // Bytes after the packet: uwsgi has no pipelining; ignore
                 // them.
@@ -308,12 +317,14 @@ impl<T: Accepted> Sink for InPlace<T> {
     }
 
     async fn send_head(&mut self, head: ResponseHead, shape: BodyShape) -> Result<(), SinkError> {
-        start(&mut self.io, &mut self.head, &head, shape).await
+        let io = self.io.as_mut().ok_or(SinkError::Gone(None))?;
+        start(io, &mut self.head, &head, shape).await
     }
 
     async fn send_data(&mut self, data: Bytes, _last: bool) -> Result<(), SinkError> {
         // The end of the response is the connection closing, right after.
-        write_with_head(&mut self.io, &mut self.head, &data).await
+        let io = self.io.as_mut().ok_or(SinkError::Gone(None))?;
+        write_with_head(io, &mut self.head, &data).await
     }
 
     async fn send_trailers(&mut self, _trailers: HeaderBlock) -> Result<(), SinkError> {
@@ -325,17 +336,35 @@ impl<T: Accepted> Sink for InPlace<T> {
         // The connection is dropped (closed, which the peer reads as the end
         // of the response) right after; a `shutdown` first would only cost a
         // system call.
-        write_with_head(&mut self.io, &mut self.head, &[]).await
+        let io = self.io.as_mut().ok_or(SinkError::Gone(None))?;
+        write_with_head(io, &mut self.head, &[]).await
     }
 
     fn abort(&mut self, _reason: Reason) {
         if !self.aborted {
             self.aborted = true;
             self.head = None;
-            if let Err(e) = self.io.set_abortive_close() {
+            if let Some(Err(e)) = self.io.as_ref().map(|io| io.set_abortive_close()) {
                 tracing::debug!(error = %e, "cannot make the close abortive");
             }
         }
+    }
+
+    fn take_tunnel(&mut self, ctx: &Ctx) -> Option<Upgraded> {
+        // The head went out with `send_head` (a body of unknown length is
+        // never held back).
+        let sock = match self.io.take()?.into_socket() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "uwsgi connection failed");
+                return None;
+            }
+        };
+        Some(Upgraded::socket(
+            sock,
+            ctx.config.tunnel,
+            Some(ctx.metrics.clone()),
+        ))
     }
 }
 
@@ -399,5 +428,10 @@ impl Sink for Split {
         if let Err(e) = self.wr.set_abortive_close() {
             tracing::debug!(error = %e, "cannot make the close abortive");
         }
+    }
+
+    fn take_tunnel(&mut self, _ctx: &Ctx) -> Option<Upgraded> {
+        // A request with a body makes no upgrade offer.
+        None
     }
 }

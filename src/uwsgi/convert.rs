@@ -307,6 +307,9 @@ impl UwsgiRequest {
             tls,
             params: params.finish(),
             body_length,
+            // Whether the connection may become a tunnel is the server's
+            // call (it owns the socket), not the packet's.
+            upgrade: None,
         })
     }
 }

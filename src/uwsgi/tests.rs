@@ -268,6 +268,7 @@ fn sample_head() -> RequestHead {
         ])
         .unwrap(),
         body_length: Some(2),
+        upgrade: None,
     }
 }
 

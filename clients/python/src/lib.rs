@@ -9,6 +9,7 @@
 //!   ([`front::run_front`]);
 //! * the IPC client ([`client`]), on `uwire::client`.
 
+mod asgi;
 mod bind;
 mod client;
 mod errors;
@@ -107,6 +108,7 @@ fn build_environ<'py>(
             .unwrap_or(false),
         params,
         body_length: get_u("body_length")?,
+        upgrade: None,
     };
     let mut cfg = EnvironConfig::default();
     if let Some(v) = config.get_item("script_name")? {
@@ -142,6 +144,9 @@ fn build_environ<'py>(
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bind::BoundSocket>()?;
+    m.add_class::<asgi::Bridge>()?;
+    m.add_class::<asgi::HttpExchange>()?;
+    m.add_class::<asgi::WsExchange>()?;
     m.add_class::<table::SharedTable>()?;
     m.add_class::<wsgi::Input>()?;
     m.add_class::<wsgi::ErrorStream>()?;

@@ -54,6 +54,8 @@ pub struct WorkerConfig {
     max_body_size: u64,
     idle_timeout: f64,
     max_connections: usize,
+    tunnel_idle_timeout: f64,
+    tunnel_max_duration: f64,
     master_pid: u32,
     slot: Option<usize>,
 }
@@ -76,6 +78,10 @@ impl WorkerConfig {
         c.max_body_size = self.max_body_size;
         c.idle_timeout = secs(self.idle_timeout);
         c.max_connections = self.max_connections.max(1);
+        c.tunnel = uwire::net::TunnelLimits {
+            idle_timeout: secs(self.tunnel_idle_timeout),
+            max_duration: secs(self.tunnel_max_duration),
+        };
         c.validate().map_err(PyValueError::new_err)?;
         Ok(c)
     }
@@ -111,14 +117,18 @@ fn inherited(fd: RawFd) -> std::io::Result<Listener> {
 /// recycle reason: `--max-requests`, a thread stuck past `--timeout`, the
 /// master gone), then drains and returns the reason. Blocks with the GIL
 /// released; the app runs on `threads` Python threads.
+///
+/// With `asgi` (a bridge whose event loop runs on another thread), `app`
+/// is not called here: requests go to the loop (see `crate::asgi`).
 #[pyfunction]
-#[pyo3(signature = (app, fds, config, table=None))]
+#[pyo3(signature = (app, fds, config, table=None, asgi=None))]
 pub fn serve(
     py: Python<'_>,
     app: Py<PyAny>,
     fds: Vec<RawFd>,
     config: WorkerConfig,
     table: Option<Py<SharedTable>>,
+    asgi: Option<Py<crate::asgi::Bridge>>,
 ) -> PyResult<&'static str> {
     let server_config = config.server_config()?;
     // A few threads allocate here (the I/O thread, app threads that take
@@ -172,7 +182,8 @@ pub fn serve(
         access,
         busy,
     });
-    let (jobs, slots, handles) = wsgi::start_pool(shared, threads);
+    // An ASGI app runs on its event loop's thread, not on a pool.
+    let (jobs, slots, handles) = wsgi::start_pool(shared, if asgi.is_some() { 0 } else { threads });
 
     let (stop_tx, stop_rx) = watch::channel::<Option<DrainReason>>(None);
     let stop_tx = Arc::new(stop_tx);
@@ -194,7 +205,15 @@ pub fn serve(
             }
         }) as Arc<dyn Fn() + Send + Sync>
     };
-    let handler = WsgiHandler { jobs, on_request };
+    let handler = match &asgi {
+        Some(b) => AnyHandler::Asgi(crate::asgi::AsgiHandler::new(
+            b.get(),
+            rt.handle().clone(),
+            bytes::Bytes::from(config.root_path.clone().into_bytes()),
+            on_request,
+        )),
+        None => AnyHandler::Wsgi(WsgiHandler { jobs, on_request }),
+    };
     let timeout_ms = (config.timeout * 1000.0) as u64;
     let grace_ms = (config.timeout_grace.max(0.0) * 1000.0) as u64;
     let master_pid = config.master_pid;
@@ -276,6 +295,25 @@ pub fn serve(
     match outcome {
         Ok(reason) => Ok(reason.as_str()),
         Err(e) => Err(PyOSError::new_err(e.to_string())),
+    }
+}
+
+/// The WSGI pool or the ASGI bridge.
+#[derive(Clone)]
+enum AnyHandler {
+    Wsgi(WsgiHandler),
+    Asgi(crate::asgi::AsgiHandler),
+}
+
+impl uwire::server::Handler for AnyHandler {
+    fn call(
+        &self,
+        req: uwire::server::Request,
+    ) -> uwire::server::BoxFuture<Result<uwire::server::Response, uwire::server::BoxError>> {
+        match self {
+            AnyHandler::Wsgi(h) => h.call(req),
+            AnyHandler::Asgi(h) => h.call(req),
+        }
     }
 }
 

@@ -74,6 +74,14 @@ pub struct FrontArgs {
     /// Longest wait for the next piece of a request body (408).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub body_read_timeout: Duration,
+    /// Close an upgraded connection (WebSocket) that carried no byte either
+    /// way for this long (0 disables).
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+    /// Close an upgraded connection (WebSocket) open this long, busy or not
+    /// (0 disables).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub tunnel_max_duration: Duration,
     /// Idle keep-alive connections close after this.
     #[arg(long, default_value = "75s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
@@ -198,6 +206,7 @@ impl FrontArgs {
             compression,
             access_log_format: self.access_log_format,
             access_log: self.access_log.clone(),
+            tunnel: tunnel_limits(self.tunnel_idle_timeout, self.tunnel_max_duration),
         };
         (c, p)
     }
@@ -466,4 +475,12 @@ async fn serve_both(
     f?;
     a?;
     Ok(())
+}
+
+/// Tunnel limits from the two flags (0 disables a limit).
+pub fn tunnel_limits(idle: Duration, max: Duration) -> uwire::net::TunnelLimits {
+    uwire::net::TunnelLimits {
+        idle_timeout: (!idle.is_zero()).then_some(idle),
+        max_duration: (!max.is_zero()).then_some(max),
+    }
 }

@@ -77,6 +77,14 @@ pub struct Args {
     /// Answer 504 when a request takes longer (0 disables).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub request_deadline: Duration,
+    /// Close an upgraded connection (WebSocket) that carried no byte either
+    /// way for this long (0 disables).
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+    /// Close an upgraded connection (WebSocket) open this long, busy or not
+    /// (0 disables).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub tunnel_max_duration: Duration,
     /// Time in-flight requests get after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -136,6 +144,7 @@ impl Args {
         c.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         c.request_deadline = (!self.request_deadline.is_zero()).then_some(self.request_deadline);
         c.drain_timeout = self.drain_timeout;
+        c.tunnel = crate::proxy::tunnel_limits(self.tunnel_idle_timeout, self.tunnel_max_duration);
         c.environ.script_name = self.script_name.clone().into();
         c.environ.allow_underscore_headers = self.allow_underscore_headers;
         c.protocol = self.protocol;

@@ -40,6 +40,8 @@ REASONS = {1: "signal", 2: "max-requests", 3: "stuck thread", 4: "orphaned"}
 
 # Exit status of a worker that could not load the app.
 WORKER_BOOT_ERROR = 3
+# uwire/1 streams per connection an ASGI worker accepts without --max-streams.
+ASGI_STREAMS = 128
 # Extra seconds a stopping process gets past --graceful-timeout before SIGKILL.
 KILL_MARGIN = 5.0
 # A serving worker whose heartbeat is older than this (seconds) has hung.
@@ -199,6 +201,8 @@ class Arbiter:
             "max_body_size": cfg.max_body_size,
             "idle_timeout": cfg.idle_timeout,
             "max_connections": cfg.max_connections,
+            "tunnel_idle_timeout": cfg.tunnel_idle_timeout,
+            "tunnel_max_duration": cfg.tunnel_max_duration,
             "master_pid": self.master_pid,
             "slot": slot,
         }
@@ -252,7 +256,40 @@ class Arbiter:
                 log.error("cannot load %s:\n%s", self.cfg.app, traceback.format_exc())
                 return WORKER_BOOT_ERROR
         fds = [s.fileno() for s in self.sockets]
+        if self.interface_of(app) == "asgi":
+            return self.asgi_worker_main(app, fds, config)
         reason = _native.serve(app, fds, config, self.table)
+        log.info("worker stopped (%s)", reason)
+        return 0
+
+    def interface_of(self, app: Any) -> str:
+        """``--interface``, with ``auto`` resolved for ``app``."""
+        if self.cfg.interface != "auto":
+            return self.cfg.interface
+        from .asgi import is_asgi
+
+        return "asgi" if is_asgi(app) else "wsgi"
+
+    def asgi_worker_main(self, app: Any, fds: list[int], config: dict[str, Any]) -> int:
+        from .asgi import AsgiWorker, LifespanFailed
+
+        if not self.cfg.max_streams:
+            # Concurrency comes from the loop, not threads; WebSockets hold
+            # their stream for their lifetime.
+            config = dict(config, max_streams=ASGI_STREAMS)
+        worker = AsgiWorker(app, self.cfg.lifespan)
+        try:
+            worker.start()
+        except LifespanFailed as e:
+            log.error("ASGI lifespan startup failed: %s; worker stopping", e)
+            return WORKER_BOOT_ERROR
+        except BaseException:
+            log.error("ASGI lifespan startup raised:\n%s", traceback.format_exc())
+            return WORKER_BOOT_ERROR
+        try:
+            reason = _native.serve(app, fds, config, self.table, worker.bridge)
+        finally:
+            worker.stop(self.cfg.graceful_timeout)
         log.info("worker stopped (%s)", reason)
         return 0
 

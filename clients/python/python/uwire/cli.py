@@ -50,6 +50,10 @@ class Config:
     max_body_size: int = 1 << 30
     idle_timeout: float = 300.0
     max_connections: int = 1024
+    interface: str = "auto"
+    tunnel_idle_timeout: float = 600.0
+    tunnel_max_duration: float = 86400.0
+    lifespan: str = "auto"
 
     def streams_per_connection(self) -> int:
         """uwire/1 streams a worker accepts per connection: a few per app
@@ -98,6 +102,18 @@ def _env_kv(s: str) -> str:
 def _protocol(s: str) -> str:
     if s not in ("auto", "uwire", "uwsgi"):
         raise argparse.ArgumentTypeError(f"{s!r}: use auto, uwire or uwsgi")
+    return s
+
+
+def _interface(s: str) -> str:
+    if s not in ("auto", "asgi", "wsgi"):
+        raise argparse.ArgumentTypeError(f"{s!r}: use auto, asgi or wsgi")
+    return s
+
+
+def _lifespan(s: str) -> str:
+    if s not in ("auto", "on", "off"):
+        raise argparse.ArgumentTypeError(f"{s!r}: use auto, on or off")
     return s
 
 
@@ -311,6 +327,42 @@ _OPTIONS: list[tuple[tuple[str, ...], str, Optional[Callable[[str], Any]], str, 
         "Most connections a worker keeps open at once. Default 1024.",
         "value",
     ),
+    (
+        ("--tunnel-idle-timeout",),
+        "tunnel_idle_timeout",
+        _seconds,
+        "Close an accepted upgrade (WebSocket) that carried no byte either way for "
+        "this many seconds (0 disables). Default 600.",
+        "value",
+    ),
+    (
+        ("--tunnel-max-duration",),
+        "tunnel_max_duration",
+        _seconds,
+        "Close an accepted upgrade (WebSocket) open this many seconds, busy or not "
+        "(0 disables). Default 86400.",
+        "value",
+    ),
+    (
+        ("--interface",),
+        "interface",
+        _interface,
+        "How the app is called: wsgi (PEP 3333), asgi (ASGI 3.0: http, websocket "
+        "and lifespan scopes, on one asyncio event loop per worker, uvloop when "
+        "installed) or auto (asgi when the callable is a coroutine function or an "
+        "object whose __call__ is one). Default auto.",
+        "value",
+    ),
+    (
+        ("--lifespan",),
+        "lifespan",
+        _lifespan,
+        "ASGI lifespan protocol: on (a failing or unsupported startup stops the "
+        "worker), off, or auto (an app that raises before answering the startup "
+        "event does not support it: served without). A startup the app reports "
+        "as failed always stops the worker. Default auto.",
+        "value",
+    ),
 ]
 
 _TRUE = ("1", "true", "yes", "on")
@@ -329,7 +381,7 @@ def build_parser(environ: Optional[dict[str, str]] = None) -> argparse.ArgumentP
     p = argparse.ArgumentParser(
         prog="python -m uwire",
         description=(
-            "Serve a WSGI application over uwire/1 and classic uwsgi with a master "
+            "Serve a WSGI or ASGI application over uwire/1 and classic uwsgi with a master "
             "and worker processes. Every flag can also be set from the environment "
             "as UWIRE_<FLAG> (e.g. UWIRE_WORKERS=4)."
         ),
