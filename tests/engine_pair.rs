@@ -1209,6 +1209,47 @@ fn two_step_goaway_without_a_ping_answer_goes_final_after_a_second() {
     assert_eq!(p.c.resets(), vec![(a, Reason::CANCEL, true)]);
 }
 
+/// `drain_notice_timeout` is the bound, exactly: a stream's final GOAWAY
+/// is not out 1 ms before it and is out at it; zero drains in one step.
+#[test]
+fn drain_notice_timeout_is_configurable_and_exact() {
+    let server = Config {
+        drain_notice_timeout: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let mut p = Pair::ready(Config::default(), server);
+    let now = p.now();
+    p.s.conn.set_drain_deadline(now + Duration::from_secs(30));
+    p.s.conn.go_away_gracefully(now);
+    assert_eq!(p.s.conn.poll_timeout(), Some(now + Duration::from_secs(3)));
+    p.advance(Duration::from_millis(2999));
+    assert!(!p.s.conn.is_closed());
+    p.advance(Duration::from_millis(1));
+    assert!(p.s.conn.is_closed());
+
+    let one_step = Config {
+        drain_notice_timeout: Duration::ZERO,
+        ..Config::default()
+    };
+    let mut p = Pair::ready(Config::default(), one_step);
+    let a = p.c.conn.open_stream(post("/slow"), false).unwrap();
+    p.pump();
+    let now = p.now();
+    p.s.conn.set_drain_deadline(now + Duration::from_secs(30));
+    p.s.conn.go_away_gracefully(now);
+    p.pump();
+    let last: Vec<StreamId> =
+        p.c.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::GoAway { last_stream_id, .. } => Some(*last_stream_id),
+                _ => None,
+            })
+            .collect();
+    // No notice: the final GOAWAY (naming the processed stream) at once.
+    assert_eq!(last, vec![a]);
+}
+
 #[test]
 fn an_idle_connection_whose_peer_never_answers_the_notice_closes_after_a_second() {
     let mut p = Pair::default_ready();

@@ -226,7 +226,7 @@ impl Connection {
     /// GOAWAY, so at that moment the final GOAWAY(NO_ERROR, last = highest
     /// REQUEST id) goes out as by [`Connection::go_away`], which refuses
     /// nothing the client still believed accepted. A client that never
-    /// answers delays the final GOAWAY by `DRAIN_NOTICE_TIMEOUT` (1 s) at
+    /// answers delays the final GOAWAY by `Config::drain_notice_timeout` (1 s) at
     /// most, and the drain deadline still applies. On a
     /// client, and once a GOAWAY of ours is out, this is
     /// `go_away(NO_ERROR)`.
@@ -234,10 +234,14 @@ impl Connection {
         if self.closed || self.drain_notice.is_some() {
             return;
         }
-        if self.role != Role::Server || self.local_goaway.is_some() || !self.is_ready() {
+        if self.role != Role::Server
+            || self.local_goaway.is_some()
+            || !self.is_ready()
+            || self.config.drain_notice_timeout.is_zero()
+        {
             return self.go_away(Reason::NO_ERROR, Bytes::new(), now);
         }
-        self.drain_notice = Some(now + super::engine::DRAIN_NOTICE_TIMEOUT);
+        self.drain_notice = Some(now + self.config.drain_notice_timeout);
         self.control
             .push_back(GoAway::new(StreamId::MAX, Reason::NO_ERROR, Bytes::new()).into());
         let payload = *b"uwdrain\0";

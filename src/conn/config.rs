@@ -39,6 +39,9 @@ pub const DEFAULT_MAX_PENDING_PONGS: usize = 16;
 /// Default bound on reply RESETs (refusals, stream errors) queued and not
 /// yet transmitted: 256.
 pub const DEFAULT_MAX_PENDING_RESETS: usize = 256;
+/// Default [`Config::drain_notice_timeout`] (Go's net/http2 uses the same
+/// second for the same step).
+pub const DEFAULT_DRAIN_NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default time the transport may refuse every byte we have to write before
 /// the connection is closed: 60 s (nginx's `send_timeout`).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -123,6 +126,13 @@ pub struct Config {
     /// [`DEFAULT_WRITE_TIMEOUT`]; `None` waits forever; must be non-zero
     /// when set.
     pub write_timeout: Option<Duration>,
+    /// A graceful drain's first step (GOAWAY with the highest id, then a
+    /// PING, PROTOCOL.md 11.2) waits at most this long for the PING's
+    /// answer before the final GOAWAY goes out. Zero drains in one step
+    /// (the final GOAWAY at once: a REQUEST already on its way is then
+    /// refused, and retried by the client only if it was retry-safe).
+    /// Default [`DEFAULT_DRAIN_NOTICE_TIMEOUT`].
+    pub drain_notice_timeout: Duration,
 }
 
 impl Default for Config {
@@ -143,6 +153,7 @@ impl Default for Config {
             max_pending_pongs: DEFAULT_MAX_PENDING_PONGS,
             max_pending_resets: DEFAULT_MAX_PENDING_RESETS,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            drain_notice_timeout: DEFAULT_DRAIN_NOTICE_TIMEOUT,
         }
     }
 }

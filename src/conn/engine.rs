@@ -3,7 +3,7 @@
 //! `recv.rs`, the transmit scheduler in `send.rs`.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -30,14 +30,6 @@ pub(super) struct PendingPing {
     /// its answer triggers the final GOAWAY and is not reported as an event.
     pub(super) drain: bool,
 }
-
-/// How long a drain notice waits for the answer to its PING before the
-/// final GOAWAY goes out regardless (see `Connection::go_away_gracefully`).
-/// A REQUEST sent before the client read the notice arrives well within
-/// it; a peer that does not answer (slow, or no longer polled) delays the
-/// drain by this much at most. The value HTTP/2 servers use for the same
-/// step (Go's net/http2: 1 s).
-pub(crate) const DRAIN_NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The state of one uwire/1 connection (sans-IO). See the [module
 /// docs](super) for how the I/O glue drives it.
@@ -73,7 +65,7 @@ pub struct Connection {
     pub(super) drain_deadline: Option<Instant>,
     /// A drain notice (GOAWAY with the largest id, then a PING) is out and
     /// its PING unanswered: the final GOAWAY follows the answer, or this
-    /// deadline ([`DRAIN_NOTICE_TIMEOUT`] after the notice).
+    /// deadline (`Config::drain_notice_timeout` after the notice).
     pub(super) drain_notice: Option<Instant>,
     pub(super) closed: bool,
     /// Rapid-reset budget (`max_peer_resets`).

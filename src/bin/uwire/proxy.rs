@@ -330,7 +330,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         let _ = stop_all.send(true);
     };
     let served = front.serve(listener, stop).await;
-    let joined = others.join();
+    let joined = others.join().await;
     let _ = stop_tx.send(true);
     served?;
     joined?;
@@ -447,7 +447,7 @@ pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
         crate::threads::Stop::from(stop_rx),
     )
     .await;
-    let joined = others.join();
+    let joined = others.join().await;
     served?;
     joined?;
     println!("uwire quickstart: stopped");

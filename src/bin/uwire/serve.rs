@@ -88,6 +88,10 @@ pub struct Args {
     /// Time in-flight requests get after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// How long a graceful drain waits for a client to confirm it has seen
+    /// the drain notice before the final GOAWAY (0: drain in one step).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub drain_notice_timeout: Duration,
     /// End a response (RESET, or an abortive close on classic uwsgi) whose
     /// peer takes none of its bytes for this long, and close a connection
     /// whose peer reads nothing for this long (0 disables).
@@ -144,6 +148,7 @@ impl Args {
         c.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         c.request_deadline = (!self.request_deadline.is_zero()).then_some(self.request_deadline);
         c.drain_timeout = self.drain_timeout;
+        c.conn.drain_notice_timeout = self.drain_notice_timeout;
         c.tunnel = crate::proxy::tunnel_limits(self.tunnel_idle_timeout, self.tunnel_max_duration);
         c.environ.script_name = self.script_name.clone().into();
         c.environ.allow_underscore_headers = self.allow_underscore_headers;
@@ -230,7 +235,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         let _ = stop_all.send(true);
     };
     let served = server.serve(listener, Demo, stop).await;
-    let joined = others.join();
+    let joined = others.join().await;
     served?;
     joined?;
     eprintln!("uwire: shut down cleanly");

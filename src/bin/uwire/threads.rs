@@ -55,8 +55,21 @@ impl Workers {
         self.stop.clone()
     }
 
-    /// Waits for the extra threads; the first error wins.
-    pub fn join(self) -> Result<(), BoxError> {
+    /// Waits for the extra threads; the first error wins. The wait happens
+    /// on the blocking pool: this thread's runtime keeps running its tasks
+    /// meanwhile (its upstream connections may still be what another
+    /// thread's drain waits on).
+    pub async fn join(self) -> Result<(), BoxError> {
+        if self.handles.is_empty() {
+            return Ok(());
+        }
+        match tokio::task::spawn_blocking(move || self.join_blocking()).await {
+            Ok(r) => r,
+            Err(_) => Err("waiting for the serving threads failed".into()),
+        }
+    }
+
+    fn join_blocking(self) -> Result<(), BoxError> {
         let mut result = Ok(());
         for h in self.handles {
             let r = match h.join() {
