@@ -51,6 +51,8 @@ struct RefRequestHead {
     params: Bytes,
     #[prost(uint64, optional, tag = "14")]
     body_length: Option<u64>,
+    #[prost(bytes = "bytes", optional, tag = "15")]
+    upgrade: Option<Bytes>,
 }
 
 /// `uwire.v1.ResponseHead`, as prost-derive decodes it.
@@ -109,6 +111,7 @@ fn request(data: &Bytes) {
             assert_eq!(h.tls, r.tls);
             assert_eq!(h.params.as_bytes(), &r.params);
             assert_eq!(h.body_length, r.body_length);
+            assert_eq!(h.upgrade, r.upgrade);
         }
         (Err(e), Ok(_)) => assert_ne!(e.class(), ErrorClass::InvalidProtobuf, "{e}"),
         (Err(e), Err(_)) => assert_eq!(e.class(), ErrorClass::InvalidProtobuf, "{e}"),
