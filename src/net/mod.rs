@@ -29,7 +29,9 @@
 
 mod driver;
 mod error;
+mod rewind;
 mod shared;
+pub(crate) use rewind::Rewind;
 pub mod socket;
 mod stream;
 mod tunnel;

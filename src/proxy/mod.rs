@@ -66,8 +66,9 @@ pub use config::*;
 pub use front::strip_hop_by_hop;
 pub use response::ProxyBody;
 
+use crate::net::Rewind;
 use front::{ConnInfo, Shared};
-use io::{ConnActivity, IoTimeouts, Prefixed, Stream, TimedIo};
+use io::{ConnActivity, IoTimeouts, Stream, TimedIo};
 
 /// Why a front could not be set up (or reloaded).
 #[derive(Debug, thiserror::Error)]
@@ -294,7 +295,7 @@ impl Setup {
                 }
             }
         }
-        let prefixed = Prefixed::new(prefix, tcp);
+        let prefixed = Rewind::new(prefix, tcp);
         let (stream, h2) = match &self.acceptor {
             None => (Stream::Plain(prefixed), None),
             Some(acceptor) => {
