@@ -95,28 +95,52 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field key, `None` at the end of the message.
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Result<Option<(u32, WireType)>, PbError> {
-        if self.rest.is_empty() {
-            return Ok(None);
+        match self.rest {
+            [] => Ok(None),
+            // Every field of the heads has a one-byte key (tags 1 to 15):
+            // decoded here with prost's checks (tag not 0, a known wire
+            // type); longer keys go to prost.
+            [k, rest @ ..] if *k < 0x80 => {
+                let wire_type = WireType::try_from(u64::from(k & 7)).map_err(|_| PbError)?;
+                if k >> 3 == 0 {
+                    return Err(PbError);
+                }
+                self.rest = rest;
+                Ok(Some((u32::from(k >> 3), wire_type)))
+            }
+            _ => Ok(Some(decode_key(&mut self.rest)?)),
         }
-        Ok(Some(decode_key(&mut self.rest)?))
+    }
+
+    /// A varint, with the one-byte case (lengths under 128, ports of the
+    /// defaults, versions, booleans) inline and the rest from prost.
+    #[inline(always)]
+    fn raw_varint(&mut self) -> Result<u64, PbError> {
+        match self.rest {
+            [b, rest @ ..] if *b < 0x80 => {
+                self.rest = rest;
+                Ok(u64::from(*b))
+            }
+            _ => Ok(decode_varint(&mut self.rest)?),
+        }
     }
 
     /// A `bytes` field (as `prost::encoding::bytes::merge`).
-    #[inline]
+    #[inline(always)]
     fn bytes(&mut self, wire_type: WireType) -> Result<Bytes, PbError> {
         let b = self.bytes_raw(wire_type)?;
         Ok(self.payload.slice_ref(b))
     }
 
     /// The value of a `bytes` field as a borrowed slice of the payload.
-    #[inline]
+    #[inline(always)]
     fn bytes_raw(&mut self, wire_type: WireType) -> Result<&'a [u8], PbError> {
         if wire_type != WireType::LengthDelimited {
             return Err(PbError);
         }
-        let len = decode_varint(&mut self.rest)?;
+        let len = self.raw_varint()?;
         if len > self.rest.len() as u64 {
             return Err(PbError);
         }
@@ -128,7 +152,7 @@ impl<'a> Reader<'a> {
     /// A `bytes` field whose value is usually one of `common`: a match is
     /// returned as a static `Bytes`, saving the atomic refcount increment
     /// (and the later decrement) that slicing the shared payload costs.
-    #[inline]
+    #[inline(always)]
     fn bytes_common(
         &mut self,
         wire_type: WireType,
@@ -143,12 +167,12 @@ impl<'a> Reader<'a> {
 
     /// A varint field (`int32`, `uint32`, `uint64`, `bool`): the raw value,
     /// which the caller truncates as prost does.
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self, wire_type: WireType) -> Result<u64, PbError> {
         if wire_type != WireType::Varint {
             return Err(PbError);
         }
-        Ok(decode_varint(&mut self.rest)?)
+        self.raw_varint()
     }
 
     /// Skips a field this version does not know (unknown fields are ignored).
@@ -263,7 +287,7 @@ impl RequestHead {
                 "REQUEST payload is not a valid RequestHead message",
             )
         })?;
-        if raw.method.is_empty() || !super::header_block::is_valid_name(&raw.method) {
+        if raw.method.is_empty() || !super::scan::is_valid_name(&raw.method) {
             return Err((ErrorClass::InvalidHead, "method is empty or not a token"));
         }
         if raw.path.is_empty() {
@@ -448,7 +472,7 @@ impl ResponseHead {
             return Err((ErrorClass::InvalidHead, "status outside 100..=999"));
         }
         if let Some(r) = &reason {
-            if !super::header_block::is_valid_value(r) {
+            if !super::scan::is_valid_value(r) {
                 return Err((
                     ErrorClass::InvalidHead,
                     "reason phrase contains NUL, CR or LF",

@@ -15,6 +15,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::scan::{is_valid_name, is_valid_value, Classes};
 use super::EncodeError;
 
 /// Why a header block failed validation.
@@ -26,98 +27,6 @@ pub(crate) enum BlockError {
     TooMany,
 }
 
-/// RFC 9110 §5.6.2: `tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
-/// "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA`.
-static TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        t[i] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        i += 1;
-    }
-    t
-};
-
-/// Whether `b` is an RFC 9110 `tchar`.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    TCHAR[b as usize]
-}
-
-/// Whether `name` is a valid field name: non-empty, all `tchar`.
-#[inline]
-pub fn is_valid_name(name: &[u8]) -> bool {
-    // Branch-free accumulation, eight table lookups per step: names are short
-    // and almost always valid, so an early exit per byte would only cost
-    // loop overhead and mispredictions.
-    let t = |b: u8| TCHAR[b as usize];
-    let mut ok = !name.is_empty();
-    let mut chunks = name.chunks_exact(8);
-    for c in &mut chunks {
-        ok &= t(c[0]) & t(c[1]) & t(c[2]) & t(c[3]) & t(c[4]) & t(c[5]) & t(c[6]) & t(c[7]);
-    }
-    for &b in chunks.remainder() {
-        ok &= t(b);
-    }
-    ok
-}
-
-/// Whether `value` is a valid field value: no NUL, CR or LF.
-#[inline]
-pub fn is_valid_value(value: &[u8]) -> bool {
-    // memchr3 pays a dispatch and setup cost per call that dominates for the
-    // short values typical of headers, so short values are checked inline,
-    // eight bytes per step (SWAR), with no call at all.
-    if value.len() >= 128 {
-        return memchr::memchr3(0, b'\r', b'\n', value).is_none();
-    }
-    if value.len() < 8 {
-        // bit i of 0x2401 is set for i in {0, 10, 13}.
-        return !value.iter().fold(false, |bad, &b| {
-            bad | ((b < 14) & ((0x2401u16 >> (b & 15)) & 1 != 0))
-        });
-    }
-    let mut bad = 0;
-    let mut words = value.chunks_exact(8);
-    for w in &mut words {
-        bad |= bad_bytes(u64::from_le_bytes(w.try_into().unwrap()));
-    }
-    // The last word may overlap bytes already checked; that is harmless.
-    let tail = value.len() - 8;
-    bad |= bad_bytes(u64::from_le_bytes(value[tail..].try_into().unwrap()));
-    bad == 0
-}
-
-/// Non-zero when any byte of `x` is NUL, CR or LF.
-#[inline(always)]
-fn bad_bytes(x: u64) -> u64 {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    // Classic "has a zero byte" test: exact as to whether any byte is zero.
-    #[inline(always)]
-    fn has_zero(x: u64) -> u64 {
-        x.wrapping_sub(LO) & !x & HI
-    }
-    has_zero(x) | has_zero(x ^ (LO * b'\r' as u64)) | has_zero(x ^ (LO * b'\n' as u64))
-}
-
 /// Splits the first entry off `input`: `(name, value, rest)`, or `None` when
 /// a length runs past the end.
 #[inline(always)]
@@ -127,6 +36,65 @@ fn entry(input: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let (value_len, rest) = rest.split_first_chunk::<4>()?;
     let (value, rest) = rest.split_at_checked(u32::from_be_bytes(*value_len) as usize)?;
     Some((name, value, rest))
+}
+
+/// Walks the entries of an encoded block, checking each name and value
+/// with `check` (given their byte ranges in `block`, it answers whether the
+/// name and the value are valid), and returns how many there are. Errors
+/// come in the order the entries do, and within one entry: structure, name,
+/// value, count.
+#[inline(always)]
+fn count_entries(
+    block: &[u8],
+    max_count: u32,
+    check: impl Fn((usize, usize), (usize, usize)) -> (bool, bool),
+) -> Result<u32, BlockError> {
+    let mut input = block;
+    let mut count: u32 = 0;
+    while !input.is_empty() {
+        let (name, value, rest) = entry(input).ok_or(BlockError::Invalid(
+            "entry length runs past the end of the block",
+        ))?;
+        let at = |field: &[u8]| {
+            let start = field.as_ptr() as usize - block.as_ptr() as usize;
+            (start, start + field.len())
+        };
+        let (name_ok, value_ok) = check(at(name), at(value));
+        if !name_ok {
+            return Err(BlockError::Invalid(
+                "empty header name or name with a non-token byte",
+            ));
+        }
+        if !value_ok {
+            return Err(BlockError::Invalid("header value contains NUL, CR or LF"));
+        }
+        count += 1;
+        if count > max_count {
+            return Err(BlockError::TooMany);
+        }
+        input = rest;
+    }
+    Ok(count)
+}
+
+/// [`count_entries`] with the checks answered by the block's byte classes.
+fn count_scanned(block: &[u8], classes: &Classes, max_count: u32) -> Result<u32, BlockError> {
+    count_entries(block, max_count, |name, value| {
+        (
+            classes.is_valid_name(name.0, name.1),
+            classes.is_valid_value(value.0, value.1),
+        )
+    })
+}
+
+/// [`count_entries`] checking each name and value on its own bytes.
+fn count_by_field(block: &[u8], max_count: u32) -> Result<u32, BlockError> {
+    count_entries(block, max_count, |name, value| {
+        (
+            is_valid_name(&block[name.0..name.1]),
+            is_valid_value(&block[value.0..value.1]),
+        )
+    })
 }
 
 /// A validated, ordered list of `(name, value)` byte pairs backed by one
@@ -148,26 +116,15 @@ impl HeaderBlock {
 
     /// Validates an encoded block, allowing at most `max_count` entries.
     pub(crate) fn parse(buf: Bytes, max_count: u32) -> Result<HeaderBlock, BlockError> {
-        let mut input: &[u8] = &buf;
-        let mut count: u32 = 0;
-        while !input.is_empty() {
-            let (name, value, rest) = entry(input).ok_or(BlockError::Invalid(
-                "entry length runs past the end of the block",
-            ))?;
-            if !is_valid_name(name) {
-                return Err(BlockError::Invalid(
-                    "empty header name or name with a non-token byte",
-                ));
-            }
-            if !is_valid_value(value) {
-                return Err(BlockError::Invalid("header value contains NUL, CR or LF"));
-            }
-            count += 1;
-            if count > max_count {
-                return Err(BlockError::TooMany);
-            }
-            input = rest;
+        if buf.is_empty() {
+            return Ok(HeaderBlock::new());
         }
+        let mut classes = Classes::new();
+        let count = if classes.scan(&buf) {
+            count_scanned(&buf, &classes, max_count)?
+        } else {
+            count_by_field(&buf, max_count)?
+        };
         Ok(HeaderBlock { buf, count })
     }
 
@@ -384,6 +341,49 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Both ways of validating a block (byte classes scanned in bulk, and
+        /// field by field) give the same answer, error included, on
+        /// well-formed blocks with stray bad bytes, on truncated ones and on
+        /// arbitrary bytes.
+        #[test]
+        fn scanned_and_by_field_validation_agree(
+            entries in proptest::collection::vec(
+                (
+                    proptest::collection::vec(proptest::prop_oneof![
+                        12 => proptest::sample::select(&b"azAZ09-_.!~|"[..]),
+                        1 => proptest::num::u8::ANY,
+                    ], 0..70),
+                    proptest::collection::vec(proptest::prop_oneof![
+                        20 => 0x20u8..0x7f,
+                        1 => proptest::num::u8::ANY,
+                    ], 0..200),
+                ),
+                0..40,
+            ),
+            cut in proptest::num::usize::ANY,
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            max_count in 0u32..45,
+        ) {
+            let mut block = Vec::new();
+            for (n, v) in &entries {
+                block.extend_from_slice(&(n.len() as u16).to_be_bytes());
+                block.extend_from_slice(n);
+                block.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                block.extend_from_slice(v);
+            }
+            let truncated = &block[..cut % (block.len() + 1)];
+            for b in [&block[..], truncated, &noise[..]] {
+                // Without AVX2 the by-field path is the only one.
+                let mut c = Classes::new();
+                if c.scan(b) {
+                    proptest::prop_assert_eq!(
+                        count_scanned(b, &c, max_count),
+                        count_by_field(b, max_count)
+                    );
+                }
+            }
+        }
+
         /// The word-at-a-time validators agree with the obvious definitions
         /// at every length and position (the SWAR tail overlaps, the long
         /// path switches to memchr).
@@ -399,7 +399,7 @@ mod tests {
             )
         ) {
             let value_ref = !v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n');
-            let name_ref = !v.is_empty() && v.iter().all(|&b| TCHAR[b as usize]);
+            let name_ref = !v.is_empty() && v.iter().all(|&b| crate::frame::scan::is_tchar(b));
             proptest::prop_assert_eq!(is_valid_value(&v), value_ref);
             proptest::prop_assert_eq!(is_valid_name(&v), name_ref);
             // Single bad byte at every position of an otherwise valid value.

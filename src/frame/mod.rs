@@ -27,6 +27,7 @@ mod reason;
 mod request;
 mod reset;
 mod response;
+pub(crate) mod scan;
 mod settings;
 mod trailers;
 mod unknown;
@@ -39,9 +40,7 @@ pub use error::{DecodeError, EncodeError, ErrorClass};
 pub use goaway::GoAway;
 pub use head::{accepts_upgrade, HttpVersion, RequestHead, ResponseHead};
 pub use header::{FrameHeader, HEADER_LEN};
-pub use header_block::{
-    is_valid_name, is_valid_value, HeaderBlock, HeaderBlockBuilder, Iter as HeaderIter,
-};
+pub use header_block::{HeaderBlock, HeaderBlockBuilder, Iter as HeaderIter};
 pub use ids::{Kind, StreamId};
 pub use limits::{
     Limits, DEFAULT_MAX_CONTROL_SIZE, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_COUNT,
@@ -52,6 +51,7 @@ pub use reason::Reason;
 pub use request::Request;
 pub use reset::Reset;
 pub use response::Response;
+pub use scan::{is_valid_name, is_valid_value};
 pub use settings::Settings;
 pub use trailers::Trailers;
 pub use unknown::Unknown;

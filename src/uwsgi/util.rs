@@ -3,12 +3,12 @@
 
 use bytes::Bytes;
 
-pub(crate) use crate::frame::header_block::is_tchar;
 /// A non-empty RFC 9110 token (what header names, methods and header-block
 /// names must be).
 pub(crate) use crate::frame::is_valid_name as is_token;
 /// Whether a value is free of NUL, CR and LF (what a head field may hold).
 pub(crate) use crate::frame::is_valid_value as is_clean;
+pub(crate) use crate::frame::scan::is_tchar;
 
 /// Percent-decodes a URI path the way `PATH_INFO` is built (nginx, uWSGI and
 /// `uwire::environ` agree, and share this code): `%XX` with two hex digits
