@@ -257,7 +257,9 @@ pub(crate) struct Inner {
     pub(crate) open_wakers: Vec<Waker>,
     /// Streams whose sender waits for buffered data to drain.
     pub(crate) send_waiters: Vec<StreamId>,
-    pub(crate) pings: VecDeque<PingReply>,
+    /// Our PINGs waiting for their ACKs, with their payloads (the engine's
+    /// keepalive PINGs are acknowledged through the same event).
+    pub(crate) pings: VecDeque<([u8; 8], PingReply)>,
     pub(crate) ping_seq: u64,
     /// Set once the connection is over.
     pub(crate) end: Option<End>,
@@ -330,8 +332,9 @@ impl Inner {
     /// Queues a PING of ours; the reply comes when its ACK does.
     pub(crate) fn send_ping(&mut self, reply: PingReply) {
         self.ping_seq += 1;
-        match self.engine.send_ping(self.ping_seq.to_be_bytes(), now()) {
-            Ok(()) => self.pings.push_back(reply),
+        let payload = self.ping_seq.to_be_bytes();
+        match self.engine.send_ping(payload, now()) {
+            Ok(()) => self.pings.push_back((payload, reply)),
             Err(e) => {
                 let _ = reply.send(Err(e.into()));
             }
@@ -447,9 +450,12 @@ impl Inner {
                     s.wake_all();
                 }
             }
-            Event::PingAck { rtt, .. } => {
-                if let Some(tx) = self.pings.pop_front() {
-                    let _ = tx.send(Ok(rtt.unwrap_or_default()));
+            Event::PingAck { payload, rtt } => {
+                // An ACK of the engine's keepalive matches none of ours.
+                if let Some(i) = self.pings.iter().position(|(p, _)| *p == payload) {
+                    if let Some((_, tx)) = self.pings.remove(i) {
+                        let _ = tx.send(Ok(rtt.unwrap_or_default()));
+                    }
                 }
             }
             Event::GoAway { .. } => {
@@ -505,7 +511,7 @@ impl Inner {
         for w in self.open_wakers.drain(..) {
             w.wake();
         }
-        for tx in self.pings.drain(..) {
+        for (_, tx) in self.pings.drain(..) {
             let _ = tx.send(Err(Error::closed()));
         }
         self.drop_unaccepted(Reason::REFUSED_STREAM);
