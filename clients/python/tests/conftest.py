@@ -338,6 +338,9 @@ class Load:
         self.port, self.path, self.expect = port, path, expect
         self.max_requests = max_requests
         self.sent = self.ok = self.failed = 0
+        # Requests a thread has committed to (counted in ``sent``) whose bytes
+        # are not written yet; see ``quiesce``.
+        self.writing = 0
         self.bodies: dict[bytes, int] = {}
         self.errors: list[str] = []
         self.lock = threading.Lock()
@@ -348,15 +351,26 @@ class Load:
 
     def run(self) -> None:
         conn: Optional[http.client.HTTPConnection] = None
-        while not self.stop_event.is_set():
+        while True:
+            # The stop flag is read under the lock that ``quiesce`` sets it
+            # under: once it is set, no thread commits to a new request.
             with self.lock:
+                if self.stop_event.is_set():
+                    break
                 if self.max_requests and self.sent >= self.max_requests:
                     break
                 self.sent += 1
+                self.writing += 1
+            written = False
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-                conn.request("GET", self.path)
+                try:
+                    conn.request("GET", self.path)
+                finally:
+                    with self.lock:
+                        self.writing -= 1
+                    written = True
                 r = conn.getresponse()
                 body = r.read()
                 good = r.status == self.expect
@@ -364,6 +378,9 @@ class Load:
                     conn.close()
                     conn = None
             except Exception as e:  # any failure counts
+                if not written:
+                    with self.lock:
+                        self.writing -= 1
                 good, body = False, repr(e).encode()
                 if conn is not None:
                     conn.close()
@@ -381,6 +398,16 @@ class Load:
 
     def wait_for_requests(self, n: int, timeout: float = 60.0) -> None:
         wait_for(lambda: self.ok >= n, timeout, f"{n} successful requests")
+
+    def quiesce(self, settle: float = 0.3) -> None:
+        """Stops new requests and returns once every request already counted
+        as sent has been written to the socket, plus ``settle`` seconds for
+        the front to pass them on: what is sent before a signal is then
+        really in flight when it comes."""
+        with self.lock:
+            self.stop_event.set()
+        wait_for(lambda: self.writing == 0, 30.0, "committed requests written")
+        time.sleep(settle)
 
     def stop(self) -> Load:
         self.stop_event.set()
