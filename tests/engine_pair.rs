@@ -95,6 +95,17 @@ impl Side {
             .collect()
     }
 
+    /// The `last_stream_id` of every GOAWAY received, in order.
+    fn goaways(&self) -> Vec<StreamId> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::GoAway { last_stream_id, .. } => Some(*last_stream_id),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn closed_error(&self) -> Option<Option<ConnError>> {
         self.events.iter().find_map(|e| match e {
             Event::Closed { error } => Some(error.clone()),
@@ -1197,14 +1208,7 @@ fn two_step_goaway_without_a_ping_answer_goes_final_after_a_second() {
     assert!(p.s.conn.is_closed());
     assert_eq!(p.s.resets(), vec![(a, Reason::CANCEL, false)]);
     p.pump();
-    let last: Vec<StreamId> =
-        p.c.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::GoAway { last_stream_id, .. } => Some(*last_stream_id),
-                _ => None,
-            })
-            .collect();
+    let last = p.c.goaways();
     assert_eq!(last, vec![StreamId::MAX, a]);
     assert_eq!(p.c.resets(), vec![(a, Reason::CANCEL, true)]);
 }
@@ -1238,14 +1242,7 @@ fn drain_notice_timeout_is_configurable_and_exact() {
     p.s.conn.set_drain_deadline(now + Duration::from_secs(30));
     p.s.conn.go_away_gracefully(now);
     p.pump();
-    let last: Vec<StreamId> =
-        p.c.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::GoAway { last_stream_id, .. } => Some(*last_stream_id),
-                _ => None,
-            })
-            .collect();
+    let last = p.c.goaways();
     // No notice: the final GOAWAY (naming the processed stream) at once.
     assert_eq!(last, vec![a]);
 }

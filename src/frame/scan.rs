@@ -409,4 +409,38 @@ mod tests {
         assert!(c.is_valid_value(5, 5), "an empty value is valid");
         assert!(!c.is_valid_name(5, 5), "an empty name is not");
     }
+
+    proptest::proptest! {
+        /// The word-at-a-time validators agree with the obvious definitions
+        /// at every length and position (the SWAR tail overlaps, the long
+        /// path switches to memchr).
+        #[test]
+        fn validators_match_reference(
+            v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => 0x20u8..0x7f,
+                    1 => proptest::prop_oneof![proptest::prelude::Just(0u8), proptest::prelude::Just(b'\r'), proptest::prelude::Just(b'\n'), proptest::prelude::Just(0x80), proptest::prelude::Just(0xff)],
+                    1 => proptest::num::u8::ANY,
+                ],
+                0..300,
+            )
+        ) {
+            let value_ref = !v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n');
+            let name_ref = !v.is_empty() && v.iter().all(|&b| is_tchar(b));
+            proptest::prop_assert_eq!(is_valid_value(&v), value_ref);
+            proptest::prop_assert_eq!(is_valid_name(&v), name_ref);
+            // Single bad byte at every position of an otherwise valid value.
+            if !v.is_empty() && v.len() < 140 {
+                let mut w = vec![b'a'; v.len()];
+                for i in 0..w.len() {
+                    for bad in [0u8, b'\r', b'\n'] {
+                        w[i] = bad;
+                        proptest::prop_assert!(!is_valid_value(&w));
+                    }
+                    w[i] = b'a';
+                }
+                proptest::prop_assert!(is_valid_value(&w));
+            }
+        }
+    }
 }
