@@ -176,6 +176,53 @@ async fn an_idle_keepalive_connection_is_closed_quietly() {
     .await
 }
 
+/// A connection that released its HTTP state while idle (`idle_release`
+/// far below the timeouts) keeps every timeout: the keep-alive close
+/// counts from its last response, and a head started after the release
+/// still gets its 408 at the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_idle_connection_keeps_its_timeouts() {
+    bounded(async {
+        let (_app, proxy) = setup(ProxyConfig {
+            first_byte_timeout: Duration::from_secs(30),
+            idle_release: Duration::from_millis(10),
+            ..short()
+        })
+        .await;
+        // Keep-alive: released, used again, then closed at the edge.
+        let mut c = RawConn::connect(proxy.addr).await;
+        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(c.read_response(false).await.unwrap().status, 200);
+        tokio::time::sleep(T / 4).await;
+        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(c.read_response(false).await.unwrap().status, 200);
+        let start = Instant::now();
+        let (got, end) = read_to_close(&mut c.io).await;
+        assert!(got.is_empty(), "{got:?}");
+        assert_at_edge("idle keep-alive after a release", start, end, T);
+
+        // A head begun after the release, then silence: 408.
+        let mut c = RawConn::connect(proxy.addr).await;
+        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(c.read_response(false).await.unwrap().status, 200);
+        tokio::time::sleep(T / 4).await;
+        c.send(b"GET /hello HTTP/1.1\r\nHo").await.unwrap();
+        let start = Instant::now();
+        let (got, end) = read_to_close(&mut c.io).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert_at_edge("head after a release", start, end, T);
+        hello_works(&proxy).await;
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_body_gets_408_and_frees_the_upstream() {
     bounded(async {

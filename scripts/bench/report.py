@@ -350,8 +350,10 @@ def mem_section(rows: list[dict[str, str]], meta: dict[str, object]) -> list[str
     out.append(
         f"`{meta.get('command', 'scripts/bench-mem')}`: fresh servers, warmed with a few connections, then "
         f"{count} connections or streams held at once by `examples/bench_hold.rs`; the figure is the growth of "
-        "the server's resident memory (VmRSS of the process tree, settled) divided by the count. Idle "
-        "uwire/1 connections have served one `GET /`; in-flight streams are `POST /echo` requests whose "
+        "the server's resident memory (VmRSS of the process tree, settled) divided by the count, read "
+        "after the held items have been idle 3 s. Idle connections have served one `GET /` (`uwire "
+        "proxy` hands an idle HTTP/1.1 connection's HTTP state and buffers back after `--idle-release`, "
+        "1 s); in-flight streams are `POST /echo` requests whose "
         "body never ends (the handler has answered the head and waits). nginx allocates its connection "
         "and event arrays for `worker_connections` (8,192 here) when it starts, so they are in its "
         "baseline; what it adds per idle keep-alive connection is what remains."

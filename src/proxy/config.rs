@@ -35,6 +35,9 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time an idle keep-alive connection (no request in flight) stays
 /// open: 75 s, like nginx's `keepalive_timeout`.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Default time an idle HTTP/1 keep-alive connection keeps its HTTP state
+/// and buffers before handing them back: 1 s.
+pub const DEFAULT_IDLE_RELEASE: Duration = Duration::from_secs(1);
 /// Default longest wait for the client to accept more response bytes
 /// before the connection is closed: 60 s, like nginx's `send_timeout`.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -78,6 +81,12 @@ pub struct ProxyConfig {
     pub body_read_timeout: Duration,
     /// Idle keep-alive connections close after this. Default [`DEFAULT_KEEPALIVE_TIMEOUT`].
     pub keepalive_timeout: Duration,
+    /// An HTTP/1 keep-alive connection idle this long hands its HTTP state
+    /// and read and write buffers (some 24 KiB) back and waits for its
+    /// next request holding none; that request builds them again. Zero
+    /// releases as soon as the connection turns idle; a value at or above
+    /// the keep-alive timeout never releases. Default [`DEFAULT_IDLE_RELEASE`].
+    pub idle_release: Duration,
     /// Longest wait for the client to take response bytes. Default [`DEFAULT_SEND_TIMEOUT`].
     pub send_timeout: Duration,
     /// Grace period for in-flight requests on shutdown. Default [`DEFAULT_DRAIN_TIMEOUT`].
@@ -134,6 +143,7 @@ impl Default for ProxyConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            idle_release: DEFAULT_IDLE_RELEASE,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             request_buffering: false,

@@ -181,7 +181,6 @@ pub(crate) async fn handle(
         started,
     });
     let offer = super::upgrade::offer(&req);
-    let on_downstream = offer.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let resp = route(&shared, &mut req, raw_head).await;
     let resp = match resp {
         Routed::Done(r) => r,
@@ -218,13 +217,21 @@ pub(crate) async fn handle(
         l
     });
     let pending = parts.extensions.remove::<super::upgrade::Pending>();
-    if let (Some(up), Some(down)) = (pending.and_then(|p| p.take()), on_downstream) {
+    if let (Some(up), Some(offer)) = (pending.and_then(|p| p.take()), offer) {
+        // hyper writes the `101`, then the connection loop hands the
+        // client's connection to the tunnel.
+        let down = conn.activity.expect_upgrade();
         // The line is written when the tunnel ends.
         let log = log.take().map(|mut l| {
-            l.record.upgrade = offer.map(|o| String::from_utf8_lossy(&o).into_owned());
+            l.record.upgrade = Some(String::from_utf8_lossy(&offer).into_owned());
             l
         });
         super::upgrade::spawn(down, up, conn.activity.start(), log);
+    } else if http1 && conn.activity.is_draining() {
+        // The server drains: this is the connection's last response.
+        parts
+            .headers
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     Response::from_parts(parts, Tracked::new(body, in_flight, log).boxed_unsync())
 }

@@ -54,6 +54,7 @@ async fn drive(input: &[u8]) {
             keepalive: Duration::from_secs(5),
             send: Duration::from_secs(5),
             max_head: 16 * 1024,
+            release: None,
         },
         Some(false),
     );

@@ -13,6 +13,15 @@
 //! * **send**: a write that makes no progress for the send timeout (the
 //!   client stopped reading) fails the connection.
 //!
+//! It also ends hyper's part of an idle HTTP/1 connection without closing
+//! it: once the connection has been idle for the release delay, or when
+//! the server drains, a read answers end-of-stream while the socket stays
+//! open ([`ConnActivity::take_released`] tells which). The connection loop
+//! then takes the socket back from hyper, which frees hyper's read and
+//! write buffers, and waits for the next request with no buffer at all
+//! (see `Setup::run`). Bytes read ahead while waiting go back in front of
+//! the stream ([`TimedIo::set_prefix`]).
+//!
 //! Whether a request is in flight comes from [`ConnActivity`], which the
 //! request handler updates through [`InFlight`] guards. For HTTP/1 the
 //! bytes of each request head are kept (bounded) so the handler can check
@@ -22,12 +31,13 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::net::Rewind;
+use bytes::{Buf, Bytes};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -40,6 +50,10 @@ content-length: 59\r\n\
 connection: close\r\n\
 \r\n\
 408 Request Timeout\nthe request head did not arrive in time\n";
+
+/// Most bytes one read takes while a connection waits with no buffer
+/// (more stay in the socket for hyper's own reads).
+const READ_AHEAD: usize = 4096;
 
 /// Start of the HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
@@ -115,6 +129,17 @@ pub(crate) struct ConnActivity {
     /// HTTP/1: the bytes read while no request was in flight (the next
     /// request head, bounded).
     head: Mutex<Vec<u8>>,
+    /// The server drains: an idle connection ends at its next read, and
+    /// responses say `Connection: close`.
+    draining: AtomicBool,
+    /// A read answered end-of-stream to release hyper's state, not because
+    /// the connection ended.
+    released: AtomicBool,
+    /// How many times the connection released hyper's state.
+    releases: AtomicU64,
+    /// Where the connection goes once hyper has written a `101` that
+    /// accepts an upgrade: to the tunnel task (see [`ConnActivity::expect_upgrade`]).
+    upgrade: Mutex<Option<tokio::sync::oneshot::Sender<TimedIo<Stream>>>>,
 }
 
 impl ConnActivity {
@@ -128,6 +153,52 @@ impl ConnActivity {
     /// followed by body bytes); empty when unknown. Clears them.
     pub(crate) fn take_head(&self) -> Vec<u8> {
         std::mem::take(&mut *self.head.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Starts draining (see [`ConnActivity::is_draining`]) and wakes the
+    /// connection's reader, so that an idle connection ends now.
+    pub(crate) fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.reader.wake();
+    }
+
+    /// Whether the server drains: no new request should start on this
+    /// connection.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the last end-of-stream hyper saw was a release (the socket
+    /// is still open and idle); clears it.
+    pub(crate) fn take_released(&self) -> bool {
+        let released = self.released.swap(false, Ordering::AcqRel);
+        if released {
+            self.releases.fetch_add(1, Ordering::Relaxed);
+        }
+        released
+    }
+
+    /// How many times the connection released hyper's state while idle.
+    #[cfg(test)]
+    pub(crate) fn releases(&self) -> u64 {
+        self.releases.load(Ordering::Relaxed)
+    }
+
+    /// The request being answered offers an upgrade that the app accepted:
+    /// once hyper has written the `101`, the connection (with any bytes
+    /// hyper read past the head) goes to the returned receiver.
+    pub(crate) fn expect_upgrade(&self) -> tokio::sync::oneshot::Receiver<TimedIo<Stream>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *self.upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// The waiting tunnel of [`ConnActivity::expect_upgrade`], if any.
+    pub(crate) fn take_upgrade(&self) -> Option<tokio::sync::oneshot::Sender<TimedIo<Stream>>> {
+        self.upgrade
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -153,11 +224,16 @@ pub(crate) struct IoTimeouts {
     pub(crate) send: Duration,
     /// Bound of the kept head bytes.
     pub(crate) max_head: usize,
+    /// HTTP/1: how long a connection stays idle before hyper's state is
+    /// released (`None`: never).
+    pub(crate) release: Option<Duration>,
 }
 
 /// Enforces the connection timeouts (see the module docs).
 pub(crate) struct TimedIo<T> {
     inner: T,
+    /// Bytes read ahead (while waiting with no buffer), read before `inner`.
+    prefix: Bytes,
     act: Arc<ConnActivity>,
     t: IoTimeouts,
     /// Known HTTP/2 (ALPN or the preface), known HTTP/1, or not yet known.
@@ -169,9 +245,20 @@ pub(crate) struct TimedIo<T> {
     /// The kept head bytes reach the end of the head (or the bound).
     head_complete: bool,
     read_deadline: Option<Instant>,
+    /// When this idle phase releases hyper's state (HTTP/1).
+    release_deadline: Option<Instant>,
     read_timer: Pin<Box<Sleep>>,
     write_deadline: Option<Instant>,
     write_timer: Pin<Box<Sleep>>,
+}
+
+impl<T> std::fmt::Debug for TimedIo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimedIo")
+            .field("h2", &self.h2)
+            .field("prefix", &self.prefix.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> TimedIo<T> {
@@ -179,6 +266,7 @@ impl<T> TimedIo<T> {
         let now = Instant::now();
         TimedIo {
             inner,
+            prefix: Bytes::new(),
             act,
             t,
             h2,
@@ -187,10 +275,23 @@ impl<T> TimedIo<T> {
             head_started: false,
             head_complete: false,
             read_deadline: None,
+            release_deadline: None,
             read_timer: Box::pin(tokio::time::sleep_until(now)),
             write_deadline: None,
             write_timer: Box::pin(tokio::time::sleep_until(now)),
         }
+    }
+
+    /// Puts `bytes` back in front of the stream: the next reads return
+    /// them first (they were seen by this type already).
+    pub(crate) fn set_prefix(&mut self, bytes: Bytes) {
+        debug_assert!(self.prefix.is_empty());
+        self.prefix = bytes;
+    }
+
+    /// Known HTTP/2 (ALPN or the preface), known HTTP/1, or not yet known.
+    pub(crate) fn is_h2(&self) -> Option<bool> {
+        self.h2
     }
 
     fn note_bytes(&mut self, bytes: &[u8], idle: bool) {
@@ -243,6 +344,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            if n == this.prefix.len() {
+                // Drop the allocation with the last byte, not later.
+                this.prefix = Bytes::new();
+            } else {
+                this.prefix.advance(n);
+            }
+            return Poll::Ready(Ok(()));
+        }
         let idle = this.act.in_flight.load(Ordering::Acquire) == 0;
         if idle {
             let epoch = this.act.epoch.load(Ordering::Acquire);
@@ -258,7 +370,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                 } else {
                     this.t.keepalive
                 };
-                this.read_deadline = Some(Instant::now() + wait);
+                let now = Instant::now();
+                this.read_deadline = Some(now + wait);
+                // Released once per idle phase, and only between requests.
+                this.release_deadline = this.t.release.filter(|r| *r < wait).map(|r| now + r);
+            }
+            if !this.head_started && this.h2 != Some(true) && this.act.is_draining() {
+                // Draining: no new request starts here.
+                return Poll::Ready(Ok(()));
             }
         }
         // While a request is in flight no read deadline applies here: its
@@ -276,14 +395,25 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
         }
-        let Some(deadline) = this.read_deadline.filter(|_| idle) else {
+        let Some(close_at) = this.read_deadline.filter(|_| idle) else {
             return Poll::Pending;
         };
+        // The release applies to a known HTTP/1 connection between requests.
+        let release_at = this
+            .release_deadline
+            .filter(|_| this.h2 == Some(false) && !this.head_started);
+        let deadline = release_at.map_or(close_at, |r| r.min(close_at));
         if this.read_timer.deadline() != deadline {
             this.read_timer.as_mut().reset(deadline);
         }
         if this.read_timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
+        }
+        if release_at.is_some_and(|r| r < close_at) {
+            // The socket stays open: end-of-stream for hyper only.
+            this.release_deadline = None;
+            this.act.released.store(true, Ordering::Release);
+            return Poll::Ready(Ok(()));
         }
         if this.head_started && this.h2 == Some(false) {
             // Best effort: the 408 is tiny and the socket buffer empty.
@@ -297,6 +427,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
         }
         // Idle too long: end of stream, a quiet close.
         Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> TimedIo<T> {
+    /// Waits for the next bytes holding no buffer meanwhile: they are read
+    /// into the stack, under this type's timeouts, and appended to the
+    /// prefix. `Ready(Ok(false))` at end of stream (or a timeout's quiet
+    /// close, or the drain).
+    pub(crate) fn poll_read_ahead(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let kept = std::mem::take(&mut self.prefix);
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_AHEAD];
+        let mut buf = ReadBuf::uninit(&mut stack);
+        let polled = Pin::new(&mut *self).poll_read(cx, &mut buf);
+        let got = buf.filled();
+        self.prefix = match (&polled, got.is_empty(), kept.is_empty()) {
+            (Poll::Ready(Ok(())), false, true) => Bytes::copy_from_slice(got),
+            (Poll::Ready(Ok(())), false, false) => [&kept[..], got].concat().into(),
+            _ => kept,
+        };
+        polled.map_ok(|()| !got.is_empty())
+    }
+
+    /// Whether bytes read ahead wait in front of the stream.
+    pub(crate) fn has_prefix(&self) -> bool {
+        !self.prefix.is_empty()
     }
 }
 

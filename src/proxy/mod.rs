@@ -18,7 +18,10 @@
 //! * HTTP/1.1 conformance the app can rely on (`conformance`): Host
 //!   required, absolute-form targets, `*`, no smuggling framing;
 //! * an access log in nginx's combined format or JSON lines
-//!   ([`access_log`]).
+//!   ([`access_log`]);
+//! * idle HTTP/1.1 keep-alive connections that hold no HTTP state or
+//!   buffer (`conn`: after [`ProxyConfig::idle_release`] hyper's part is
+//!   released, under 3 KiB stays per connection).
 //!
 //! For the app it fills the request head with the client address, server
 //! name and port, and scheme; appends `X-Forwarded-For` and sets
@@ -34,6 +37,7 @@ mod buffer;
 pub mod compress;
 mod config;
 mod conformance;
+mod conn;
 pub mod forwarded;
 mod front;
 #[cfg(fuzzing)]
@@ -55,8 +59,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -175,8 +178,10 @@ impl Front {
         let local = listener.local_addr()?;
         let slots = self.slots.clone();
         let per_ip = self.per_ip.clone();
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = Arc::new(http_builder(config));
+        // Every connection task holds a receiver: the drain is over when
+        // none is left.
+        let (drain, draining) = tokio::sync::watch::channel(false);
+        let builders = Arc::new(conn::Builders::new(config));
         let acceptor = self.tls.as_ref().map(|t| t.acceptor().clone());
         tokio::pin!(shutdown);
         tracing::info!(%local, tls = acceptor.is_some(), "uwire proxy listening");
@@ -204,9 +209,9 @@ impl Front {
             let _ = stream.set_nodelay(true);
             let setup = Setup {
                 shared: shared.clone(),
-                builder: builder.clone(),
+                builders: builders.clone(),
                 acceptor: acceptor.clone(),
-                watcher: graceful.watcher(),
+                drain: draining.clone(),
                 local,
             };
             tokio::spawn(async move {
@@ -216,8 +221,10 @@ impl Front {
             });
         }
         drop(listener);
+        drop(draining);
         tracing::info!("proxy shutting down: draining in-flight requests");
-        if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+        let _ = drain.send(true);
+        if tokio::time::timeout(config.drain_timeout, drain.closed())
             .await
             .is_err()
         {
@@ -227,56 +234,35 @@ impl Front {
     }
 }
 
-/// hyper's HTTP/1 header count limit when none is set.
-const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
-
-fn http_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let mut h1 = builder.http1();
-    h1.max_buf_size(config.max_header_size.max(8192))
-        // TimedIo enforces the head timeout, with a 408.
-        .header_read_timeout(None)
-        .timer(TokioTimer::new());
-    if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        // Only when it differs: with an explicit cap hyper initialises
-        // heap arrays of that many entries for every request it parses
-        // (about 1,700 instructions per request at 100); its own default
-        // of 100 parses into uninitialised stack arrays.
-        h1.max_headers(config.max_headers);
-    }
-    builder
-        .http2()
-        .max_header_list_size(config.max_header_size as u32)
-        .timer(TokioTimer::new());
-    builder
-}
-
 /// Everything a new connection's task needs.
 struct Setup {
     shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<conn::Builders>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    drain: tokio::sync::watch::Receiver<bool>,
     local: SocketAddr,
 }
 
 impl Setup {
-    /// PROXY header, TLS handshake, then HTTP until the connection ends.
-    async fn run(self, tcp: TcpStream, peer: SocketAddr) {
+    /// The PROXY header and the TLS handshake: the stream to speak HTTP
+    /// on, the client's address, and whether ALPN chose HTTP/2. `None`
+    /// when the connection is to be closed.
+    async fn preamble(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(Stream, SocketAddr, Option<bool>)> {
         let cfg = &self.shared.config;
         let mut tcp = tcp;
         let mut client = peer;
         let mut prefix = Bytes::new();
-        let needs_preamble = cfg.proxy_protocol || self.acceptor.is_some();
-        if needs_preamble {
-            // Nothing at all within the first-byte timeout: close.
-            if tokio::time::timeout(cfg.first_byte_timeout, tcp.readable())
-                .await
-                .is_err()
-            {
-                tracing::debug!(%peer, "no first byte in time: closing");
-                return;
-            }
+        // Nothing at all within the first-byte timeout: close.
+        if tokio::time::timeout(cfg.first_byte_timeout, tcp.readable())
+            .await
+            .is_err()
+        {
+            tracing::debug!(%peer, "no first byte in time: closing");
+            return None;
         }
         if cfg.proxy_protocol {
             let read = proxy_protocol::read_header(&mut tcp);
@@ -287,11 +273,11 @@ impl Setup {
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "PROXY protocol header refused");
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     tracing::debug!(%peer, "PROXY protocol header timed out");
-                    return;
+                    return None;
                 }
             }
         }
@@ -302,19 +288,37 @@ impl Setup {
                 let hs = acceptor.accept(prefixed);
                 match tokio::time::timeout(cfg.header_read_timeout, hs).await {
                     Ok(Ok(tls)) => {
+                        // Without ALPN's answer the first bytes tell.
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        (Stream::Tls(Box::new(tls)), Some(h2))
+                        (Stream::Tls(Box::new(tls)), h2.then_some(true))
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
+                        return None;
                     }
                     Err(_) => {
                         tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
+                        return None;
                     }
                 }
             }
+        };
+        Some((stream, client, h2))
+    }
+
+    /// PROXY header, TLS handshake, then HTTP until the connection ends.
+    async fn run(self, tcp: TcpStream, peer: SocketAddr) {
+        let cfg = &self.shared.config;
+        let needs_preamble = cfg.proxy_protocol || self.acceptor.is_some();
+        let (stream, client, h2) = if needs_preamble {
+            // Boxed: the preamble's state would otherwise stay in every
+            // connection's task for its whole life.
+            match Box::pin(self.preamble(tcp, peer)).await {
+                Some(done) => done,
+                None => return,
+            }
+        } else {
+            (Stream::Plain(Rewind::new(Bytes::new(), tcp)), peer, None)
         };
         let activity = Arc::new(ConnActivity::default());
         let timed = TimedIo::new(
@@ -331,6 +335,7 @@ impl Setup {
                 keepalive: cfg.keepalive_timeout,
                 send: cfg.send_timeout,
                 max_head: cfg.max_header_size,
+                release: Some(cfg.idle_release),
             },
             h2,
         );
@@ -339,7 +344,7 @@ impl Setup {
             peer_ip: front::ip_header_value(client.ip()),
             local: self.local,
             tls: self.acceptor.is_some(),
-            activity,
+            activity: activity.clone(),
         });
         let shared = self.shared.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -347,13 +352,7 @@ impl Setup {
             let info = info.clone();
             async move { Ok::<_, Infallible>(front::handle(shared, info, req).await) }
         });
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(timed), svc)
-            .into_owned();
-        if let Err(e) = self.watcher.watch(conn).await {
-            tracing::debug!(error = %e, "downstream connection ended with an error");
-        }
+        conn::drive(timed, activity, svc, &self.builders, self.drain).await;
     }
 }
 

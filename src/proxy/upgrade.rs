@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request};
-use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
 
 use super::body::LogContext;
-use super::io::InFlight;
+use super::io::{InFlight, Stream, TimedIo};
 use crate::client::upgrade::Upgraded;
 
 /// The upgrade an HTTP/1.1 request offers (RFC 9110 7.8): the `Upgrade`
@@ -76,12 +76,12 @@ pub(crate) fn set_switch_fields(h: &mut HeaderMap, protocol: &[u8]) {
     );
 }
 
-/// Once hyper hands the client's connection over (after the `101` went
-/// out), copies bytes both ways until the tunnel ends; then writes the
-/// access log line. `in_flight` keeps the connection from being seen as
-/// idle meanwhile.
+/// Once the connection loop hands the client's connection over (after
+/// hyper wrote the `101`), copies bytes both ways until the tunnel ends;
+/// then writes the access log line. `in_flight` keeps the connection from
+/// being seen as idle meanwhile.
 pub(crate) fn spawn(
-    down: hyper::upgrade::OnUpgrade,
+    down: oneshot::Receiver<TimedIo<Stream>>,
     mut up: Upgraded,
     in_flight: InFlight,
     log: Option<LogContext>,
@@ -89,13 +89,12 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         let _in_flight = in_flight;
         let result = match down.await {
-            Ok(io) => {
-                let mut io = TokioIo::new(io);
-                tokio::io::copy_bidirectional(&mut io, &mut up)
-                    .await
-                    .map(|_| ())
-            }
-            Err(e) => Err(std::io::Error::other(e)),
+            Ok(mut io) => tokio::io::copy_bidirectional(&mut io, &mut up)
+                .await
+                .map(|_| ()),
+            Err(_) => Err(std::io::Error::other(
+                "the connection ended before the upgrade",
+            )),
         };
         if let Err(e) = &result {
             tracing::debug!(stream = ?up.id(), error = %e, "tunnel ended with an error");

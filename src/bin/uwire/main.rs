@@ -1,5 +1,6 @@
 //! The `uwire` command.
 
+mod alloc;
 mod bench;
 mod config_file;
 mod proxy;
@@ -8,15 +9,6 @@ mod serve;
 mod threads;
 
 use clap::{CommandFactory, Parser, Subcommand};
-
-/// mimalloc: per-thread free lists make the allocations of a request (a
-/// boxed head, a stream's pipeline, header blocks) markedly cheaper than
-/// glibc's, whose larger size classes take its slow path. Build with
-/// `RUSTFLAGS="--cfg uwire_system_alloc"` to profile the heap with tools
-/// that hook malloc (valgrind's DHAT, heaptrack).
-#[cfg(not(uwire_system_alloc))]
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// uwire: a multiplexed binary transport between a reverse proxy and apps.
 #[derive(Parser, Debug)]
@@ -76,6 +68,9 @@ fn main() -> std::process::ExitCode {
     .build()
     .expect("failed to start the tokio runtime");
     let result = rt.block_on(async {
+        if serving {
+            alloc::spawn_upkeep();
+        }
         match cli.command {
             Command::Selftest(args) => selftest::run(args).await,
             Command::Serve(args) => serve::run(args).await,

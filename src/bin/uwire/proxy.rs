@@ -85,6 +85,10 @@ pub struct FrontArgs {
     /// Idle keep-alive connections close after this.
     #[arg(long, default_value = "75s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
+    /// An idle HTTP/1 keep-alive connection hands back its HTTP state and
+    /// buffers after this (0: at once); its next request builds them again.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub idle_release: Duration,
     /// Longest wait for the client to accept response bytes.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub send_timeout: Duration,
@@ -196,6 +200,7 @@ impl FrontArgs {
             header_read_timeout: self.header_read_timeout,
             body_read_timeout: self.body_read_timeout,
             keepalive_timeout: self.keepalive_timeout,
+            idle_release: self.idle_release,
             send_timeout: self.send_timeout,
             drain_timeout: self.drain_timeout,
             request_buffering: self.request_buffering,

@@ -105,7 +105,10 @@ where
                         .build()?;
                     // The future is made inside the runtime: it registers
                     // its listener with this thread's reactor.
-                    rt.block_on(async move { work(i, stop)?.await })
+                    rt.block_on(async move {
+                        crate::alloc::spawn_upkeep();
+                        work(i, stop)?.await
+                    })
                 })?,
         );
     }
