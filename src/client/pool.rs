@@ -63,6 +63,8 @@ pub(crate) struct UpstreamState {
     /// When the last connect attempt failed, and how (see `checkout`).
     last_connect_failure: Mutex<Option<(Instant, Kind, String)>>,
     pub(crate) outstanding: AtomicUsize,
+    /// Where the next pick starts its walk over the pool (see `pick`).
+    rotor: AtomicUsize,
     failures: AtomicU32,
     ejected_until: Mutex<Option<Instant>>,
     pub(crate) connects: AtomicU64,
@@ -90,6 +92,7 @@ impl UpstreamState {
             connect_lock: tokio::sync::Mutex::new(()),
             last_connect_failure: Mutex::new(None),
             outstanding: AtomicUsize::new(0),
+            rotor: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected_until: Mutex::new(None),
             connects: AtomicU64::new(0),
@@ -136,8 +139,18 @@ impl UpstreamState {
         // (up to `max_conns` each), as nginx workers do.
         let home = home();
         let mine = |c: &&Pooled| c.home == home && !c.sender.is_going_away();
-        let best = conns
+        // The least busy connection; ties go round the pool. Were the first
+        // one always to win a tie, a lightly loaded pool would send nearly
+        // every request over one connection, and so to the one worker
+        // process that accepted it (the others would get the overflow).
+        let start = match conns.len() {
+            0 | 1 => 0,
+            n => self.rotor.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        let (head, tail) = conns.split_at(start);
+        let best = tail
             .iter()
+            .chain(head)
             .filter(mine)
             .min_by_key(|c| c.inflight.load(Ordering::Acquire));
         match best {
