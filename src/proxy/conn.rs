@@ -211,6 +211,8 @@ mod tests {
     use crate::proxy::response::error_response;
 
     const RELEASE: Duration = Duration::from_millis(40);
+    /// A response far larger than the socket buffers take at once.
+    const BIG: usize = 16 << 20;
 
     /// A served connection (release after [`RELEASE`]) and its client end.
     struct Served {
@@ -253,6 +255,12 @@ mod tests {
                 let _busy = act.start();
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if req.uri().path() == "/big" {
+                    // As the front does: in flight until the body is out.
+                    let body = crate::proxy::response::full(Bytes::from(vec![b'x'; BIG]));
+                    let body = crate::proxy::body::Tracked::new(body, act.start(), None);
+                    return Ok(Response::new(http_body_util::BodyExt::boxed_unsync(body)));
                 }
                 if req.headers().contains_key(http::header::UPGRADE) {
                     let down = act.expect_upgrade();
@@ -417,5 +425,40 @@ mod tests {
         );
         s.done.await.unwrap();
         assert_eq!(s.act.releases(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_release_while_the_last_response_is_still_going_out() {
+        let mut s = served().await;
+        s.client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // The client reads nothing for a while: the body is handed to hyper
+        // (nothing in flight any more) but most of it cannot be written.
+        tokio::time::sleep(RELEASE * 5).await;
+        assert_eq!(s.act.releases(), 0, "released with the response unsent");
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let want = |got: &[u8]| {
+            let at = memchr::memmem::find(got, b"\r\n\r\n")?;
+            Some(at + 4 + BIG)
+        };
+        while want(&got) != Some(got.len()) {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.client.read(&mut buf))
+                .await
+                .expect("the response keeps coming")
+                .unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        // Once it is out and the connection idles, the release comes.
+        tokio::time::sleep(RELEASE * 4).await;
+        assert_eq!(s.act.releases(), 1);
+        s.client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        responses(&mut s.client, &["/a"]).await;
     }
 }

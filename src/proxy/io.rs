@@ -375,7 +375,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                 // Released once per idle phase, and only between requests.
                 this.release_deadline = this.t.release.filter(|r| *r < wait).map(|r| now + r);
             }
-            if !this.head_started && this.h2 != Some(true) && this.act.is_draining() {
+            // `write_deadline` is set while a write waits for the client: the
+            // end of the last response may still sit in hyper's buffer, and
+            // ending hyper's part now would drop it.
+            if !this.head_started
+                && this.h2 != Some(true)
+                && this.write_deadline.is_none()
+                && this.act.is_draining()
+            {
                 // Draining: no new request starts here.
                 return Poll::Ready(Ok(()));
             }
@@ -398,10 +405,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
         let Some(close_at) = this.read_deadline.filter(|_| idle) else {
             return Poll::Pending;
         };
-        // The release applies to a known HTTP/1 connection between requests.
-        let release_at = this
-            .release_deadline
-            .filter(|_| this.h2 == Some(false) && !this.head_started);
+        // The release applies to a known HTTP/1 connection between requests
+        // whose last response has left (see the drain check above).
+        let release_at = this.release_deadline.filter(|_| {
+            this.h2 == Some(false) && !this.head_started && this.write_deadline.is_none()
+        });
         let deadline = release_at.map_or(close_at, |r| r.min(close_at));
         if this.read_timer.deadline() != deadline {
             this.read_timer.as_mut().reset(deadline);
@@ -463,7 +471,12 @@ impl<T: AsyncWrite + Unpin> TimedIo<T> {
     ) -> Poll<io::Result<R>> {
         match polled {
             Poll::Ready(r) => {
-                self.write_deadline = None;
+                if self.write_deadline.take().is_some() {
+                    // A stalled write moved on: poll again, so that a read
+                    // that put off the release or the drain for it (see
+                    // `poll_read`) looks again.
+                    cx.waker().wake_by_ref();
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => {
