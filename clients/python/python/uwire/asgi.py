@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib
 import inspect
 import itertools
 import logging
@@ -50,10 +51,13 @@ def is_asgi(app: Any) -> bool:
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's loop when uvloop is installed, else asyncio's."""
     try:
-        import uvloop
+        # Imported by name: uvloop is optional, and the type check must
+        # pass with or without it installed.
+        uvloop = importlib.import_module("uvloop")
     except ImportError:
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 class AsgiWorker:
