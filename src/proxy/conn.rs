@@ -19,7 +19,6 @@
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
-use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -67,7 +66,6 @@ impl Builders {
 /// over, or the server drains (`drain` turns true).
 pub(crate) async fn drive<S>(
     mut io: TimedIo<Stream>,
-    act: Arc<ConnActivity>,
     svc: S,
     builders: &Builders,
     mut drain: watch::Receiver<bool>,
@@ -78,9 +76,11 @@ pub(crate) async fn drive<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let act = io.activity().clone();
     // HTTP/2 is known from ALPN; otherwise the first bytes tell.
     while io.is_h2().is_none() {
-        let more = until_drained(poll_fn(|cx| io.poll_read_ahead(cx)), &act, &mut drain).await;
+        let read = poll_fn(|cx| io.poll_read_ahead(cx));
+        let more = until_drained(read, &act, &mut drain).await;
         if !matches!(more, Ok(true)) {
             // Nothing came in time, the client left, or the server drains.
             return;
@@ -92,6 +92,8 @@ pub(crate) async fn drive<S>(
         Box::pin(serve_h2(io, svc, builders, &mut drain)).await;
         return;
     }
+    // Releases seen so far (see `ConnActivity::releases`).
+    let mut releases = act.releases();
     loop {
         // Boxed: hyper's state lives only while a cycle runs.
         let cycle = Box::pin(
@@ -128,7 +130,8 @@ pub(crate) async fn drive<S>(
             let _ = tunnel.send(io);
             return;
         }
-        if !act.take_released() {
+        let seen = std::mem::replace(&mut releases, act.releases());
+        if seen == releases {
             // The connection is done (the client closed it, keep-alive is
             // off, the idle timeout passed, or the server drains).
             let _ = io.shutdown().await;
@@ -139,7 +142,8 @@ pub(crate) async fn drive<S>(
             continue;
         }
         // Idle, holding no buffer, until the next request's first bytes.
-        let more = until_drained(poll_fn(|cx| io.poll_read_ahead(cx)), &act, &mut drain).await;
+        let read = poll_fn(|cx| io.poll_read_ahead(cx));
+        let more = until_drained(read, &act, &mut drain).await;
         if !matches!(more, Ok(true)) {
             let _ = io.shutdown().await;
             return;
@@ -149,6 +153,9 @@ pub(crate) async fn drive<S>(
 
 /// Polls `fut` to completion; when the server starts draining meanwhile,
 /// tells the connection ([`ConnActivity::drain`]) and goes on polling.
+/// (`serve_h2` has the same shape with hyper's graceful shutdown instead: a
+/// version generic over that action makes rustc lose the `Send`-ness of
+/// the HTTP/2 connection's future.)
 async fn until_drained<F: Future>(
     fut: F,
     act: &ConnActivity,
@@ -198,6 +205,7 @@ async fn serve_h2<S>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use bytes::Bytes;
@@ -288,8 +296,7 @@ mod tests {
         });
         let (drain, draining) = watch::channel(false);
         let builders = Builders::new(&ProxyConfig::default());
-        let conn_act = act.clone();
-        let done = tokio::spawn(async move { drive(io, conn_act, svc, &builders, draining).await });
+        let done = tokio::spawn(async move { drive(io, svc, &builders, draining).await });
         Served {
             client,
             act,

@@ -16,10 +16,10 @@
 //! It also ends hyper's part of an idle HTTP/1 connection without closing
 //! it: once the connection has been idle for the release delay, or when
 //! the server drains, a read answers end-of-stream while the socket stays
-//! open ([`ConnActivity::take_released`] tells which). The connection loop
-//! then takes the socket back from hyper, which frees hyper's read and
+//! open ([`ConnActivity::releases`] counts the releases). The connection
+//! loop then takes the socket back from hyper, which frees hyper's read and
 //! write buffers, and waits for the next request with no buffer at all
-//! (see `Setup::run`). Bytes read ahead while waiting go back in front of
+//! (see `conn`). Bytes read ahead while waiting go back in front of
 //! the stream ([`TimedIo::set_prefix`]).
 //!
 //! Whether a request is in flight comes from [`ConnActivity`], which the
@@ -132,10 +132,8 @@ pub(crate) struct ConnActivity {
     /// The server drains: an idle connection ends at its next read, and
     /// responses say `Connection: close`.
     draining: AtomicBool,
-    /// A read answered end-of-stream to release hyper's state, not because
-    /// the connection ended.
-    released: AtomicBool,
-    /// How many times the connection released hyper's state.
+    /// How many times a read answered end-of-stream to release hyper's
+    /// state, not because the connection ended.
     releases: AtomicU64,
     /// Where the connection goes once hyper has written a `101` that
     /// accepts an upgrade: to the tunnel task (see [`ConnActivity::expect_upgrade`]).
@@ -168,20 +166,11 @@ impl ConnActivity {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Whether the last end-of-stream hyper saw was a release (the socket
-    /// is still open and idle); clears it.
-    pub(crate) fn take_released(&self) -> bool {
-        let released = self.released.swap(false, Ordering::AcqRel);
-        if released {
-            self.releases.fetch_add(1, Ordering::Relaxed);
-        }
-        released
-    }
-
-    /// How many times the connection released hyper's state while idle.
-    #[cfg(test)]
+    /// How many times the connection released hyper's state while idle: an
+    /// end-of-stream hyper saw was a release (the socket still open and
+    /// idle) when this count moved meanwhile.
     pub(crate) fn releases(&self) -> u64 {
-        self.releases.load(Ordering::Relaxed)
+        self.releases.load(Ordering::Acquire)
     }
 
     /// The request being answered offers an upgrade that the app accepted:
@@ -294,6 +283,19 @@ impl<T> TimedIo<T> {
         self.h2
     }
 
+    /// What the request handler tells this connection.
+    pub(crate) fn activity(&self) -> &Arc<ConnActivity> {
+        &self.act
+    }
+
+    /// Between requests: no byte of a new head has come, and no write waits
+    /// for the client. While a write waits, the end of the last response
+    /// may still sit in hyper's buffer, and ending hyper's part (a release,
+    /// the drain) would drop it.
+    fn between_requests(&self) -> bool {
+        !self.head_started && self.write_deadline.is_none()
+    }
+
     fn note_bytes(&mut self, bytes: &[u8], idle: bool) {
         if self.h2.is_none() {
             // The preface decides; HTTP/1 can never start with it.
@@ -375,14 +377,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                 // Released once per idle phase, and only between requests.
                 this.release_deadline = this.t.release.filter(|r| *r < wait).map(|r| now + r);
             }
-            // `write_deadline` is set while a write waits for the client: the
-            // end of the last response may still sit in hyper's buffer, and
-            // ending hyper's part now would drop it.
-            if !this.head_started
-                && this.h2 != Some(true)
-                && this.write_deadline.is_none()
-                && this.act.is_draining()
-            {
+            if this.h2 != Some(true) && this.between_requests() && this.act.is_draining() {
                 // Draining: no new request starts here.
                 return Poll::Ready(Ok(()));
             }
@@ -405,11 +400,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
         let Some(close_at) = this.read_deadline.filter(|_| idle) else {
             return Poll::Pending;
         };
-        // The release applies to a known HTTP/1 connection between requests
-        // whose last response has left (see the drain check above).
-        let release_at = this.release_deadline.filter(|_| {
-            this.h2 == Some(false) && !this.head_started && this.write_deadline.is_none()
-        });
+        // The release applies to a known HTTP/1 connection between requests.
+        let release_at = this
+            .release_deadline
+            .filter(|_| this.h2 == Some(false) && this.between_requests());
         let deadline = release_at.map_or(close_at, |r| r.min(close_at));
         if this.read_timer.deadline() != deadline {
             this.read_timer.as_mut().reset(deadline);
@@ -420,7 +414,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
         if release_at.is_some_and(|r| r < close_at) {
             // The socket stays open: end-of-stream for hyper only.
             this.release_deadline = None;
-            this.act.released.store(true, Ordering::Release);
+            this.act.releases.fetch_add(1, Ordering::AcqRel);
             return Poll::Ready(Ok(()));
         }
         if this.head_started && this.h2 == Some(false) {
@@ -474,7 +468,7 @@ impl<T: AsyncWrite + Unpin> TimedIo<T> {
                 if self.write_deadline.take().is_some() {
                     // A stalled write moved on: poll again, so that a read
                     // that put off the release or the drain for it (see
-                    // `poll_read`) looks again.
+                    // `between_requests`) looks again.
                     cx.waker().wake_by_ref();
                 }
                 Poll::Ready(r)

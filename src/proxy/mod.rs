@@ -344,7 +344,7 @@ impl Setup {
             peer_ip: front::ip_header_value(client.ip()),
             local: self.local,
             tls: self.acceptor.is_some(),
-            activity: activity.clone(),
+            activity,
         });
         let shared = self.shared.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -352,7 +352,7 @@ impl Setup {
             let info = info.clone();
             async move { Ok::<_, Infallible>(front::handle(shared, info, req).await) }
         });
-        conn::drive(timed, activity, svc, &self.builders, self.drain).await;
+        conn::drive(timed, svc, &self.builders, self.drain).await;
     }
 }
 
