@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde_json::Value;
-use uwire::environ::{build, Environ, EnvironConfig};
+use uwire::environ::{build, check, Environ, EnvironConfig};
 use uwire::frame::{HeaderBlock, HttpVersion, RequestHead};
 
 const MIN_CASES: usize = 25;
@@ -149,7 +149,21 @@ fn environ_vectors() {
         let name = case["name"].as_str().expect("name");
         assert!(names.insert(name), "duplicate case {name}");
         assert!(case["description"].is_string(), "{name}: description");
-        let result = build(&head(&case["head"]), &config(&case["config"]));
+        let (h, c) = (head(&case["head"]), config(&case["config"]));
+        let result = build(&h, &c);
+        // The runtime checks every request with `check` and builds the
+        // environ later, when asked: both must refuse the same heads with
+        // the same error, and `check` hands back the environ exactly when
+        // it had to build it (a size limit).
+        match (check(&h, &c), &result) {
+            (Ok(Some(built)), Ok(env)) => {
+                assert!(c.max_size.is_some(), "{name}: built without a limit");
+                assert_eq!(&built, env, "{name}");
+            }
+            (Ok(None), Ok(_)) => assert!(c.max_size.is_none(), "{name}: limit unchecked"),
+            (Err(a), Err(b)) => assert_eq!(&a, b, "{name}"),
+            (checked, built) => panic!("{name}: check {checked:?} but build {built:?}"),
+        }
         match (&case["environ"], &case["error"]) {
             (Value::Object(want), Value::Null) => {
                 let env = result.unwrap_or_else(|e| panic!("{name}: unexpected error {e}"));

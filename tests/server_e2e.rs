@@ -503,6 +503,78 @@ async fn environ_of_the_demo_app_end_to_end() {
     .await
 }
 
+/// The runtime builds the environ only when a handler asks for it, but
+/// refuses a bad head before any handler runs, whether or not the handler
+/// would have looked: every refusal of the environ rules is a 400 that never
+/// reaches a handler reading only the head, and a size limit still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environ_refusals_do_not_wait_for_the_handler_to_read_it() {
+    bounded(async {
+        for max_size in [None, Some(600)] {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let seen = calls.clone();
+            let h = handler_fn(move |req: Request| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let reply = match &req.head().path[..] {
+                    // Asked for late, after the handler has started.
+                    b"/env" => req.environ().get("HTTP_X_ID").unwrap_or(b"none").to_vec(),
+                    _ => b"head only".to_vec(),
+                };
+                async move { Ok::<_, BoxError>(Response::new(reply.into())) }
+            });
+            let mut config = ServerConfig::default();
+            config.environ.max_size(max_size);
+            let srv = TestServer::start("environ-lazy", config, h).await;
+            let c = srv.client().await;
+            let refused: [(&str, &[(&str, &str)]); 6] = [
+                ("/a%00", &[]),
+                ("/", &[("Content-Length", "x")]),
+                ("/", &[("Content-Length", "1"), ("Content-Length", "2")]),
+                ("/", &[("Content-Type", "a/b"), ("Content-Type", "c/d")]),
+                ("/", &[("Host", "a"), ("Host", "a")]),
+                (
+                    "/",
+                    &[("Transfer-Encoding", "chunked"), ("Content-Length", "1")],
+                ),
+            ];
+            for (path, fields) in refused {
+                let mut h = head("GET", path);
+                h.headers = HeaderBlock::try_from_pairs(fields.iter().copied()).unwrap();
+                let (status, body) = request(&c, h, None).await.unwrap();
+                assert_eq!(status, 400, "{path} {fields:?}: {body:?}");
+            }
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                0,
+                "a refused head reached the handler"
+            );
+            assert_eq!(srv.metrics.snapshot().error(ErrorKind::BadRequest), 6);
+
+            // Accepted heads: the handler runs; the environ is right when
+            // it is asked for.
+            assert_eq!(get_(&c, "/").await, (200, Bytes::from_static(b"head only")));
+            let mut h = head("GET", "/env");
+            h.headers = HeaderBlock::try_from_pairs([("X-Id", "7"), ("x-id", "8")]).unwrap();
+            assert_eq!(
+                request(&c, h, None).await.unwrap(),
+                (200, Bytes::from_static(b"7, 8"))
+            );
+            assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+            // An environ over the limit is refused even for a handler that
+            // would never read it; under the limit it passes.
+            let mut big = head("GET", "/");
+            big.headers = HeaderBlock::try_from_pairs([("X-Big", "b".repeat(700))]).unwrap();
+            let status = request(&c, big, None).await.unwrap().0;
+            match max_size {
+                Some(_) => assert_eq!(status, 400),
+                None => assert_eq!(status, 200),
+            }
+        }
+    })
+    .await
+}
+
 async fn get_(c: &uwire::net::SendRequest, target: &str) -> (u16, Bytes) {
     get(c, target).await.unwrap()
 }

@@ -101,6 +101,113 @@ pub fn build(head: &RequestHead, config: &EnvironConfig) -> Result<Environ, Envi
     Ok(env)
 }
 
+/// Refuses exactly what [`build`] refuses, without building the environ
+/// when that can be avoided: the runtime checks every request before its
+/// handler runs and builds the environ only when the handler asks for it
+/// (a Rust handler reading the head seldom does).
+///
+/// Returns the environ when checking needed it: with
+/// [`EnvironConfig::max_size`] set, the size is known only once built.
+///
+/// # Errors
+///
+/// The [`EnvironError`] that [`build`] would return.
+pub fn check(head: &RequestHead, config: &EnvironConfig) -> Result<Option<Environ>, EnvironError> {
+    if config.max_size.is_some() {
+        return build(head, config).map(Some);
+    }
+    check_target(head)?;
+    let mut framing = Framing::default();
+    for (name, value) in head.headers.iter() {
+        framing.see(name, value)?;
+    }
+    framing.finish()?;
+    Ok(None)
+}
+
+/// The fields that frame and address a request, gathered while refusing
+/// the combinations the runtime answers with 400. The one home of those
+/// refusals: [`build`] and [`check`] both go through it.
+#[derive(Default)]
+struct Framing<'a> {
+    content_type: Option<&'a [u8]>,
+    content_length: Option<u64>,
+    has_host: bool,
+    has_te: bool,
+}
+
+impl<'a> Framing<'a> {
+    /// Looks at one header field, in order. True when the field is
+    /// `Content-Length` or `Content-Type`, which become `CONTENT_*`
+    /// variables and never `HTTP_*` ones.
+    #[inline]
+    fn see(&mut self, name: &'a [u8], value: &'a [u8]) -> Result<bool, EnvironError> {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // RFC 9112 6.3: "If a message is received without
+            // Transfer-Encoding and with an invalid Content-Length header
+            // field, then the message framing is invalid and the recipient
+            // MUST treat it as an unrecoverable error, unless the field
+            // value can be successfully parsed as a comma-separated list
+            // (Section 5.6.1 of [HTTP]), all values in the list are valid,
+            // and all values in the list are the same". RFC 9110 8.6 allows
+            // "Content-Length: 42, 42" to be replaced "with a single instance
+            // of the decimal value". Repeated fields are one list (RFC 9110
+            // 5.3), so differing repeats conflict too: request smuggling
+            // defence, the two sides of a desync disagree on the length.
+            let n = parse_content_length(value)?;
+            match self.content_length {
+                Some(first) if first != n => {
+                    return Err(EnvironError::ConflictingContentLength { first, other: n })
+                }
+                _ => self.content_length = Some(n),
+            }
+            return Ok(true);
+        }
+        if name.eq_ignore_ascii_case(b"content-type") {
+            // RFC 9110 5.3: "A sender MUST NOT generate multiple field lines
+            // with the same name in a message ... unless that field's
+            // definition allows multiple field line values to be recombined
+            // as a comma-separated list". Content-Type does not; servers
+            // that disagree on which copy wins can be played off each other.
+            match self.content_type {
+                Some(first) if first != value => return Err(EnvironError::ConflictingContentType),
+                _ => self.content_type = Some(value),
+            }
+            return Ok(true);
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            // RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request)
+            // status code to any HTTP/1.1 request message that lacks a Host
+            // header field and to any request message that contains more
+            // than one Host header field line or a Host header field with an
+            // invalid field value."
+            if self.has_host {
+                return Err(EnvironError::DuplicateHost);
+            }
+            self.has_host = true;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.has_te = true;
+        }
+        Ok(false)
+    }
+
+    /// The refusals that need every field seen.
+    fn finish(&self) -> Result<(), EnvironError> {
+        // RFC 9112 6.3: "If a message is received with both a
+        // Transfer-Encoding and a Content-Length header field, the
+        // Transfer-Encoding overrides the Content-Length. Such a message
+        // might indicate an attempt to perform request smuggling (Section
+        // 11.2) or response splitting (Section 11.1) and ought to be handled
+        // as an error. An intermediary that chooses to forward the message
+        // MUST first remove the received Content-Length field". A proxy that
+        // forwards both broke that rule: refuse.
+        if self.has_te && self.content_length.is_some() {
+            return Err(EnvironError::ContentLengthWithTransferEncoding);
+        }
+        Ok(())
+    }
+}
+
 /// Headers sorted into what the environ needs.
 struct Mapped {
     content_type: Option<Bytes>,
@@ -133,57 +240,11 @@ fn map_headers(head: &RequestHead, config: &EnvironConfig) -> Result<Mapped, Env
     let mut names = BytesMut::with_capacity(names_len);
     let mut pending: Vec<Pending<'_>> = Vec::with_capacity(block.len());
     let mut index: Option<HashMap<Bytes, usize>> = None;
-    let mut content_type: Option<&[u8]> = None;
-    let mut content_length: Option<u64> = None;
-    let mut has_host = false;
-    let mut has_te = false;
+    let mut framing = Framing::default();
 
     for (name, value) in block.iter() {
-        if name.eq_ignore_ascii_case(b"content-length") {
-            // RFC 9112 6.3: "If a message is received without
-            // Transfer-Encoding and with an invalid Content-Length header
-            // field, then the message framing is invalid and the recipient
-            // MUST treat it as an unrecoverable error, unless the field
-            // value can be successfully parsed as a comma-separated list
-            // (Section 5.6.1 of [HTTP]), all values in the list are valid,
-            // and all values in the list are the same". RFC 9110 8.6 allows
-            // "Content-Length: 42, 42" to be replaced "with a single instance
-            // of the decimal value". Repeated fields are one list (RFC 9110
-            // 5.3), so differing repeats conflict too: request smuggling
-            // defence, the two sides of a desync disagree on the length.
-            let n = parse_content_length(value)?;
-            match content_length {
-                Some(first) if first != n => {
-                    return Err(EnvironError::ConflictingContentLength { first, other: n })
-                }
-                _ => content_length = Some(n),
-            }
+        if framing.see(name, value)? {
             continue;
-        }
-        if name.eq_ignore_ascii_case(b"content-type") {
-            // RFC 9110 5.3: "A sender MUST NOT generate multiple field lines
-            // with the same name in a message ... unless that field's
-            // definition allows multiple field line values to be recombined
-            // as a comma-separated list". Content-Type does not; servers
-            // that disagree on which copy wins can be played off each other.
-            match content_type {
-                Some(first) if first != value => return Err(EnvironError::ConflictingContentType),
-                _ => content_type = Some(value),
-            }
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"host") {
-            // RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request)
-            // status code to any HTTP/1.1 request message that lacks a Host
-            // header field and to any request message that contains more
-            // than one Host header field line or a Host header field with an
-            // invalid field value."
-            if has_host {
-                return Err(EnvironError::DuplicateHost);
-            }
-            has_host = true;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            has_te = true;
         }
         if !http_var_name(name, config.allow_underscore_headers, &mut names) {
             continue;
@@ -223,16 +284,7 @@ fn map_headers(head: &RequestHead, config: &EnvironConfig) -> Result<Mapped, Env
         }
     }
 
-    // RFC 9112 6.3: "If a message is received with both a Transfer-Encoding
-    // and a Content-Length header field, the Transfer-Encoding overrides the
-    // Content-Length. Such a message might indicate an attempt to perform
-    // request smuggling (Section 11.2) or response splitting (Section 11.1)
-    // and ought to be handled as an error. An intermediary that chooses to
-    // forward the message MUST first remove the received Content-Length
-    // field". A proxy that forwards both broke that rule: refuse.
-    if has_te && content_length.is_some() {
-        return Err(EnvironError::ContentLengthWithTransferEncoding);
-    }
+    framing.finish()?;
 
     let http = pending
         .into_iter()
@@ -245,9 +297,9 @@ fn map_headers(head: &RequestHead, config: &EnvironConfig) -> Result<Mapped, Env
         })
         .collect();
     Ok(Mapped {
-        content_type: content_type.map(|v| buf.slice_ref(v)),
-        content_length,
-        has_host,
+        content_type: framing.content_type.map(|v| buf.slice_ref(v)),
+        content_length: framing.content_length,
+        has_host: framing.has_host,
         http,
     })
 }

@@ -136,7 +136,7 @@ mod tests;
 
 use bytes::Bytes;
 
-pub use build::build;
+pub use build::{build, check};
 pub use config::EnvironConfig;
 
 /// Why a request head cannot be turned into an environ. The runtime answers

@@ -464,3 +464,53 @@ fn error_classes_and_messages() {
         assert!(!e.to_string().is_empty());
     }
 }
+
+/// `check` (what the runtime runs before a handler) refuses exactly what
+/// `build` refuses, with the same error, and builds only under a size limit.
+#[test]
+fn check_refuses_what_build_refuses() {
+    let heads = [
+        head("/", &[]),
+        head("/a%00", &[("Content-Length", "x")]),
+        head("/a\0", &[]),
+        head("/", &[("Content-Length", "5"), ("content-length", "05, 5")]),
+        head("/", &[("Content-Length", "5"), ("Content-Length", "6")]),
+        head("/", &[("Content-Length", "abc")]),
+        head(
+            "/",
+            &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")],
+        ),
+        head("/", &[("Transfer-Encoding", "chunked")]),
+        head("/", &[("Content-Type", "a/b"), ("Content-Type", "a/b")]),
+        head("/", &[("Content-Type", "a/b"), ("Content-Type", "c/d")]),
+        head("/", &[("Host", "a"), ("host", "a")]),
+        head(
+            "/",
+            &[("Host", "a"), ("Host", "b"), ("Content-Length", "x")],
+        ),
+        head(
+            "/",
+            &[
+                ("X_Under", "1"),
+                ("Proxy", "x"),
+                ("Cookie", "a"),
+                ("cookie", "b"),
+            ],
+        ),
+    ];
+    for limit in [None, Some(10), Some(4096)] {
+        let mut c = EnvironConfig::default();
+        c.max_size(limit);
+        for h in &heads {
+            match (check(h, &c), build(h, &c)) {
+                (Ok(None), Ok(_)) => assert!(limit.is_none()),
+                (Ok(Some(a)), Ok(b)) => {
+                    assert!(limit.is_some());
+                    assert_eq!(a, b);
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "{h:?}"),
+                (a, b) => panic!("{h:?} under {limit:?}: check {a:?}, build {b:?}"),
+            }
+        }
+    }
+}

@@ -13,7 +13,7 @@
 //! it afterwards yields borrowed slices of the frame payload with no copy and
 //! no allocation.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::scan::{is_valid_name, is_valid_value, Classes};
 use super::EncodeError;
@@ -137,7 +137,7 @@ impl HeaderBlock {
     /// its name and value): one allocation when the estimate holds.
     pub fn builder_with_capacity(bytes: usize) -> HeaderBlockBuilder {
         HeaderBlockBuilder {
-            buf: BytesMut::with_capacity(bytes),
+            buf: Vec::with_capacity(bytes),
             count: 0,
         }
     }
@@ -238,7 +238,10 @@ impl<'a> Iterator for Iter<'a> {
 /// Builds a [`HeaderBlock`] entry by entry.
 #[derive(Debug, Default)]
 pub struct HeaderBlockBuilder {
-    buf: BytesMut,
+    // A `Vec` rather than a `BytesMut`: its appends inline to a bounds
+    // check and a copy (`BytesMut`'s `put_*` are out-of-line calls, four
+    // per entry), and it freezes into a `Bytes` just the same.
+    buf: Vec<u8>,
     count: u32,
 }
 
@@ -262,10 +265,12 @@ impl HeaderBlockBuilder {
             ));
         }
         self.buf.reserve(6 + name.len() + value.len());
-        self.buf.put_u16(name.len() as u16);
-        self.buf.put_slice(name);
-        self.buf.put_u32(value.len() as u32);
-        self.buf.put_slice(value);
+        self.buf
+            .extend_from_slice(&(name.len() as u16).to_be_bytes());
+        self.buf.extend_from_slice(name);
+        self.buf
+            .extend_from_slice(&(value.len() as u32).to_be_bytes());
+        self.buf.extend_from_slice(value);
         self.count += 1;
         Ok(self)
     }
@@ -273,7 +278,7 @@ impl HeaderBlockBuilder {
     /// Finishes the block.
     pub fn finish(&mut self) -> HeaderBlock {
         HeaderBlock {
-            buf: std::mem::take(&mut self.buf).freeze(),
+            buf: Bytes::from(std::mem::take(&mut self.buf)),
             count: std::mem::take(&mut self.count),
         }
     }

@@ -225,17 +225,26 @@ impl Incoming {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
+    /// The next request if one has already arrived, without waiting (and
+    /// without registering for a wakeup: use [`Incoming::accept`] or
+    /// [`Incoming::poll_accept`] to wait). A server takes every request a
+    /// read brought in before it lets the driver write, so their answers
+    /// leave together.
+    pub fn try_accept(&mut self) -> Option<IncomingRequest> {
+        let (id, head) = self.shared.lock().incoming.pop_front()?;
+        Some(IncomingRequest {
+            head,
+            body: RecvStream::new(id, self.shared.clone(), false),
+            responder: Responder::new(id, self.shared.clone()),
+        })
+    }
+
     /// Polls for the next request; `None` once the connection is closed.
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Option<IncomingRequest>> {
-        let mut g = self.shared.lock();
-        if let Some((id, head)) = g.incoming.pop_front() {
-            drop(g);
-            return Poll::Ready(Some(IncomingRequest {
-                head,
-                body: RecvStream::new(id, self.shared.clone(), false),
-                responder: Responder::new(id, self.shared.clone()),
-            }));
+        if let Some(req) = self.try_accept() {
+            return Poll::Ready(Some(req));
         }
+        let mut g = self.shared.lock();
         if g.end.is_some() || self.shared.closed.load(Ordering::Acquire) {
             return Poll::Ready(None);
         }

@@ -139,20 +139,27 @@ pub struct CompressPredicate {
 
 impl CompressPredicate {
     fn type_matches(&self, content_type: &str) -> bool {
+        // Compared ignoring ASCII case, without a lowercased copy: the
+        // configured types are lowercase already (`predicate`).
         let media = content_type
             .split(';')
             .next()
             .unwrap_or("")
             .trim()
-            .to_ascii_lowercase();
-        if media.ends_with("+json") || media.ends_with("+xml") {
+            .as_bytes();
+        let ends_with = |suffix: &[u8]| {
+            media.len() >= suffix.len()
+                && media[media.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        };
+        if ends_with(b"+json") || ends_with(b"+xml") {
             return true;
         }
         self.types.iter().any(|t| {
-            if t.ends_with('/') {
-                media.starts_with(t.as_str())
+            let t = t.as_bytes();
+            if t.ends_with(b"/") {
+                media.len() >= t.len() && media[..t.len()].eq_ignore_ascii_case(t)
             } else {
-                media == *t
+                media.eq_ignore_ascii_case(t)
             }
         })
     }
@@ -167,11 +174,14 @@ impl Predicate for CompressPredicate {
         if matches!(status, 204 | 206 | 304) || status < 200 {
             return false;
         }
+        // Cheapest test first: most small answers stop at their length.
         let h = response.headers();
-        if h.get_all(header::CACHE_CONTROL).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.to_ascii_lowercase().contains("no-transform"))
-        }) {
+        let declared = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| response.body().size_hint().exact());
+        if declared.is_some_and(|n| n < self.min_size) {
             return false;
         }
         let Some(ct) = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
@@ -180,12 +190,11 @@ impl Predicate for CompressPredicate {
         if !self.type_matches(ct) {
             return false;
         }
-        let declared = h
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .or_else(|| response.body().size_hint().exact());
-        declared.is_none_or(|n| n >= self.min_size)
+        !h.get_all(header::CACHE_CONTROL).iter().any(|v| {
+            v.as_bytes()
+                .windows(b"no-transform".len())
+                .any(|w| w.eq_ignore_ascii_case(b"no-transform"))
+        })
     }
 }
 
@@ -232,5 +241,41 @@ mod tests {
         r.headers_mut()
             .insert("cache-control", "public, no-transform".parse().unwrap());
         assert!(!p.should_compress(&r));
+        r.headers_mut()
+            .insert("cache-control", "max-age=60, No-Transform".parse().unwrap());
+        assert!(!p.should_compress(&r), "directives are case-insensitive");
+        r.headers_mut()
+            .insert("cache-control", "max-age=60".parse().unwrap());
+        assert!(p.should_compress(&r));
+    }
+
+    /// Media types match ignoring case and parameters; a configured type
+    /// ending in `/` is a prefix; `+json` and `+xml` suffixes always match.
+    #[test]
+    fn type_matching_edges() {
+        let p = CompressionConfig {
+            types: vec!["Text/".into(), "application/json".into()],
+            ..CompressionConfig::default()
+        }
+        .predicate();
+        for yes in [
+            "text/html",
+            "TEXT/CSS; charset=utf-8",
+            " Application/JSON ; q=1",
+            "application/vnd.api+JSON",
+            "image/svg+xml",
+        ] {
+            assert!(p.type_matches(yes), "{yes}");
+        }
+        for no in [
+            "text",
+            "application/json5",
+            "application/jso",
+            "",
+            "json",
+            "+json",
+        ] {
+            assert_eq!(p.type_matches(no), no == "+json", "{no}");
+        }
     }
 }

@@ -3,14 +3,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::environ::Environ;
+use super::config::ServerConfig;
+use crate::environ::{self, Environ};
 use crate::frame::RequestHead;
 use crate::net::RecvStream;
 
@@ -201,7 +202,10 @@ impl HttpBody for Body {
 #[derive(Debug)]
 pub struct Request {
     head: Box<RequestHead>,
-    environ: Environ,
+    /// Built on first use (see [`Request::environ`]).
+    environ: OnceLock<Environ>,
+    /// How to build it then; `None` when it was given at construction.
+    environ_config: Option<Arc<ServerConfig>>,
     body: Body,
     upgrade: Option<super::upgrade::OnUpgrade>,
 }
@@ -216,7 +220,24 @@ impl Request {
     pub(crate) fn from_boxed(head: Box<RequestHead>, environ: Environ, body: Body) -> Request {
         Request {
             head,
-            environ,
+            environ: OnceLock::from(environ),
+            environ_config: None,
+            body,
+            upgrade: None,
+        }
+    }
+
+    /// Assembles a request whose head passed [`environ::check`] under
+    /// `config.environ` and whose environ is built when first asked for.
+    pub(crate) fn checked(
+        head: Box<RequestHead>,
+        config: Arc<ServerConfig>,
+        body: Body,
+    ) -> Request {
+        Request {
+            head,
+            environ: OnceLock::new(),
+            environ_config: Some(config),
             body,
             upgrade: None,
         }
@@ -248,9 +269,22 @@ impl Request {
         &self.head
     }
 
-    /// The CGI/WSGI environ built from the head.
+    /// The CGI/WSGI environ built from the head. The runtime builds it the
+    /// first time it is asked for, so a handler that reads only the head
+    /// does not pay for it; the request was checked against every rule of
+    /// [`environ::build`] before the handler ran, so building cannot fail.
     pub fn environ(&self) -> &Environ {
-        &self.environ
+        self.environ.get_or_init(|| self.build_environ())
+    }
+
+    /// Builds the environ of a request made by [`Request::checked`].
+    fn build_environ(&self) -> Environ {
+        let config = self
+            .environ_config
+            .as_ref()
+            .expect("a request without an environ has the config to build it");
+        environ::build(&self.head, &config.environ)
+            .expect("environ::check passed on this head with this config")
     }
 
     /// The body.
@@ -259,8 +293,12 @@ impl Request {
     }
 
     /// Splits the request.
-    pub fn into_parts(self) -> (RequestHead, Environ, Body) {
-        (*self.head, self.environ, self.body)
+    pub fn into_parts(mut self) -> (RequestHead, Environ, Body) {
+        let environ = match self.environ.take() {
+            Some(environ) => environ,
+            None => self.build_environ(),
+        };
+        (*self.head, environ, self.body)
     }
 }
 
@@ -490,5 +528,49 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::HeaderBlock;
+
+    fn checked(config: ServerConfig) -> Request {
+        let head = RequestHead {
+            method: Bytes::from_static(b"GET"),
+            path: Bytes::from_static(b"/p"),
+            headers: HeaderBlock::try_from_pairs([("X-Id", "7")]).unwrap(),
+            ..RequestHead::default()
+        };
+        assert_eq!(environ::check(&head, &config.environ), Ok(None));
+        Request::checked(Box::new(head), Arc::new(config), Body::empty())
+    }
+
+    #[test]
+    fn a_checked_request_builds_its_environ_when_first_asked() {
+        let req = checked(ServerConfig::default());
+        assert!(req.environ.get().is_none(), "built before it was asked for");
+        let first: *const Environ = req.environ();
+        assert_eq!(req.environ().get("HTTP_X_ID"), Some(&b"7"[..]));
+        assert_eq!(req.environ().get("PATH_INFO"), Some(&b"/p"[..]));
+        assert!(std::ptr::eq(first, req.environ()), "built twice");
+    }
+
+    #[test]
+    fn into_parts_builds_an_environ_never_asked_for() {
+        let mut config = ServerConfig::default();
+        config.environ.script_name("/p");
+        let (head, env, _) = checked(config).into_parts();
+        assert_eq!(env.get("SCRIPT_NAME"), Some(&b"/p"[..]));
+        assert_eq!(
+            env,
+            environ::build(&head, &{
+                let mut c = crate::environ::EnvironConfig::default();
+                c.script_name("/p");
+                c
+            })
+            .unwrap()
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The protocol-neutral request pipeline.
 //!
 //! Every request, whichever protocol carried it, takes one path: [`serve`]
-//! counts it, builds its environ, runs the handler under the request
+//! counts it, checks it against the environ rules (the environ itself is
+//! built when the handler first asks for it), runs the handler under the request
 //! deadline with panics caught, and pumps the response into a [`Sink`]. The
 //! sink is the only thing a protocol implements: [`super::uwire`] answers on
 //! a uwire/1 stream, [`super::uwsgi`] writes an HTTP/1-style response on a
@@ -253,7 +254,7 @@ async fn accept_upgrade<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, of
     }
 }
 
-/// Builds the environ, runs the handler under the deadline with panics
+/// Checks the request against the environ rules, runs the handler under the deadline with panics
 /// caught, waits until the head may go out, and turns every failure into
 /// the response (or outcome) the runtime promises.
 async fn run_handler<S: Sink>(
@@ -266,7 +267,9 @@ async fn run_handler<S: Sink>(
 ) -> Outcome {
     let offered = on_upgrade.is_some();
     let max_body = ctx.config.max_body_size;
-    let environ = match environ::build(&head, &ctx.config.environ) {
+    // The environ is built when the handler first asks for it; every
+    // refusal it implies is checked now.
+    let checked = match environ::check(&head, &ctx.config.environ) {
         Err(e) => {
             ctx.metrics.error(ErrorKind::BadRequest);
             return Outcome::Respond(simple(400, &format!("bad request: {e}")));
@@ -275,9 +278,13 @@ async fn run_handler<S: Sink>(
             ctx.metrics.error(ErrorKind::BodyTooLarge);
             return Outcome::Respond(simple(413, "request body too large"));
         }
-        Ok(env) => env,
+        Ok(built) => built,
     };
-    let request = Request::from_boxed(head, environ, body).with_upgrade(on_upgrade);
+    let request = match checked {
+        Some(environ) => Request::from_boxed(head, environ, body),
+        None => Request::checked(head, ctx.config.clone(), body),
+    }
+    .with_upgrade(on_upgrade);
     // `call` itself may panic (work done before the future is built), as
     // may the future: both are the handler panicking.
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| ctx.handler.call(request))) {

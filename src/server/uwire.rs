@@ -18,6 +18,11 @@ use super::upgrade::Upgraded;
 use crate::frame::{HeaderBlock, Reason, ResponseHead};
 use crate::net::{self, IncomingRequest, RecvStream, Responder, SendStream, Tunnel};
 
+/// Requests started in a row before the driver is polled again: enough to
+/// answer a full read's worth together, few enough that a burst of them
+/// does not hold up the connection's writes for long.
+const ACCEPT_BATCH: usize = 64;
+
 /// Serves one uwire/1 connection until it closes: accepts its streams, runs
 /// each through the pipeline, closes the connection when idle for
 /// `idle_timeout`, and drains it (GOAWAY) once `stop` turns true.
@@ -59,13 +64,26 @@ where
                     accepting = false;
                     continue;
                 };
-                // Most handlers answer at once: run the pipeline right here,
-                // and keep it only if it has to wait.
-                let mut task = Box::pin(stream_task(req, ctx.clone()));
-                if PollOnce(task.as_mut()).await.is_none() {
-                    streams.push(task);
-                } else if streams.is_empty() {
-                    last_activity = tokio::time::Instant::now();
+                // Every request the last read brought in is started before
+                // the driver runs again, so the answers of those that finish
+                // at once leave in one write (one per request would cost a
+                // syscall and a wakeup of the peer each).
+                let mut next = Some(req);
+                let mut started = 0;
+                while let Some(req) = next {
+                    // Most handlers answer at once: run the pipeline right
+                    // here, and keep it only if it has to wait.
+                    let mut task = Box::pin(stream_task(req, ctx.clone()));
+                    if PollOnce(task.as_mut()).await.is_none() {
+                        streams.push(task);
+                    } else if streams.is_empty() {
+                        last_activity = tokio::time::Instant::now();
+                    }
+                    started += 1;
+                    next = match started < ACCEPT_BATCH {
+                        true => incoming.try_accept(),
+                        false => None,
+                    };
                 }
             }
             Some(()) = streams.next(), if !streams.is_empty() => {
