@@ -214,7 +214,10 @@ impl Server {
             };
             let stop = stop_rx.clone();
             let gated = self.gate.as_ref().map(gate::GateGuard::open);
-            conns.spawn(
+            // Boxed here, where it is made: a connection's future is a few
+            // KiB (every protocol's state machine), and spawning it unboxed
+            // copies it several times on its way into the task.
+            conns.spawn(Box::pin(
                 async move {
                     let _permit = permit;
                     let _gated = gated;
@@ -224,7 +227,7 @@ impl Server {
                     }
                 }
                 .instrument(span),
-            );
+            ));
         }
         drop(raw);
         drop(listener);

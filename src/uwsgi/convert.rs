@@ -7,7 +7,7 @@ use memchr::memchr;
 use super::packet::{content_length, UwsgiRequest};
 use super::util::{decodes_to, is_clean, is_token, parse_u64, percent_decode, percent_encode_path};
 use super::{lossy, UwsgiError};
-use crate::frame::{HeaderBlock, HttpVersion, RequestHead};
+use crate::frame::{HeaderBlock, HeaderBlockBuilder, HttpVersion, RequestHead};
 
 /// Vars that become fields of the head rather than parameters.
 const CONSUMED: [&[u8]; 14] = [
@@ -43,29 +43,53 @@ const DROPPED: [&[u8]; 3] = [b"HTTP_PROXY", b"HTTP_CONTENT_LENGTH", b"HTTP_CONTE
 /// `_`-separated word capitalised, joined with `-`. `None` when the suffix
 /// is empty or holds a byte other than ASCII letters, digits and `_` (the
 /// names the environ builder would drop as a header too).
+#[cfg(test)]
 fn header_name(key: &[u8]) -> Option<Bytes> {
-    let suffix = key.strip_prefix(b"HTTP_")?;
-    if suffix.is_empty()
-        || !suffix
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return None;
-    }
-    let mut start = true;
-    let name: Vec<u8> = suffix
-        .iter()
-        .map(|&b| {
-            let out = match b {
-                b'_' => b'-',
-                _ if start => b.to_ascii_uppercase(),
-                _ => b.to_ascii_lowercase(),
-            };
-            start = b == b'_';
-            out
-        })
-        .collect();
+    let suffix = header_suffix(key)?;
+    let mut name = vec![0; suffix.len()];
+    write_header_name(suffix, &mut name);
     Some(Bytes::from(name))
+}
+
+/// The part of an `HTTP_*` key that names a header field: non-empty, only
+/// ASCII letters, digits and `_`. `None` for any other key.
+fn header_suffix(key: &[u8]) -> Option<&[u8]> {
+    let suffix = key.strip_prefix(b"HTTP_")?;
+    let ok = !suffix.is_empty()
+        && suffix
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_');
+    ok.then_some(suffix)
+}
+
+/// Writes the field name of an `HTTP_*` key's suffix into `out` (of the
+/// same length): `_` becomes `-`, each word capitalised.
+fn write_header_name(suffix: &[u8], out: &mut [u8]) {
+    let mut start = true;
+    for (o, &b) in out.iter_mut().zip(suffix) {
+        *o = match b {
+            b'_' => b'-',
+            _ if start => b.to_ascii_uppercase(),
+            _ => b.to_ascii_lowercase(),
+        };
+        start = b == b'_';
+    }
+}
+
+/// Appends the header field of an `HTTP_*` var to `headers`, its name
+/// converted on the stack (no allocation for names up to 64 bytes).
+fn push_header(headers: &mut HeaderBlockBuilder, suffix: &[u8], value: &[u8]) {
+    let mut stack = [0u8; 64];
+    let mut heap = Vec::new();
+    let name = match stack.get_mut(..suffix.len()) {
+        Some(name) => name,
+        None => {
+            heap.resize(suffix.len(), 0);
+            &mut heap[..]
+        }
+    };
+    write_header_name(suffix, name);
+    headers.push(name, value).expect("valid header");
 }
 
 /// `SERVER_PROTOCOL` to a version; `UNSPECIFIED` when unknown.
@@ -170,9 +194,8 @@ impl UwsgiRequest {
     /// `REQUEST_METHOD`, `REMOTE_PORT`, `SERVER_PORT` and `CONTENT_LENGTH`.
     pub fn to_request_head(&self) -> Result<RequestHead, UwsgiError> {
         let mut last: [Option<&Bytes>; 14] = [None; 14];
-        let mut headers = HeaderBlock::builder();
         let mut params = HeaderBlock::builder();
-        let mut http: Vec<(Bytes, &Bytes)> = Vec::new();
+        let mut http: Vec<(&[u8], &Bytes)> = Vec::with_capacity(self.vars.len());
 
         for (k, v) in &self.vars {
             if &k[..] != b"PATH_INFO" && !is_clean(v) {
@@ -187,8 +210,8 @@ impl UwsgiRequest {
                 if DROPPED.contains(&&k[..]) {
                     continue;
                 }
-                if let Some(name) = header_name(k) {
-                    http.push((name, v));
+                if let Some(suffix) = header_suffix(k) {
+                    http.push((suffix, v));
                 }
             } else if is_token(k) {
                 params.push(k, v).expect("token name and clean value");
@@ -260,15 +283,24 @@ impl UwsgiRequest {
         let scheme =
             scheme.unwrap_or_else(|| Bytes::from_static(if tls { b"https" } else { b"http" }));
 
-        if let Some(ct) = content_type.filter(|c| !c.is_empty()) {
+        let content_type = content_type.filter(|c| !c.is_empty());
+        // One allocation for the block: 6 bytes of lengths per field, names
+        // as long as their keys' suffixes.
+        let size = content_type.map_or(0, |ct| 18 + ct.len())
+            + http
+                .iter()
+                .map(|(n, v)| 6 + n.len() + v.len())
+                .sum::<usize>();
+        let mut headers = HeaderBlock::builder_with_capacity(size);
+        if let Some(ct) = content_type {
             headers.push(b"Content-Type", ct).expect("valid header");
         }
         let mut authority = Bytes::new();
-        for (name, value) in &http {
-            if &name[..] == b"Host" {
+        for (suffix, value) in &http {
+            if suffix.eq_ignore_ascii_case(b"HOST") {
                 authority = (*value).clone();
             }
-            headers.push(name, value).expect("valid header");
+            push_header(&mut headers, suffix, value);
         }
 
         if let Some(uri) = uri {
@@ -326,6 +358,23 @@ impl TryFrom<&UwsgiRequest> for RequestHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names up to 64 bytes are converted on the stack, longer ones on the
+    /// heap: both give the same field.
+    #[test]
+    fn push_header_stack_limit_edge() {
+        for len in [1, 63, 64, 65, 300] {
+            let key = format!("HTTP_{}", "AB_C".repeat(len).get(..len).unwrap());
+            let suffix = header_suffix(key.as_bytes()).unwrap();
+            let mut b = HeaderBlock::builder();
+            push_header(&mut b, suffix, b"v");
+            let block = b.finish();
+            let (name, value) = block.iter().next().unwrap();
+            assert_eq!(name, &header_name(key.as_bytes()).unwrap()[..], "{len}");
+            assert_eq!(name.len(), len);
+            assert_eq!(value, b"v");
+        }
+    }
 
     #[test]
     fn header_names() {

@@ -114,7 +114,11 @@ fn var(input: &[u8]) -> Result<Var<'_>, &'static str> {
 /// ([`UwsgiError::TooManyVars`], reported when var `max_vars + 1` is
 /// read, before it is stored).
 pub fn parse_vars(block: &Bytes, max_vars: usize) -> Result<Vec<(Bytes, Bytes)>, UwsgiError> {
-    let mut vars = Vec::new();
+    // Sized for the block at once (a var takes 4 bytes of lengths plus its
+    // key and value; nginx's are about 30 bytes on average) instead of
+    // growing one var at a time; a block of a few huge vars gets no more
+    // than 64 slots up front.
+    let mut vars = Vec::with_capacity((block.len() / 24).min(max_vars).min(64));
     let mut rest: &[u8] = block;
     while !rest.is_empty() {
         let offset = block.len() - rest.len();
