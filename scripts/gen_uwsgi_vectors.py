@@ -129,14 +129,14 @@ NGINX_GET = [
     ("HTTP_UPGRADE_INSECURE_REQUESTS", "1"),
 ]
 
-NGINX_GET_HEAD = dict(
-    method="GET",
-    scheme="http",
-    authority="example.com",
-    path="/blog/posts",
-    query="page=2",
-    version="HTTP_1_1",
-    headers=[
+NGINX_GET_HEAD = {
+    "method": "GET",
+    "scheme": "http",
+    "authority": "example.com",
+    "path": "/blog/posts",
+    "query": "page=2",
+    "version": "HTTP_1_1",
+    "headers": [
         ("Host", "example.com"),
         ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
         ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
@@ -146,12 +146,12 @@ NGINX_GET_HEAD = dict(
         ("Cookie", "session=abc123"),
         ("Upgrade-Insecure-Requests", "1"),
     ],
-    client_addr="192.0.2.10",
-    client_port=54321,
-    server_name="example.com",
-    server_port=80,
-    params=[("DOCUMENT_ROOT", "/usr/share/nginx/html")],
-)
+    "client_addr": "192.0.2.10",
+    "client_port": 54321,
+    "server_name": "example.com",
+    "server_port": 80,
+    "params": [("DOCUMENT_ROOT", "/usr/share/nginx/html")],
+}
 
 # ---------------------------------------------------------------------------
 # uwsgi_valid.json
@@ -627,22 +627,22 @@ response("chunked_no_last_chunk", "the server closes after a complete chunk but 
 
 ENCODES = []
 
-BASE_ENC_HEAD = dict(
-    method="GET",
-    scheme="http",
-    authority="example.com",
-    path="/",
-    query=None,
-    version="HTTP_1_1",
-    headers=[("Host", "example.com")],
-    client_addr="192.0.2.10",
-    client_port=54321,
-    server_name="example.com",
-    server_port=80,
-    tls=False,
-    params=[],
-    body_length=None,
-)
+BASE_ENC_HEAD = {
+    "method": "GET",
+    "scheme": "http",
+    "authority": "example.com",
+    "path": "/",
+    "query": None,
+    "version": "HTTP_1_1",
+    "headers": [("Host", "example.com")],
+    "client_addr": "192.0.2.10",
+    "client_port": 54321,
+    "server_name": "example.com",
+    "server_port": 80,
+    "tls": False,
+    "params": [],
+    "body_length": None,
+}
 
 
 def std_vars(**over):

@@ -242,23 +242,23 @@ def request_head_fields(
     body_length=None,
     upgrade=None,
 ):
-    return dict(
-        method=as_bytes(method),
-        scheme=as_bytes(scheme),
-        authority=as_bytes(authority),
-        path=as_bytes(path),
-        query=None if query is None else as_bytes(query),
-        version=VERSION_CODES[version] if isinstance(version, str) else version,
-        headers=[(as_bytes(n), as_bytes(v)) for n, v in headers],
-        client_addr=as_bytes(client_addr),
-        client_port=client_port,
-        server_name=as_bytes(server_name),
-        server_port=server_port,
-        tls=tls,
-        params=[(as_bytes(n), as_bytes(v)) for n, v in params],
-        body_length=body_length,
-        upgrade=None if upgrade is None else as_bytes(upgrade),
-    )
+    return {
+        "method": as_bytes(method),
+        "scheme": as_bytes(scheme),
+        "authority": as_bytes(authority),
+        "path": as_bytes(path),
+        "query": None if query is None else as_bytes(query),
+        "version": VERSION_CODES[version] if isinstance(version, str) else version,
+        "headers": [(as_bytes(n), as_bytes(v)) for n, v in headers],
+        "client_addr": as_bytes(client_addr),
+        "client_port": client_port,
+        "server_name": as_bytes(server_name),
+        "server_port": server_port,
+        "tls": tls,
+        "params": [(as_bytes(n), as_bytes(v)) for n, v in params],
+        "body_length": body_length,
+        "upgrade": None if upgrade is None else as_bytes(upgrade),
+    }
 
 
 def encode_request_head(h) -> bytes:
@@ -1125,7 +1125,7 @@ def raw_entry(name: bytes, value: bytes) -> bytes:
 
 
 def many(n: int):
-    return [("H%d" % i, "v") for i in range(n)]
+    return [(f"H{i}", "v") for i in range(n)]
 
 
 def invalid_cases():

@@ -30,8 +30,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "scripts" / "bench"
@@ -50,13 +50,14 @@ class Procs:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, argv: list[str], env: Optional[dict[str, str]] = None,
-              cwd: Optional[Path] = None) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}.log", "wb")
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen[bytes]:
         full = dict(os.environ)
         full.update(env or {})
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full,
-                             cwd=cwd or BENCH, start_new_session=True)
+        # The child keeps its own copy of the log's descriptor.
+        with open(self.tmp / f"{name}.log", "wb") as log:
+            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full,
+                                 cwd=cwd or BENCH, start_new_session=True)
         self.procs.append(p)
         return p
 
@@ -477,7 +478,6 @@ def ipc_clients(args: argparse.Namespace, tmp: Path) -> list[tuple[str, float]]:
 
         import grpc
         import httpx
-
         import uwire
 
         uw = uwire.Client(f"unix:{uw_sock}")

@@ -521,6 +521,11 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
             "`nginx-static` and `hyper-hello` for the front's share, and with each other."
         ),
         (
+            "- No setup writes a line per request: nginx has `access_log off`, uWSGI `--disable-logging`, "
+            "Granian `--no-access-log`, gunicorn no access log, and `uwire proxy` / `uwire quickstart` run "
+            "with `--access-log off` (their default, `stderr`, writes one line, one `write`, per request)."
+        ),
+        (
             "- Floors (`examples/bench_floor.rs`, blocking std sockets, the echo side a second process): "
             "ping-pong writes one message and waits for it back; the 64-in-flight floors keep 64 messages "
             "outstanding, and each side reads whatever has arrived and sends back one message per whole "

@@ -184,6 +184,10 @@ class Setups:
                 f"127.0.0.1:{port}",
                 "--upstream",
                 upstream,
+                # No per-request log line, like every other front here
+                # (nginx `access_log off`, uWSGI `--disable-logging`, ...).
+                "--access-log",
+                "off",
                 *PROXY_ARGS,
                 *(extra or []),
             ],
@@ -343,6 +347,8 @@ class Setups:
                         f"127.0.0.1:{s.port}",
                         "--app-socket",
                         d / "qs.sock",
+                        "--access-log",
+                        "off",
                         *QUICKSTART_ARGS,
                     ],
                 )

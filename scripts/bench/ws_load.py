@@ -25,7 +25,7 @@ async def one(url: str, stop: float) -> int:
     return n
 
 
-def proc(url: str, sockets: int, secs: float, q: "multiprocessing.Queue[int]") -> None:
+def proc(url: str, sockets: int, secs: float, q: multiprocessing.Queue[int]) -> None:
     async def run() -> int:
         stop = time.monotonic() + secs
         return sum(await asyncio.gather(*(one(url, stop) for _ in range(sockets))))
@@ -34,9 +34,17 @@ def proc(url: str, sockets: int, secs: float, q: "multiprocessing.Queue[int]") -
 
 
 def main() -> None:
-    url, procs, sockets, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    url, procs, sockets, secs = (
+        sys.argv[1],
+        int(sys.argv[2]),
+        int(sys.argv[3]),
+        float(sys.argv[4]),
+    )
     q: multiprocessing.Queue[int] = multiprocessing.Queue()
-    ps = [multiprocessing.Process(target=proc, args=(url, sockets, secs, q)) for _ in range(procs)]
+    ps = [
+        multiprocessing.Process(target=proc, args=(url, sockets, secs, q))
+        for _ in range(procs)
+    ]
     started = time.monotonic()
     for p in ps:
         p.start()
