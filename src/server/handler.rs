@@ -561,16 +561,9 @@ mod tests {
     fn into_parts_builds_an_environ_never_asked_for() {
         let mut config = ServerConfig::default();
         config.environ.script_name("/p");
+        let environ_config = config.environ.clone();
         let (head, env, _) = checked(config).into_parts();
         assert_eq!(env.get("SCRIPT_NAME"), Some(&b"/p"[..]));
-        assert_eq!(
-            env,
-            environ::build(&head, &{
-                let mut c = crate::environ::EnvironConfig::default();
-                c.script_name("/p");
-                c
-            })
-            .unwrap()
-        );
+        assert_eq!(env, environ::build(&head, &environ_config).unwrap());
     }
 }

@@ -2,14 +2,15 @@
 //!
 //! Every request, whichever protocol carried it, takes one path: [`serve`]
 //! counts it, checks it against the environ rules (the environ itself is
-//! built when the handler first asks for it), runs the handler under the request
-//! deadline with panics caught, and pumps the response into a [`Sink`]. The
-//! sink is the only thing a protocol implements: [`super::uwire`] answers on
-//! a uwire/1 stream, [`super::uwsgi`] writes an HTTP/1-style response on a
-//! classic uwsgi connection. The deadline, the send timeout, the metrics
-//! and the mapping of every failure to a status or a reset live here once,
-//! so the protocols cannot drift apart. (hyper's split of its dispatcher
-//! from the `Http1Transaction` wire roles is the model.)
+//! built when the handler first asks for it), runs the handler under the
+//! request deadline with panics caught, and pumps the response into a
+//! [`Sink`]. The sink is the only thing a protocol implements:
+//! [`super::uwire`] answers on a uwire/1 stream, [`super::uwsgi`] writes an
+//! HTTP/1-style response on a classic uwsgi connection. The deadline, the
+//! send timeout, the metrics and the mapping of every failure to a status or
+//! a reset live here once, so the protocols cannot drift apart. (hyper's
+//! split of its dispatcher from the `Http1Transaction` wire roles is the
+//! model.)
 //!
 //! A handler that is not async Rust fits the same seam: it runs its work on
 //! a blocking thread, reads the body through
@@ -254,9 +255,9 @@ async fn accept_upgrade<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, of
     }
 }
 
-/// Checks the request against the environ rules, runs the handler under the deadline with panics
-/// caught, waits until the head may go out, and turns every failure into
-/// the response (or outcome) the runtime promises.
+/// Checks the request against the environ rules, runs the handler under
+/// the deadline with panics caught, waits until the head may go out, and
+/// turns every failure into the response (or outcome) the runtime promises.
 async fn run_handler<S: Sink>(
     ctx: &Ctx,
     head: Box<RequestHead>,
