@@ -136,6 +136,61 @@ async fn small_or_incompressible_responses_are_left_alone() {
     .await
 }
 
+/// The layer is skipped where it could not change the answer (the front's
+/// fast path); what a client sees must be the same as with it: `Vary` on
+/// every response that could be compressed, whatever the request accepted,
+/// none on one that could not, and tower-http's 406 when the request
+/// refuses every coding, small answer or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiation_headers_are_the_same_whether_or_not_compression_applies() {
+    bounded(async {
+        let (_app, front) = start(CompressionConfig {
+            min_size: 2048,
+            ..CompressionConfig::default()
+        })
+        .await;
+        let vary = |r: &CurlOut| {
+            r.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("vary") && v.to_ascii_lowercase().contains("accept-encoding")
+            })
+        };
+        let big = front.http("/download?bytes=4096");
+        let small = front.http("/hello");
+        // Compressible, no Accept-Encoding at all: identity, but `Vary` says
+        // the answer depends on it.
+        let r = curl(&[&big]).await;
+        assert_eq!((r.status, r.header("content-encoding")), (200, None));
+        assert!(vary(&r), "{:?}", r.headers);
+        assert_eq!(r.body.len(), 4096);
+        let r = curl(&["-H", "Accept-Encoding: gzip", "--compressed", &big]).await;
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        assert!(vary(&r));
+        // Too small to compress: untouched, no `Vary`, with or without
+        // Accept-Encoding.
+        for args in [
+            vec![small.as_str()],
+            vec!["-H", "Accept-Encoding: gzip, br", &small],
+        ] {
+            let r = curl(&args).await;
+            assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+            assert_eq!(r.header("content-encoding"), None);
+            assert!(!vary(&r), "{:?}", r.headers);
+        }
+        // Every coding refused (identity too): 406, for a small answer as
+        // for a large one.
+        for url in [&small, &big] {
+            let r = curl(&["-H", "Accept-Encoding: identity;q=0, *;q=0", url]).await;
+            assert_eq!(r.status, 406, "{url}");
+            assert!(vary(&r));
+        }
+        // A refusal that leaves something acceptable changes nothing.
+        let r = curl(&["-H", "Accept-Encoding: br;q=0", &small]).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+        assert!(!vary(&r));
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_streams_an_endless_body() {
     bounded(async {

@@ -34,6 +34,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
+use futures_util::future::Either;
+use futures_util::FutureExt;
 use http_body::Body as HttpBody;
 
 pub use body::Body;
@@ -362,15 +364,20 @@ impl Client {
                         Kind::InvalidRequest,
                         "upgrades (WebSocket) are carried only to uwire/1 upstreams",
                     )),
-                    Protocol::Uwsgi => uwsgi::request(&up, &head, &mut body, cfg).await,
+                    // Boxed: its state would otherwise widen every uwire/1
+                    // request's future too.
+                    Protocol::Uwsgi => Box::pin(uwsgi::request(&up, &head, &mut body, cfg)).await,
                 }
             };
-            let result = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, attempt).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Error::new(Kind::Timeout)),
-                },
-                None => attempt.await,
+            // One await point either way, so the attempt's state is laid
+            // out once in this future, not once per branch.
+            let attempt = match deadline {
+                Some(d) => Either::Left(tokio::time::timeout_at(d, attempt)),
+                None => Either::Right(attempt.map(Ok)),
+            };
+            let result = match attempt.await {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(Kind::Timeout)),
             };
             match result {
                 Ok(resp) => {

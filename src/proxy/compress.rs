@@ -16,6 +16,8 @@ use http::header;
 use http_body::Body as HttpBody;
 use tower_http::compression::{CompressionLevel, Predicate};
 
+use super::response::ProxyBody;
+
 /// Default smallest body compressed (when its length is known): 1 KiB.
 pub const DEFAULT_COMPRESS_MIN_SIZE: u64 = 1024;
 /// Default compression level for every algorithm: 4 (fast; brotli's own
@@ -127,6 +129,91 @@ impl CompressionConfig {
             .zstd(has(Algorithm::Zstd))
             .quality(CompressionLevel::Precise(self.level))
             .compress_when(predicate)
+    }
+}
+
+/// The request's `Accept-Encoding` fields, kept for the answer (the
+/// request itself goes to the app).
+#[derive(Debug, Default)]
+pub(crate) struct AcceptEncoding {
+    first: Option<header::HeaderValue>,
+    rest: Vec<header::HeaderValue>,
+}
+
+impl AcceptEncoding {
+    /// The fields of `headers` (most requests have one: no allocation).
+    pub(crate) fn of(headers: &http::HeaderMap) -> AcceptEncoding {
+        let mut all = headers.get_all(header::ACCEPT_ENCODING).iter();
+        AcceptEncoding {
+            first: all.next().cloned(),
+            rest: all.cloned().collect(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &header::HeaderValue> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    /// Whether some coding is refused with `q=0`: only then can tower-http
+    /// find nothing acceptable (it answers 406 then, whatever the body).
+    fn refuses_some(&self) -> bool {
+        self.iter()
+            .any(|v| v.as_bytes().windows(2).any(|w| w == b"=0"))
+    }
+}
+
+/// The response as tower-http's compression leaves it. The layer runs only
+/// where it can change something: a response it may compress, or a request
+/// that refuses a coding. Otherwise it would hand the body back untouched,
+/// wrapped in its body type (several KiB, copied as the response moves)
+/// that every frame passes through.
+pub(crate) async fn apply(
+    config: &CompressionConfig,
+    predicate: &CompressPredicate,
+    accept: AcceptEncoding,
+    resp: http::Response<ProxyBody>,
+) -> http::Response<ProxyBody> {
+    let h = resp.headers();
+    let may_compress = !h.contains_key(header::CONTENT_ENCODING)
+        && !h.contains_key(header::CONTENT_RANGE)
+        && predicate.should_compress(&resp);
+    if !may_compress && !accept.refuses_some() {
+        return resp;
+    }
+    let mut req = http::Request::new(());
+    for v in accept.iter() {
+        req.headers_mut().append(header::ACCEPT_ENCODING, v.clone());
+    }
+    let mut svc = config.layer(Answer(Some(resp)), predicate.clone());
+    match tower_service::Service::call(&mut svc, req).await {
+        Ok(r) => r.map(http_body_util::BodyExt::boxed_unsync),
+        Err(e) => match e {},
+    }
+}
+
+/// A service that answers once with a response already made.
+struct Answer(Option<http::Response<ProxyBody>>);
+
+impl tower_service::Service<http::Request<()>> for Answer {
+    type Response = http::Response<ProxyBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<http::Response<ProxyBody>, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: http::Request<()>) -> Self::Future {
+        let resp = self.0.take().unwrap_or_else(|| {
+            super::response::error_response(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "response already taken",
+            )
+        });
+        std::future::ready(Ok(resp))
     }
 }
 

@@ -140,6 +140,23 @@ pub(crate) struct ConnInfo {
     pub(crate) activity: Arc<ConnActivity>,
 }
 
+pin_project_lite::pin_project! {
+    /// A future that cannot fail, as the `Result` hyper and tower want (no
+    /// async wrapper: that would hold a second copy of the inner state).
+    pub(crate) struct NeverFails<F> {
+        #[pin]
+        pub(crate) inner: F,
+    }
+}
+
+impl<F: Future> Future for NeverFails<F> {
+    type Output = Result<F::Output, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map(Ok)
+    }
+}
+
 /// Handles one request of a connection.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -198,16 +215,14 @@ pub(crate) async fn handle(
                 .compress
                 .as_ref()
                 .filter(|_| req.method() != http::Method::HEAD && offer.is_none());
+            // Boxed (the forwarding future is a few KiB: inline, it would
+            // make this one as large).
             if let Some(pred) = compress {
-                let mut svc = shared.config.compression.layer(svc, pred.clone());
-                match tower_service::Service::call(&mut svc, req).await {
-                    Ok(r) => r.map(|b| b.boxed_unsync()),
-                    Err(e) => match e {},
-                }
+                let accept = super::compress::AcceptEncoding::of(req.headers());
+                let resp = svc.forward_boxed(req).await;
+                super::compress::apply(&shared.config.compression, pred, accept, resp).await
             } else {
-                // Without the compression layer, no tower plumbing (and no
-                // boxed future) is needed.
-                svc.forward(req).await
+                svc.forward_boxed(req).await
             }
         }
     };
@@ -277,7 +292,8 @@ async fn route(shared: &Shared, req: &mut Request<Incoming>, raw_head: Vec<u8>) 
         ));
     }
     if let Some(i) = shared.statics.route(req.uri().path()) {
-        return Routed::Done(shared.statics.serve(i, req).await);
+        // Boxed: a file's future is large and most requests never make one.
+        return Routed::Done(Box::pin(shared.statics.serve(i, req)).await);
     }
     Routed::App
 }
@@ -290,9 +306,7 @@ fn close_after(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
     r
 }
 
-/// The app behind the client, as a tower service (so tower-http's
-/// compression can wrap it).
-#[derive(Clone)]
+/// The app behind the client.
 struct AppService {
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
@@ -300,23 +314,16 @@ struct AppService {
     tls: bool,
 }
 
-impl tower_service::Service<Request<Incoming>> for AppService {
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let me = self.clone();
-        Box::pin(async move { Ok(me.forward(req).await) })
-    }
-}
-
 impl AppService {
-    async fn forward(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    /// [`forward`](Self::forward), boxed.
+    fn forward_boxed(
+        self,
+        req: Request<Incoming>,
+    ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> {
+        Box::pin(self.forward(req))
+    }
+
+    async fn forward(self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let cfg = &self.shared.config;
         let declared = req
             .headers()

@@ -347,10 +347,13 @@ impl Setup {
             activity,
         });
         let shared = self.shared.clone();
+        // Boxed where made: hyper keeps each request's future in place and
+        // would otherwise copy the whole state machine (several KiB) into
+        // it, and again on its first poll.
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let shared = shared.clone();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(front::handle(shared, info, req).await) }
+            Box::pin(front::NeverFails {
+                inner: front::handle(shared.clone(), info.clone(), req),
+            })
         });
         conn::drive(timed, svc, &self.builders, self.drain).await;
     }

@@ -144,10 +144,12 @@ where
 /// One stream's work.
 fn stream_task(req: IncomingRequest, ctx: Ctx) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::debug_span!("stream", id = %req.responder.id());
-    async move { serve_stream(req, &ctx).await }.instrument(span)
+    // No async wrapper around it: the wrapper would hold a second copy of
+    // the pipeline's state, copied in on the first poll.
+    serve_stream(req, ctx).instrument(span)
 }
 
-async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
+async fn serve_stream(req: IncomingRequest, ctx: Ctx) {
     let IncomingRequest {
         head,
         body,
@@ -167,7 +169,7 @@ async fn serve_stream(req: IncomingRequest, ctx: &Ctx) {
             StreamSink::Waiting(responder),
         )
     };
-    pipeline::serve(ctx, head, body, &mut sink).await;
+    pipeline::serve(&ctx, head, body, &mut sink).await;
 }
 
 /// Answers one uwire/1 stream: the responder until the head is sent, then
