@@ -162,24 +162,31 @@ impl AcceptEncoding {
     }
 }
 
-/// The response as tower-http's compression leaves it. The layer runs only
-/// where it can change something: a response it may compress, or a request
-/// that refuses a coding. Otherwise it would hand the body back untouched,
-/// wrapped in its body type (several KiB, copied as the response moves)
-/// that every frame passes through.
+/// Whether tower-http's compression could change `resp`: a response it
+/// may compress, or a request that refuses a coding (it may answer 406
+/// then, whatever the body). Otherwise it would hand the body back
+/// untouched, wrapped in its body type (several KiB, copied as the
+/// response moves) that every frame passes through; so [`apply`] runs
+/// only where this says yes.
+pub(crate) fn may_apply(
+    predicate: &CompressPredicate,
+    accept: &AcceptEncoding,
+    resp: &http::Response<ProxyBody>,
+) -> bool {
+    let h = resp.headers();
+    let may_compress = !h.contains_key(header::CONTENT_ENCODING)
+        && !h.contains_key(header::CONTENT_RANGE)
+        && predicate.should_compress(resp);
+    may_compress || accept.refuses_some()
+}
+
+/// The response as tower-http's compression leaves it (see [`may_apply`]).
 pub(crate) async fn apply(
     config: &CompressionConfig,
     predicate: &CompressPredicate,
     accept: AcceptEncoding,
     resp: http::Response<ProxyBody>,
 ) -> http::Response<ProxyBody> {
-    let h = resp.headers();
-    let may_compress = !h.contains_key(header::CONTENT_ENCODING)
-        && !h.contains_key(header::CONTENT_RANGE)
-        && predicate.should_compress(&resp);
-    if !may_compress && !accept.refuses_some() {
-        return resp;
-    }
     let mut req = http::Request::new(());
     for v in accept.iter() {
         req.headers_mut().append(header::ACCEPT_ENCODING, v.clone());

@@ -158,11 +158,16 @@ impl<F: Future> Future for NeverFails<F> {
 }
 
 /// Handles one request of a connection.
-pub(crate) async fn handle(
+///
+/// What needs no waiting is done here, before the future is made: the
+/// future then holds only what lives across its awaits (an `async fn`
+/// would keep its arguments and their moved-to locals side by side), so
+/// it stays small enough for the allocator's fast path.
+pub(crate) fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
-) -> Response<ProxyBody> {
+) -> impl Future<Output = Response<ProxyBody>> + Send {
     let in_flight = conn.activity.start();
     let started = Instant::now();
     let http1 = req.version() < http::Version::HTTP_2;
@@ -198,65 +203,80 @@ pub(crate) async fn handle(
         started,
     });
     let offer = super::upgrade::offer(&req);
-    let resp = route(&shared, &mut req, raw_head).await;
-    let resp = match resp {
-        Routed::Done(r) => r,
-        Routed::App => {
-            let svc = AppService {
-                shared: shared.clone(),
-                conn: conn.clone(),
-                client,
-                tls,
-            };
-            // HEAD answers carry the identity length; compressing them
-            // would describe a body that is never sent.
-            // Nor is a 101 (an upgrade offer's answer) compressed.
-            let compress = shared
-                .compress
-                .as_ref()
-                .filter(|_| req.method() != http::Method::HEAD && offer.is_none());
-            // Boxed (the forwarding future is a few KiB: inline, it would
-            // make this one as large).
-            if let Some(pred) = compress {
-                let accept = super::compress::AcceptEncoding::of(req.headers());
-                let resp = svc.forward_boxed(req).await;
-                super::compress::apply(&shared.config.compression, pred, accept, resp).await
-            } else {
-                svc.forward_boxed(req).await
+    let routed = route(&shared, &mut req, raw_head);
+    async move {
+        let resp = match routed {
+            Routed::Done(r) => r,
+            // Boxed: a file's future is large and most requests never make one.
+            Routed::Static(i) => Box::pin(shared.statics.serve(i, &req)).await,
+            Routed::App => {
+                let svc = AppService {
+                    shared: shared.clone(),
+                    conn: conn.clone(),
+                    client,
+                    tls,
+                };
+                // HEAD answers carry the identity length; compressing them
+                // would describe a body that is never sent.
+                // Nor is a 101 (an upgrade offer's answer) compressed.
+                let compress = shared
+                    .compress
+                    .as_ref()
+                    .filter(|_| req.method() != http::Method::HEAD && offer.is_none());
+                // Boxed (the forwarding future is a few KiB: inline, it would
+                // make this one as large), as is the compression layer, which
+                // most responses skip.
+                if let Some(pred) = compress {
+                    let accept = super::compress::AcceptEncoding::of(req.headers());
+                    let resp = svc.forward_boxed(req).await;
+                    if super::compress::may_apply(pred, &accept, &resp) {
+                        let config = &shared.config.compression;
+                        Box::pin(super::compress::apply(config, pred, accept, resp)).await
+                    } else {
+                        resp
+                    }
+                } else {
+                    svc.forward_boxed(req).await
+                }
             }
-        }
-    };
-    let (mut parts, body) = resp.into_parts();
-    let mut log = log.map(|mut l| {
-        l.record.status = parts.status.as_u16();
-        l
-    });
-    let pending = parts.extensions.remove::<super::upgrade::Pending>();
-    if let (Some(up), Some(offer)) = (pending.and_then(|p| p.take()), offer) {
-        // hyper writes the `101`, then the connection loop hands the
-        // client's connection to the tunnel.
-        let down = conn.activity.expect_upgrade();
-        // The line is written when the tunnel ends.
-        let log = log.take().map(|mut l| {
-            l.record.upgrade = Some(String::from_utf8_lossy(&offer).into_owned());
+        };
+        let (mut parts, body) = resp.into_parts();
+        let mut log = log.map(|mut l| {
+            l.record.status = parts.status.as_u16();
             l
         });
-        super::upgrade::spawn(down, up, conn.activity.start(), log);
-    } else if http1 && conn.activity.is_draining() {
-        // The server drains: this is the connection's last response.
-        parts
-            .headers
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        let pending = parts.extensions.remove::<super::upgrade::Pending>();
+        if let (Some(up), Some(offer)) = (pending.and_then(|p| p.take()), offer) {
+            // hyper writes the `101`, then the connection loop hands the
+            // client's connection to the tunnel.
+            let down = conn.activity.expect_upgrade();
+            // The line is written when the tunnel ends.
+            let log = log.take().map(|mut l| {
+                l.record.upgrade = Some(String::from_utf8_lossy(&offer).into_owned());
+                l
+            });
+            super::upgrade::spawn(down, up, conn.activity.start(), log);
+        } else if http1 && conn.activity.is_draining() {
+            // The server drains: this is the connection's last response.
+            parts
+                .headers
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Response::from_parts(parts, Tracked::new(body, in_flight, log).boxed_unsync())
     }
-    Response::from_parts(parts, Tracked::new(body, in_flight, log).boxed_unsync())
 }
 
+/// Where a request goes.
 enum Routed {
+    /// Answered already (refused, or `OPTIONS *`).
     Done(Response<ProxyBody>),
+    /// To the static mount with this index.
+    Static(usize),
+    /// To the app.
     App,
 }
 
-async fn route(shared: &Shared, req: &mut Request<Incoming>, raw_head: Vec<u8>) -> Routed {
+fn route(shared: &Shared, req: &mut Request<Incoming>, raw_head: Vec<u8>) -> Routed {
     let cfg = &shared.config;
     if let Err((status, why)) = conformance::check_framing(&raw_head, req.method()) {
         return Routed::Done(close_after(error_response(status, why)));
@@ -291,11 +311,10 @@ async fn route(shared: &Shared, req: &mut Request<Incoming>, raw_head: Vec<u8>) 
             "request head too large",
         ));
     }
-    if let Some(i) = shared.statics.route(req.uri().path()) {
-        // Boxed: a file's future is large and most requests never make one.
-        return Routed::Done(Box::pin(shared.statics.serve(i, req)).await);
+    match shared.statics.route(req.uri().path()) {
+        Some(i) => Routed::Static(i),
+        None => Routed::App,
     }
-    Routed::App
 }
 
 /// Asks hyper to close the connection after this response (its framing
@@ -304,6 +323,36 @@ fn close_after(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
     r.headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     r
+}
+
+/// A request made ready to forward ([`AppService::prepare`]).
+enum Prepared {
+    /// Refused before it went anywhere.
+    Done(Response<ProxyBody>),
+    /// To send now, its body streaming.
+    Send(Sending),
+    /// To send once its body is read in whole (`request_buffering`).
+    Buffer(BufferFirst),
+}
+
+/// A request ready to go upstream, and what watches its body.
+struct Sending {
+    req: Request<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>,
+    /// Set when the client's side of the body fails.
+    fault: Arc<BodyFault>,
+    /// `Expect: 100-continue` on HTTP/1.1: a success head waits for the
+    /// body to start.
+    expects_continue: bool,
+    /// Fires when the body is first read (or gone).
+    started_rx: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// A request whose body is read in whole before it is sent.
+struct BufferFirst {
+    parts: http::request::Parts,
+    body: RequestBody<Incoming>,
+    fault: Arc<BodyFault>,
+    started_rx: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// The app behind the client.
@@ -323,7 +372,28 @@ impl AppService {
         Box::pin(self.forward(req))
     }
 
-    async fn forward(self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    /// Forwards `req` to the app. The request is made ready here, before
+    /// the future is (see [`handle`]): the future holds only what lives
+    /// across its awaits.
+    fn forward(self, req: Request<Incoming>) -> impl Future<Output = Response<ProxyBody>> + Send {
+        let prepared = self.prepare(req);
+        async move {
+            let sending = match prepared {
+                Prepared::Done(r) => return r,
+                Prepared::Send(s) => s,
+                // Boxed: rare, and its state would widen every request's.
+                Prepared::Buffer(b) => match Box::pin(self.buffer_body(b)).await {
+                    Ok(s) => s,
+                    Err(r) => return r,
+                },
+            };
+            self.send(sending).await
+        }
+    }
+
+    /// Everything before the first wait: limits, forwarding fields, the
+    /// request's metadata and body guard.
+    fn prepare(&self, mut req: Request<Incoming>) -> Prepared {
         let cfg = &self.shared.config;
         let declared = req
             .headers()
@@ -331,7 +401,10 @@ impl AppService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > cfg.max_body_size) {
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            return Prepared::Done(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
         }
         let scheme = if self.tls { "https" } else { "http" };
         let expects_continue = req.version() == http::Version::HTTP_11
@@ -415,113 +488,141 @@ impl AppService {
             fault.clone(),
             Some(started_tx),
         );
-        let request = if cfg.request_buffering && !http_body::Body::is_end_stream(&body) {
-            let buffered = match super::buffer::buffer(
+        if cfg.request_buffering && !http_body::Body::is_end_stream(&body) {
+            return Prepared::Buffer(BufferFirst {
+                parts,
                 body,
-                cfg.request_buffer_memory,
-                cfg.request_buffer_dir.as_deref(),
-            )
-            .await
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    if let Some(f) = fault.get() {
-                        let (s, why) = f.status();
-                        return error_response(s, why);
-                    }
-                    tracing::warn!(error = %e, "buffering the request body failed");
-                    return error_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "could not buffer the request body",
-                    );
-                }
-            };
-            parts.headers.insert(
-                http::header::CONTENT_LENGTH,
-                HeaderValue::from(buffered.len),
-            );
-            self.send(
-                Request::from_parts(parts, buffered.into_body()),
-                &fault,
-                false,
+                fault,
                 started_rx,
-            )
-            .await
-        } else {
-            self.send(
-                Request::from_parts(parts, body.boxed_unsync()),
-                &fault,
-                expects_continue,
-                started_rx,
-            )
-            .await
-        };
-        request
+            });
+        }
+        Prepared::Send(Sending {
+            req: Request::from_parts(parts, body.boxed_unsync()),
+            fault,
+            expects_continue,
+            started_rx,
+        })
     }
 
-    async fn send(
-        &self,
-        req: Request<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>,
-        fault: &BodyFault,
-        expects_continue: bool,
-        started_rx: tokio::sync::oneshot::Receiver<()>,
-    ) -> Response<ProxyBody> {
-        // A client-side body failure wins over whatever the upstream makes
-        // of the cut-off request: it is the client's fault (4xx) and must
-        // not count against the upstream's health.
-        let result = tokio::select! {
-            biased;
-            f = fault.wait() => Err(f),
-            r = request_boxed(&self.shared.client, req) => Ok(r),
-        };
-        let result = match result {
-            Err(f) => {
-                let (s, why) = f.status();
-                return close_after(error_response(s, why));
-            }
-            Ok(r) => r,
-        };
-        match result {
-            Ok(mut resp) => {
-                if let Some(up) = crate::client::upgrade::take(&mut resp) {
-                    // Accepted: a 101 downstream, the tunnel to the handler.
-                    let (mut parts, _) = resp.into_parts();
-                    let protocol = parts.headers.get(http::header::UPGRADE).cloned();
-                    strip_hop_by_hop(&mut parts.headers);
-                    let protocol = protocol
-                        .as_ref()
-                        .map_or(b"websocket".as_slice(), |v| v.as_bytes());
-                    super::upgrade::set_switch_fields(&mut parts.headers, protocol);
-                    parts.extensions.insert(super::upgrade::Pending::new(up));
-                    return Response::from_parts(parts, full(Bytes::new()));
-                }
-                if expects_continue && resp.status().is_success() {
-                    // hyper writes `100 Continue` when the body is first
-                    // read, but only while no response head has been
-                    // written. The upstream's head can win that race (an app
-                    // that answers before reading, like an echo), and a
-                    // client waiting for 100 would then never send the body.
-                    // So a success head waits until the client has started
-                    // the body (or the body is gone: ended, reset, dropped).
-                    let _ = started_rx.await;
-                }
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(
-                    parts,
-                    body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
-                )
-            }
+    /// Reads the whole request body first (`request_buffering`), then
+    /// sends it with its length.
+    async fn buffer_body(&self, b: BufferFirst) -> Result<Sending, Response<ProxyBody>> {
+        let cfg = &self.shared.config;
+        let BufferFirst {
+            mut parts,
+            body,
+            fault,
+            started_rx,
+        } = b;
+        let buffered = match super::buffer::buffer(
+            body,
+            cfg.request_buffer_memory,
+            cfg.request_buffer_dir.as_deref(),
+        )
+        .await
+        {
+            Ok(b) => b,
             Err(e) => {
                 if let Some(f) = fault.get() {
                     let (s, why) = f.status();
+                    return Err(error_response(s, why));
+                }
+                tracing::warn!(error = %e, "buffering the request body failed");
+                return Err(error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "could not buffer the request body",
+                ));
+            }
+        };
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(buffered.len),
+        );
+        Ok(Sending {
+            req: Request::from_parts(parts, buffered.into_body()),
+            fault,
+            expects_continue: false,
+            started_rx,
+        })
+    }
+
+    /// Sends the request upstream and turns the answer into the client's.
+    /// The upstream future is made (and boxed) before this future is, so
+    /// the request does not take room in it too.
+    fn send(&self, s: Sending) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+        let Sending {
+            req,
+            fault,
+            expects_continue,
+            started_rx,
+        } = s;
+        let upstream = request_boxed(&self.shared.client, req);
+        async move {
+            // A client-side body failure wins over whatever the upstream
+            // makes of the cut-off request: it is the client's fault (4xx)
+            // and must not count against the upstream's health.
+            let result = tokio::select! {
+                biased;
+                f = fault.wait() => Err(f),
+                r = upstream => Ok(r),
+            };
+            let mut resp = match result {
+                Err(f) => {
+                    let (s, why) = f.status();
                     return close_after(error_response(s, why));
                 }
-                tracing::warn!(error = %e, "upstream request failed");
-                error_response(e.status_code(), &e.to_string())
+                Ok(Err(e)) => return upstream_failed(&fault, &e),
+                Ok(Ok(resp)) => resp,
+            };
+            if let Some(up) = crate::client::upgrade::take(&mut resp) {
+                return upgraded(resp, up);
             }
+            if expects_continue && resp.status().is_success() {
+                // hyper writes `100 Continue` when the body is first read,
+                // but only while no response head has been written. The
+                // upstream's head can win that race (an app that answers
+                // before reading, like an echo), and a client waiting for
+                // 100 would then never send the body. So a success head
+                // waits until the client has started the body (or the body
+                // is gone: ended, reset, dropped).
+                let _ = started_rx.await;
+            }
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(
+                parts,
+                body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+            )
         }
     }
+}
+
+/// The answer when the upstream request failed: the client's body fault
+/// if there was one (its fault, a 4xx), else the upstream's error.
+fn upstream_failed(fault: &BodyFault, e: &crate::client::Error) -> Response<ProxyBody> {
+    if let Some(f) = fault.get() {
+        let (s, why) = f.status();
+        return close_after(error_response(s, why));
+    }
+    tracing::warn!(error = %e, "upstream request failed");
+    error_response(e.status_code(), &e.to_string())
+}
+
+/// The app accepted an upgrade: a `101` downstream, carrying the tunnel to
+/// the handler for the connection loop.
+fn upgraded(
+    resp: Response<crate::client::Body>,
+    up: crate::client::upgrade::Upgraded,
+) -> Response<ProxyBody> {
+    let (mut parts, _) = resp.into_parts();
+    let protocol = parts.headers.get(http::header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    let protocol = protocol
+        .as_ref()
+        .map_or(b"websocket".as_slice(), |v| v.as_bytes());
+    super::upgrade::set_switch_fields(&mut parts.headers, protocol);
+    parts.extensions.insert(super::upgrade::Pending::new(up));
+    Response::from_parts(parts, full(Bytes::new()))
 }
 
 type UpstreamFuture<'a> = Pin<

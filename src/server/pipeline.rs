@@ -219,7 +219,8 @@ pub(crate) async fn serve<S: Sink>(ctx: &Ctx, head: Box<RequestHead>, body: Body
         Outcome::Aborted => return sink.abort(Reason::CANCEL),
     };
     if let Some(offer) = offer.filter(|o| o.accepted_by(response.status().as_u16())) {
-        return accept_upgrade(ctx, sink, response, offer).await;
+        // Boxed: rare, and its state would widen every request's.
+        return Box::pin(accept_upgrade(ctx, sink, response, offer)).await;
     }
     respond(ctx, sink, response, deadline).await
 }
@@ -292,16 +293,7 @@ async fn run_handler<S: Sink>(
         Ok(fut) => AssertUnwindSafe(fut).catch_unwind().left_future(),
         Err(panic) => futures_util::future::ready(Err(panic)).right_future(),
     };
-    let run = async {
-        let mut fut = std::pin::pin!(fut);
-        if let Some(v) = PollOnce(fut.as_mut()).await {
-            return Some(v);
-        }
-        match deadline {
-            Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-            None => Some(fut.await),
-        }
-    };
+    let run = within(deadline, fut);
     let outcome = tokio::select! {
         biased;
         outcome = run => outcome,
@@ -406,15 +398,50 @@ fn body_error_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Bod
 }
 
 /// `fut` bounded by `deadline`: `None` once it passes. A future that is
-/// ready at once (most handlers, most body chunks) costs no timer.
-async fn within<F: Future>(deadline: Option<Deadline>, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    if let Some(v) = PollOnce(fut.as_mut()).await {
-        return Some(v);
+/// ready at once (most handlers, most body chunks) costs no timer; one
+/// that waits gets it boxed (inline, a timer would widen the state of
+/// every stream, timer or not).
+fn within<F: Future>(deadline: Option<Deadline>, fut: F) -> Within<F> {
+    Within {
+        fut,
+        deadline,
+        timer: None,
     }
-    match deadline {
-        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-        None => Some(fut.await),
+}
+
+pin_project_lite::pin_project! {
+    /// See [`within`]. A plain `Future` rather than an `async fn`, which
+    /// would trip the compiler's higher-ranked `Send` inference on the
+    /// handler's future.
+    struct Within<F> {
+        #[pin]
+        fut: F,
+        deadline: Option<Deadline>,
+        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        // The future first, as `tokio::time::timeout` does: one that is
+        // ready when the deadline passes still counts.
+        if let std::task::Poll::Ready(v) = this.fut.poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        let Some(deadline) = *this.deadline else {
+            return std::task::Poll::Pending;
+        };
+        this.timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
+            .as_mut()
+            .poll(cx)
+            .map(|()| None)
     }
 }
 

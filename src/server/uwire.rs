@@ -2,6 +2,9 @@
 //! connection, each request handed to the [pipeline](super::pipeline) with
 //! a [`StreamSink`] that answers on its stream.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +12,6 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tracing::Instrument;
 
 use super::handler::{Body, BodyError};
 use super::metrics::ErrorKind;
@@ -44,6 +46,10 @@ where
     // Dropping the set (when the connection is gone) cancels handlers that
     // are still running: nobody can receive their answer.
     let mut streams = FuturesUnordered::new();
+    // The allocation of the last stream that finished on its first poll,
+    // reused for the next one: most streams do, and a stream's state is
+    // a few KiB, past the allocator's small-size fast path.
+    let mut spare = None;
     let idle = ctx.config.idle_timeout;
     let mut last_activity = tokio::time::Instant::now();
     // One timer for the whole connection, re-armed as it fires.
@@ -73,11 +79,23 @@ where
                 while let Some(req) = next {
                     // Most handlers answer at once: run the pipeline right
                     // here, and keep it only if it has to wait.
-                    let mut task = Box::pin(stream_task(req, ctx.clone()));
+                    let task = match spare.take() {
+                        Some(mut task) => {
+                            // Drops the finished state in place, then moves
+                            // the new one in.
+                            Pin::set(&mut task, stream_task(req, ctx.clone()));
+                            task
+                        }
+                        None => Box::pin(stream_task(req, ctx.clone())),
+                    };
+                    let mut task = task;
                     if PollOnce(task.as_mut()).await.is_none() {
                         streams.push(task);
-                    } else if streams.is_empty() {
-                        last_activity = tokio::time::Instant::now();
+                    } else {
+                        spare = Some(task);
+                        if streams.is_empty() {
+                            last_activity = tokio::time::Instant::now();
+                        }
                     }
                     started += 1;
                     next = match started < ACCEPT_BATCH {
@@ -142,11 +160,43 @@ where
 }
 
 /// One stream's work.
-fn stream_task(req: IncomingRequest, ctx: Ctx) -> impl std::future::Future<Output = ()> + Send {
+fn stream_task(req: IncomingRequest, ctx: Ctx) -> StreamTask<impl Future<Output = ()> + Send> {
     let span = tracing::debug_span!("stream", id = %req.responder.id());
-    // No async wrapper around it: the wrapper would hold a second copy of
-    // the pipeline's state, copied in on the first poll.
-    serve_stream(req, ctx).instrument(span)
+    StreamTask {
+        span: Some(span),
+        inner: serve_stream(req, ctx),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream's pipeline, polled inside its span. No async wrapper (it
+    /// would hold a second copy of the pipeline's state, copied in on the
+    /// first poll); the span closes when the stream is done, even if the
+    /// finished state is kept for reuse.
+    struct StreamTask<F> {
+        span: Option<tracing::Span>,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for StreamTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let Some(span) = this.span.as_ref() else {
+            return Poll::Ready(());
+        };
+        let done = {
+            let _entered = span.enter();
+            this.inner.poll(cx)
+        };
+        if done.is_ready() {
+            *this.span = None;
+        }
+        done
+    }
 }
 
 async fn serve_stream(req: IncomingRequest, ctx: Ctx) {
