@@ -35,7 +35,6 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use futures_util::future::Either;
-use futures_util::FutureExt;
 use http_body::Body as HttpBody;
 
 pub use body::Body;
@@ -321,94 +320,127 @@ impl Client {
 
     /// Sends one request and waits for the response head. The body streams
     /// in both directions; see the module docs.
-    pub async fn request<B>(&self, req: http::Request<B>) -> Result<http::Response<Body>, Error>
+    ///
+    /// The request head is built before the future is made: the future
+    /// holds the head, not the `http` parts it came from as well (every
+    /// request pays for the size of its future).
+    pub fn request<B>(
+        &self,
+        req: http::Request<B>,
+    ) -> impl Future<Output = Result<http::Response<Body>, Error>> + Send + '_
     where
         B: HttpBody + Send + 'static,
         B::Data: Buf + Send,
         B::Error: Into<BoxError>,
     {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let len = body_length(&parts, &body);
-        let head = request_head(&parts, len)?;
+        let head = match request_head(&parts, len) {
+            Ok(head) => head,
+            Err(e) => return Either::Left(std::future::ready(Err(e))),
+        };
+        // Only the upgrade offer is needed of the parts from here on.
+        let offer = parts
+            .extensions
+            .remove::<upgrade::Upgrade>()
+            .filter(|_| head.upgrade.is_some());
+        drop(parts);
         let mut end_stream = body.is_end_stream();
         if head.upgrade.is_some() {
             // The client's half carries the tunnel (PROTOCOL.md 7.5).
             if !end_stream || len.is_some_and(|n| n > 0) {
-                return Err(Error::with(
+                return Either::Left(std::future::ready(Err(Error::with(
                     Kind::InvalidRequest,
                     "an upgrade request cannot have a body",
-                ));
+                ))));
             }
             end_stream = false;
         }
-        let cfg = &self.inner.config;
-        let deadline = cfg.request_timeout.map(|d| tokio::time::Instant::now() + d);
+        Either::Right(self.attempts(head, offer, end_stream, body))
+    }
+
+    /// Sends the request to upstreams until one answers or no retry is
+    /// left. Not an `async fn`: that would keep each argument twice in the
+    /// future (as the argument, and as the local it moves into); here the
+    /// future holds them once, and the attempts only borrow them.
+    fn attempts<B>(
+        &self,
+        head: RequestHead,
+        offer: Option<upgrade::Upgrade>,
+        end_stream: bool,
+        body: B,
+    ) -> impl Future<Output = Result<http::Response<Body>, Error>> + Send + '_
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
         let mut body = Some(body);
-        let mut tried: u64 = 0;
-        let mut attempts = 0;
-        loop {
-            let Some(i) = self.pick(tried) else {
-                return Err(Error::new(Kind::NoUpstream));
-            };
-            if i < 64 {
-                tried |= 1 << i;
-            }
-            let up = self.inner.upstreams[i].clone();
-            let attempt = async {
-                match up.addr.protocol {
-                    Protocol::Uwire => {
-                        self.send_uwire(&up, head.clone(), end_stream, &mut body, &parts)
-                            .await
-                    }
-                    Protocol::Uwsgi if head.upgrade.is_some() => Err(Error::with(
-                        Kind::InvalidRequest,
-                        "upgrades (WebSocket) are carried only to uwire/1 upstreams",
-                    )),
-                    // Boxed: its state would otherwise widen every uwire/1
-                    // request's future too.
-                    Protocol::Uwsgi => Box::pin(uwsgi::request(&up, &head, &mut body, cfg)).await,
+        async move {
+            let cfg = &self.inner.config;
+            let deadline = cfg.request_timeout.map(|d| tokio::time::Instant::now() + d);
+            let mut tried: u64 = 0;
+            let mut attempts = 0;
+            loop {
+                let Some(i) = self.pick(tried) else {
+                    return Err(Error::new(Kind::NoUpstream));
+                };
+                if i < 64 {
+                    tried |= 1 << i;
                 }
-            };
-            // One await point either way, so the attempt's state is laid
-            // out once in this future, not once per branch.
-            let attempt = match deadline {
-                Some(d) => Either::Left(tokio::time::timeout_at(d, attempt)),
-                None => Either::Right(attempt.map(Ok)),
-            };
-            let result = match attempt.await {
-                Ok(r) => r,
-                Err(_) => Err(Error::new(Kind::Timeout)),
-            };
-            match result {
-                Ok(resp) => {
-                    up.record_success();
-                    return Ok(resp);
-                }
-                Err(e) => {
-                    if e.is_upstream_failure() {
-                        up.record_failure(cfg);
-                    }
-                    attempts += 1;
-                    // Nothing reached the app (connect failure, refused
-                    // stream, connection gone before the request was
-                    // written) and the body was not consumed: safe to retry,
-                    // on another upstream if there is one; a refused stream
-                    // (GOAWAY from a restarting app) or a dead pooled
-                    // connection may retry the same one.
-                    let retryable = e.is_retryable() && body.is_some();
-                    let budget = self.inner.upstreams.len().max(MIN_SAFE_RETRIES);
-                    if retryable && attempts <= budget {
-                        let all = self.inner.upstreams.len().min(64);
-                        if tried.count_ones() as usize >= all {
-                            if e.is_connect() {
-                                return Err(e);
-                            }
-                            tried = 0;
+                let up = self.inner.upstreams[i].clone();
+                let attempt = async {
+                    match up.addr.protocol {
+                        Protocol::Uwire => {
+                            self.send_uwire(&up, &head, end_stream, &mut body, offer.as_ref())
+                                .await
                         }
-                        tracing::debug!(upstream = %up.addr, error = %e, "retrying");
-                        continue;
+                        Protocol::Uwsgi if head.upgrade.is_some() => Err(Error::with(
+                            Kind::InvalidRequest,
+                            "upgrades (WebSocket) are carried only to uwire/1 upstreams",
+                        )),
+                        // Boxed: its state would otherwise widen every uwire/1
+                        // request's future too.
+                        Protocol::Uwsgi => {
+                            Box::pin(uwsgi::request(&up, &head, &mut body, cfg)).await
+                        }
                     }
-                    return Err(e);
+                };
+                let result = match crate::net::within(deadline, attempt).await {
+                    Some(r) => r,
+                    None => Err(Error::new(Kind::Timeout)),
+                };
+                match result {
+                    Ok(resp) => {
+                        up.record_success();
+                        return Ok(resp);
+                    }
+                    Err(e) => {
+                        if e.is_upstream_failure() {
+                            up.record_failure(cfg);
+                        }
+                        attempts += 1;
+                        // Nothing reached the app (connect failure, refused
+                        // stream, connection gone before the request was
+                        // written) and the body was not consumed: safe to retry,
+                        // on another upstream if there is one; a refused stream
+                        // (GOAWAY from a restarting app) or a dead pooled
+                        // connection may retry the same one.
+                        let retryable = e.is_retryable() && body.is_some();
+                        let budget = self.inner.upstreams.len().max(MIN_SAFE_RETRIES);
+                        if retryable && attempts <= budget {
+                            let all = self.inner.upstreams.len().min(64);
+                            if tried.count_ones() as usize >= all {
+                                if e.is_connect() {
+                                    return Err(e);
+                                }
+                                tried = 0;
+                            }
+                            tracing::debug!(upstream = %up.addr, error = %e, "retrying");
+                            continue;
+                        }
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -417,25 +449,26 @@ impl Client {
     async fn send_uwire<B>(
         &self,
         up: &Arc<UpstreamState>,
-        head: RequestHead,
+        head: &RequestHead,
         end_stream: bool,
         body: &mut Option<B>,
-        parts: &http::request::Parts,
+        offer: Option<&upgrade::Upgrade>,
     ) -> Result<http::Response<Body>, Error>
     where
         B: HttpBody + Send + 'static,
         B::Data: Buf + Send,
         B::Error: Into<BoxError>,
     {
-        let lease = up.checkout(&self.inner.config).await?;
-        let offer = parts
-            .extensions
-            .get::<upgrade::Upgrade>()
-            .filter(|_| head.upgrade.is_some());
+        let lease = match up.try_checkout(&self.inner.config) {
+            Some(lease) => lease,
+            // Boxed: connecting is rare, and its state would widen every
+            // request's future.
+            None => Box::pin(up.checkout(&self.inner.config)).await?,
+        };
         let method = offer.map(|_| head.method.clone()).unwrap_or_default();
         let (mut send, response) = lease
             .sender
-            .send_request(head, end_stream)
+            .send_request_ref(head, end_stream)
             .await
             .map_err(Error::from_net)?;
         if let Some(offer) = offer {

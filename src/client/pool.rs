@@ -173,6 +173,15 @@ impl UpstreamState {
     }
 
     /// A connection with room for one more stream, connecting if needed.
+    /// A pooled connection with room for one more stream, if there is
+    /// one (no waiting, no connecting).
+    pub(crate) fn try_checkout(self: &Arc<Self>, cfg: &ClientConfig) -> Option<Lease> {
+        match self.pick(cfg.max_connections_per_upstream) {
+            Pick::Use(l) => Some(l),
+            _ => None,
+        }
+    }
+
     pub(crate) async fn checkout(self: &Arc<Self>, cfg: &ClientConfig) -> Result<Lease, Error> {
         if let Pick::Use(l) = self.pick(cfg.max_connections_per_upstream) {
             return Ok(l);

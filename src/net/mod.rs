@@ -27,10 +27,12 @@
 //! # }
 //! ```
 
+mod deadline;
 mod driver;
 mod error;
 mod rewind;
 mod shared;
+pub(crate) use deadline::within;
 pub(crate) use rewind::Rewind;
 pub mod socket;
 mod stream;
@@ -53,7 +55,7 @@ pub(crate) use tunnel::LimitTimer;
 pub use tunnel::{Tunnel, TunnelLimits, DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_TUNNEL_MAX_DURATION};
 
 use crate::conn::{Config, Role};
-use crate::frame::{Reason, RequestHead};
+use crate::frame::{Reason, RequestHead, StreamId};
 use driver::Driver;
 use error::Kind;
 use shared::{now, register, Handle, Shared};
@@ -132,46 +134,80 @@ impl SendRequest {
     /// Opens a stream with `head`. With `end_stream` the request has no
     /// body. Waits while the peer's stream limit is reached. Returns the
     /// body sender and a future of the response.
-    pub async fn send_request(
+    pub fn send_request(
         &self,
         head: RequestHead,
         end_stream: bool,
-    ) -> Result<(SendStream, ResponseFuture), Error> {
+    ) -> impl Future<Output = Result<(SendStream, ResponseFuture), Error>> + Send + '_ {
+        // Not an `async fn`: that would keep `head` twice in the future
+        // (the argument, and the `Option` it moves into).
         let mut head = Some(head);
-        let shared = &self.shared;
-        let id = std::future::poll_fn(|cx| {
-            let mut g = shared.lock();
-            if g.end.is_some() || g.engine.is_closed() {
-                // Never written: safe to retry whatever ended the connection.
-                return Poll::Ready(Err(Error::not_sent()));
+        async move {
+            let id = std::future::poll_fn(|cx| {
+                self.poll_open(cx, end_stream, || {
+                    head.take().expect("polled after completion")
+                })
+            })
+            .await?;
+            Ok(self.opened(id, end_stream))
+        }
+    }
+
+    /// [`send_request`](Self::send_request) with a head that stays the
+    /// caller's (it is copied when the stream opens): the future holds a
+    /// reference rather than the head, and a caller that keeps the head
+    /// anyway (to retry elsewhere) does not store it twice.
+    pub(crate) async fn send_request_ref(
+        &self,
+        head: &RequestHead,
+        end_stream: bool,
+    ) -> Result<(SendStream, ResponseFuture), Error> {
+        let id = std::future::poll_fn(|cx| self.poll_open(cx, end_stream, || head.clone())).await?;
+        Ok(self.opened(id, end_stream))
+    }
+
+    /// Opens the stream if the peer's limit allows (`head` is called then,
+    /// once); otherwise waits for room.
+    fn poll_open(
+        &self,
+        cx: &mut Context<'_>,
+        end_stream: bool,
+        head: impl FnOnce() -> RequestHead,
+    ) -> Poll<Result<StreamId, Error>> {
+        let mut g = self.shared.lock();
+        if g.end.is_some() || g.engine.is_closed() {
+            // Never written: safe to retry whatever ended the connection.
+            return Poll::Ready(Err(Error::not_sent()));
+        }
+        if g.engine.can_open_stream() {
+            let h = head();
+            let upgrade = h.upgrade.is_some();
+            let id = g.engine.open_stream(h, end_stream)?;
+            g.new_slot(id, false);
+            if let Some(s) = g.slots.get_mut(&id) {
+                s.upgrade = upgrade;
             }
-            if g.engine.can_open_stream() {
-                let h = head.take().expect("polled after completion");
-                let upgrade = h.upgrade.is_some();
-                let id = g.engine.open_stream(h, end_stream)?;
-                g.new_slot(id, false);
-                if let Some(s) = g.slots.get_mut(&id) {
-                    s.upgrade = upgrade;
-                }
-                return Poll::Ready(Ok(id));
-            }
-            if g.goaway_received {
-                // Refused by the peer's GOAWAY: safe to retry elsewhere.
-                return Poll::Ready(Err(Error::new(Kind::Refused)));
-            }
-            let w = cx.waker().clone();
-            g.open_wakers.push(w);
-            Poll::Pending
-        })
-        .await?;
-        shared.notify();
-        Ok((
-            SendStream::new(id, shared.clone(), end_stream, false),
+            return Poll::Ready(Ok(id));
+        }
+        if g.goaway_received {
+            // Refused by the peer's GOAWAY: safe to retry elsewhere.
+            return Poll::Ready(Err(Error::new(Kind::Refused)));
+        }
+        let w = cx.waker().clone();
+        g.open_wakers.push(w);
+        Poll::Pending
+    }
+
+    /// The handles of a stream just opened; wakes the driver to write it.
+    fn opened(&self, id: StreamId, end_stream: bool) -> (SendStream, ResponseFuture) {
+        self.shared.notify();
+        (
+            SendStream::new(id, self.shared.clone(), end_stream, false),
             ResponseFuture {
                 id,
-                shared: Some(shared.clone()),
+                shared: Some(self.shared.clone()),
             },
-        ))
+        )
     }
 
     /// Sends a PING and waits for its answer; returns the round-trip time.

@@ -34,6 +34,7 @@ use super::upgrade::{Offer, OnUpgrade, Upgraded};
 use super::ServerConfig;
 use crate::environ;
 use crate::frame::{HeaderBlock, Reason, RequestHead, ResponseHead};
+use crate::net::within;
 
 /// What every request needs: the handler, the configuration, the metrics.
 pub(crate) struct Ctx {
@@ -395,54 +396,6 @@ fn body_error_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Bod
         next = e.source();
     }
     None
-}
-
-/// `fut` bounded by `deadline`: `None` once it passes. A future that is
-/// ready at once (most handlers, most body chunks) costs no timer; one
-/// that waits gets it boxed (inline, a timer would widen the state of
-/// every stream, timer or not).
-fn within<F: Future>(deadline: Option<Deadline>, fut: F) -> Within<F> {
-    Within {
-        fut,
-        deadline,
-        timer: None,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// See [`within`]. A plain `Future` rather than an `async fn`, which
-    /// would trip the compiler's higher-ranked `Send` inference on the
-    /// handler's future.
-    struct Within<F> {
-        #[pin]
-        fut: F,
-        deadline: Option<Deadline>,
-        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    }
-}
-
-impl<F: Future> Future for Within<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.project();
-        // The future first, as `tokio::time::timeout` does: one that is
-        // ready when the deadline passes still counts.
-        if let std::task::Poll::Ready(v) = this.fut.poll(cx) {
-            return std::task::Poll::Ready(Some(v));
-        }
-        let Some(deadline) = *this.deadline else {
-            return std::task::Poll::Pending;
-        };
-        this.timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
-            .as_mut()
-            .poll(cx)
-            .map(|()| None)
-    }
 }
 
 /// Polls a future once (with the task's waker): its output if ready.
