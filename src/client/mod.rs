@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use futures_util::future::Either;
+use futures_util::FutureExt;
 use http_body::Body as HttpBody;
 
 pub use body::Body;
@@ -406,9 +407,17 @@ impl Client {
                         }
                     }
                 };
-                let result = match crate::net::within(deadline, attempt).await {
-                    Some(r) => r,
-                    None => Err(Error::new(Kind::Timeout)),
+                // One await point either way, so the attempt's state is laid
+                // out once in this future, not once per branch. The timer is
+                // inline (`net::within` would box it): an upstream answer
+                // always takes a wait, so it would be allocated every time.
+                let attempt = match deadline {
+                    Some(d) => Either::Left(tokio::time::timeout_at(d, attempt)),
+                    None => Either::Right(attempt.map(Ok)),
+                };
+                let result = match attempt.await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::new(Kind::Timeout)),
                 };
                 match result {
                     Ok(resp) => {

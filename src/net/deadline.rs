@@ -8,11 +8,11 @@ use std::task::{Context, Poll};
 use tokio::time::{Instant, Sleep};
 
 /// `fut` bounded by `deadline` (none: unbounded): `None` once it passes.
-/// A future that is ready at once (most handlers, most body chunks, most
-/// upstream answers on a warm connection... on their first poll) costs no
-/// timer; one that waits gets it boxed. Inline, as in
-/// `tokio::time::Timeout`, the timer would widen the state of every
-/// request, timer or not.
+/// A future that is ready on its first poll (most handlers, most response
+/// body chunks) costs no timer; one that waits gets it boxed. Inline, as
+/// in `tokio::time::Timeout`, the timer would widen the state of every
+/// request, timer or not. For a future that nearly always waits (an
+/// upstream's answer), `Timeout` is the better fit: no allocation.
 pub(crate) fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Within<F> {
     Within {
         fut,
