@@ -55,7 +55,8 @@ impl Connection {
         }
         self.check_block(&head.headers)?;
         self.check_block(&head.params)?;
-        self.check_head_len(head.encoded_len())?;
+        let payload_len = head.encoded_len();
+        self.check_head_len(payload_len)?;
         self.next_stream_id += 2;
         let send = if end_stream {
             SendState::Done
@@ -71,7 +72,7 @@ impl Connection {
         stream.upgrade = upgrade;
         self.streams.insert(id, stream);
         self.control
-            .push_back(Request::new(id, head, end_stream).into());
+            .push_back(Request::with_payload_len(id, head, end_stream, payload_len).into());
         Ok(id)
     }
 
@@ -106,7 +107,8 @@ impl Connection {
             return Err(UserError::InterimWithEndStream);
         }
         self.check_block(&head.headers)?;
-        self.check_head_len(head.encoded_len())?;
+        let payload_len = head.encoded_len();
+        self.check_head_len(payload_len)?;
         let stream = self.open_stream_mut(id)?;
         let interim = head.is_interim(stream.upgrade);
         // "Server sends RESPONSE (1xx interim* then final), then DATA*, then
@@ -122,7 +124,7 @@ impl Connection {
             };
         }
         self.control
-            .push_back(Response::new(id, head, end_stream).into());
+            .push_back(Response::with_payload_len(id, head, end_stream, payload_len).into());
         if end_stream {
             self.maybe_close(id);
         }

@@ -140,8 +140,8 @@ impl Frame {
         HEADER_LEN
             + match self {
                 Frame::Data(f) => f.payload().len(),
-                Frame::Request(f) => f.head().encoded_len(),
-                Frame::Response(f) => f.head().encoded_len(),
+                Frame::Request(f) => f.payload_len(),
+                Frame::Response(f) => f.payload_len(),
                 Frame::Trailers(f) => f.fields().encoded_len(),
                 Frame::Reset(_) | Frame::WindowUpdate(_) => 4,
                 Frame::Ping(_) => 8,

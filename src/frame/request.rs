@@ -10,22 +10,50 @@ use super::{
 
 /// A request head opening stream `stream_id` (odd, client-chosen). Flags:
 /// END_STREAM (0x01) when the request has no body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Request {
     stream_id: StreamId,
     /// Boxed: a head is some 340 bytes, and frames, events and requests
     /// move many times on their way to a handler; a pointer moves cheaply.
     head: Box<RequestHead>,
     end_stream: bool,
+    /// The head's encoded length, counted once for a frame made to be
+    /// sent (the engine checks it, the encoder reserves and writes it);
+    /// `None` for a decoded one (its wire length may differ: unknown
+    /// fields, non-canonical varints), counted if it is ever re-encoded.
+    payload_len: Option<usize>,
 }
+
+impl PartialEq for Request {
+    fn eq(&self, other: &Request) -> bool {
+        self.stream_id == other.stream_id
+            && self.end_stream == other.end_stream
+            && self.head == other.head
+    }
+}
+
+impl Eq for Request {}
 
 impl Request {
     /// A REQUEST frame.
     pub fn new(stream_id: StreamId, head: RequestHead, end_stream: bool) -> Request {
+        let payload_len = head.encoded_len();
+        Request::with_payload_len(stream_id, head, end_stream, payload_len)
+    }
+
+    /// [`new`](Self::new) with the head's encoded length counted already.
+    pub(crate) fn with_payload_len(
+        stream_id: StreamId,
+        head: RequestHead,
+        end_stream: bool,
+        payload_len: usize,
+    ) -> Request {
+        debug_assert_eq!(payload_len, head.encoded_len());
         Request {
             stream_id,
             head: Box::new(head),
             end_stream,
+            payload_len: Some(payload_len),
         }
     }
 
@@ -51,6 +79,7 @@ impl Request {
             stream_id: header.stream_id(),
             head: Box::new(head),
             end_stream: header.has_flag(FLAG_END_STREAM),
+            payload_len: None,
         })
     }
 
@@ -61,10 +90,15 @@ impl Request {
             Kind::REQUEST,
             self.stream_id,
             self.end_stream,
-            self.head.encoded_len(),
+            self.payload_len(),
         )?;
         self.head.encode(dst);
         Ok(())
+    }
+
+    /// The head's encoded length (the frame's payload when encoded).
+    pub fn payload_len(&self) -> usize {
+        self.payload_len.unwrap_or_else(|| self.head.encoded_len())
     }
 
     /// Stream id.

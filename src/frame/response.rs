@@ -8,20 +8,48 @@ use super::{DecodeError, EncodeError, FrameHeader, Kind, ResponseHead, StreamId,
 
 /// A response head on `stream_id`. Flags: END_STREAM (0x01) when the
 /// response has no body. An interim (1xx) head must not carry END_STREAM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Response {
     stream_id: StreamId,
     head: ResponseHead,
     end_stream: bool,
+    /// The head's encoded length, counted once for a frame made to be
+    /// sent (the engine checks it, the encoder reserves and writes it);
+    /// `None` for a decoded one (its wire length may differ: unknown
+    /// fields, non-canonical varints), counted if it is ever re-encoded.
+    payload_len: Option<usize>,
 }
+
+impl PartialEq for Response {
+    fn eq(&self, other: &Response) -> bool {
+        self.stream_id == other.stream_id
+            && self.end_stream == other.end_stream
+            && self.head == other.head
+    }
+}
+
+impl Eq for Response {}
 
 impl Response {
     /// A RESPONSE frame.
     pub fn new(stream_id: StreamId, head: ResponseHead, end_stream: bool) -> Response {
+        let payload_len = head.encoded_len();
+        Response::with_payload_len(stream_id, head, end_stream, payload_len)
+    }
+
+    /// [`new`](Self::new) with the head's encoded length counted already.
+    pub(crate) fn with_payload_len(
+        stream_id: StreamId,
+        head: ResponseHead,
+        end_stream: bool,
+        payload_len: usize,
+    ) -> Response {
+        debug_assert_eq!(payload_len, head.encoded_len());
         Response {
             stream_id,
             head,
             end_stream,
+            payload_len: Some(payload_len),
         }
     }
 
@@ -45,6 +73,7 @@ impl Response {
             stream_id: header.stream_id(),
             head,
             end_stream: header.has_flag(FLAG_END_STREAM),
+            payload_len: None,
         })
     }
 
@@ -55,10 +84,15 @@ impl Response {
             Kind::RESPONSE,
             self.stream_id,
             self.end_stream,
-            self.head.encoded_len(),
+            self.payload_len(),
         )?;
         self.head.encode(dst);
         Ok(())
+    }
+
+    /// The head's encoded length (the frame's payload when encoded).
+    pub fn payload_len(&self) -> usize {
+        self.payload_len.unwrap_or_else(|| self.head.encoded_len())
     }
 
     /// Stream id.

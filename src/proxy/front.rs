@@ -215,6 +215,7 @@ pub(crate) fn handle(
                     conn: conn.clone(),
                     client,
                     tls,
+                    offer: offer.clone(),
                 };
                 // HEAD answers carry the identity length; compressing them
                 // would describe a body that is never sent.
@@ -361,6 +362,8 @@ struct AppService {
     conn: Arc<ConnInfo>,
     client: SocketAddr,
     tls: bool,
+    /// The request's upgrade offer ([`super::upgrade::offer`]).
+    offer: Option<Bytes>,
 }
 
 impl AppService {
@@ -412,7 +415,7 @@ impl AppService {
                 .headers()
                 .get(http::header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let offer = super::upgrade::offer(&req);
+        let offer = self.offer.clone();
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         if cfg.x_forwarded_for {

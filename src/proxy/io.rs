@@ -328,15 +328,20 @@ impl<T> TimedIo<T> {
         let from = head.len().saturating_sub(3);
         head.extend_from_slice(&bytes[..bytes.len().min(room)]);
         // Keep nothing past the end of the head (body bytes are not needed).
-        let tail = &head[from..];
-        if memchr::memmem::find(tail, b"\r\n\r\n").is_some()
-            || memchr::memmem::find(tail, b"\n\n").is_some()
-            || memchr::memmem::find(tail, b"\n\r\n").is_some()
-            || head.len() >= self.t.max_head
-        {
+        if ends_head(&head[from..]) || head.len() >= self.t.max_head {
             self.head_complete = true;
         }
     }
+}
+
+/// Whether `bytes` hold the blank line that ends a head: `\n\n` or
+/// `\n\r\n` (which `\r\n\r\n` contains). One pass for the line feeds.
+fn ends_head(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|i| match bytes.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => bytes.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
@@ -523,5 +528,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
         this.on_write(cx, polled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_head;
+
+    #[test]
+    fn ends_head_finds_every_blank_line_form() {
+        assert!(ends_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(ends_head(b"GET / HTTP/1.1\nHost: a\n\n"));
+        assert!(ends_head(b"Host: a\n\r\n"));
+        assert!(ends_head(b"\r\n\r\nbody"));
+        assert!(!ends_head(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert!(!ends_head(b"Host: a\r\n\r"));
+        assert!(!ends_head(b"\n\r"));
+        assert!(!ends_head(b""));
     }
 }
