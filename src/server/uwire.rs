@@ -47,8 +47,10 @@ where
     // are still running: nobody can receive their answer.
     let mut streams = FuturesUnordered::new();
     // The allocation of the last stream that finished on its first poll,
-    // reused for the next one: most streams do, and a stream's state is
-    // a few KiB, past the allocator's small-size fast path.
+    // reused for the next one of the same read: most streams do, and a
+    // stream's state is over 1 KiB, past the allocator's small-size fast
+    // path. It is let go once the read's requests are started, so that an
+    // idle connection does not hold it.
     let mut spare = None;
     let idle = ctx.config.idle_timeout;
     let mut last_activity = tokio::time::Instant::now();
@@ -103,6 +105,7 @@ where
                         false => None,
                     };
                 }
+                spare = None;
             }
             Some(()) = streams.next(), if !streams.is_empty() => {
                 if streams.is_empty() {
