@@ -381,18 +381,22 @@ def _children_cpu() -> float:
 
 
 def run_json(
-    argv: Sequence[str | Path], timeout: float
+    argv: Sequence[str | Path],
+    timeout: float,
+    env: dict[str, str] | None = None,
 ) -> tuple[dict[str, object], float]:
     """Runs a bench client that prints one JSON line; returns that object
     and the client's own CPU seconds (the growth of RUSAGE_CHILDREN while
     it ran: servers are reaped only when a suite ends, so the client is the
-    only child reaped in between)."""
+    only child reaped in between). `env`: variables added to the client's
+    environment."""
     before = _children_cpu()
     p = subprocess.Popen(
         [str(a) for a in argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        env={**os.environ, **env} if env else None,
     )
     try:
         out, err = p.communicate(timeout=timeout)

@@ -62,6 +62,13 @@ SERVE_ARGS = shlex.split(os.environ.get("BENCH_SERVE_ARGS", ""))
 # default 128 (the h2 and gRPC servers are given the same room).
 MAX_STREAMS = max([2048, *IN_FLIGHT])
 FLOORS = ["pingpong", "perwrite", "batched", "stream"]
+# Runtime threads of every client (uwire and peers alike, through tokio's
+# TOKIO_WORKER_THREADS); empty: tokio's default, a thread per core. One by
+# default: on two cores the server needs the other one, and a second client
+# thread only moves wakeups across threads (measured: every client's tiny
+# requests at 64 in flight went as fast or faster on one thread).
+CLIENT_THREADS = os.environ.get("BENCH_CLIENT_THREADS", "1")
+CLIENT_ENV = {"TOKIO_WORKER_THREADS": CLIENT_THREADS} if CLIENT_THREADS else None
 
 CSV_HEADER = [
     "impl",
@@ -182,7 +189,9 @@ def run_case(
     roles = {"server": [pid]}
     before = cpu_snapshot(roles)
     try:
-        j, client_cpu = run_json(client_argv(impl, sock, in_flight, body), SECS + 90)
+        j, client_cpu = run_json(
+            client_argv(impl, sock, in_flight, body), SECS + 90, CLIENT_ENV
+        )
     except RuntimeError as e:
         log(f"  {impl} {in_flight} in flight, {body} B: {e}")
         row["error_text"] = str(e)[:200]
@@ -340,6 +349,7 @@ def main() -> None:
             "impls": IMPLS,
             "serve_args": SERVE_ARGS,
             "max_streams": MAX_STREAMS,
+            "client_threads": CLIENT_THREADS or "tokio default",
         },
     )
     ok = print_summary(args.csv)
