@@ -201,7 +201,7 @@ where
                     if let Ok(trailers) = frame.into_trailers() {
                         let mut b = HeaderBlock::builder();
                         for (n, v) in &trailers {
-                            let _ = b.push(n.as_str().as_bytes(), v.as_bytes());
+                            b.push_field(n, v);
                         }
                         let _ = send.send_trailers(b.finish());
                         return;

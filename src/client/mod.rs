@@ -161,9 +161,7 @@ pub(crate) fn request_head(
         .sum();
     let mut headers = HeaderBlock::builder_with_capacity(size);
     for (n, v) in &parts.headers {
-        headers
-            .push(n.as_str().as_bytes(), v.as_bytes())
-            .map_err(|e| Error::with(Kind::InvalidRequest, e))?;
+        headers.push_field(n, v);
     }
     let offer = parts.extensions.get::<upgrade::Upgrade>();
     if let Some(o) = offer {

@@ -175,7 +175,7 @@ impl Connection {
     }
 
     /// Resets `id`: drops its queued data and sends RESET(`reason`). No
-    /// [`Event::StreamReset`] is emitted for it.
+    /// [`Event::StreamReset`](crate::conn::Event::StreamReset) is emitted for it.
     pub fn reset_stream(&mut self, id: StreamId, reason: Reason) -> Result<(), UserError> {
         self.require_not_closed()?;
         if self.remove_stream(id, Recent::Reset).is_none() {
@@ -190,7 +190,7 @@ impl Connection {
     /// to the peer, batching WINDOW_UPDATEs for the stream and the
     /// connection. Fine to call after the stream closed or was reset: then
     /// only the connection is credited. Every byte delivered in
-    /// [`Event::Data`] should be released exactly once, even after a reset,
+    /// [`Event::Data`](crate::conn::Event::Data) should be released exactly once, even after a reset,
     /// or the connection window shrinks; over-release is clamped.
     pub fn release_capacity(&mut self, id: StreamId, n: usize) {
         if self.closed || n == 0 {
@@ -206,7 +206,7 @@ impl Connection {
         }
     }
 
-    /// Sends a PING with `payload`. Its answer comes as [`Event::PingAck`];
+    /// Sends a PING with `payload`. Its answer comes as [`Event::PingAck`](crate::conn::Event::PingAck);
     /// no answer within `ping_timeout` fails the connection.
     pub fn send_ping(&mut self, payload: [u8; 8], now: Instant) -> Result<(), UserError> {
         self.require_not_closed()?;

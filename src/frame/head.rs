@@ -246,7 +246,7 @@ pub struct RequestHead {
     pub method: Bytes,
     /// `http` or `https`.
     pub scheme: Bytes,
-    /// Host[:port] the client asked for.
+    /// Host\[:port\] the client asked for.
     pub authority: Bytes,
     /// Path, still percent-encoded, without the query. Non-empty.
     pub path: Bytes,

@@ -264,6 +264,25 @@ impl HeaderBlockBuilder {
                 String::from_utf8_lossy(name).into_owned(),
             ));
         }
+        self.append(name, value);
+        Ok(self)
+    }
+
+    /// Appends a field held in `http`'s types. They already hold only what
+    /// a block can carry (a name is a token of at most 65,535 bytes, a value
+    /// has no NUL, CR or LF), so the field is not validated a second time.
+    #[cfg(feature = "net")]
+    pub fn push_field(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> &mut Self {
+        let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
+        debug_assert!(name.len() <= u16::MAX as usize && is_valid_name(name));
+        debug_assert!(value.len() <= u32::MAX as usize && is_valid_value(value));
+        self.append(name, value);
+        self
+    }
+
+    /// Appends an entry already checked.
+    #[inline]
+    fn append(&mut self, name: &[u8], value: &[u8]) {
         self.buf.reserve(6 + name.len() + value.len());
         self.buf
             .extend_from_slice(&(name.len() as u16).to_be_bytes());
@@ -272,7 +291,6 @@ impl HeaderBlockBuilder {
             .extend_from_slice(&(value.len() as u32).to_be_bytes());
         self.buf.extend_from_slice(value);
         self.count += 1;
-        Ok(self)
     }
 
     /// Finishes the block.
@@ -304,6 +322,45 @@ mod tests {
         assert_eq!(parsed.get(b"COOKIE"), Some(&b"x=1"[..]));
         assert_eq!(parsed.get_all(b"cookie").count(), 2);
         assert_eq!(parsed, b);
+    }
+
+    /// `push_field` skips validation: every field `http` can hold (the
+    /// widest values it accepts: tab, obs-text, DEL-free bytes up to 0xff)
+    /// gives the same block as the checked `push`, and the block parses.
+    #[cfg(feature = "net")]
+    #[test]
+    fn push_field_matches_checked_push() {
+        let long = "n".repeat(u16::MAX as usize);
+        let wide: Vec<u8> = (0u8..=255)
+            .filter(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+            .collect();
+        let fields = [
+            (
+                http::HeaderName::from_static("x-a"),
+                http::HeaderValue::from_static(""),
+            ),
+            (
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain"),
+            ),
+            (
+                http::HeaderName::from_bytes(b"x-wide").unwrap(),
+                http::HeaderValue::from_bytes(&wide).unwrap(),
+            ),
+            (
+                http::HeaderName::from_bytes(long.as_bytes()).unwrap(),
+                http::HeaderValue::from_static("v"),
+            ),
+        ];
+        let (mut fast, mut checked) = (HeaderBlock::builder(), HeaderBlock::builder());
+        for (n, v) in &fields {
+            fast.push_field(n, v);
+            checked.push(n.as_str().as_bytes(), v.as_bytes()).unwrap();
+        }
+        let (fast, checked) = (fast.finish(), checked.finish());
+        assert_eq!(fast.as_bytes(), checked.as_bytes());
+        let parsed = HeaderBlock::parse(fast.as_bytes().clone(), 4).unwrap();
+        assert_eq!(parsed.get(b"x-wide"), Some(&wide[..]));
     }
 
     #[test]

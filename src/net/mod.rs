@@ -5,6 +5,15 @@
 //! future that owns the socket and must be spawned (hyper's
 //! `handshake -> (SendRequest, Connection)` shape).
 //!
+//! Threads: a connection is cheapest when its task and the tasks that use
+//! its handle run on one thread (a current-thread runtime, a `LocalSet`,
+//! or a multi-thread runtime with one worker). On tokio's multi-thread
+//! runtime, every answer the connection task hands over can wake another
+//! worker to steal the waiting request task: `uwire bench` with 64 requests
+//! in flight on one connection ran about 25% slower on two workers than on
+//! one (see `BENCH_CLIENT_THREADS` in `scripts/bench-ipc`). The servers in
+//! this crate already run one connection per thread.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use uwire::frame::{RequestHead, ResponseHead};

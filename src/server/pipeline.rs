@@ -176,11 +176,7 @@ pub(crate) fn header_block(headers: &http::HeaderMap, length: Option<u64>) -> He
         + length.map_or(0, |l| 6 + "content-length".len() + l.len());
     let mut b = HeaderBlock::builder_with_capacity(size);
     for (name, value) in headers {
-        // http's types already forbid CR, LF and NUL; a value that still
-        // fails is dropped rather than failing the response.
-        if b.push(name.as_str().as_bytes(), value.as_bytes()).is_err() {
-            tracing::warn!(header = %name, "dropping a response header uwire cannot carry");
-        }
+        b.push_field(name, value);
     }
     if let Some(l) = length {
         let _ = b.push(b"content-length", l);

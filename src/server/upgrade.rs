@@ -1,5 +1,5 @@
 //! Upgrades in handlers (PROTOCOL.md section 7.5), in the manner of
-//! hyper's `upgrade::on`: a handler takes [`Request::upgrade`] (an
+//! hyper's `upgrade::on`: a handler takes [`Request::upgrade`](crate::server::Request::upgrade) (an
 //! [`OnUpgrade`] future), returns a response accepting the offer (`101
 //! Switching Protocols`, or a 2xx to an extended `CONNECT`), and the future
 //! resolves to the [`Upgraded`] byte stream once that head has gone out.
@@ -32,7 +32,7 @@
 //! Over uwire/1 the stream becomes a [`Tunnel`]; over classic uwsgi (nginx
 //! `uwsgi_pass`, which switches to tunnelling when it reads a `101` for a
 //! request that carried `Upgrade`) the connection itself. Either way the
-//! server's [`TunnelLimits`](crate::net::TunnelLimits) bound idle time and
+//! server's [`TunnelLimits`] bound idle time and
 //! lifetime. [`websocket`](super::websocket) builds a WebSocket on top.
 
 use std::future::Future;
