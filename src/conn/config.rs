@@ -50,8 +50,9 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// The window and stream values are what *we* accept and are announced to
 /// the peer in our SETTINGS ([`Config::settings`]). Check a hand-built
-/// configuration with [`Config::validate`]; [`Connection::new`](crate::conn::Connection::new)
-/// (super::Connection::new) clamps out-of-range values instead of failing.
+/// configuration with [`Config::validate`];
+/// [`Connection::new`](super::Connection::new) clamps out-of-range values
+/// instead of failing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Decode limits we announce (`max_frame_size`, `max_head_size`,
@@ -73,8 +74,8 @@ pub struct Config {
     /// When `Some`, send a PING after this much inbound silence. Default
     /// `None`; must be non-zero when set.
     pub keepalive_interval: Option<Duration>,
-    /// How long any PING we sent (keepalive or [`send_ping`](crate::conn::Connection::send_ping)
-    /// (super::Connection::send_ping)) may stay unanswered before the
+    /// How long any PING we sent (keepalive or
+    /// [`send_ping`](super::Connection::send_ping)) may stay unanswered before the
     /// connection fails with `ping_timeout`. Default
     /// [`DEFAULT_PING_TIMEOUT`]; must be non-zero.
     pub ping_timeout: Duration,

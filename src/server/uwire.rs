@@ -46,12 +46,6 @@ where
     // Dropping the set (when the connection is gone) cancels handlers that
     // are still running: nobody can receive their answer.
     let mut streams = FuturesUnordered::new();
-    // The allocation of the last stream that finished on its first poll,
-    // reused for the next one of the same read: most streams do, and a
-    // stream's state is over 1 KiB, past the allocator's small-size fast
-    // path. It is let go once the read's requests are started, so that an
-    // idle connection does not hold it.
-    let mut spare = None;
     let idle = ctx.config.idle_timeout;
     let mut last_activity = tokio::time::Instant::now();
     // One timer for the whole connection, re-armed as it fires.
@@ -78,10 +72,16 @@ where
                 // syscall and a wakeup of the peer each).
                 let mut next = Some(req);
                 let mut started = 0;
+                // The allocation of the last stream that finished on its
+                // first poll, reused for the next one of this read: most
+                // streams do, and a stream's state is over 1 KiB, past the
+                // allocator's small-size fast path. It goes with this arm,
+                // so an idle connection does not hold it.
+                let mut spare = None;
                 while let Some(req) = next {
                     // Most handlers answer at once: run the pipeline right
                     // here, and keep it only if it has to wait.
-                    let task = match spare.take() {
+                    let mut task = match spare.take() {
                         Some(mut task) => {
                             // Drops the finished state in place, then moves
                             // the new one in.
@@ -90,7 +90,6 @@ where
                         }
                         None => Box::pin(stream_task(req, ctx.clone())),
                     };
-                    let mut task = task;
                     if PollOnce(task.as_mut()).await.is_none() {
                         streams.push(task);
                     } else {
@@ -105,7 +104,6 @@ where
                         false => None,
                     };
                 }
-                spare = None;
             }
             Some(()) = streams.next(), if !streams.is_empty() => {
                 if streams.is_empty() {
