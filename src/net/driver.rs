@@ -18,12 +18,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
 use super::error::Error;
 use super::shared::{now, End, Inner, Shared};
+use super::wqueue::{WriteQueue, MAX_SLICES};
 use crate::codec::Codec;
 use crate::conn::Role;
 use crate::frame::{preface, Reason};
@@ -58,7 +59,7 @@ pub(crate) struct Driver<T> {
 struct State {
     codec: Codec,
     rbuf: BytesMut,
-    wbuf: BytesMut,
+    wbuf: WriteQueue,
     /// Our preface is out (a server sends it only once the client's is in).
     greeted: bool,
     read_open: bool,
@@ -84,7 +85,7 @@ impl<T> Driver<T> {
         role: Role,
         config: &crate::conn::Config,
     ) -> Self {
-        let mut wbuf = BytesMut::new();
+        let mut wbuf = WriteQueue::new();
         // The client speaks first. A server answers only once the client's
         // preface is in: to a peer that turns out not to speak uwire it
         // sends nothing at all (section 3.1).
@@ -134,17 +135,14 @@ impl State {
                 || (g.engine.is_closed() && g.engine.has_pending_transmit()))
         {
             self.greeted = true;
-            let rest = std::mem::take(&mut self.wbuf);
-            self.wbuf.extend_from_slice(&preface::PREFACE);
-            self.wbuf.extend_from_slice(&rest);
+            self.wbuf.push_front(Bytes::from_static(&preface::PREFACE));
         }
         if self.greeted {
             while self.wbuf.len() < STAGE_LIMIT {
                 let Some(frame) = g.engine.poll_transmit() else {
                     break;
                 };
-                self.wbuf.reserve(frame.encoded_len());
-                if let Err(e) = frame.encode(&mut self.wbuf) {
+                if let Err(e) = self.wbuf.push_frame(&frame) {
                     // Engine-produced frames are always encodable.
                     tracing::error!(error = %e, "dropping a frame the engine produced but the codec cannot encode");
                 }
@@ -241,6 +239,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
     }
 
+    /// Writes what waits: every queued piece in one vectored write when
+    /// the transport takes them, else the first piece.
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let io = Pin::new(&mut self.io);
+        if self.st.wbuf.is_segmented() && io.is_write_vectored() {
+            let mut slices = [std::io::IoSlice::new(&[]); MAX_SLICES];
+            let n = self.st.wbuf.chunks_vectored(&mut slices);
+            return io.poll_write_vectored(cx, &slices[..n]);
+        }
+        io.poll_write(cx, self.st.wbuf.chunk())
+    }
+
     /// Reads what has arrived into the read buffer. With no partial frame
     /// buffered, the read lands on the stack first and only the bytes that
     /// came are copied to the heap: a connection waiting for its next frame
@@ -303,7 +313,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
 
         // Write as much as the socket takes.
         while !self.st.wbuf.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.st.wbuf) {
+            match self.poll_write_some(cx) {
                 Poll::Ready(Ok(0)) => {
                     self.fail_io(std::io::ErrorKind::WriteZero.into());
                     return Err(self.finish(cx));
@@ -320,9 +330,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 Poll::Pending => break,
             }
         }
-        if self.st.wbuf.is_empty() && self.st.wbuf.capacity() > STAGE_LIMIT {
-            self.st.wbuf = BytesMut::new();
-        }
+        self.st.wbuf.shrink_idle(STAGE_LIMIT);
 
         // Read what has arrived.
         if self.st.read_open {

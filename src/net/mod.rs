@@ -46,6 +46,7 @@ pub(crate) use rewind::Rewind;
 pub mod socket;
 mod stream;
 mod tunnel;
+mod wqueue;
 
 use std::future::Future;
 use std::pin::Pin;
