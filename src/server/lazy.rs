@@ -146,6 +146,30 @@ impl AsyncWrite for LazyStream {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let State::Raw(s) = &this.0 {
+            match s.send_vectored(bufs) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        match this.registered() {
+            Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
@@ -172,5 +196,73 @@ impl Accepted for LazyStream {
             State::Gone => return Ok(()),
         };
         sock.set_linger(Some(std::time::Duration::ZERO))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::IoSlice;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A vectored write sends every slice in order, before and after the
+    /// stream joins the I/O driver, and one that does not fit the socket
+    /// buffer waits for room instead of failing.
+    #[tokio::test]
+    async fn vectored_writes_raw_and_registered() {
+        let dir = std::env::temp_dir().join(format!("uwire-lazy-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let acceptor = RawAcceptor::new(&listener).unwrap();
+        let mut client = UnixStream::connect(&path).await.unwrap();
+        let mut server = acceptor.accept().await.unwrap();
+        assert!(server.is_write_vectored());
+
+        let slices = [
+            IoSlice::new(b"head"),
+            IoSlice::new(b"-"),
+            IoSlice::new(b"body"),
+        ];
+        let n = server.write_vectored(&slices).await.unwrap();
+        assert_eq!(n, 9);
+        assert!(
+            matches!(server.0, State::Raw(_)),
+            "a write that fits stays raw"
+        );
+        let mut got = [0u8; 9];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"head-body");
+
+        // Far more than a socket buffer holds: the raw send fills it, the
+        // stream registers and the rest goes once the client reads.
+        let big = vec![7u8; 4 << 20];
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while all.len() < (4 << 20) + 3 {
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                all.extend_from_slice(&buf[..n]);
+            }
+            all
+        });
+        let mut sent = 0;
+        let tail = b"end";
+        while sent < big.len() + tail.len() {
+            let slices: Vec<IoSlice<'_>> = if sent < big.len() {
+                vec![IoSlice::new(&big[sent..]), IoSlice::new(tail)]
+            } else {
+                vec![IoSlice::new(&tail[sent - big.len()..])]
+            };
+            sent += server.write_vectored(&slices).await.unwrap();
+        }
+        assert!(matches!(server.0, State::Registered(_)));
+        let all = reader.await.unwrap();
+        assert_eq!(all.len(), big.len() + 3);
+        assert!(all[..big.len()].iter().all(|&b| b == 7));
+        assert_eq!(&all[big.len()..], b"end");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
