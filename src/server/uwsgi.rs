@@ -248,6 +248,9 @@ fn encode_head(head: &ResponseHead) -> Option<BytesMut> {
     }
 }
 
+/// The largest first body chunk copied into the held-back head's buffer.
+const COPY_INTO_HEAD: usize = 4096;
+
 /// Writes `data`, preceded by a head still held back (a head is held when
 /// the body's size is known, so a small response goes out in one write).
 async fn write_with_head<W: AsyncWrite + Unpin>(
@@ -256,9 +259,15 @@ async fn write_with_head<W: AsyncWrite + Unpin>(
     data: &[u8],
 ) -> Result<(), SinkError> {
     let written = match head.take() {
-        Some(mut out) => {
+        // A small first chunk rides in the head's buffer; a large one goes
+        // beside it in vectored writes, not copied.
+        Some(mut out) if data.len() <= COPY_INTO_HEAD => {
             out.extend_from_slice(data);
             wr.write_all(&out).await
+        }
+        Some(out) => {
+            wr.write_all_buf(&mut bytes::Buf::chain(&out[..], data))
+                .await
         }
         None => wr.write_all(data).await,
     };
@@ -433,5 +442,28 @@ impl Sink for Split {
     fn take_tunnel(&mut self, _ctx: &Ctx) -> Option<Upgraded> {
         // A request with a body makes no upgrade offer.
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The held-back head goes out first and only once, whether the first
+    /// chunk is copied into its buffer or written beside it.
+    #[tokio::test]
+    async fn held_head_then_data_at_both_sizes() {
+        for len in [0, 1, COPY_INTO_HEAD, COPY_INTO_HEAD + 1, 1 << 20] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut head = Some(BytesMut::from(&b"HTTP/1.1 200 OK\r\n\r\n"[..]));
+            let mut out: Vec<u8> = Vec::new();
+            write_with_head(&mut out, &mut head, &data).await.unwrap();
+            assert!(head.is_none());
+            write_with_head(&mut out, &mut head, b"more").await.unwrap();
+            let mut want = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+            want.extend_from_slice(&data);
+            want.extend_from_slice(b"more");
+            assert!(out == want, "first chunk of {len} bytes");
+        }
     }
 }
