@@ -20,15 +20,16 @@ pub(crate) type Refusal = (StatusCode, &'static str);
 pub(crate) fn check<B>(req: &Request<B>) -> Result<Verdict, Refusal> {
     let bad = |why| Err((StatusCode::BAD_REQUEST, why));
     let http1 = matches!(req.version(), Version::HTTP_10 | Version::HTTP_11);
-    let hosts = req.headers().get_all(http::header::HOST).iter().count();
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let host = hosts.next();
     // RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request) status
     // code to any HTTP/1.1 request message that lacks a Host header field
     // and to any request message that contains more than one Host header
     // field line or a Host header field with an invalid field value."
-    if hosts > 1 {
+    if hosts.next().is_some() {
         return bad("more than one Host field");
     }
-    if let Some(h) = req.headers().get(http::header::HOST) {
+    if let Some(h) = host {
         if !valid_host(h) {
             return bad("invalid Host field");
         }
@@ -68,8 +69,25 @@ fn valid_host(h: &HeaderValue) -> bool {
     // An empty Host is allowed when the target URI has no host (RFC 9110
     // 7.2); anything else must be a valid authority without userinfo.
     b.is_empty()
+        || plain_host(b)
         || (std::str::from_utf8(b).is_ok_and(|s| s.parse::<http::uri::Authority>().is_ok())
             && !b.contains(&b'@'))
+}
+
+/// The common Host: a name or IPv4 address of letters, digits, `-` and
+/// `.`, with an optional port of 1 to 5 digits. Always a valid authority
+/// without userinfo (a subset of what the full parse accepts, which every
+/// other form still goes through), checked in one pass.
+fn plain_host(b: &[u8]) -> bool {
+    let (host, port) = match b.iter().position(|&c| c == b':') {
+        Some(i) => (&b[..i], Some(&b[i + 1..])),
+        None => (b, None),
+    };
+    !host.is_empty()
+        && host
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit))
 }
 
 /// RFC 9112 3.2.2: with an absolute-form target "the server MUST ignore
@@ -185,6 +203,84 @@ mod tests {
             check(&req(Version::HTTP_2, "http://a/", None)),
             Ok(Verdict::Forward)
         );
+    }
+
+    /// The one-pass check accepts only hosts the full authority parse
+    /// accepts, and the verdict of `valid_host` is the full parse's on
+    /// every input (the fast path changes the cost, never the answer).
+    #[test]
+    fn plain_host_agrees_with_the_full_parse() {
+        let full = |b: &[u8]| {
+            b.is_empty()
+                || (std::str::from_utf8(b).is_ok_and(|s| s.parse::<http::uri::Authority>().is_ok())
+                    && !b.contains(&b'@'))
+        };
+        let mut cases: Vec<Vec<u8>> = [
+            "a",
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "a:0",
+            "a:00000",
+            "a:65535",
+            "a:65536",
+            "a:99999",
+            "a:123456",
+            "a:",
+            ":80",
+            ":",
+            "a:b",
+            "a::1",
+            "[::1]",
+            "[::1]:80",
+            "a_b",
+            "a~b",
+            "-",
+            ".",
+            "a..b",
+            "-a-.",
+            "A-Z.0-9",
+            "a b",
+            "u@h",
+            "u@h:1",
+            "a/b",
+            "a?b",
+            "a#b",
+            "a%20b",
+            "ex\u{e9}.com",
+            "a,b",
+            "a;b",
+            "a:80:80",
+            "1.2.3.4:5",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        // Every byte after a plain prefix, and in a port.
+        for c in 0u8..=255 {
+            cases.push(vec![b'a', c, b'b']);
+            cases.push(vec![b'a', b':', b'1', c]);
+        }
+        for b in &cases {
+            if plain_host(b) {
+                assert!(
+                    full(b),
+                    "fast path accepts {:?}, the parse refuses",
+                    String::from_utf8_lossy(b)
+                );
+            }
+            if let Ok(v) = HeaderValue::from_bytes(b) {
+                assert_eq!(
+                    valid_host(&v),
+                    full(b),
+                    "verdict for {:?}",
+                    String::from_utf8_lossy(b)
+                );
+            }
+        }
+        assert!(plain_host(b"example.com:8080") && plain_host(b"10.0.0.1"));
+        assert!(!plain_host(b"[::1]:80") && !plain_host(b"a:") && !plain_host(b":80"));
     }
 
     #[test]
