@@ -269,6 +269,9 @@ fn source_text(e: &Error) -> String {
 /// Opens one raw byte stream to `transport`.
 pub(crate) async fn connect_io(transport: &Transport) -> io::Result<Socket> {
     match transport {
+        #[cfg(target_os = "linux")]
+        Transport::Unix(p) => Ok(Socket::Unix(connect_unix_now(p)?)),
+        #[cfg(not(target_os = "linux"))]
         Transport::Unix(p) => Ok(Socket::Unix(UnixStream::connect(p).await?)),
         Transport::Tcp(a) => {
             let s = TcpStream::connect(a.as_str()).await?;
@@ -276,6 +279,20 @@ pub(crate) async fn connect_io(transport: &Transport) -> io::Result<Socket> {
             Ok(Socket::Tcp(s))
         }
     }
+}
+
+/// A non-blocking Unix stream connect. On Linux it never waits: it succeeds
+/// or fails (`EAGAIN` with the listener's backlog full) at once, so there
+/// is nothing to wait for and no `SO_ERROR` to check afterwards (tokio's
+/// connect does both: a system call per classic uwsgi request).
+#[cfg(target_os = "linux")]
+fn connect_unix_now(path: &std::path::Path) -> io::Result<UnixStream> {
+    use socket2::{Domain, SockAddr, Socket as RawSocket, Type};
+    let s = RawSocket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
+    s.connect(&SockAddr::unix(path)?)?;
+    UnixStream::from_std(std::os::unix::net::UnixStream::from(
+        std::os::fd::OwnedFd::from(s),
+    ))
 }
 
 /// Connects, retrying with exponential backoff, all within the connect timeout.

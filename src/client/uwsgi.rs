@@ -103,13 +103,22 @@ where
     B::Data: Buf + Send,
     B::Error: Into<BoxError>,
 {
-    let (mut rd, mut wr) = sock.into_split();
+    let upload = body.take().filter(|b| !b.is_end_stream());
+    if buffered.is_none() && upload.is_none() {
+        // Nothing to upload (most requests): one socket, written then read,
+        // no writer task and no half-close.
+        let mut sock = sock;
+        sock.write_all(&prefix)
+            .await
+            .map_err(|e| Error::with(Kind::NotSent, e))?;
+        return read_response(sock, None, limits, guard).await;
+    }
+    let (rd, mut wr) = sock.into_split();
     wr.write_all(&prefix)
         .await
         .map_err(|e| Error::with(Kind::NotSent, e))?;
     // The body is written by its own task so a response that starts early
     // (an error page) is read while the upload is still going.
-    let upload = body.take();
     // Dropped with the response body (or on an early error): ends the writer.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -157,6 +166,21 @@ where
         }
     });
 
+    read_response(rd, Some(done_tx), limits, guard).await
+}
+
+/// Reads the response head from `rd`, then hands back a response whose
+/// body streams the rest. `writer_done` (the upload task's stop signal)
+/// is kept until the body ends.
+async fn read_response<R>(
+    mut rd: R,
+    writer_done: Option<tokio::sync::oneshot::Sender<()>>,
+    limits: &UwsgiLimits,
+    guard: InflightGuard,
+) -> Result<http::Response<Body>, Error>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut parser = ResponseHeadParser::new(limits);
     let response = loop {
@@ -198,7 +222,7 @@ where
         BodyKind::Empty | BodyKind::Interim | BodyKind::Upgrade => Mode::Done,
     };
     let stream = futures_util::stream::unfold(
-        (rd, buf, mode, done_tx),
+        (rd, buf, mode, writer_done),
         |(mut rd, mut buf, mut mode, done)| async move {
             loop {
                 match &mut mode {
