@@ -34,6 +34,11 @@ use crate::frame::{preface, Reason};
 /// yet: a WINDOW_UPDATE still in the engine has given the peer no credit
 /// (PROTOCOL.md 8.3).
 const STAGE_LIMIT: usize = 256 * 1024;
+/// The most write buffer a connection keeps once everything is written.
+/// Body payloads are queued, not copied (see `wqueue`), so the buffer
+/// holds frame headers and small frames: a busy connection reuses it, and
+/// one left idle after a burst of large heads gives the rest back.
+const IDLE_WRITE_BUFFER: usize = 16 * 1024;
 /// Rounds of read/write/engine work per `poll` before yielding to other
 /// tasks.
 const POLL_BUDGET: usize = 32;
@@ -330,7 +335,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 Poll::Pending => break,
             }
         }
-        self.st.wbuf.shrink_idle(STAGE_LIMIT);
+        self.st.wbuf.shrink_idle(IDLE_WRITE_BUFFER);
 
         // Read what has arrived.
         if self.st.read_open {
