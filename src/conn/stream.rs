@@ -224,17 +224,22 @@ impl StreamTable {
         if self.max_recent == 0 {
             return;
         }
-        if let Some(r) = self.recent.get_mut(&id) {
-            *r = how;
-            return;
+        // One probe finds the id or the slot for it.
+        match self.recent.entry(id) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                *e.get_mut() = how;
+                return;
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(how);
+            }
         }
-        while self.recent_order.len() >= self.max_recent {
+        self.recent_order.push_back(id);
+        while self.recent_order.len() > self.max_recent {
             if let Some(old) = self.recent_order.pop_front() {
                 self.recent.remove(&old);
             }
         }
-        self.recent.insert(id, how);
-        self.recent_order.push_back(id);
     }
 
     /// How a recently closed stream ended; `None` if open, idle or forgotten.
