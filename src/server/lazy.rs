@@ -87,6 +87,31 @@ impl LazyStream {
             _ => Err(io::Error::other("connection lost while registering")),
         }
     }
+
+    /// A write: one non-blocking attempt on the raw socket, and if it
+    /// would block (or the stream is registered already), the registered
+    /// stream's poll, which waits for room.
+    fn poll_send(
+        &mut self,
+        raw: impl FnOnce(&socket2::Socket) -> io::Result<usize>,
+        registered: impl FnOnce(&mut UnixStream) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if let State::Raw(s) = &self.0 {
+            match raw(s) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        match self.registered() {
+            Ok(s) => registered(s),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
 }
 
 impl AsyncRead for LazyStream {
@@ -131,19 +156,8 @@ impl AsyncWrite for LazyStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let State::Raw(s) = &this.0 {
-            match s.send(data) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        match this.registered() {
-            Ok(s) => Pin::new(s).poll_write(cx, data),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.get_mut()
+            .poll_send(|s| s.send(data), |s| Pin::new(s).poll_write(cx, data))
     }
 
     fn poll_write_vectored(
@@ -151,19 +165,10 @@ impl AsyncWrite for LazyStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let State::Raw(s) = &this.0 {
-            match s.send_vectored(bufs) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        match this.registered() {
-            Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.get_mut().poll_send(
+            |s| s.send_vectored(bufs),
+            |s| Pin::new(s).poll_write_vectored(cx, bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
