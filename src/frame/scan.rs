@@ -1,20 +1,18 @@
-//! Byte classes of header fields, and a bulk classifier for whole header
-//! blocks.
+//! Byte classes of header fields, and their validation.
 //!
 //! Names are made of RFC 9110 token characters (`tchar`); values may hold
-//! any byte but NUL, CR and LF. [`Classes`] marks, for every byte of a block,
-//! whether it is a `tchar` and whether it is one of NUL/CR/LF, as two
-//! bitmaps built 64 bytes per step with AVX2 when the CPU has it (checked
-//! once, at run time). A block validator then checks each name and each
-//! value against the bitmaps with a few word operations, instead of a pass
-//! over its bytes. Without AVX2, or for a block too large for the bitmaps on
-//! the stack, validation checks field by field ([`is_valid_name`],
-//! [`is_valid_value`]); both ways accept and reject exactly the same blocks
-//! (a property test and the `heads` fuzz target hold them to it).
+//! any byte but NUL, CR and LF. [`is_valid_name`] and [`is_valid_value`]
+//! check one field on its own bytes (table lookups for names, eight bytes
+//! per step for values). Where the CPU has AVX2 (checked at run time), the
+//! block validator uses [`avx2`]'s field checks instead: a field of up to 32
+//! bytes, the usual header name or value, is classified with one 32-byte
+//! load and a mask, longer ones 32 bytes per step. Both ways accept and
+//! reject exactly the same fields (the tests below compare them byte by
+//! byte; a property test in `header_block` and the `heads` fuzz target
+//! compare whole blocks).
 //!
 //! This is the crate's only SIMD: the intrinsics need `unsafe`, confined to
-//! [`Classes::scan`]'s AVX2 kernel, whose loads stay inside 64-byte chunks
-//! of the input.
+//! [`avx2`], whose loads stay inside the block they are given.
 
 /// RFC 9110 §5.6.2: `tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
 /// "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA`.
@@ -113,93 +111,6 @@ fn bad_bytes(x: u64) -> u64 {
     has_zero(x) | has_zero(x ^ (LO * b'\r' as u64)) | has_zero(x ^ (LO * b'\n' as u64))
 }
 
-/// The largest block [`Classes`] covers: its two bitmaps (1 KiB together)
-/// live on the stack. Real request heads are far smaller (a browser's is
-/// under 1 KiB); larger blocks are validated field by field.
-pub(crate) const MAX_SCAN_LEN: usize = 4096;
-
-/// Bytes of one bitmap: a bit per byte of the largest block, and eight
-/// bytes of padding so that any bit can be the first of a 64-bit load.
-const MAP_LEN: usize = MAX_SCAN_LEN / 8 + 8;
-
-/// Per-byte classes of one header block: bit `i % 8` of byte `i / 8` is
-/// set when byte `i` of the block is not a `tchar` (in `not_tchar`) or is
-/// NUL, CR or LF (in `ctl`).
-pub(crate) struct Classes {
-    not_tchar: [u8; MAP_LEN],
-    ctl: [u8; MAP_LEN],
-}
-
-impl Classes {
-    /// Empty bitmaps, to be filled by [`Classes::scan`].
-    #[inline(always)]
-    pub(crate) fn new() -> Classes {
-        Classes {
-            not_tchar: [0; MAP_LEN],
-            ctl: [0; MAP_LEN],
-        }
-    }
-
-    /// Classifies every byte of `block` and returns true, or returns false
-    /// when the CPU has no AVX2 or `block` is longer than [`MAX_SCAN_LEN`]:
-    /// the caller then validates field by field. (Filled in place: the
-    /// bitmaps are 1 KiB, too much to move around.)
-    #[inline]
-    pub(crate) fn scan(&mut self, block: &[u8]) -> bool {
-        if block.len() > MAX_SCAN_LEN {
-            return false;
-        }
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                #[allow(unsafe_code)]
-                // SAFETY: the CPU has AVX2 (checked just above).
-                unsafe {
-                    avx2::scan(block, &mut self.not_tchar, &mut self.ctl)
-                };
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Whether `block[start..end]` is a valid name: non-empty, all `tchar`.
-    /// The range must lie inside the scanned block.
-    #[inline(always)]
-    pub(crate) fn is_valid_name(&self, start: usize, end: usize) -> bool {
-        start < end && !any_set(&self.not_tchar, start, end)
-    }
-
-    /// Whether `block[start..end]` is a valid value: no NUL, CR or LF.
-    /// The range must lie inside the scanned block.
-    #[inline(always)]
-    pub(crate) fn is_valid_value(&self, start: usize, end: usize) -> bool {
-        !any_set(&self.ctl, start, end)
-    }
-}
-
-/// Whether any bit in positions `start..end` of `bits` is set.
-#[inline(always)]
-fn any_set(bits: &[u8; MAP_LEN], start: usize, end: usize) -> bool {
-    let load = |bit: usize| {
-        let i = bit / 8;
-        u64::from_le_bytes(bits[i..i + 8].try_into().unwrap()) >> (bit % 8)
-    };
-    let len = end.saturating_sub(start);
-    if len <= 56 {
-        // One load covers the range (the usual header name or value).
-        return load(start) & ((1u64 << len) - 1) != 0;
-    }
-    let mut bit = start;
-    while end - bit > 56 {
-        if load(bit) & ((1u64 << 56) - 1) != 0 {
-            return true;
-        }
-        bit += 56;
-    }
-    load(bit) & ((1u64 << (end - bit)) - 1) != 0
-}
-
 /// The nibble tables of the `tchar` test: byte `b` is a `tchar` exactly when
 /// `LO[b & 15] & HI[b >> 4] != 0`. `HI[h]` is the bit `1 << h` for the eight
 /// ASCII rows and 0 for bytes of 0x80 and above; `LO[l]` has bit `h` set when
@@ -223,85 +134,142 @@ const NIBBLES: ([u8; 16], [u8; 16]) = {
     (lo, hi)
 };
 
+/// Whether the CPU can run [`avx2`]'s kernels (checked at run time; the
+/// answer is cached by the standard library).
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[inline(always)]
+pub(crate) fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// Field checks 32 bytes per step. Each takes the whole block and a field's
+/// range in it, because a short field is checked with one 32-byte load that
+/// may cover bytes of its neighbours (the bits of those bytes are masked
+/// off): forwards from the field's start when 32 bytes remain in the block,
+/// else backwards from its end. Loads never leave the block; a block shorter
+/// than 32 bytes is checked byte by byte.
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 #[allow(unsafe_code)]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::NIBBLES;
 
-    /// Fills one bit per byte of `block` into `not_tchar` and `ctl`
-    /// (bytes past what the bitmaps hold are not classified).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn scan(block: &[u8], not_tchar: &mut [u8], ctl: &mut [u8]) {
-        let mut chunks = block.chunks_exact(64);
-        let mut words = not_tchar.chunks_exact_mut(8).zip(ctl.chunks_exact_mut(8));
-        for (chunk, (nt, ct)) in (&mut chunks).zip(&mut words) {
-            // SAFETY: `chunk` holds 64 readable bytes.
-            let (n, c) = unsafe { classify(chunk.as_ptr()) };
-            nt.copy_from_slice(&n.to_le_bytes());
-            ct.copy_from_slice(&c.to_le_bytes());
-        }
-        let rest = chunks.remainder().len();
-        let Some((nt, ct)) = words.next().filter(|_| rest > 0) else {
-            return;
-        };
-        let (n, c) = if block.len() >= 64 {
-            // The last 64 bytes of the block, shifted so that the tail's
-            // bits come first.
-            let last = &block[block.len() - 64..];
-            // SAFETY: `last` holds 64 readable bytes.
-            let (n, c) = unsafe { classify(last.as_ptr()) };
-            (n >> (64 - rest), c >> (64 - rest))
-        } else {
-            // A short block goes through a zeroed copy; bits past its end
-            // are never looked at.
-            let mut tail = [0u8; 64];
-            tail[..rest].copy_from_slice(chunks.remainder());
-            // SAFETY: `tail` holds 64 readable bytes.
-            unsafe { classify(tail.as_ptr()) }
-        };
-        nt.copy_from_slice(&n.to_le_bytes());
-        ct.copy_from_slice(&c.to_le_bytes());
-    }
-
-    /// The `not_tchar` and `ctl` masks of the 64 bytes at `p`.
-    ///
-    /// # Safety
-    /// AVX2, and 64 readable bytes at `p`.
+    /// Whether `block[start..end]` is a valid name: non-empty, all `tchar`.
+    /// `start <= end <= block.len()` (checked: an out-of-range field panics).
+    /// For tests: the block walk uses [`not_tchar_in`].
+    #[cfg(test)]
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn classify(p: *const u8) -> (u64, u64) {
-        // SAFETY: the tables are 16 readable bytes each, `p` 64 (the
-        // caller's contract); all loads are unaligned loads.
-        unsafe {
-            let (lo, hi) = NIBBLES;
-            let lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(lo.as_ptr().cast()));
-            let hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(hi.as_ptr().cast()));
-            let ctl = _mm256_broadcastsi128_si256(_mm_loadu_si128(CTL.as_ptr().cast()));
-            let a = _mm256_loadu_si256(p.cast());
-            let b = _mm256_loadu_si256(p.add(32).cast());
-            let join = |x: i32, y: i32| (x as u32 as u64) | ((y as u32 as u64) << 32);
-            (
-                join(not_tchar(a, lo, hi), not_tchar(b, lo, hi)),
-                join(is_ctl(a, ctl), is_ctl(b, ctl)),
-            )
+    pub(crate) fn name_ok(block: &[u8], start: usize, end: usize) -> bool {
+        assert!(start <= end && end <= block.len());
+        // SAFETY: the range is inside the block (asserted).
+        start < end && unsafe { not_tchar_in(block, start, end) } == 0
+    }
+
+    /// Whether `block[start..end]` is a valid value: no NUL, CR or LF.
+    /// `start <= end <= block.len()` (checked). For tests: the block walk
+    /// uses [`ctl_in`].
+    #[cfg(test)]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(crate) fn value_ok(block: &[u8], start: usize, end: usize) -> bool {
+        assert!(start <= end && end <= block.len());
+        // SAFETY: the range is inside the block (asserted).
+        (unsafe { ctl_in(block, start, end) }) == 0
+    }
+
+    /// Non-zero when a byte of `block[start..end]` is not a `tchar` (an
+    /// empty range gives 0).
+    ///
+    /// # Safety
+    /// `start <= end <= block.len()`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(crate) unsafe fn not_tchar_in(block: &[u8], start: usize, end: usize) -> u32 {
+        // SAFETY: the caller's contract.
+        unsafe { marked(block, start, end, |v| not_tchar(v), super::is_valid_name) }
+    }
+
+    /// Non-zero when a byte of `block[start..end]` is NUL, CR or LF.
+    ///
+    /// # Safety
+    /// `start <= end <= block.len()`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(crate) unsafe fn ctl_in(block: &[u8], start: usize, end: usize) -> u32 {
+        // SAFETY: the caller's contract.
+        unsafe { marked(block, start, end, |v| is_ctl(v), super::is_valid_value) }
+    }
+
+    /// Non-zero when `class` marks a byte of `block[start..end]` (`valid` is
+    /// the byte-by-byte answer, for blocks too short for one load; it is
+    /// only asked about non-empty ranges).
+    ///
+    /// # Safety
+    /// `start <= end <= block.len()`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn marked(
+        block: &[u8],
+        start: usize,
+        end: usize,
+        class: impl Fn(__m256i) -> u32,
+        valid: impl Fn(&[u8]) -> bool,
+    ) -> u32 {
+        debug_assert!(start <= end && end <= block.len());
+        let len = end - start;
+        let at = |i: usize| {
+            debug_assert!(i + 32 <= block.len());
+            // SAFETY: every call below passes `i` with `i + 32 <=
+            // block.len()`, so the unaligned load reads inside the block.
+            class(unsafe { _mm256_loadu_si256(block.as_ptr().add(i).cast()) })
+        };
+        if len <= 32 {
+            if block.len() - start >= 32 {
+                // The field's bytes are the low `len` bits (none when empty).
+                return (u64::from(at(start)) & ((1u64 << len) - 1)) as u32;
+            }
+            if len == 0 {
+                return 0;
+            }
+            if end >= 32 {
+                // The field's bytes are the high `len` bits.
+                return at(end - 32) >> (32 - len);
+            }
+            // SAFETY: the range is inside the block (the contract).
+            let field = unsafe { block.get_unchecked(start..end) };
+            return u32::from(!valid(field));
         }
+        // Longer fields: 32 bytes per step, the last load ending at `end`
+        // (it may overlap the one before).
+        let mut found = 0;
+        let mut i = start;
+        while end - i > 32 {
+            found |= at(i);
+            i += 32;
+        }
+        found | at(end - 32)
     }
 
     /// Bit `i` set when byte `i` of `v` is not a `tchar`: the shuffles look
     /// both nibbles up in each 128-bit lane's copy of the tables.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn not_tchar(v: __m256i, lo: __m256i, hi: __m256i) -> i32 {
+    fn not_tchar(v: __m256i) -> u32 {
+        let (lo, hi) = NIBBLES;
+        // SAFETY: the tables are 16 readable bytes each (unaligned loads).
+        let (lo, hi) = unsafe {
+            (
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(lo.as_ptr().cast())),
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(hi.as_ptr().cast())),
+            )
+        };
         let nibble = _mm256_set1_epi8(0x0f);
         let low = _mm256_and_si256(v, nibble);
         let high = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
         let hit = _mm256_and_si256(_mm256_shuffle_epi8(lo, low), _mm256_shuffle_epi8(hi, high));
-        _mm256_movemask_epi8(_mm256_cmpeq_epi8(hit, _mm256_setzero_si256()))
+        _mm256_movemask_epi8(_mm256_cmpeq_epi8(hit, _mm256_setzero_si256())) as u32
     }
 
     /// Bit `i` set when byte `i` of `v` is NUL, CR or LF. The three share
@@ -310,8 +278,10 @@ mod avx2 {
     /// byte of 0x80 and above shuffles to 0, which only NUL equals).
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn is_ctl(v: __m256i, ctl: __m256i) -> i32 {
-        _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_shuffle_epi8(ctl, v), v))
+    fn is_ctl(v: __m256i) -> u32 {
+        // SAFETY: the table is 16 readable bytes (an unaligned load).
+        let ctl = unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(CTL.as_ptr().cast())) };
+        _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_shuffle_epi8(ctl, v), v)) as u32
     }
 
     /// Indexed by low nibble: the byte NUL, LF or CR for nibbles 0, 10 and
@@ -338,76 +308,91 @@ mod tests {
         }
     }
 
-    /// Every byte value at every position of a 64-byte chunk and of the
-    /// tail, against the table.
+    /// The AVX2 field checks against the byte-by-byte ones: every byte
+    /// value at the start, middle and end of fields of every length from 0
+    /// to 70, placed at the start, in the middle and at the end of blocks
+    /// shorter and longer than one load (so forward loads, backward loads,
+    /// the byte-by-byte fallback and the 32-byte loop all run).
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    #[allow(unsafe_code)]
     #[test]
-    fn scan_classifies_every_byte_at_every_position() {
-        for len in [1usize, 31, 63, 64, 65, 130, 200] {
-            for b in 0..=255u8 {
-                let mut block: Vec<u8> = (0..len).map(|i| b"aZ09-~"[i % 6]).collect();
-                for pos in [0, len / 2, len - 1] {
-                    block[pos] = b;
-                    let mut c = Classes::new();
-                    if !c.scan(&block) {
-                        return; // no AVX2 on this CPU: nothing to compare
+    fn avx2_field_checks_match_the_tables() {
+        if !has_avx2() {
+            return; // nothing to compare on this CPU
+        }
+        let check = |block: &[u8], start: usize, end: usize| {
+            let field = &block[start..end];
+            // SAFETY: the CPU has AVX2 (checked above).
+            let (name, value) = unsafe {
+                (
+                    avx2::name_ok(block, start, end),
+                    avx2::value_ok(block, start, end),
+                )
+            };
+            assert_eq!(name, is_valid_name(field), "name {field:?} in {block:?}");
+            assert_eq!(value, is_valid_value(field), "value {field:?} in {block:?}");
+        };
+        for len in 0..=70usize {
+            for pad in [0usize, 1, 5, 31, 40] {
+                for at in [0, pad / 2, pad] {
+                    // `at` bytes of padding, the field, then `pad - at`; the
+                    // padding holds bad bytes of both kinds, which the checks
+                    // must not see.
+                    let total = len + pad;
+                    let mut block: Vec<u8> = (0..total)
+                        .map(|i| if i % 2 == 0 { b'\n' } else { b' ' })
+                        .collect();
+                    for (i, b) in block[at..at + len].iter_mut().enumerate() {
+                        *b = b"aZ09-~"[i % 6];
                     }
-                    for i in 0..len {
-                        assert_eq!(
-                            c.is_valid_name(i, i + 1),
-                            is_tchar(block[i]),
-                            "len {len} pos {i}"
-                        );
-                        assert_eq!(
-                            c.is_valid_value(i, i + 1),
-                            is_valid_value(&block[i..i + 1]),
-                            "len {len} pos {i}"
-                        );
+                    check(&block, at, at + len);
+                    let positions = [0, len / 2, len.saturating_sub(1)];
+                    for pos in positions.into_iter().filter(|_| len > 0) {
+                        let keep = block[at + pos];
+                        for b in 0..=255u8 {
+                            block[at + pos] = b;
+                            check(&block, at, at + len);
+                        }
+                        block[at + pos] = keep;
                     }
-                    assert_eq!(c.is_valid_name(0, len), is_valid_name(&block));
-                    assert_eq!(c.is_valid_value(0, len), is_valid_value(&block));
-                    block[pos] = b'a';
                 }
             }
         }
     }
 
-    #[test]
-    fn scan_size_limit_edge() {
-        assert!(!Classes::new().scan(&[b'a'; MAX_SCAN_LEN + 1]));
-        let mut c = Classes::new();
-        if c.scan(&[b'a'; MAX_SCAN_LEN]) {
-            assert!(c.is_valid_name(0, MAX_SCAN_LEN));
-            assert!(c.is_valid_value(MAX_SCAN_LEN - 1, MAX_SCAN_LEN));
-        }
-    }
-
-    /// The bulk path is the one taken where the CPU allows it (the tests
-    /// above compare it with the tables only when it is).
+    /// The AVX2 kernel is the one the block validator takes where the CPU
+    /// allows it (the test above compares it with the tables only when it
+    /// is).
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     #[test]
-    fn scan_runs_on_avx2_cpus() {
-        assert_eq!(
-            Classes::new().scan(b"a"),
-            std::arch::is_x86_feature_detected!("avx2")
-        );
+    fn avx2_detection_matches_the_cpu() {
+        assert_eq!(has_avx2(), std::arch::is_x86_feature_detected!("avx2"));
     }
 
+    /// A long value with one bad byte on either side of each 32-byte step.
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    #[allow(unsafe_code)]
     #[test]
-    fn ranges_across_words() {
-        let mut block = vec![b'a'; 300];
-        block[130] = b'\n';
-        let mut c = Classes::new();
-        if !c.scan(&block) {
+    fn avx2_long_fields_across_steps() {
+        if !has_avx2() {
             return;
         }
-        assert!(c.is_valid_value(0, 130));
-        assert!(c.is_valid_value(131, 300));
-        assert!(!c.is_valid_value(0, 300));
-        assert!(!c.is_valid_value(10, 131));
-        assert!(!c.is_valid_value(130, 131));
-        assert!(!c.is_valid_value(129, 200));
-        assert!(c.is_valid_value(5, 5), "an empty value is valid");
-        assert!(!c.is_valid_name(5, 5), "an empty name is not");
+        let mut block = vec![b'a'; 300];
+        // SAFETY (all calls below): the CPU has AVX2.
+        unsafe {
+            assert!(avx2::value_ok(&block, 0, 300));
+            assert!(avx2::name_ok(&block, 7, 300));
+            for bad in [0usize, 31, 32, 33, 63, 64, 130, 267, 268, 299] {
+                block[bad] = b'\r';
+                assert!(!avx2::value_ok(&block, 0, 300), "at {bad}");
+                assert!(!avx2::name_ok(&block, 0, 300), "at {bad}");
+                assert!(avx2::value_ok(&block, bad + 1, 300), "after {bad}");
+                assert!(avx2::value_ok(&block, 0, bad), "before {bad}");
+                block[bad] = b'a';
+            }
+            assert!(avx2::value_ok(&block, 5, 5), "an empty value is valid");
+            assert!(!avx2::name_ok(&block, 5, 5), "an empty name is not");
+        }
     }
 
     proptest::proptest! {
