@@ -311,6 +311,13 @@ fn head_decode(c: &mut Criterion) {
         })
     });
 
+    // The floor under the uwire rows: a head already decoded, only read
+    // (every header name and value), through the same harness.
+    let decoded = RequestHead::decode_unbounded(payload.clone()).unwrap();
+    g.bench_function("uwire_iterate_only", |b| {
+        b.iter_custom(|iters| batched(iters, || &decoded, |h| black_box(touch_uwire(h))))
+    });
+
     g.bench_function("httparse", |b| {
         b.iter_custom(|iters| {
             batched(
