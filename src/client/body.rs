@@ -73,14 +73,17 @@ impl Body {
 }
 
 /// Converts a header block to an `http::HeaderMap`, skipping fields `http`
-/// cannot represent.
+/// cannot represent. Values are slices of the block's buffer, not copies
+/// (`from_maybe_shared` keeps a `Bytes` as it is, after the same check as
+/// `from_bytes`): no allocation per value.
 pub(crate) fn header_map(block: &HeaderBlock) -> http::HeaderMap {
     let mut map = http::HeaderMap::with_capacity(block.len());
+    let buf = block.as_bytes();
     for (n, v) in block.iter() {
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(n),
-            http::HeaderValue::from_bytes(v),
-        ) {
+        let Ok(n) = http::HeaderName::from_bytes(n) else {
+            continue;
+        };
+        if let Ok(v) = http::HeaderValue::from_maybe_shared(buf.slice_ref(v)) {
             map.append(n, v);
         }
     }
@@ -215,5 +218,35 @@ where
 impl From<Kind> for Error {
     fn from(k: Kind) -> Error {
         Error::new(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field `http` can hold arrives in order with its value, the
+    /// values share the block's buffer, and a field `http` refuses (a
+    /// control byte the block allows in a value) is left out.
+    #[test]
+    fn header_map_shares_values_and_skips_what_http_refuses() {
+        let block = HeaderBlock::try_from_pairs([
+            ("Content-Type", "text/plain"),
+            ("X-Empty", ""),
+            ("X-Bad", "a\u{1}b"),
+            ("set-cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+        ])
+        .unwrap();
+        let map = header_map(&block);
+        assert_eq!(map.len(), 4);
+        assert_eq!(map["content-type"], "text/plain");
+        assert_eq!(map["x-empty"], "");
+        assert!(map.get("x-bad").is_none());
+        let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        let buf = block.as_bytes().as_ptr_range();
+        let v = map["content-type"].as_bytes().as_ptr();
+        assert!(buf.contains(&v), "the value is a slice of the block");
     }
 }

@@ -138,6 +138,22 @@ pub(crate) struct ConnInfo {
     pub(crate) local: SocketAddr,
     pub(crate) tls: bool,
     pub(crate) activity: Arc<ConnActivity>,
+    /// The server name of the connection's last request (SERVER_NAME):
+    /// the requests of a keep-alive connection almost always name the
+    /// same host, and a shared `Bytes` is cloned without allocating.
+    pub(crate) server_name: std::sync::Mutex<Bytes>,
+}
+
+impl ConnInfo {
+    /// `host` as a shared `Bytes`: the last request's when it is the same
+    /// name, else a copy that becomes the last.
+    fn server_name(&self, host: &str) -> Bytes {
+        let mut last = self.server_name.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_ref() != host.as_bytes() {
+            *last = Bytes::copy_from_slice(host.as_bytes());
+        }
+        last.clone()
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -445,18 +461,20 @@ impl AppService {
         let host = req
             .uri()
             .host()
-            .map(str::to_string)
             .or_else(|| {
                 req.headers()
                     .get(http::header::HOST)
                     .and_then(|h| h.to_str().ok())
-                    .map(|h| host_without_port(h).to_string())
+                    .map(host_without_port)
             })
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| self.conn.local.ip().to_string());
+            .filter(|h| !h.is_empty());
+        let server_name = match host {
+            Some(h) => self.conn.server_name(h),
+            None => self.conn.server_name(&self.conn.local.ip().to_string()),
+        };
         let meta = RequestMeta {
             client_addr: Some(self.client),
-            server_name: Some(Bytes::from(host)),
+            server_name: Some(server_name),
             server_port: Some(self.conn.local.port()),
             tls: self.tls,
             params: cfg.params.clone(),
@@ -649,6 +667,30 @@ fn request_boxed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A keep-alive connection's requests share one server name while
+    /// they name the same host; a request naming another gets its own, and
+    /// the next request naming the first host gets that one again.
+    #[test]
+    fn server_name_is_shared_while_the_host_stays() {
+        let info = ConnInfo {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            peer_ip: ip_header_value("127.0.0.1".parse().unwrap()),
+            local: "127.0.0.1:2".parse().unwrap(),
+            tls: false,
+            activity: Default::default(),
+            server_name: Default::default(),
+        };
+        let a = info.server_name("example.com");
+        let b = info.server_name("example.com");
+        assert_eq!(a, "example.com");
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same name is not copied again");
+        let c = info.server_name("other.example");
+        assert_eq!(c, "other.example");
+        let d = info.server_name("example.com");
+        assert_eq!(d, "example.com");
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn host_without_port_handles_ipv6_literals() {

@@ -345,6 +345,7 @@ impl Setup {
             local: self.local,
             tls: self.acceptor.is_some(),
             activity,
+            server_name: Default::default(),
         });
         let shared = self.shared.clone();
         // Boxed where made: hyper keeps each request's future in place and
