@@ -141,6 +141,15 @@ impl HeaderBlock {
         Ok(HeaderBlock { buf, count })
     }
 
+    /// The block a builder wrote: `buf` holds exactly its `count` entries,
+    /// each checked when it was pushed (not checked again, but in debug
+    /// builds).
+    #[cfg(feature = "net")]
+    pub(crate) fn from_built(buf: Bytes, count: u32) -> HeaderBlock {
+        debug_assert_eq!(count_by_field(&buf, u32::MAX), Ok(count));
+        HeaderBlock { buf, count }
+    }
+
     /// Starts building a block.
     pub fn builder() -> HeaderBlockBuilder {
         HeaderBlockBuilder::default()
@@ -304,6 +313,21 @@ impl HeaderBlockBuilder {
             .extend_from_slice(&(value.len() as u32).to_be_bytes());
         self.buf.extend_from_slice(value);
         self.count += 1;
+    }
+
+    /// A builder whose entries go after what `buf` already holds, so that
+    /// a head's other fields and its block can share one allocation (see
+    /// [`HeaderBlockBuilder::into_parts`]).
+    #[cfg(feature = "net")]
+    pub(crate) fn appending_to(buf: Vec<u8>) -> HeaderBlockBuilder {
+        HeaderBlockBuilder { buf, count: 0 }
+    }
+
+    /// The buffer (what it held before, then the entries) and the number
+    /// of entries; [`HeaderBlock::from_built`] makes the block from them.
+    #[cfg(feature = "net")]
+    pub(crate) fn into_parts(self) -> (Vec<u8>, u32) {
+        (self.buf, self.count)
     }
 
     /// Finishes the block.
