@@ -362,6 +362,9 @@ struct Sending {
     expects_continue: bool,
     /// Fires when the body is first read (or gone).
     started_rx: tokio::sync::oneshot::Receiver<()>,
+    /// The downstream facts for the head (given to the client directly,
+    /// not through the request's extensions).
+    meta: RequestMeta,
 }
 
 /// A request whose body is read in whole before it is sent.
@@ -370,6 +373,7 @@ struct BufferFirst {
     body: RequestBody<Incoming>,
     fault: Arc<BodyFault>,
     started_rx: tokio::sync::oneshot::Receiver<()>,
+    meta: RequestMeta,
 }
 
 /// The app behind the client.
@@ -481,7 +485,6 @@ impl AppService {
         };
         let fault = Arc::new(BodyFault::default());
         let (mut parts, body) = req.into_parts();
-        parts.extensions.insert(meta);
         if let Some(protocol) = offer {
             parts
                 .extensions
@@ -515,6 +518,7 @@ impl AppService {
                 body,
                 fault,
                 started_rx,
+                meta,
             });
         }
         Prepared::Send(Sending {
@@ -522,6 +526,7 @@ impl AppService {
             fault,
             expects_continue,
             started_rx,
+            meta,
         })
     }
 
@@ -534,6 +539,7 @@ impl AppService {
             body,
             fault,
             started_rx,
+            meta,
         } = b;
         let buffered = match super::buffer::buffer(
             body,
@@ -564,6 +570,7 @@ impl AppService {
             fault,
             expects_continue: false,
             started_rx,
+            meta,
         })
     }
 
@@ -576,8 +583,9 @@ impl AppService {
             fault,
             expects_continue,
             started_rx,
+            meta,
         } = s;
-        let upstream = request_boxed(&self.shared.client, req);
+        let upstream = request_boxed(&self.shared.client, req, &meta);
         async move {
             // A client-side body failure wins over whatever the upstream
             // makes of the cut-off request: it is the client's fault (4xx)
@@ -657,11 +665,12 @@ type UpstreamFuture<'a> = Pin<
 /// The client's future, boxed outside any async block: naming the body
 /// type here spares rustc a higher-ranked `Send` proof it cannot make
 /// through the boxed service future.
-fn request_boxed(
-    client: &Client,
+fn request_boxed<'a>(
+    client: &'a Client,
     req: Request<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>,
-) -> UpstreamFuture<'_> {
-    Box::pin(client.request(req))
+    meta: &RequestMeta,
+) -> UpstreamFuture<'a> {
+    Box::pin(client.request_with_meta(req, meta))
 }
 
 #[cfg(test)]
