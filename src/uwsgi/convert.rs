@@ -104,10 +104,10 @@ fn version(v: &[u8]) -> HttpVersion {
     }
 }
 
-fn port(name: &'static str, v: Option<&Bytes>) -> Result<u16, UwsgiError> {
+fn port(name: &'static str, v: Option<&[u8]>) -> Result<u16, UwsgiError> {
     match v {
         None => Ok(0),
-        Some(v) if v.is_empty() => Ok(0),
+        Some([]) => Ok(0),
         Some(v) => parse_u64(v)
             .filter(|_| v.len() <= 5)
             .and_then(|n| u16::try_from(n).ok())
@@ -193,21 +193,22 @@ impl UwsgiRequest {
     /// (those are dropped), is [`UwsgiError::InvalidVarName`]. Then
     /// `REQUEST_METHOD`, `REMOTE_PORT`, `SERVER_PORT` and `CONTENT_LENGTH`.
     pub fn to_request_head(&self) -> Result<RequestHead, UwsgiError> {
-        let mut last: [Option<&Bytes>; 14] = [None; 14];
+        let mut last: [Option<&[u8]>; 14] = [None; 14];
         let mut params = HeaderBlock::builder();
-        let mut http: Vec<(&[u8], &Bytes)> = Vec::with_capacity(self.vars.len());
+        let vars = self.vars();
+        let mut http: Vec<(&[u8], &[u8])> = Vec::with_capacity(vars.len());
 
-        for (k, v) in &self.vars {
-            if &k[..] != b"PATH_INFO" && !is_clean(v) {
+        for (k, v) in vars {
+            if k != b"PATH_INFO" && !is_clean(v) {
                 return Err(UwsgiError::InvalidValue {
                     name: lossy(k),
                     detail: "value contains NUL, CR or LF",
                 });
             }
-            if let Some(i) = CONSUMED.iter().position(|c| *c == &k[..]) {
+            if let Some(i) = CONSUMED.iter().position(|c| *c == k) {
                 last[i] = Some(v);
             } else if k.starts_with(b"HTTP_") {
-                if DROPPED.contains(&&k[..]) {
+                if DROPPED.contains(&k) {
                     continue;
                 }
                 if let Some(suffix) = header_suffix(k) {
@@ -224,18 +225,18 @@ impl UwsgiRequest {
 
         let method = method
             .filter(|m| is_token(m))
-            .cloned()
+            .map(|m| self.share(m))
             .ok_or(UwsgiError::InvalidMethod)?;
         let client_port = port("REMOTE_PORT", remote_port)?;
         let server_port = port("SERVER_PORT", server_port)?;
-        let body_length = content_length(&self.vars)?;
+        let body_length = content_length(self.vars())?;
 
         // Target.
         let uri = req_uri.filter(|u| !u.is_empty());
         let (raw_path, raw_query) = match uri {
             Some(u) => match memchr(b'?', u) {
-                Some(q) => (Some(u.slice(..q)), Some(u.slice(q + 1..))),
-                None => (Some(u.clone()), None),
+                Some(q) => (Some(self.share(&u[..q])), Some(self.share(&u[q + 1..]))),
+                None => (Some(self.share(u)), None),
             },
             None => (None, None),
         };
@@ -257,7 +258,7 @@ impl UwsgiRequest {
         let path = match path_info {
             None => raw_path.unwrap_or_else(slash),
             Some(pi) if pi.is_empty() => {
-                path_info_param = Some(pi.clone());
+                path_info_param = Some(pi);
                 raw_path.unwrap_or_else(slash)
             }
             Some(pi) => match raw_path {
@@ -266,17 +267,17 @@ impl UwsgiRequest {
             },
         };
         let query = match query_string {
-            Some(qs) if !qs.is_empty() => Some(qs.clone()),
+            Some(qs) if !qs.is_empty() => Some(self.share(qs)),
             Some(_) => raw_query.filter(|q| q.is_empty()),
             None => raw_query,
         };
 
-        let version = protocol.map_or(HttpVersion::UNSPECIFIED, |p| version(p));
+        let version = protocol.map_or(HttpVersion::UNSPECIFIED, version);
         let scheme = uwsgi_scheme
             .filter(|s| !s.is_empty())
             .or(request_scheme.filter(|s| !s.is_empty()))
-            .cloned();
-        let tls = https.is_some_and(|h| h.eq_ignore_ascii_case(b"on") || &h[..] == b"1")
+            .map(|s| self.share(s));
+        let tls = https.is_some_and(|h| h.eq_ignore_ascii_case(b"on") || h == b"1")
             || scheme
                 .as_ref()
                 .is_some_and(|s| s.eq_ignore_ascii_case(b"https"));
@@ -298,7 +299,7 @@ impl UwsgiRequest {
         let mut authority = Bytes::new();
         for (suffix, value) in &http {
             if suffix.eq_ignore_ascii_case(b"HOST") {
-                authority = (*value).clone();
+                authority = self.share(value);
             }
             push_header(&mut headers, suffix, value);
         }
@@ -316,10 +317,10 @@ impl UwsgiRequest {
             }
         }
         if let Some(pi) = path_info_param {
-            params.push(b"PATH_INFO", &pi).expect("empty value");
+            params.push(b"PATH_INFO", pi).expect("empty value");
         }
         if let Some(p) = protocol.filter(|p| !p.is_empty()) {
-            if &p[..] != version.as_protocol_str().as_bytes() {
+            if p != version.as_protocol_str().as_bytes() {
                 params.push(b"SERVER_PROTOCOL", p).expect("clean");
             }
         }
@@ -332,9 +333,9 @@ impl UwsgiRequest {
             query,
             version,
             headers: headers.finish(),
-            client_addr: remote_addr.cloned().unwrap_or_default(),
+            client_addr: remote_addr.map(|a| self.share(a)).unwrap_or_default(),
             client_port,
-            server_name: server_name.cloned().unwrap_or_default(),
+            server_name: server_name.map(|n| self.share(n)).unwrap_or_default(),
             server_port,
             tls,
             params: params.finish(),

@@ -247,7 +247,7 @@ mod tests {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 9][..]);
         let r = dec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(r.header, PacketHeader::new(0, 0, 9));
-        assert!(r.vars.is_empty());
+        assert_eq!(r.vars().len(), 0);
         assert_eq!(r.body_length, 0);
 
         let mut dec = UwsgiDecoder::new(UwsgiLimits::default());

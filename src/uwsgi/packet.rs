@@ -114,11 +114,28 @@ fn var(input: &[u8]) -> Result<Var<'_>, &'static str> {
 /// ([`UwsgiError::TooManyVars`], reported when var `max_vars + 1` is
 /// read, before it is stored).
 pub fn parse_vars(block: &Bytes, max_vars: usize) -> Result<Vec<(Bytes, Bytes)>, UwsgiError> {
-    // Sized for the block at once (a var takes 4 bytes of lengths plus its
-    // key and value; nginx's are about 30 bytes on average) instead of
-    // growing one var at a time; a block of a few huge vars gets no more
-    // than 64 slots up front.
-    let mut vars = Vec::with_capacity((block.len() / 24).min(max_vars).min(64));
+    let mut vars = Vec::with_capacity(var_slots(block.len(), max_vars));
+    walk_vars(block, max_vars, |key, value| {
+        vars.push((block.slice_ref(key), block.slice_ref(value)));
+    })?;
+    Ok(vars)
+}
+
+/// Room for the vars of a block of `len` bytes, reserved at once (a var
+/// takes 4 bytes of lengths plus its key and value; nginx's are about 30
+/// bytes on average) instead of growing one var at a time; a block of a
+/// few huge vars gets no more than 64 slots up front.
+fn var_slots(len: usize, max_vars: usize) -> usize {
+    (len / 24).min(max_vars).min(64)
+}
+
+/// [`parse_vars`]'s walk and checks, handing each `(key, value)` to `each`.
+fn walk_vars<'a>(
+    block: &'a [u8],
+    max_vars: usize,
+    mut each: impl FnMut(&'a [u8], &'a [u8]),
+) -> Result<(), UwsgiError> {
+    let mut count = 0;
     let mut rest: &[u8] = block;
     while !rest.is_empty() {
         let offset = block.len() - rest.len();
@@ -127,13 +144,14 @@ pub fn parse_vars(block: &Bytes, max_vars: usize) -> Result<Vec<(Bytes, Bytes)>,
         if key.is_empty() {
             return Err(UwsgiError::EmptyKey { offset });
         }
-        if vars.len() == max_vars {
+        if count == max_vars {
             return Err(UwsgiError::TooManyVars { limit: max_vars });
         }
-        vars.push((block.slice_ref(key), block.slice_ref(value)));
+        count += 1;
+        each(key, value);
         rest = tail;
     }
-    Ok(vars)
+    Ok(())
 }
 
 /// The body length a request's vars declare: `None` when `CONTENT_LENGTH`
@@ -141,10 +159,12 @@ pub fn parse_vars(block: &Bytes, max_vars: usize) -> Result<Vec<(Bytes, Bytes)>,
 /// A repeated `CONTENT_LENGTH` (even with equal values) is
 /// [`UwsgiError::DuplicateContentLength`]; a value that is not a plain
 /// decimal fitting in 64 bits is [`UwsgiError::InvalidContentLength`].
-pub(crate) fn content_length(vars: &[(Bytes, Bytes)]) -> Result<Option<u64>, UwsgiError> {
-    let mut found: Option<&Bytes> = None;
+pub(crate) fn content_length<'a>(
+    vars: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<Option<u64>, UwsgiError> {
+    let mut found: Option<&[u8]> = None;
     for (k, v) in vars {
-        if &k[..] == b"CONTENT_LENGTH" {
+        if k == b"CONTENT_LENGTH" {
             if found.is_some() {
                 return Err(UwsgiError::DuplicateContentLength);
             }
@@ -153,7 +173,7 @@ pub(crate) fn content_length(vars: &[(Bytes, Bytes)]) -> Result<Option<u64>, Uws
     }
     match found {
         None => Ok(None),
-        Some(v) if v.is_empty() => Ok(None),
+        Some([]) => Ok(None),
         Some(v) => parse_u64(v)
             .map(Some)
             .ok_or_else(|| UwsgiError::InvalidContentLength { value: lossy(v) }),
@@ -162,30 +182,80 @@ pub(crate) fn content_length(vars: &[(Bytes, Bytes)]) -> Result<Option<u64>, Uws
 
 /// A decoded request packet: its header, its vars and the length of the
 /// raw body that follows it on the connection.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// The vars are kept as positions in the block, not as a `Bytes` each:
+/// reading them borrows the block, and converting a request
+/// ([`UwsgiRequest::to_request_head`]) shares only the few values the head
+/// keeps (nginx sends about twenty vars; a `Bytes` per key and value cost
+/// two reference-count updates each).
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct UwsgiRequest {
     /// The packet header.
     pub header: PacketHeader,
-    /// The CGI vars in block order, zero-copy slices of the block.
-    pub vars: Vec<(Bytes, Bytes)>,
+    /// The vars block.
+    block: Bytes,
+    /// Where each var's key and value lie in `block`, in block order.
+    vars: Vec<VarAt>,
     /// Body bytes that follow the block: `CONTENT_LENGTH`, 0 when it is
     /// absent or empty.
     pub body_length: u64,
 }
 
+/// A var's key and value as byte ranges of the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VarAt {
+    key: (u32, u32),
+    value: (u32, u32),
+}
+
+impl std::fmt::Debug for UwsgiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        f.debug_struct("UwsgiRequest")
+            .field("header", &self.header)
+            .field(
+                "vars",
+                &self
+                    .vars()
+                    .map(|(k, v)| (lossy(k), lossy(v)))
+                    .collect::<Vec<_>>(),
+            )
+            .field("body_length", &self.body_length)
+            .finish()
+    }
+}
+
 impl UwsgiRequest {
     /// Decodes a complete block (exactly `header.datasize` bytes) of a
     /// header that passed [`PacketHeader::check`]. Structure first
-    /// ([`parse_vars`]), then `CONTENT_LENGTH` (duplicate, then syntax),
-    /// then [`UwsgiLimits::max_body_size`] ([`UwsgiError::BodyTooLarge`]).
+    /// ([`parse_vars`]'s checks), then `CONTENT_LENGTH` (duplicate, then
+    /// syntax), then [`UwsgiLimits::max_body_size`]
+    /// ([`UwsgiError::BodyTooLarge`]).
     pub fn parse(
         header: PacketHeader,
         block: Bytes,
         limits: &UwsgiLimits,
     ) -> Result<UwsgiRequest, UwsgiError> {
         debug_assert_eq!(block.len(), usize::from(header.datasize));
-        let vars = parse_vars(&block, limits.max_vars)?;
-        let body_length = content_length(&vars)?.unwrap_or(0);
+        let mut vars = Vec::with_capacity(var_slots(block.len(), limits.max_vars));
+        let at = |field: &[u8]| {
+            let start = field.as_ptr() as usize - block.as_ptr() as usize;
+            // A block is at most 65,535 bytes (its size is a u16).
+            (start as u32, (start + field.len()) as u32)
+        };
+        walk_vars(&block, limits.max_vars, |key, value| {
+            vars.push(VarAt {
+                key: at(key),
+                value: at(value),
+            });
+        })?;
+        let mut req = UwsgiRequest {
+            header,
+            block,
+            vars,
+            body_length: 0,
+        };
+        let body_length = content_length(req.vars())?.unwrap_or(0);
         if let Some(limit) = limits.max_body_size {
             if body_length > limit {
                 return Err(UwsgiError::BodyTooLarge {
@@ -194,21 +264,38 @@ impl UwsgiRequest {
                 });
             }
         }
-        Ok(UwsgiRequest {
-            header,
-            vars,
-            body_length,
-        })
+        req.body_length = body_length;
+        Ok(req)
+    }
+
+    /// The vars in block order, as `(key, value)` slices of the block.
+    pub fn vars(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + Clone + '_ {
+        let field = |(start, end): (u32, u32)| &self.block[start as usize..end as usize];
+        self.vars
+            .iter()
+            .map(move |v| (field(v.key), field(v.value)))
+    }
+
+    /// The vars block, as received.
+    pub fn block(&self) -> &Bytes {
+        &self.block
+    }
+
+    /// A `Bytes` of `field`, a slice of this request's block (shared, not
+    /// copied).
+    pub(crate) fn share(&self, field: &[u8]) -> Bytes {
+        self.block.slice_ref(field)
     }
 
     /// The value of the last var named exactly `key` (uWSGI builds a
     /// dictionary from the vars, so a later repeat wins).
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.vars
+        let v = self
+            .vars
             .iter()
             .rev()
-            .find(|(k, _)| &k[..] == key)
-            .map(|(_, v)| &v[..])
+            .find(|v| &self.block[v.key.0 as usize..v.key.1 as usize] == key)?;
+        Some(&self.block[v.value.0 as usize..v.value.1 as usize])
     }
 }
 
@@ -366,16 +453,11 @@ mod tests {
     }
 
     fn cl(values: &[&'static str]) -> Result<Option<u64>, UwsgiError> {
-        let vars: Vec<(Bytes, Bytes)> = values
-            .iter()
-            .map(|v| {
-                (
-                    Bytes::from_static(b"CONTENT_LENGTH"),
-                    Bytes::from_static(v.as_bytes()),
-                )
-            })
-            .collect();
-        content_length(&vars)
+        content_length(
+            values
+                .iter()
+                .map(|v| (&b"CONTENT_LENGTH"[..], v.as_bytes())),
+        )
     }
 
     #[test]
