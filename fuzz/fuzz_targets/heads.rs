@@ -181,9 +181,9 @@ fn trailers(data: &[u8]) {
                 ),
                 "{e}"
             );
-            // Differential for rejections: the decoder validates in bulk
-            // (frame::scan) where the CPU allows; a block the obvious
-            // definition accepts must not be refused.
+            // Differential for rejections: the decoder validates with AVX2
+            // field checks (frame::scan) where the CPU allows; a block the
+            // obvious definition accepts must not be refused.
             assert!(!reference_valid(data), "valid block refused: {e}");
         }
     }
