@@ -139,7 +139,7 @@ async fn one_request(
         }
     }
     assert!(got <= limit, "more body bytes than were sent");
-    if let Ok(head) = crate::client::request_head(&parts, Some(got)) {
+    if let Ok(head) = crate::client::request_head(&parts, Some(got), None) {
         let _ = crate::environ::build(&head, &crate::environ::EnvironConfig::default());
     }
     answer(200)
