@@ -269,7 +269,9 @@ impl UwsgiRequest {
     }
 
     /// The vars in block order, as `(key, value)` slices of the block.
-    pub fn vars(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + Clone + '_ {
+    pub fn vars(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + DoubleEndedIterator + Clone + '_ {
         let field = |(start, end): (u32, u32)| &self.block[start as usize..end as usize];
         self.vars
             .iter()
@@ -290,12 +292,7 @@ impl UwsgiRequest {
     /// The value of the last var named exactly `key` (uWSGI builds a
     /// dictionary from the vars, so a later repeat wins).
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        let v = self
-            .vars
-            .iter()
-            .rev()
-            .find(|v| &self.block[v.key.0 as usize..v.key.1 as usize] == key)?;
-        Some(&self.block[v.value.0 as usize..v.value.1 as usize])
+        self.vars().rev().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 }
 
