@@ -81,6 +81,10 @@ struct State {
     /// is read and dropped until the peer closes or this fires.
     linger: Option<Pin<Box<Sleep>>>,
     done: bool,
+    /// Set while waiting for the end of the scheduler's turn before
+    /// writing (`Config::write_batch`): tokio's `yield_now`, which wakes
+    /// the task once every task ready now has run.
+    turn_end: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl<T> Driver<T> {
@@ -114,6 +118,7 @@ impl<T> Driver<T> {
                 failure: None,
                 linger: None,
                 done: false,
+                turn_end: None,
             },
         }
     }
@@ -410,6 +415,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
         let this = self.get_mut();
         if this.st.done {
             return Poll::Ready(Ok(()));
+        }
+        if let Some(mut turn_end) = this.st.turn_end.take() {
+            // Woken: by the turn's end, a full batch or the socket.
+            let _ = turn_end.as_mut().poll(cx);
+            this.shared.undefer();
+        } else if this.st.wbuf.is_empty() && this.shared.should_defer() {
+            // Handles queued work: let the other ready tasks queue theirs
+            // too, and write it all at once. (Tokio wakes a yielded task
+            // once it ran out of ready tasks and polled its I/O driver;
+            // outside a tokio runtime, `yield_now` wakes it at once.)
+            let mut turn_end: Pin<Box<dyn Future<Output = ()> + Send>> =
+                Box::pin(tokio::task::yield_now());
+            if turn_end.as_mut().poll(cx).is_pending() {
+                this.st.turn_end = Some(turn_end);
+                this.shared.defer(cx);
+                return Poll::Pending;
+            }
         }
         for _ in 0..POLL_BUDGET {
             match this.round(cx) {

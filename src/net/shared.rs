@@ -37,6 +37,14 @@ pub(crate) struct Shared {
     /// Set by a handle that queued work for the driver.
     notified: AtomicBool,
     driver: AtomicWaker,
+    /// Wake-ups since the driver last looked (see `notify`).
+    queued: AtomicUsize,
+    /// Set while the driver waits for the end of the scheduler's turn to
+    /// write (`Config::write_batch`); it is certain to run then, so a
+    /// handle needs to wake it only once a batch is full.
+    deferred: AtomicBool,
+    /// `Config::write_batch`.
+    write_batch: usize,
     /// The peer's max_concurrent_streams once its SETTINGS arrived, else 0.
     pub(crate) peer_max_streams: AtomicU32,
     /// Streams open on the connection right now.
@@ -96,6 +104,7 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     pub(crate) fn new(role: Role, config: crate::conn::Config) -> Arc<Shared> {
+        let write_batch = config.write_batch;
         Arc::new(Shared {
             inner: Mutex::new(Inner {
                 engine: Connection::new(role, config, now()),
@@ -112,6 +121,9 @@ impl Shared {
             }),
             notified: AtomicBool::new(false),
             driver: AtomicWaker::new(),
+            queued: AtomicUsize::new(0),
+            deferred: AtomicBool::new(false),
+            write_batch,
             peer_max_streams: AtomicU32::new(0),
             active_streams: AtomicU32::new(0),
             closed: AtomicBool::new(false),
@@ -132,16 +144,45 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wakes the driver: a handle queued something for it.
+    /// Wakes the driver: a handle queued something for it. While the
+    /// driver waits for the end of the scheduler's turn (`deferred`), only
+    /// the wake-up that fills a batch wakes it early.
     pub(crate) fn notify(&self) {
         self.notified.store(true, Ordering::Release);
+        let n = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if n < self.write_batch && self.deferred.load(Ordering::Acquire) {
+            return;
+        }
         self.driver.wake();
+    }
+
+    /// Driver side: whether to wait for the end of the scheduler's turn
+    /// before writing: handles asked for the driver, fewer times than a
+    /// batch.
+    pub(crate) fn should_defer(&self) -> bool {
+        self.write_batch > 1
+            && self.notified.load(Ordering::Acquire)
+            && self.queued.load(Ordering::Acquire) < self.write_batch
+    }
+
+    /// Driver side: the driver waits for the end of the turn (its wake-up
+    /// then is registered); the handle that fills the batch wakes it
+    /// through `cx` before that.
+    pub(crate) fn defer(&self, cx: &mut Context<'_>) {
+        self.driver.register(cx.waker());
+        self.deferred.store(true, Ordering::Release);
+    }
+
+    /// Driver side: the driver runs again.
+    pub(crate) fn undefer(&self) {
+        self.deferred.store(false, Ordering::Release);
     }
 
     /// Driver side: registers its waker; true if a handle asked for it
     /// since the last call.
     pub(crate) fn poll_notified(&self, cx: &mut Context<'_>) -> bool {
         self.driver.register(cx.waker());
+        self.queued.store(0, Ordering::Release);
         self.notified.swap(false, Ordering::AcqRel)
     }
 }

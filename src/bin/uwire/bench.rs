@@ -45,6 +45,10 @@ pub struct Args {
     /// bytes to `/echo` (the demo app echoes them back).
     #[arg(long, default_value_t = 0)]
     pub body_size: usize,
+    /// Wake-ups gathered before the client's connection writes (see
+    /// `Config::write_batch`; 1 writes each request at once).
+    #[arg(long, default_value_t = uwire::conn::DEFAULT_WRITE_BATCH)]
+    pub write_batch: usize,
     /// Print only the requests per second.
     #[arg(long, conflicts_with = "json")]
     pub quiet: bool,
@@ -208,7 +212,9 @@ pub async fn drive(
 /// Runs `uwire bench`.
 pub async fn run(args: Args) -> Result<(), BoxError> {
     let sock = UnixStream::connect(&args.socket).await?;
-    let (sender, conn) = net::client(sock, Config::default());
+    let mut config = Config::default();
+    config.write_batch(args.write_batch);
+    let (sender, conn) = net::client(sock, config);
     let task = tokio::spawn(conn);
     let limit = match args.seconds {
         Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
