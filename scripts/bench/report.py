@@ -394,10 +394,11 @@ def noise_note(metas: Sequence[dict[str, object]]) -> str:
     if load < 1.0:
         return f"1-minute load average at most {load:.2f} as each suite started (a quiet machine)."
     return (
-        f"> **Noisy run.** The 1-minute load average reached {load:.2f} as a suite started: other "
-        "work (builds and tests of other sessions) shared the two cores, so absolute figures are low "
-        "and the spread between rounds is wide. Re-run `scripts/bench-all` on a quiet machine before "
-        "quoting a number; ratios within this run are the meaningful part."
+        f"> **Possibly noisy run.** The 1-minute load average was {load:.2f} as a suite started. "
+        "It decays over minutes, so a build that has just finished raises it too; where other work "
+        "did share the two cores, absolute figures are low and the spread between rounds is wide. "
+        "Ratios within this run are the meaningful part; re-run `scripts/bench-all` on a quiet "
+        "machine before quoting an absolute number."
     )
 
 
