@@ -351,8 +351,20 @@ pub fn free_port() -> u16 {
 /// the vars block too; Linux's default ephemeral range is all 5-digit, but
 /// a machine may be configured otherwise).
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    connect_with_rcvbuf(addr, None).await
+}
+
+/// [`connect`] with a fixed receive buffer (set before the handshake, so
+/// the kernel does not grow it). A client that reads a little and leaves
+/// must not have megabytes absorbed into its socket meanwhile: loopback
+/// receive buffers autotune up to `net.ipv4.tcp_rmem`'s maximum (32 MiB
+/// on these machines), enough for a whole test response.
+pub async fn connect_with_rcvbuf(addr: SocketAddr, rcvbuf: Option<u32>) -> io::Result<TcpStream> {
     for _ in 0..100 {
         let sock = tokio::net::TcpSocket::new_v4()?;
+        if let Some(n) = rcvbuf {
+            sock.set_recv_buffer_size(n)?;
+        }
         sock.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         if sock.local_addr()?.port() >= 10_000 {
             return sock.connect(addr).await;
@@ -1270,7 +1282,10 @@ pub fn filler_headers(req: Req, n: usize, len: usize, last_extra: usize) -> Req 
 /// read.
 pub async fn read_then_disconnect(addr: SocketAddr, req: &Req, want: usize) -> (u16, usize) {
     let fut = async {
-        let stream = connect(addr).await.unwrap();
+        // A small receive buffer: the response must stay in the server's
+        // hands (and fail there once we leave), not be taken in whole by
+        // our kernel before we close.
+        let stream = connect_with_rcvbuf(addr, Some(64 * 1024)).await.unwrap();
         let (mut rd, mut wr) = stream.into_split();
         let head = req.head_bytes();
         let body = match &req.body {
