@@ -360,17 +360,22 @@ pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 /// receive buffers autotune up to `net.ipv4.tcp_rmem`'s maximum (32 MiB
 /// on these machines), enough for a whole test response.
 pub async fn connect_with_rcvbuf(addr: SocketAddr, rcvbuf: Option<u32>) -> io::Result<TcpStream> {
-    for _ in 0..100 {
+    let socket = || -> io::Result<tokio::net::TcpSocket> {
         let sock = tokio::net::TcpSocket::new_v4()?;
         if let Some(n) = rcvbuf {
             sock.set_recv_buffer_size(n)?;
         }
+        Ok(sock)
+    };
+    for _ in 0..100 {
+        let sock = socket()?;
         sock.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         if sock.local_addr()?.port() >= 10_000 {
             return sock.connect(addr).await;
         }
     }
-    TcpStream::connect(addr).await
+    // No 5-digit port came up: any source port, same buffer.
+    socket()?.connect(addr).await
 }
 
 fn local(port: u16) -> SocketAddr {
