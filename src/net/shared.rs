@@ -149,9 +149,12 @@ impl Shared {
     /// the wake-up that fills a batch wakes it early.
     pub(crate) fn notify(&self) {
         self.notified.store(true, Ordering::Release);
-        let n = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        if n < self.write_batch && self.deferred.load(Ordering::Acquire) {
-            return;
+        // Without batching nothing reads the count: no read-modify-write.
+        if self.write_batch > 1 {
+            let n = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+            if n < self.write_batch && self.deferred.load(Ordering::Acquire) {
+                return;
+            }
         }
         self.driver.wake();
     }

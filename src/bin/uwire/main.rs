@@ -87,3 +87,37 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("uwire").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn write_batch_reaches_the_connection_configs() {
+        let Command::Serve(a) = parse(&["serve"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.config().conn.write_batch, uwire::conn::DEFAULT_WRITE_BATCH);
+        let Command::Serve(a) = parse(&["serve", "--write-batch", "1"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.config().conn.write_batch, 1);
+        let Command::Proxy(a) = parse(&["proxy", "--upstream", "unix:/a", "--write-batch", "0"])
+        else {
+            unreachable!()
+        };
+        assert_eq!(a.front.configs().0.conn.write_batch, 0);
+        let Command::Quickstart(a) = parse(&["quickstart", "--write-batch", "64"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.front.configs().0.conn.write_batch, 64);
+        assert_eq!(a.app_config().conn.write_batch, 64);
+        assert!(Cli::try_parse_from(["uwire", "serve", "--write-batch", "-1"]).is_err());
+    }
+}

@@ -111,6 +111,10 @@ pub struct FrontArgs {
     /// Pooled connections per upstream.
     #[arg(long, default_value_t = uwire::client::DEFAULT_MAX_CONNECTIONS_PER_UPSTREAM)]
     pub connections_per_upstream: usize,
+    /// Requests queued on one upstream connection within a scheduler turn
+    /// that go out in one write (0 or 1: each at once).
+    #[arg(long, default_value_t = uwire::conn::DEFAULT_WRITE_BATCH)]
+    pub write_batch: usize,
     /// Load balancing: least-outstanding or round-robin.
     #[arg(long, default_value = "least-outstanding")]
     pub balance: Balance,
@@ -167,8 +171,8 @@ fn parse_algorithms(s: &str) -> Result<Algorithms, String> {
 }
 
 impl FrontArgs {
-    fn configs(&self) -> (ClientConfig, ProxyConfig) {
-        let c = ClientConfig {
+    pub(crate) fn configs(&self) -> (ClientConfig, ProxyConfig) {
+        let mut c = ClientConfig {
             request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
             connect_timeout: self.connect_timeout,
             max_connections_per_upstream: self.connections_per_upstream,
@@ -176,6 +180,7 @@ impl FrontArgs {
             uwsgi_buffer_size: self.uwsgi_buffer_size,
             ..ClientConfig::default()
         };
+        c.conn.write_batch = self.write_batch;
         let mut compression = CompressionConfig {
             algorithms: self.compress.0.clone(),
             min_size: self.compress_min_size,
@@ -383,6 +388,16 @@ pub struct QuickstartArgs {
     pub front: FrontArgs,
 }
 
+impl QuickstartArgs {
+    /// The app half's configuration: built-in defaults, with the front's
+    /// write batching (it answers the front's requests).
+    pub(crate) fn app_config(&self) -> ServerConfig {
+        let mut c = ServerConfig::default();
+        c.conn.write_batch = self.front.write_batch;
+        c
+    }
+}
+
 /// Runs `uwire quickstart`: the app runtime with the demo app on a Unix
 /// socket and the HTTP front before it, in one process.
 pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
@@ -390,7 +405,7 @@ pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
     let sock = args.app_socket.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("uwire-quickstart-{}.sock", std::process::id()))
     });
-    let scfg = ServerConfig::default();
+    let scfg = args.app_config();
     let app_listener = Listener::bind(&BindAddr::Unix(sock.clone()), &scfg.bind).await?;
     let server = Server::new(scfg);
     let (ccfg, pcfg) = args.front.configs();

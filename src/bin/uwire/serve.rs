@@ -62,6 +62,10 @@ pub struct Args {
     /// Most concurrent streams per connection.
     #[arg(long, default_value_t = uwire::conn::DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_streams: u32,
+    /// Responses of one connection finished within a scheduler turn that go
+    /// out in one write (0 or 1: each at once).
+    #[arg(long, default_value_t = uwire::conn::DEFAULT_WRITE_BATCH)]
+    pub write_batch: usize,
     /// Largest request head in bytes.
     #[arg(long, default_value_t = uwire::frame::DEFAULT_MAX_HEAD_SIZE)]
     pub max_head_size: u32,
@@ -142,6 +146,7 @@ impl Args {
         c.allow_gids = self.allow_gid.clone();
         c.max_connections = self.max_connections;
         c.conn.max_concurrent_streams = self.max_streams;
+        c.conn.write_batch = self.write_batch;
         c.conn.limits.max_head_size = self.max_head_size;
         c.conn.limits.max_header_count = self.max_headers;
         c.max_body_size = self.max_body_size;
