@@ -83,6 +83,11 @@ pub struct RequestMeta {
     pub tls: bool,
     /// Extra CGI variables, like nginx's `uwsgi_param`.
     pub params: Vec<(Bytes, Bytes)>,
+    /// Header fields sent after the request's own, in this order (a
+    /// front's `X-Forwarded-For`, say). Cheaper than inserting them into
+    /// the request's `HeaderMap`, which hashes them and may grow the map;
+    /// the caller removes any field of the same name it replaces.
+    pub append_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 struct Inner {
@@ -164,6 +169,7 @@ pub(crate) fn request_head(
     let fields: usize = parts
         .headers
         .iter()
+        .chain(meta.append_headers.iter().map(|(n, v)| (n, v)))
         .map(|(n, v)| 6 + n.as_str().len() + v.len())
         .sum();
     // The head's text fields and its header block share one buffer: one
@@ -188,7 +194,11 @@ pub(crate) fn request_head(
     });
     let block = buf.len();
     let mut headers = crate::frame::HeaderBlockBuilder::appending_to(buf);
-    for (n, v) in &parts.headers {
+    for (n, v) in parts
+        .headers
+        .iter()
+        .chain(meta.append_headers.iter().map(|(n, v)| (n, v)))
+    {
         headers.push_field(n, v);
     }
     let offer = parts.extensions.get::<upgrade::Upgrade>();
@@ -601,7 +611,7 @@ mod tests {
     /// Every field comes through as before the fields shared a buffer:
     /// authority from the target or else from Host, path (`/` when empty),
     /// query, the client's address (IPv4 and IPv6), the header fields in
-    /// order, the offer's fields after them.
+    /// order, the appended ones after them, then the offer's.
     #[test]
     fn request_head_fields() {
         let mut req = http::Request::get("/a/b?x=1&y")
@@ -616,6 +626,10 @@ mod tests {
             server_port: Some(8080),
             tls: false,
             params: vec![(Bytes::from_static(b"P"), Bytes::from_static(b"v"))],
+            append_headers: vec![(
+                http::HeaderName::from_static("x-forwarded-for"),
+                http::HeaderValue::from_static("2001:db8::1"),
+            )],
         });
         req.extensions_mut()
             .insert(upgrade::Upgrade::new("websocket"));
@@ -634,13 +648,14 @@ mod tests {
                 (&b"host"[..], &b"example.com:8080"[..]),
                 (b"x-one", b"1"),
                 (b"x-two", b""),
+                (b"x-forwarded-for", b"2001:db8::1"),
                 (b"connection", b"upgrade"),
                 (b"upgrade", b"websocket"),
             ]
         );
         assert_eq!(h.params.get(b"P"), Some(&b"v"[..]));
         // What the codec checks on the way in holds for what was built.
-        let again = HeaderBlock::parse(h.headers.as_bytes().clone(), 5).unwrap();
+        let again = HeaderBlock::parse(h.headers.as_bytes().clone(), 6).unwrap();
         assert_eq!(again, h.headers);
 
         let h = head_of(

@@ -133,18 +133,27 @@ pub(crate) fn decimal(n: u64) -> Bytes {
 pub(crate) fn push_ip(dst: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
+            // Into a stack buffer, then one copy: a `push` per digit would
+            // check the capacity every time (this runs once per request).
+            let mut text = [0u8; 15];
+            let mut n = 0;
             for (i, o) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    dst.push(b'.');
+                    text[n] = b'.';
+                    n += 1;
                 }
                 if o >= 100 {
-                    dst.push(b'0' + o / 100);
+                    text[n] = b'0' + o / 100;
+                    n += 1;
                 }
                 if o >= 10 {
-                    dst.push(b'0' + o / 10 % 10);
+                    text[n] = b'0' + o / 10 % 10;
+                    n += 1;
                 }
-                dst.push(b'0' + o % 10);
+                text[n] = b'0' + o % 10;
+                n += 1;
             }
+            dst.extend_from_slice(&text[..n]);
         }
         std::net::IpAddr::V6(v6) => {
             use std::io::Write;
@@ -273,6 +282,20 @@ mod tests {
             let mut out = b"x".to_vec();
             push_ip(&mut out, ip);
             assert_eq!(out, format!("x{ip}").into_bytes());
+        }
+        // Every octet value in every position.
+        for o in 0..=255u8 {
+            for ip in [
+                [o, 1, 22, 255],
+                [9, o, 0, 100],
+                [255, 99, o, 10],
+                [0, 0, 0, o],
+            ] {
+                let ip = std::net::IpAddr::from(ip);
+                let mut out = Vec::new();
+                push_ip(&mut out, ip);
+                assert_eq!(out, ip.to_string().into_bytes());
+            }
         }
     }
 

@@ -185,7 +185,6 @@ pub(crate) fn handle(
     mut req: Request<Incoming>,
 ) -> impl Future<Output = Response<ProxyBody>> + Send {
     let in_flight = conn.activity.start();
-    let started = Instant::now();
     let http1 = req.version() < http::Version::HTTP_2;
     let raw_head = if http1 {
         conn.activity.take_head()
@@ -213,10 +212,11 @@ pub(crate) fn handle(
                     .iter()
                     .map(HeaderValue::as_bytes),
             ));
+    // Only the access log reads the clock here.
     let log = shared.access_log.as_ref().map(|l| LogContext {
+        started: Instant::now(),
         log: l.clone(),
         record: record_for(&req, client, tls),
-        started,
     });
     let offer = super::upgrade::offer(&req);
     let routed = route(&shared, &mut req, raw_head);
@@ -355,13 +355,13 @@ enum Prepared {
 /// A request ready to go upstream, and what watches its body.
 struct Sending {
     req: Request<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>,
-    /// Set when the client's side of the body fails.
-    fault: Arc<BodyFault>,
-    /// `Expect: 100-continue` on HTTP/1.1: a success head waits for the
-    /// body to start.
-    expects_continue: bool,
-    /// Fires when the body is first read (or gone).
-    started_rx: tokio::sync::oneshot::Receiver<()>,
+    /// Set when the client's side of the body fails; None without a body
+    /// (nothing can fail).
+    fault: Option<Arc<BodyFault>>,
+    /// `Expect: 100-continue` on HTTP/1.1: fires when the body is first
+    /// read (or gone); a success head waits for it. None without the
+    /// expectation (no channel is made).
+    continue_started: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The downstream facts for the head (given to the client directly,
     /// not through the request's extensions).
     meta: RequestMeta,
@@ -372,7 +372,6 @@ struct BufferFirst {
     parts: http::request::Parts,
     body: RequestBody<Incoming>,
     fault: Arc<BodyFault>,
-    started_rx: tokio::sync::oneshot::Receiver<()>,
     meta: RequestMeta,
 }
 
@@ -438,11 +437,20 @@ impl AppService {
         let offer = self.offer.clone();
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
+        // The forwarding fields go after the request's own (the client's
+        // head encoder appends them): inserting them into the map would
+        // hash them and, for a request with few fields, grow it.
+        let mut append_headers = Vec::new();
+        if cfg.x_forwarded_for || cfg.x_forwarded_proto {
+            append_headers.reserve_exact(2);
+        }
         if cfg.x_forwarded_for {
             // Every incoming field is kept, in order (several fields are one
             // comma-separated list, RFC 9110 5.3), then the peer appended.
             let peer = &self.conn.peer_ip;
-            if headers.contains_key(&X_FORWARDED_FOR) {
+            // (`contains_key` and `remove`, not `entry`: an entry reserves
+            // room for an insert, and that can grow the map.)
+            let forwarded = if headers.contains_key(&X_FORWARDED_FOR) {
                 let mut value: Vec<u8> = Vec::new();
                 for prev in headers.get_all(&X_FORWARDED_FOR) {
                     let prev = prev.as_bytes().trim_ascii();
@@ -452,15 +460,19 @@ impl AppService {
                     }
                 }
                 value.extend_from_slice(peer.as_bytes());
-                if let Ok(v) = HeaderValue::from_bytes(&value) {
-                    headers.insert(X_FORWARDED_FOR, v);
-                }
+                headers.remove(&X_FORWARDED_FOR);
+                HeaderValue::from_bytes(&value).ok()
             } else {
-                headers.insert(X_FORWARDED_FOR, peer.clone());
+                Some(peer.clone())
+            };
+            if let Some(v) = forwarded {
+                append_headers.push((X_FORWARDED_FOR, v));
             }
         }
         if cfg.x_forwarded_proto {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+            // What the client said is replaced, never passed on.
+            headers.remove(&X_FORWARDED_PROTO);
+            append_headers.push((X_FORWARDED_PROTO, HeaderValue::from_static(scheme)));
         }
         let host = req
             .uri()
@@ -482,8 +494,8 @@ impl AppService {
             server_port: Some(self.conn.local.port()),
             tls: self.tls,
             params: cfg.params.clone(),
+            append_headers,
         };
-        let fault = Arc::new(BodyFault::default());
         let (mut parts, body) = req.into_parts();
         if let Some(protocol) = offer {
             parts
@@ -504,28 +516,47 @@ impl AppService {
                 parts.uri = u;
             }
         }
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        if http_body::Body::is_end_stream(&body) {
+            // No body (most requests): nothing to limit, time or watch,
+            // and an empty body in a box allocates nothing.
+            return Prepared::Send(Sending {
+                req: Request::from_parts(
+                    parts,
+                    http_body_util::Empty::new()
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                ),
+                fault: None,
+                continue_started: None,
+                meta,
+            });
+        }
+        let fault = Arc::new(BodyFault::default());
+        let (started_tx, continue_started) = if expects_continue {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let body = RequestBody::new(
             body,
             cfg.max_body_size,
             cfg.body_read_timeout,
             fault.clone(),
-            Some(started_tx),
+            started_tx,
         );
-        if cfg.request_buffering && !http_body::Body::is_end_stream(&body) {
+        if cfg.request_buffering {
             return Prepared::Buffer(BufferFirst {
                 parts,
                 body,
                 fault,
-                started_rx,
                 meta,
             });
         }
         Prepared::Send(Sending {
             req: Request::from_parts(parts, body.boxed_unsync()),
-            fault,
-            expects_continue,
-            started_rx,
+            fault: Some(fault),
+            continue_started,
             meta,
         })
     }
@@ -538,7 +569,6 @@ impl AppService {
             mut parts,
             body,
             fault,
-            started_rx,
             meta,
         } = b;
         let buffered = match super::buffer::buffer(
@@ -567,9 +597,9 @@ impl AppService {
         );
         Ok(Sending {
             req: Request::from_parts(parts, buffered.into_body()),
-            fault,
-            expects_continue: false,
-            started_rx,
+            fault: Some(fault),
+            // The body is in whole: nothing waits for it to start.
+            continue_started: None,
             meta,
         })
     }
@@ -581,8 +611,7 @@ impl AppService {
         let Sending {
             req,
             fault,
-            expects_continue,
-            started_rx,
+            continue_started,
             meta,
         } = s;
         let upstream = request_boxed(&self.shared.client, req, &meta);
@@ -590,23 +619,27 @@ impl AppService {
             // A client-side body failure wins over whatever the upstream
             // makes of the cut-off request: it is the client's fault (4xx)
             // and must not count against the upstream's health.
-            let result = tokio::select! {
-                biased;
-                f = fault.wait() => Err(f),
-                r = upstream => Ok(r),
+            // (Without a body there is no fault to watch.)
+            let result = match fault.as_deref() {
+                Some(fault) => tokio::select! {
+                    biased;
+                    f = fault.wait() => Err(f),
+                    r = upstream => Ok(r),
+                },
+                None => Ok(upstream.await),
             };
             let mut resp = match result {
                 Err(f) => {
                     let (s, why) = f.status();
                     return close_after(error_response(s, why));
                 }
-                Ok(Err(e)) => return upstream_failed(&fault, &e),
+                Ok(Err(e)) => return upstream_failed(fault.as_deref(), &e),
                 Ok(Ok(resp)) => resp,
             };
             if let Some(up) = crate::client::upgrade::take(&mut resp) {
                 return upgraded(resp, up);
             }
-            if expects_continue && resp.status().is_success() {
+            if let Some(started) = continue_started.filter(|_| resp.status().is_success()) {
                 // hyper writes `100 Continue` when the body is first read,
                 // but only while no response head has been written. The
                 // upstream's head can win that race (an app that answers
@@ -614,7 +647,7 @@ impl AppService {
                 // 100 would then never send the body. So a success head
                 // waits until the client has started the body (or the body
                 // is gone: ended, reset, dropped).
-                let _ = started_rx.await;
+                let _ = started.await;
             }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -628,8 +661,8 @@ impl AppService {
 
 /// The answer when the upstream request failed: the client's body fault
 /// if there was one (its fault, a 4xx), else the upstream's error.
-fn upstream_failed(fault: &BodyFault, e: &crate::client::Error) -> Response<ProxyBody> {
-    if let Some(f) = fault.get() {
+fn upstream_failed(fault: Option<&BodyFault>, e: &crate::client::Error) -> Response<ProxyBody> {
+    if let Some(f) = fault.and_then(BodyFault::get) {
         let (s, why) = f.status();
         return close_after(error_response(s, why));
     }

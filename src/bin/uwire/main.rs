@@ -103,7 +103,10 @@ mod tests {
         let Command::Serve(a) = parse(&["serve"]) else {
             unreachable!()
         };
-        assert_eq!(a.config().conn.write_batch, uwire::conn::DEFAULT_WRITE_BATCH);
+        assert_eq!(
+            a.config().conn.write_batch,
+            uwire::conn::DEFAULT_WRITE_BATCH
+        );
         let Command::Serve(a) = parse(&["serve", "--write-batch", "1"]) else {
             unreachable!()
         };
