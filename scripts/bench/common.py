@@ -238,30 +238,39 @@ def tree(pids: Iterable[int]) -> list[int]:
     return out
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of one process, in clock ticks (0 if it is gone)."""
+def cpu_ticks(pid: int, kernel_only: bool = False) -> int:
+    """utime + stime of one process (stime alone with `kernel_only`), in
+    clock ticks (0 if it is gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0
     f = stat[stat.rindex(")") + 2 :].split()
-    return int(f[11]) + int(f[12])
+    return int(f[12]) if kernel_only else int(f[11]) + int(f[12])
 
 
-def cpu_snapshot(roles: Mapping[str, Sequence[int]]) -> dict[str, dict[int, int]]:
-    return {role: {p: cpu_ticks(p) for p in tree(pids)} for role, pids in roles.items()}
+def cpu_snapshot(
+    roles: Mapping[str, Sequence[int]], kernel_only: bool = False
+) -> dict[str, dict[int, int]]:
+    return {
+        role: {p: cpu_ticks(p, kernel_only) for p in tree(pids)}
+        for role, pids in roles.items()
+    }
 
 
 def cpu_seconds(
-    before: Mapping[str, Mapping[int, int]], roles: Mapping[str, Sequence[int]]
+    before: Mapping[str, Mapping[int, int]],
+    roles: Mapping[str, Sequence[int]],
+    kernel_only: bool = False,
 ) -> dict[str, float]:
     """CPU seconds each role spent since `before` (processes born since
-    count from zero)."""
+    count from zero); with `kernel_only`, those in the kernel (`before`
+    taken the same way)."""
     out = {}
     for role, pids in roles.items():
         ticks = 0
         for p in tree(pids):
-            ticks += max(0, cpu_ticks(p) - before[role].get(p, 0))
+            ticks += max(0, cpu_ticks(p, kernel_only) - before[role].get(p, 0))
         out[role] = ticks / CLK_TCK
     return out
 

@@ -7,7 +7,7 @@ of them, and medians of the rounds are reported. For every run: req/s, p50,
 p90, p99 (wrk --latency), errors, and the CPU time each process of the setup
 spent (utime + stime from /proc/PID/stat, summed over the process and its
 children, e.g. nginx master + workers, uWSGI master + workers) divided by
-the requests completed.
+the requests completed, and the part of it spent in the kernel (stime).
 
 Workloads: `get` (GET /, an 18-byte greeting) and `echo1m` (POST /echo with
 a 1 MiB body, echoed back).
@@ -78,6 +78,7 @@ def measure(
         return row
     roles = s.role_pids()
     before = cpu_snapshot(roles)
+    before_kernel = cpu_snapshot(roles, kernel_only=True)
     path = "/echo" if workload == "echo1m" else "/"
     try:
         r = wrk(
@@ -92,6 +93,7 @@ def measure(
         log(f"  {s.name} {workload} c{conns}: {e}")
         return row
     cpu = cpu_seconds(before, roles)
+    kernel = cpu_seconds(before_kernel, roles, kernel_only=True)
     n = max(1, r.requests)
     per = {k: v * 1e6 / n for k, v in cpu.items()}
     row.update(
@@ -105,6 +107,7 @@ def measure(
         error_text=r.error_text,
         cpu_us=sum(per.values()),
         cpu_detail=";".join(f"{k}={v:.2f}" for k, v in per.items()),
+        kernel_detail=";".join(f"{k}={v * 1e6 / n:.2f}" for k, v in kernel.items()),
     )
     log(
         f"  r{rnd} {workload:<6} c{conns:<4} {s.name:<21} {r.rps:>10,.0f} req/s  p99 {r.p99_us / 1000:>7.2f} ms"
@@ -158,6 +161,7 @@ CSV_HEADER = [
     "errors",
     "cpu_us",
     "cpu_detail",
+    "kernel_detail",
     "error_text",
     "title",
 ]

@@ -183,7 +183,10 @@ def e2e_section(
         f"medians; `wrk -t{settings.get('wrk_threads', 1)} -c<conns> --latency` on the same machine. "
         "CPU per request is utime + stime of every process of the setup (from `/proc/PID/stat`, "
         "children included: nginx master + workers, uWSGI master + workers, ...) over the run, "
-        "divided by the requests completed. The load generator is not counted."
+        "divided by the requests completed. The load generator is not counted. "
+        '"kernel" is the stime part: on loopback TCP the sender\'s system call usually '
+        "also runs the receiver's side of the stack, so a front's kernel time "
+        "grows with the traffic it carries whatever it does in user space."
     )
     out += ["", f"![GET hello req/s]({rel}/e2e-get.svg)", ""]
     out += [
@@ -225,7 +228,15 @@ def e2e_section(
                             fmt_ms(m.p50_us),
                             fmt_ms(m.p99_us),
                             f"{m.cpu_us:.1f}",
-                            ", ".join(f"{k} {v:.1f}" for k, v in m.roles.items()),
+                            ", ".join(
+                                f"{k} {v:.1f}"
+                                + (
+                                    f" (kernel {m.kernel_roles[k]:.1f})"
+                                    if k in m.kernel_roles
+                                    else ""
+                                )
+                                for k, v in m.roles.items()
+                            ),
                             m.errors or "",
                         ]
                         for m in sel

@@ -48,6 +48,9 @@ class E2eMedian:
     p99_us: float
     cpu_us: float
     roles: dict[str, float]
+    #: The part of each role's CPU per request spent in the kernel (empty
+    #: for CSV files from before it was recorded).
+    kernel_roles: dict[str, float]
     errors: int
     runs: int
 
@@ -60,6 +63,7 @@ def e2e_medians(rows: Sequence[Row]) -> list[E2eMedian]:
     for (setup, workload, conns), rs in groups.items():
         good = [r for r in rs if not math.isnan(num(r, "rps"))]
         details = [parse_detail(r.get("cpu_detail", "")) for r in good]
+        kernel = [parse_detail(r.get("kernel_detail", "")) for r in good]
         role_names = sorted({k for d in details for k in d})
         out.append(
             E2eMedian(
@@ -74,6 +78,11 @@ def e2e_medians(rows: Sequence[Row]) -> list[E2eMedian]:
                 roles={
                     k: median([d.get(k, float("nan")) for d in details])
                     for k in role_names
+                },
+                kernel_roles={
+                    k: median([d.get(k, float("nan")) for d in kernel])
+                    for k in role_names
+                    if any(k in d for d in kernel)
                 },
                 errors=sum(
                     int(num(r, "errors"))
@@ -164,6 +173,19 @@ def e2e_targets(ms: Sequence[E2eMedian], conns: int = 32) -> list[Target]:
                 _check(proxy, 10, False),
             )
         )
+        proxy_kernel = ps.kernel_roles.get("proxy")
+        if static is not None and proxy_kernel is not None:
+            static_cpu = static.roles.get("nginx", float("nan"))
+            static_kernel = static.kernel_roles.get("nginx", float("nan"))
+            out.append(
+                Target(
+                    f"{setup}: proxy CPU per request in the kernel / outside",
+                    f"{proxy_kernel:.1f} / {proxy - proxy_kernel:.1f} us",
+                    f"(reference; nginx static {static_kernel:.1f} / "
+                    f"{static_cpu - static_kernel:.1f} us)",
+                    None,
+                )
+            )
         if uw is not None:
             r = _ratio(proxy, uw.roles.get("nginx", float("nan")))
             out.append(
