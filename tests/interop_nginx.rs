@@ -693,10 +693,7 @@ async fn a_client_disconnect_mid_response() {
         assert!(got >= 64 << 10);
         assert!(
             eventually(Duration::from_secs(5), || async {
-                s.uwsgi
-                    .proc
-                    .log_text()
-                    .contains("uwsgi_response_write_body_do()")
+                s.uwsgi.saw_write_fail()
             })
             .await,
             "uWSGI never saw the connection end"

@@ -521,6 +521,18 @@ impl Uwsgi {
             .collect()
     }
 
+    /// Whether uWSGI logged a failed response write (the client, or nginx
+    /// for it, went away). It says so in one of two ways, by timing: a
+    /// `write()` that fails logs `uwsgi_response_write_body_do(): Broken
+    /// pipe ...`, while a peer that closes as uWSGI waits for the socket to
+    /// take more fails the wait, which logs nothing of its own. Either way
+    /// the Python plugin then raises in the app, and logs `OSError: write
+    /// error`.
+    pub fn saw_write_fail(&self) -> bool {
+        let log = self.proc.log_text();
+        log.contains("uwsgi_response_write_body_do()") || log.contains("Error: write error")
+    }
+
     /// How many request log lines (`{N vars in M bytes}`) uWSGI wrote.
     pub fn requests_logged(&self) -> usize {
         self.proc.log_text().matches(" vars in ").count()
