@@ -166,10 +166,14 @@ pub(crate) fn request_head(
         p => Some(p.as_bytes()),
     };
     let query = uri.query().map(str::as_bytes);
-    let fields: usize = parts
-        .headers
-        .iter()
-        .chain(meta.append_headers.iter().map(|(n, v)| (n, v)))
+    // The request's own fields, then the appended ones.
+    let all_fields = || {
+        parts
+            .headers
+            .iter()
+            .chain(meta.append_headers.iter().map(|(n, v)| (n, v)))
+    };
+    let fields: usize = all_fields()
         .map(|(n, v)| 6 + n.as_str().len() + v.len())
         .sum();
     // The head's text fields and its header block share one buffer: one
@@ -194,11 +198,7 @@ pub(crate) fn request_head(
     });
     let block = buf.len();
     let mut headers = crate::frame::HeaderBlockBuilder::appending_to(buf);
-    for (n, v) in parts
-        .headers
-        .iter()
-        .chain(meta.append_headers.iter().map(|(n, v)| (n, v)))
-    {
+    for (n, v) in all_fields() {
         headers.push_field(n, v);
     }
     let offer = parts.extensions.get::<upgrade::Upgrade>();

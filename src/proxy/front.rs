@@ -440,10 +440,9 @@ impl AppService {
         // The forwarding fields go after the request's own (the client's
         // head encoder appends them): inserting them into the map would
         // hash them and, for a request with few fields, grow it.
-        let mut append_headers = Vec::new();
-        if cfg.x_forwarded_for || cfg.x_forwarded_proto {
-            append_headers.reserve_exact(2);
-        }
+        let mut append_headers = Vec::with_capacity(
+            usize::from(cfg.x_forwarded_for) + usize::from(cfg.x_forwarded_proto),
+        );
         if cfg.x_forwarded_for {
             // Every incoming field is kept, in order (several fields are one
             // comma-separated list, RFC 9110 5.3), then the peer appended.
