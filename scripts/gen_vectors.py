@@ -180,12 +180,19 @@ def pb_fixed64(field: int, value: int) -> bytes:
 
 
 def block(pairs) -> bytes:
-    out = bytearray()
-    for name, value in pairs:
-        name, value = as_bytes(name), as_bytes(value)
-        out += len(name).to_bytes(2, "big") + name
-        out += len(value).to_bytes(4, "big") + value
-    return bytes(out)
+    """A header block (PROTOCOL.md section 5.10): the names and values,
+    then a table of their lengths, then the entry count. No entries: 0 bytes."""
+    pairs = [(as_bytes(n), as_bytes(v)) for n, v in pairs]
+    return raw_block(pairs) if pairs else b""
+
+
+def raw_block(pairs) -> bytes:
+    """A header block from raw (unchecked) entries, in the wire layout."""
+    data = b"".join(n + v for n, v in pairs)
+    table = b"".join(
+        len(n).to_bytes(2, "big") + len(v).to_bytes(4, "big") for n, v in pairs
+    )
+    return data + table + len(pairs).to_bytes(4, "big")
 
 
 def as_bytes(v) -> bytes:
@@ -507,11 +514,11 @@ assert len(REALISTIC_HEADERS) == 20
 
 # docs/PROTOCOL.md section 5.11 ("The whole frame (116 bytes)").
 DOCS_WORKED_EXAMPLE = """
-00 00 6B 01 01 00 00 00 01 0A 03 47 45 54 12 04 68 74 74 70 1A 0B 65 78 61 6D
-70 6C 65 2E 63 6F 6D 22 06 2F 68 65 6C 6C 6F 2A 03 78 3D 31 30 02 3A 24 00 04
-48 6F 73 74 00 00 00 0B 65 78 61 6D 70 6C 65 2E 63 6F 6D 00 06 41 63 63 65 70
-74 00 00 00 03 2A 2F 2A 42 09 31 39 32 2E 30 2E 32 2E 31 48 B8 8E 03 52 0B 65
-78 61 6D 70 6C 65 2E 63 6F 6D 58 50
+00 00 6F 01 01 00 00 00 01 0A 03 47 45 54 12 04 68 74 74 70 1A 0B 65 78 61 6D
+70 6C 65 2E 63 6F 6D 22 06 2F 68 65 6C 6C 6F 2A 03 78 3D 31 30 02 3A 28 48 6F
+73 74 65 78 61 6D 70 6C 65 2E 63 6F 6D 41 63 63 65 70 74 2A 2F 2A 00 04 00 00
+00 0B 00 06 00 00 00 03 00 00 00 02 42 09 31 39 32 2E 30 2E 32 2E 31 48 B8 8E
+03 52 0B 65 78 61 6D 70 6C 65 2E 63 6F 6D 58 50
 """
 
 
@@ -1374,7 +1381,8 @@ def resp_with_block(raw_block: bytes) -> bytes:
 
 
 def raw_entry(name: bytes, value: bytes) -> bytes:
-    return len(name).to_bytes(2, "big") + name + len(value).to_bytes(4, "big") + value
+    """A block of one raw (unchecked) entry."""
+    return raw_block([(name, value)])
 
 
 def many(n: int):
@@ -2177,11 +2185,11 @@ def invalid_cases():
             )
         )
 
-    good = raw_entry(b"Host", b"a")
+    good = (b"Host", b"a")
     hb_case(
         "header_empty_name",
         "request header entry with an empty name",
-        good + raw_entry(b"", b"x"),
+        raw_block([good, (b"", b"x")]),
     )
     hb_case(
         "header_name_with_space",
@@ -2236,19 +2244,34 @@ def invalid_cases():
         where="response",
     )
     hb_case(
-        "header_name_length_past_end",
-        "name_len 10 with 3 name bytes left in the block",
-        good + b"\x00\x0aabc",
+        "header_lengths_past_data",
+        "the table's lengths add up to 1 byte more than the data",
+        b"Hosta" + b"\x00\x04\x00\x00\x00\x02" + b"\x00\x00\x00\x01",
     )
     hb_case(
-        "header_value_length_past_end",
-        "value_len 100 with 2 value bytes left in the block",
-        b"\x00\x01a\x00\x00\x00\x64xy",
+        "header_lengths_short_of_data",
+        "one stray data byte the table's lengths do not cover",
+        b"Hostax" + b"\x00\x04\x00\x00\x00\x01" + b"\x00\x00\x00\x01",
     )
     hb_case(
-        "header_block_trailing_byte",
-        "one stray byte after the last entry (incomplete name_len)",
-        good + b"\x00",
+        "header_block_shorter_than_count",
+        "a 3-byte block: no room for the 4-byte count",
+        b"\x00\x00\x01",
+    )
+    hb_case(
+        "header_count_table_past_start",
+        "count 2 in a 10-byte block (the table alone needs 12)",
+        b"\x00\x01\x00\x00\x00\x00" + b"\x00\x00\x00\x02",
+    )
+    hb_case(
+        "header_zero_count",
+        "a block of only the count 0 (no entries is the empty, 0-byte block)",
+        b"\x00\x00\x00\x00",
+    )
+    hb_case(
+        "header_data_without_entries",
+        "data bytes before a count of 0",
+        b"Host" + b"\x00\x00\x00\x00",
     )
     hb_case(
         "params_name_invalid",
@@ -2270,8 +2293,8 @@ def invalid_cases():
     )
     hb_case(
         "trailers_length_past_end",
-        "trailer block whose value length runs past the payload",
-        b"\x00\x01a\x00\x00\x00\x05ab",
+        "trailer block whose value length runs past its data",
+        b"ab" + b"\x00\x01\x00\x00\x00\x05" + b"\x00\x00\x00\x01",
         where="trailers",
     )
 
@@ -2282,6 +2305,23 @@ def invalid_cases():
             "request_headers_over_count",
             "5 request headers with max_header_count 4",
             frame(REQUEST, 1, 1, req_payload(method="GET", path="/", headers=many(5))),
+            "too_many_headers",
+            kind=REQUEST,
+            stream=1,
+            limits=lim4,
+        )
+    )
+    c.append(
+        invalid(
+            "request_header_count_checked_before_fields",
+            "count 5 with max_header_count 4 and a bad first name: the count "
+            "is checked before the table and the fields",
+            frame(
+                REQUEST,
+                1,
+                1,
+                req_with_block(7, raw_block([(b"a b", b"v")] + [(b"h", b"v")] * 4)),
+            ),
             "too_many_headers",
             kind=REQUEST,
             stream=1,

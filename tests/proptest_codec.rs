@@ -415,11 +415,14 @@ proptest! {
         value in tricky_bytes(),
     ) {
         let expect_ok = naive_valid_name(&name) && naive_valid_value(&value);
+        // The block's wire layout (PROTOCOL.md 5.10): the entry's bytes,
+        // its lengths, the count.
         let mut block = Vec::new();
-        block.extend_from_slice(&(name.len() as u16).to_be_bytes());
         block.extend_from_slice(&name);
-        block.extend_from_slice(&(value.len() as u32).to_be_bytes());
         block.extend_from_slice(&value);
+        block.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        block.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        block.extend_from_slice(&1u32.to_be_bytes());
         let mut wire = Vec::new();
         wire.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
         wire.extend_from_slice(&[0x03, 0x01, 0, 0, 0, 1]);

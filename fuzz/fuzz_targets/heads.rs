@@ -189,22 +189,38 @@ fn trailers(data: &[u8]) {
     }
 }
 
-/// The header-block rules of PROTOCOL.md, written the obvious way: entries
-/// `u16be name_len, name, u32be value_len, value` filling the block exactly,
-/// names non-empty `tchar`s, values without NUL, CR or LF.
-fn reference_valid(mut block: &[u8]) -> bool {
+/// The header-block rules of PROTOCOL.md (section 5.10), written the
+/// obvious way: the entries' names and values, then a table of
+/// `u16be name_len, u32be value_len` per entry, then a `u32be` count; the
+/// lengths cover the data exactly, names are non-empty `tchar`s, values
+/// have no NUL, CR or LF. The empty block is zero bytes, and only it has
+/// no entries.
+fn reference_valid(block: &[u8]) -> bool {
     const TCHAR_PUNCT: &[u8] = b"!#$%&'*+-.^_`|~";
-    while !block.is_empty() {
-        let Some((n, rest)) = block.split_first_chunk::<2>() else {
+    if block.is_empty() {
+        return true;
+    }
+    let Some((rest, count)) = block.split_last_chunk::<4>() else {
+        return false;
+    };
+    let count = u32::from_be_bytes(*count);
+    if count == 0 {
+        return false; // no entries is the empty block
+    }
+    let Some(table_len) = (count as usize).checked_mul(6) else {
+        return false;
+    };
+    let Some(data_len) = rest.len().checked_sub(table_len) else {
+        return false;
+    };
+    let (mut data, table) = rest.split_at(data_len);
+    for e in table.chunks_exact(6) {
+        let n = u16::from_be_bytes([e[0], e[1]]) as usize;
+        let v = u32::from_be_bytes([e[2], e[3], e[4], e[5]]) as usize;
+        let Some((name, rest)) = data.split_at_checked(n) else {
             return false;
         };
-        let Some((name, rest)) = rest.split_at_checked(u16::from_be_bytes(*n) as usize) else {
-            return false;
-        };
-        let Some((v, rest)) = rest.split_first_chunk::<4>() else {
-            return false;
-        };
-        let Some((value, rest)) = rest.split_at_checked(u32::from_be_bytes(*v) as usize) else {
+        let Some((value, rest)) = rest.split_at_checked(v) else {
             return false;
         };
         let name_ok = !name.is_empty()
@@ -214,9 +230,9 @@ fn reference_valid(mut block: &[u8]) -> bool {
         if !name_ok || value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
             return false;
         }
-        block = rest;
+        data = rest;
     }
-    true
+    data.is_empty()
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -68,7 +68,8 @@ impl Request {
             return Err(header.error(ErrorClass::BadStreamId, "REQUEST on an even stream id"));
         }
         check_flags(&header, FLAG_END_STREAM)?;
-        let head = RequestHead::decode(payload, limits.max_header_count)
+        let mut head = Box::<RequestHead>::default();
+        head.decode_into(&payload, limits.max_header_count)
             .map_err(|(c, d)| header.error(c, d))?;
         // "A REQUEST that offers an upgrade MUST NOT carry END_STREAM: the
         // client's half carries the tunnel." (PROTOCOL.md, Upgrades and tunnels)
@@ -77,7 +78,7 @@ impl Request {
         }
         Ok(Request {
             stream_id: header.stream_id(),
-            head: Box::new(head),
+            head,
             end_stream: header.has_flag(FLAG_END_STREAM),
             payload_len: None,
         })
