@@ -181,10 +181,41 @@ fn open_append(p: &std::path::Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(p)
 }
 
+/// Whether no byte of `s` needs escaping (see [`escape_nginx`]), eight
+/// bytes per step: the fields logged (target, referer, user agent) are
+/// almost always plain, and this check runs over each on every request.
+fn all_plain(s: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Non-zero when some byte of `x` is zero (exact as to whether any is).
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    // Non-zero when some byte of `x` is below 0x20, 0x7f or above, `"` or
+    // `\`. For bytes under 0x80, adding 0x60 carries into the high bit
+    // exactly from 0x20 up, and adding 0x01 exactly from 0x7f up; no
+    // addition carries into the next byte.
+    let bad = |x: u64| {
+        let high = x & HI;
+        let low = x & !HI;
+        let control = !(low + LO * 0x60) & HI;
+        let del = (low + LO) & HI;
+        high | control | del | zero(x ^ (LO * u64::from(b'"'))) | zero(x ^ (LO * u64::from(b'\\')))
+    };
+    let mut words = s.chunks_exact(8);
+    let mut found = 0;
+    for w in &mut words {
+        found |= bad(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    found == 0 && words.remainder().iter().all(|&b| plain(b))
+}
+
+/// A byte nginx logs as itself.
+fn plain(b: u8) -> bool {
+    b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b)
+}
+
 /// nginx escapes `"`, `\\` and bytes outside printable ASCII as `\xHH`.
 fn escape_nginx(out: &mut Vec<u8>, s: &str) {
-    let plain = |b: u8| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b);
-    if s.bytes().all(plain) {
+    if all_plain(s.as_bytes()) {
         out.extend_from_slice(s.as_bytes());
         return;
     }
@@ -304,6 +335,25 @@ fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word-at-a-time check agrees with the byte one: every byte value
+    /// at every position of plain strings of every length up to 24 (the
+    /// words and the tail).
+    #[test]
+    fn all_plain_matches_the_byte_check() {
+        for len in 1..=24usize {
+            let mut s = vec![b'a'; len];
+            assert!(all_plain(&s));
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    s[at] = b;
+                    assert_eq!(all_plain(&s), plain(b), "byte {b:#04x} at {at} of {len}");
+                }
+                s[at] = b'~';
+            }
+        }
+        assert!(all_plain(b""));
+    }
 
     fn record() -> AccessRecord {
         AccessRecord {

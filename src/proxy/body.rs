@@ -259,9 +259,13 @@ pub(crate) fn record_for<B>(
     tls: bool,
 ) -> AccessRecord {
     let h = req.headers();
+    // Checked as UTF-8 first: the standard library's check runs a word at
+    // a time over ASCII, the lossy conversion a character at a time.
     let text = |n: http::header::HeaderName| {
-        h.get(n)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        h.get(n).map(|v| match std::str::from_utf8(v.as_bytes()) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        })
     };
     let target = if req.version() == http::Version::HTTP_2 {
         req.uri()
