@@ -44,44 +44,61 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     http::header::EXPECT,
 ];
 
-/// Whether `n` is one of [`HOP_BY_HOP`] (a string match compiles to length
+/// The index of `n` in [`HOP_BY_HOP`] (a string match compiles to length
 /// and byte comparisons: cheaper than comparing nine names).
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    matches!(
-        n.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "expect"
-    )
+fn hop_by_hop_index(n: &HeaderName) -> Option<usize> {
+    Some(match n.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "te" => 3,
+        "trailer" => 4,
+        "transfer-encoding" => 5,
+        "upgrade" => 6,
+        "proxy-authenticate" => 7,
+        "expect" => 8,
+        _ => return None,
+    })
 }
 
 /// Removes hop-by-hop fields, including any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over their few names is cheaper
-    // than nine hashed removals.
-    if !headers.keys().any(is_hop_by_hop) {
+    // Which of the nine are here, in one pass over the names: most messages
+    // carry none, a browser's only `Connection` (and a hashed removal of an
+    // absent name costs as much as of a present one).
+    let present = headers
+        .keys()
+        .filter_map(hop_by_hop_index)
+        .fold(0u16, |m, i| m | 1 << i);
+    if present == 0 {
         return;
     }
-    if headers.contains_key(http::header::CONNECTION) {
+    if present & 1 != 0 {
+        // The names `Connection` lists: usually `keep-alive` (one of the
+        // nine, removed below when present) or `close`; the others are
+        // made into names only when the message has such a field.
         let listed: Vec<HeaderName> = headers
             .get_all(http::header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|n| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(n))
+                    && headers.contains_key(*n)
+            })
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for n in listed {
             headers.remove(n);
         }
     }
-    for n in HOP_BY_HOP.iter() {
-        headers.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & 1 << i != 0 {
+            headers.remove(n);
+        }
     }
 }
 
@@ -780,14 +797,36 @@ mod tests {
     #[test]
     fn each_hop_by_hop_field_alone_is_stripped() {
         // The fast check and the removal list must agree.
-        for n in HOP_BY_HOP.iter() {
-            assert!(is_hop_by_hop(n), "{n}");
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(n), Some(i), "{n}");
             let mut h = HeaderMap::new();
             h.insert(n.clone(), HeaderValue::from_static("1"));
             h.insert("x-keep", HeaderValue::from_static("1"));
             strip_hop_by_hop(&mut h);
             assert_eq!(h.len(), 1, "{n}: {h:?}");
         }
-        assert!(!is_hop_by_hop(&http::header::HOST));
+        assert_eq!(hop_by_hop_index(&http::header::HOST), None);
+    }
+
+    /// Names listed in `Connection` in any case, hop-by-hop or not, present
+    /// or not, valid or not: exactly the listed fields present go, with
+    /// the nine.
+    #[test]
+    fn connection_listed_names_in_any_case() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "Keep-Alive, CLOSE, X-Foo , bad name,, te"),
+            ("keep-alive", "timeout=5"),
+            ("x-foo", "1"),
+            ("close", "1"),
+            ("x-keep", "1"),
+            ("x-unlisted", "1"),
+        ] {
+            h.append(n, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-keep", "x-unlisted"]);
     }
 }
