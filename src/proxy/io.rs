@@ -337,6 +337,10 @@ impl<T> TimedIo<T> {
 /// Whether `bytes` hold the blank line that ends a head: `\n\n` or
 /// `\n\r\n` (which `\r\n\r\n` contains). One pass for the line feeds.
 fn ends_head(bytes: &[u8]) -> bool {
+    // A request read whole ends with its blank line: no scan for that one.
+    if bytes.ends_with(b"\n\r\n") || bytes.ends_with(b"\n\n") {
+        return true;
+    }
     memchr::memchr_iter(b'\n', bytes).any(|i| match bytes.get(i + 1) {
         Some(b'\n') => true,
         Some(b'\r') => bytes.get(i + 2) == Some(&b'\n'),
@@ -545,5 +549,10 @@ mod tests {
         assert!(!ends_head(b"Host: a\r\n\r"));
         assert!(!ends_head(b"\n\r"));
         assert!(!ends_head(b""));
+        // The blank line at the very end, or before other bytes.
+        assert!(ends_head(b"\n\r\n"));
+        assert!(ends_head(b"\n\n"));
+        assert!(!ends_head(b"\r\n"));
+        assert!(ends_head(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n"));
     }
 }
