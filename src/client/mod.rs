@@ -180,8 +180,14 @@ pub(crate) fn request_head(
     // allocation, and cloning the head (a retry keeps it) only counts
     // references instead of copying each `Vec`-backed field into a shared
     // one.
+    // 39: the longest client address text; 4: the block's entry count.
     let mut buf = Vec::with_capacity(
-        authority.len() + path.map_or(0, <[u8]>::len) + query.map_or(0, <[u8]>::len) + 39 + fields,
+        authority.len()
+            + path.map_or(0, <[u8]>::len)
+            + query.map_or(0, <[u8]>::len)
+            + 39
+            + 4
+            + fields,
     );
     let put = |buf: &mut Vec<u8>, b: &[u8]| {
         let start = buf.len();

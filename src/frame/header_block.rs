@@ -414,7 +414,11 @@ impl HeaderBlockBuilder {
     /// Appends an entry already checked.
     #[inline]
     fn append(&mut self, name: &[u8], value: &[u8]) {
-        self.buf.reserve(name.len() + value.len());
+        // Room for the table and the count too, so that sealing the block
+        // never grows the buffer once more (a no-op when the builder was
+        // given the block's size).
+        let table = (self.count as usize + 1) * ENTRY + COUNT;
+        self.buf.reserve(name.len() + value.len() + table);
         self.buf.extend_from_slice(name);
         self.buf.extend_from_slice(value);
         let mut entry = [0; ENTRY];
@@ -444,12 +448,15 @@ impl HeaderBlockBuilder {
         let count = std::mem::take(&mut self.count);
         let mut buf = std::mem::take(&mut self.buf);
         if count > 0 {
-            let inline = &self.inline[..(count as usize).min(INLINE_ENTRIES)];
-            buf.reserve(count as usize * ENTRY + COUNT);
-            buf.extend_from_slice(inline.as_flattened());
-            buf.extend_from_slice(self.spill.as_flattened());
+            let n = count as usize;
+            // Room was kept by `append`: no growth here.
+            buf.reserve(n * ENTRY + COUNT);
+            buf.extend_from_slice(self.inline[..n.min(INLINE_ENTRIES)].as_flattened());
+            if n > INLINE_ENTRIES {
+                buf.extend_from_slice(self.spill.as_flattened());
+                self.spill.clear();
+            }
             buf.extend_from_slice(&count.to_be_bytes());
-            self.spill.clear();
         }
         (buf, count)
     }
