@@ -74,21 +74,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if present & 1 != 0 {
-        // The names `Connection` lists: usually `keep-alive` (one of the
-        // nine, removed below when present) or `close`; the others are
-        // made into names only when the message has such a field.
+        // The names `Connection` lists (usually `keep-alive` or `close`,
+        // with no such field) are made into names only when the message
+        // has such a field.
         let listed: Vec<HeaderName> = headers
             .get_all(http::header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|n| {
-                !HOP_BY_HOP
-                    .iter()
-                    .any(|h| h.as_str().eq_ignore_ascii_case(n))
-                    && headers.contains_key(*n)
-            })
+            .filter(|n| headers.contains_key(*n))
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for n in listed {
