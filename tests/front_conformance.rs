@@ -131,6 +131,16 @@ async fn smuggling_forms_are_refused_before_the_app() {
                 400,
             ),
             (
+                "CL + TE behind a leading CRLF",
+                b"\r\nPOST /buffer HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                400,
+            ),
+            (
+                "duplicate CL behind empty lines",
+                b"\r\n\n\r\nPOST /buffer HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+                400,
+            ),
+            (
                 "duplicate equal CL",
                 b"POST /buffer HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
                 400,

@@ -115,6 +115,14 @@ pub(crate) fn check_framing(raw: &[u8], method: &Method) -> Result<(), Refusal> 
     // at the first empty line. An incomplete head is not judged. Lines are
     // found with memchr and only the few that may name a framing field are
     // looked into: this runs on every HTTP/1 request, over every field.
+    //
+    // Empty lines before the request line are skipped, as hyper (httparse)
+    // skips them (RFC 9112 2.2): a head behind a leading CRLF is judged
+    // like any other.
+    let raw = &raw[raw
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()..];
     let mut ends = memchr::memchr_iter(b'\n', raw);
     let line_at = |start: usize, end: usize| {
         let l = &raw[start..end];
@@ -323,6 +331,11 @@ mod tests {
         assert!(check_framing(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n", &post).is_ok());
         let bare_lf = b"POST / HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n";
         assert!(check_framing(bare_lf, &post).is_err());
+        // Empty lines before the request line do not hide the head.
+        for lead in [&b"\r\n"[..], b"\n", b"\r\n\r\n", b"\n\r\n\n"] {
+            assert!(check_framing(&[lead, &both[..]].concat(), &post).is_err());
+            assert!(check_framing(&[lead, &dup[..]].concat(), &post).is_err());
+        }
     }
 
     use proptest::strategy::Strategy as _;
@@ -339,7 +352,8 @@ mod tests {
         };
         let mut lines = raw[..last]
             .split(|b| *b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .skip_while(|l| l.iter().all(|&b| b == b'\r'));
         let Some(first) = lines.next() else {
             return Ok(());
         };
@@ -402,8 +416,10 @@ mod tests {
             method in proptest::sample::select(vec![Method::GET, Method::POST]),
             first in proptest::sample::select(vec!["POST / HTTP/1.1", "GET / HTTP/1.1", "POST"]),
             end in proptest::bool::ANY,
+            lead in proptest::sample::select(vec!["", "\r\n", "\n", "\r\n\n"]),
         ) {
-            let mut raw = first.as_bytes().to_vec();
+            let mut raw = lead.as_bytes().to_vec();
+            raw.extend_from_slice(first.as_bytes());
             raw.extend_from_slice(b"\r\n");
             for (i, l) in lines.iter().enumerate() {
                 raw.extend_from_slice(l.as_bytes());

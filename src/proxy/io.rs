@@ -324,28 +324,54 @@ impl<T> TimedIo<T> {
             return;
         }
         let mut head = self.act.head.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bytes = bytes;
+        if head.is_empty() {
+            // Empty lines before the request line are skipped (RFC 9112
+            // 2.2, as hyper does): the head kept starts with the request
+            // line, and their line feeds do not count as its end.
+            let lead = bytes
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            bytes = &bytes[lead..];
+            if bytes.is_empty() {
+                return;
+            }
+        }
         let room = self.t.max_head.saturating_sub(head.len());
-        let from = head.len().saturating_sub(3);
-        head.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        // Keep nothing past the end of the head (body bytes are not needed).
-        if ends_head(&head[from..]) || head.len() >= self.t.max_head {
+        let bytes = &bytes[..bytes.len().min(room)];
+        // Keep nothing past the end of the head: the body bytes read with
+        // it (up to a whole read buffer of a POST) are not needed.
+        let end = head_end(&head[head.len().saturating_sub(2)..], bytes);
+        head.extend_from_slice(&bytes[..end.unwrap_or(bytes.len())]);
+        if end.is_some() || head.len() >= self.t.max_head {
             self.head_complete = true;
         }
     }
 }
 
-/// Whether `bytes` hold the blank line that ends a head: `\n\n` or
-/// `\n\r\n` (which `\r\n\r\n` contains). One pass for the line feeds.
-fn ends_head(bytes: &[u8]) -> bool {
+/// Where in `bytes` the blank line that ends a head ends (the index just
+/// past its last line feed), if it is there; `before` holds the bytes that
+/// came just before `bytes` (the end of the head so far, two are enough).
+/// A blank line is `\n\n` or `\n\r\n` (which `\r\n\r\n` contains).
+fn head_end(before: &[u8], bytes: &[u8]) -> Option<usize> {
     // A request read whole ends with its blank line: no scan for that one.
+    // (Should an earlier blank line be in it too, keeping the rest does no
+    // harm: the framing check stops at the first.)
     if bytes.ends_with(b"\n\r\n") || bytes.ends_with(b"\n\n") {
-        return true;
+        return Some(bytes.len());
     }
-    memchr::memchr_iter(b'\n', bytes).any(|i| match bytes.get(i + 1) {
-        Some(b'\n') => true,
-        Some(b'\r') => bytes.get(i + 2) == Some(&b'\n'),
-        _ => false,
-    })
+    let at = |i: usize, back: usize| match i.checked_sub(back) {
+        Some(j) => bytes.get(j).copied(),
+        None => before.len().checked_sub(back - i).map(|j| before[j]),
+    };
+    memchr::memchr_iter(b'\n', bytes)
+        .find(|&i| match at(i, 1) {
+            Some(b'\n') => true,
+            Some(b'\r') => at(i, 2) == Some(b'\n'),
+            _ => false,
+        })
+        .map(|i| i + 1)
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
@@ -537,22 +563,48 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::ends_head;
+    use super::head_end;
+
+    /// `head_end` on `bytes` with nothing before them.
+    fn end(bytes: &[u8]) -> Option<usize> {
+        head_end(b"", bytes)
+    }
 
     #[test]
-    fn ends_head_finds_every_blank_line_form() {
-        assert!(ends_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
-        assert!(ends_head(b"GET / HTTP/1.1\nHost: a\n\n"));
-        assert!(ends_head(b"Host: a\n\r\n"));
-        assert!(ends_head(b"\r\n\r\nbody"));
-        assert!(!ends_head(b"GET / HTTP/1.1\r\nHost: a\r\n"));
-        assert!(!ends_head(b"Host: a\r\n\r"));
-        assert!(!ends_head(b"\n\r"));
-        assert!(!ends_head(b""));
+    fn head_end_finds_every_blank_line_form() {
+        assert_eq!(end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some(27));
+        assert_eq!(end(b"GET / HTTP/1.1\nHost: a\n\n"), Some(24));
+        assert_eq!(end(b"Host: a\n\r\n"), Some(10));
+        assert_eq!(end(b"\r\n\r\nbody"), Some(4));
+        assert_eq!(end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(end(b"Host: a\r\n\r"), None);
+        assert_eq!(end(b"\n\r"), None);
+        assert_eq!(end(b""), None);
         // The blank line at the very end, or before other bytes.
-        assert!(ends_head(b"\n\r\n"));
-        assert!(ends_head(b"\n\n"));
-        assert!(!ends_head(b"\r\n"));
-        assert!(ends_head(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n"));
+        assert_eq!(end(b"\n\r\n"), Some(3));
+        assert_eq!(end(b"\n\n"), Some(2));
+        assert_eq!(end(b"\r\n"), None);
+        assert_eq!(end(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n"), Some(18));
+        // A POST read with its body: the head ends before the body.
+        let post = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
+        assert_eq!(end(post), Some(post.len() - 10));
+    }
+
+    #[test]
+    fn head_end_sees_blank_lines_split_across_reads() {
+        // Every split of a head (with a body after it) finds the same end.
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            b"GET / HTTP/1.1\nHost: a\n\r\n",
+        ] {
+            let all = [head, b"0123456789"].concat();
+            for cut in 1..all.len() {
+                let (a, b) = all.split_at(cut);
+                let found = end(a)
+                    .or_else(|| head_end(&a[a.len().saturating_sub(2)..], b).map(|e| cut + e));
+                assert_eq!(found, Some(head.len()), "cut at {cut} of {all:?}");
+            }
+        }
     }
 }
