@@ -1,8 +1,9 @@
 //! Write batching of the connection driver (`Config::write_batch`): frames
 //! that several tasks queue in one scheduler turn leave in few writes, a
 //! full batch is written without waiting for the turn to end, and a batch
-//! of 1 writes each request on its own. Real Unix socket, real runtime;
-//! the client's transport counts the writes that reach the socket.
+//! of 1 writes each request on its own. And read sizes: a body streaming in
+//! is read in large chunks. Real Unix socket, real runtime; the client's
+//! transport counts the writes and reads that reach the socket.
 #![cfg(feature = "cli")]
 
 mod common;
@@ -19,10 +20,23 @@ use tokio::net::UnixStream;
 use uwire::conn::Config;
 use uwire::server::ServerConfig;
 
-/// A Unix stream that counts the writes the socket accepted.
+/// A Unix stream that counts the writes the socket accepted, and the
+/// reads that brought bytes (all, and those into a small buffer).
 struct Counting {
     io: UnixStream,
     writes: Arc<AtomicUsize>,
+    reads: Arc<Reads>,
+}
+
+/// Reads seen by [`Counting`].
+#[derive(Default)]
+struct Reads {
+    /// Reads that brought bytes.
+    all: AtomicUsize,
+    /// Reads into a buffer of 8 KiB: the driver's small read (on the
+    /// stack) for a connection between frames, which a streaming body
+    /// should not take frame after frame.
+    small: AtomicUsize,
 }
 
 impl Counting {
@@ -39,7 +53,16 @@ impl AsyncRead for Counting {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let (before, room) = (buf.filled().len(), buf.remaining());
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let got = buf.filled().len() - before;
+        if matches!(r, Poll::Ready(Ok(()))) && got > 0 {
+            self.reads.all.fetch_add(1, Ordering::Relaxed);
+            if room == 8 << 10 {
+                self.reads.small.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
     }
 }
 
@@ -109,6 +132,7 @@ fn writes_for(name: &str, write_batch: usize, requests: usize) -> usize {
         let io = Counting {
             io: UnixStream::connect(&path).await.unwrap(),
             writes: writes.clone(),
+            reads: Arc::default(),
         };
         let mut config = Config::default();
         config.write_batch(write_batch);
@@ -168,4 +192,48 @@ fn a_batch_of_one_writes_each_request_alone() {
             "write_batch {batch}: 32 requests took only {n} writes"
         );
     }
+}
+
+/// A large response streams in as 64 KiB chunks, frame after frame. The
+/// driver reads a connection between frames into a small buffer on the
+/// stack (an idle connection holds no read buffer), but once a read fills
+/// it, a body is streaming: the next reads go to the heap in large chunks,
+/// also when one starts on a frame boundary, and stop where the frame they
+/// cut can be completed in place.
+#[test]
+fn a_streaming_body_is_read_in_large_chunks() {
+    const LEN: usize = 16 << 20;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (all, small) = rt.block_on(bounded(async move {
+        let server = TestServer::start("big-reads", ServerConfig::default(), app()).await;
+        let reads = Arc::new(Reads::default());
+        let io = Counting {
+            io: UnixStream::connect(&server.path).await.unwrap(),
+            writes: Arc::default(),
+            reads: reads.clone(),
+        };
+        let (c, conn) = uwire::net::client(io, Config::default());
+        tokio::spawn(conn);
+        let (status, body) = get(&c, &format!("/zeros/{LEN}")).await.unwrap();
+        assert_eq!((status, body.len()), (200, LEN));
+        assert!(body.iter().all(|&b| b == 0));
+        drop(c);
+        server.shutdown().await.unwrap();
+        (
+            reads.all.load(Ordering::Relaxed),
+            reads.small.load(Ordering::Relaxed),
+        )
+    }));
+    let frames = LEN / (64 << 10);
+    eprintln!("{LEN} bytes in {frames} DATA frames: {all} reads, {small} small");
+    // Before: a small read at about every other frame boundary, 1.5 reads
+    // per frame (387 for 256).
+    assert!(
+        small <= 2,
+        "{small} of {all} reads were small ({frames} frames)"
+    );
+    assert!(all <= frames * 5 / 4, "{all} reads for {frames} frames");
 }

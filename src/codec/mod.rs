@@ -145,10 +145,6 @@ impl Codec {
                         .check(&self.limits)
                         .inspect_err(|_| self.state = State::Failed)?;
                     src.advance(HEADER_LEN);
-                    let len = header.length() as usize;
-                    if src.len() < len {
-                        src.reserve(len - src.len());
-                    }
                     self.state = State::Payload(header);
                 }
                 State::Payload(header) => {
@@ -164,6 +160,24 @@ impl Codec {
                 }
             }
         }
+    }
+
+    /// How many more bytes the frame in progress needs, given the
+    /// `buffered` bytes [`Codec::decode_frame`] left undecoded: the rest
+    /// of the preface or of a frame header, or, once a header is read (and
+    /// its length checked against the limits), the rest of its payload. A
+    /// reader makes room for that many before its next read; the decoder
+    /// reserves nothing itself, so that the reader decides how (the
+    /// connection driver moves a cut frame to a fresh buffer rather than
+    /// growing one whose front its earlier frames still share).
+    pub fn awaiting(&self, buffered: usize) -> usize {
+        let whole = match self.state {
+            State::Preface => preface::PREFACE_LEN,
+            State::Head => HEADER_LEN,
+            State::Payload(header) => header.length() as usize,
+            State::Failed => return 0,
+        };
+        whole.saturating_sub(buffered)
     }
 
     /// Like [`Codec::decode_frame`] at end of input: leftover bytes are a
@@ -198,7 +212,13 @@ impl Decoder for Codec {
     type Error = Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
-        Ok(self.decode_frame(src)?)
+        let frame = self.decode_frame(src)?;
+        if frame.is_none() {
+            // Room for the rest of the frame in progress (its length was
+            // checked against the limits before any is reserved).
+            src.reserve(self.awaiting(src.len()));
+        }
+        Ok(frame)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
@@ -47,6 +47,10 @@ const POLL_BUDGET: usize = 32;
 const READ_CHUNK: usize = 8 * 1024;
 /// Room made for a read that continues a partial frame.
 const BIG_READ: usize = 64 * 1024;
+/// The buffer a read of a streaming body lands in (see
+/// `poll_read_some`): with the default 64 KiB frames, a read of up to
+/// 128 KiB and room behind it for the rest of a frame it cuts.
+const STREAM_BUFFER: usize = 192 * 1024;
 /// How long a closing connection keeps reading (and discarding) after its
 /// last write, waiting for the peer to close first. Closing a socket with
 /// unread input makes the kernel reset it, and a reset can destroy what
@@ -64,6 +68,15 @@ pub(crate) struct Driver<T> {
 struct State {
     codec: Codec,
     rbuf: BytesMut,
+    /// A read that started on a frame boundary brought at least
+    /// [`READ_CHUNK`] bytes: a body is streaming in, so the next read goes
+    /// straight to the heap in large chunks even when it starts on a frame
+    /// boundary.
+    streaming: bool,
+    /// Room kept free behind a streaming read for the rest of the frame it
+    /// may cut: the largest frame the codec accepts (at most half of
+    /// [`STREAM_BUFFER`]).
+    headroom: usize,
     wbuf: WriteQueue,
     /// Our preface is out (a server sends it only once the client's is in).
     greeted: bool,
@@ -108,6 +121,9 @@ impl<T> Driver<T> {
             st: State {
                 codec: Codec::new(config.limits),
                 rbuf: BytesMut::new(),
+                streaming: false,
+                headroom: (config.limits.max_frame_size as usize + crate::frame::HEADER_LEN)
+                    .min(STREAM_BUFFER / 2),
                 wbuf,
                 greeted,
                 read_open: true,
@@ -266,20 +282,61 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     /// came are copied to the heap: a connection waiting for its next frame
     /// (an idle pooled connection, most of the time) holds no read buffer.
     /// A partial frame (a large body arriving) is read into the buffer
-    /// directly, in large chunks.
+    /// directly.
+    ///
+    /// Once a read on a frame boundary fills the stack chunk, a body is
+    /// streaming in, frame after frame: the reads that start on a boundary
+    /// then go straight to a fresh heap buffer (one read, not a small one
+    /// on the stack and a copy), and stop short of its end by the largest
+    /// frame, so that the frame a read cuts is completed in place rather
+    /// than copied to a larger buffer. A small read on a boundary ends the
+    /// streaming.
     fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if !self.st.rbuf.is_empty() {
-            if self.st.rbuf.capacity() - self.st.rbuf.len() < READ_CHUNK / 2 {
-                self.st.rbuf.reserve(BIG_READ);
+        let io = Pin::new(&mut self.io);
+        let st = &mut self.st;
+        if !st.rbuf.is_empty() {
+            // A frame was cut: make room for the rest of it (and a large
+            // read) unless there is. The cut frame's bytes move to a fresh
+            // buffer, a copy of less than a frame; growing this one would
+            // copy the frames before it too, which the engine may still
+            // hold.
+            let need = st.codec.awaiting(st.rbuf.len()).max(1);
+            if st.rbuf.capacity() - st.rbuf.len() < need.max(READ_CHUNK / 2) {
+                let mut fresh = BytesMut::with_capacity(st.rbuf.len() + need.max(BIG_READ));
+                fresh.extend_from_slice(&st.rbuf);
+                st.rbuf = fresh;
             }
-            return tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.st.rbuf);
+            let spare = st.rbuf.capacity() - st.rbuf.len();
+            // Streaming: past the cut frame, read on only while room for a
+            // whole frame stays behind (else the frame the read cuts next
+            // would move).
+            let room = if st.streaming {
+                need.max(spare.saturating_sub(st.headroom))
+            } else {
+                spare
+            };
+            let r = tokio_util::io::poll_read_buf(io, cx, &mut (&mut st.rbuf).limit(room));
+            if matches!(r, Poll::Ready(Ok(n)) if n >= READ_CHUNK) {
+                st.streaming = true;
+            }
+            return r;
+        }
+        if st.streaming {
+            st.rbuf.reserve(STREAM_BUFFER);
+            let room = st.rbuf.capacity() - st.headroom;
+            let r = tokio_util::io::poll_read_buf(io, cx, &mut (&mut st.rbuf).limit(room));
+            if let Poll::Ready(Ok(n)) = r {
+                st.streaming = n >= READ_CHUNK;
+            }
+            return r;
         }
         let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
         let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
-        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+        match io.poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
                 let got = buf.filled();
-                self.st.rbuf.extend_from_slice(got);
+                st.rbuf.extend_from_slice(got);
+                st.streaming = got.len() == READ_CHUNK;
                 Poll::Ready(Ok(got.len()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
