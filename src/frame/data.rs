@@ -68,6 +68,16 @@ impl Data {
         self.payload
     }
 
+    /// Gives a payload shorter than `below` bytes an allocation of its own
+    /// (a copy), so that while it waits to be read it does not keep alive
+    /// the whole read buffer it was cut from.
+    #[cfg(any(test, feature = "net"))]
+    pub(crate) fn detach_small(&mut self, below: usize) {
+        if self.payload.len() < below {
+            self.payload = Bytes::copy_from_slice(&self.payload);
+        }
+    }
+
     /// Whether this frame ends the sender's half of the stream.
     pub fn is_end_stream(&self) -> bool {
         self.end_stream
@@ -86,5 +96,29 @@ impl std::fmt::Debug for Data {
             .field("len", &self.payload.len())
             .field("end_stream", &self.end_stream)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_small_copies_only_small_payloads() {
+        let buf = Bytes::from(vec![7u8; 64 * 1024]);
+        let id = StreamId::new(1);
+        let mut small = Data::new(id, buf.slice(100..110), false);
+        small.detach_small(4096);
+        // Its own allocation: not a view into `buf` any more.
+        let inside = |p: &Bytes| buf.as_ptr_range().contains(&p.as_ptr());
+        assert!(!inside(small.payload()));
+        assert_eq!(&small.payload()[..], &[7u8; 10]);
+        let mut large = Data::new(id, buf.slice(..8192), true);
+        large.detach_small(4096);
+        assert!(inside(large.payload()));
+        assert_eq!(large.payload().len(), 8192);
+        let mut empty = Data::new(id, buf.slice(0..0), true);
+        empty.detach_small(4096);
+        assert!(empty.payload().is_empty());
     }
 }

@@ -27,7 +27,7 @@ use super::shared::{now, End, Inner, Shared};
 use super::wqueue::{WriteQueue, MAX_SLICES};
 use crate::codec::Codec;
 use crate::conn::Role;
-use crate::frame::{preface, Reason};
+use crate::frame::{preface, Frame, Reason};
 
 /// Frames are taken from the engine only while fewer than this many bytes
 /// wait to be written. What the engine has not handed out has not happened
@@ -47,6 +47,9 @@ const POLL_BUDGET: usize = 32;
 const READ_CHUNK: usize = 8 * 1024;
 /// Room made for a read that continues a partial frame.
 const BIG_READ: usize = 64 * 1024;
+/// DATA payloads shorter than this, cut from a buffer made for large reads,
+/// are copied out of it (see `State::decode`).
+const SMALL_DATA: usize = 4 * 1024;
 /// The buffer a read of a streaming body lands in (see
 /// `poll_read_some`): with the default 64 KiB frames, a read of up to
 /// 128 KiB and room behind it for the rest of a frame it cuts.
@@ -73,6 +76,11 @@ struct State {
     /// straight to the heap in large chunks even when it starts on a frame
     /// boundary.
     streaming: bool,
+    /// `rbuf` was made for large reads (a cut frame's rest, a streaming
+    /// body): a small DATA payload cut from it gets its own allocation, so
+    /// that a peer cannot make each byte of unread body it is allowed keep
+    /// a whole large buffer alive.
+    large: bool,
     /// Room kept free behind a streaming read for the rest of the frame it
     /// may cut: the largest frame the codec accepts (at most half of
     /// [`STREAM_BUFFER`]).
@@ -122,6 +130,7 @@ impl<T> Driver<T> {
                 codec: Codec::new(config.limits),
                 rbuf: BytesMut::new(),
                 streaming: false,
+                large: false,
                 headroom: (config.limits.max_frame_size as usize + crate::frame::HEADER_LEN)
                     .min(STREAM_BUFFER / 2),
                 wbuf,
@@ -187,7 +196,12 @@ impl State {
     fn decode(&mut self, g: &mut Inner) {
         loop {
             match self.codec.decode_frame(&mut self.rbuf) {
-                Ok(Some(frame)) => {
+                Ok(Some(mut frame)) => {
+                    if self.large {
+                        if let Frame::Data(d) = &mut frame {
+                            d.detach_small(SMALL_DATA);
+                        }
+                    }
                     if let Err(e) = g.engine.handle_frame(frame, now()) {
                         tracing::debug!(error = %e, "closing the connection: peer broke the protocol");
                         self.read_open = false;
@@ -305,6 +319,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 let mut fresh = BytesMut::with_capacity(st.rbuf.len() + need.max(BIG_READ));
                 fresh.extend_from_slice(&st.rbuf);
                 st.rbuf = fresh;
+                st.large = true;
             }
             let spare = st.rbuf.capacity() - st.rbuf.len();
             // Streaming: past the cut frame, read on only while room for a
@@ -323,6 +338,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
         if st.streaming {
             st.rbuf.reserve(STREAM_BUFFER);
+            st.large = true;
             let room = st.rbuf.capacity() - st.headroom;
             let r = tokio_util::io::poll_read_buf(io, cx, &mut (&mut st.rbuf).limit(room));
             if let Poll::Ready(Ok(n)) = r {
@@ -336,6 +352,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             Poll::Ready(Ok(())) => {
                 let got = buf.filled();
                 st.rbuf.extend_from_slice(got);
+                st.large = false;
                 st.streaming = got.len() == READ_CHUNK;
                 Poll::Ready(Ok(got.len()))
             }
@@ -426,6 +443,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 // Every frame is out (their payloads may still share the
                 // allocation): the next read starts on the stack again.
                 self.st.rbuf = BytesMut::new();
+                self.st.large = false;
             }
         }
 
