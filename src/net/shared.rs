@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     deferred: AtomicBool,
     /// `Config::write_batch`.
     write_batch: usize,
+    /// The server side: streams open only when the peer's frames arrive,
+    /// which the driver itself reads (see `should_defer`).
+    server: bool,
     /// The peer's max_concurrent_streams once its SETTINGS arrived, else 0.
     pub(crate) peer_max_streams: AtomicU32,
     /// Streams open on the connection right now.
@@ -124,6 +127,7 @@ impl Shared {
             queued: AtomicUsize::new(0),
             deferred: AtomicBool::new(false),
             write_batch,
+            server: role == Role::Server,
             peer_max_streams: AtomicU32::new(0),
             active_streams: AtomicU32::new(0),
             closed: AtomicBool::new(false),
@@ -161,11 +165,19 @@ impl Shared {
 
     /// Driver side: whether to wait for the end of the scheduler's turn
     /// before writing: handles asked for the driver, fewer times than a
-    /// batch.
+    /// batch, and more may come this turn. On a server, only the streams
+    /// open now can add to the batch (new ones arrive through this driver's
+    /// reads); when there are no more of them than wake-ups (one request
+    /// in flight, answered), nothing else will come: writing at once saves
+    /// the turn and the extra poll of the I/O driver that waiting costs. A
+    /// client's streams are opened by any task, so it always waits.
     pub(crate) fn should_defer(&self) -> bool {
-        self.write_batch > 1
-            && self.notified.load(Ordering::Acquire)
-            && self.queued.load(Ordering::Acquire) < self.write_batch
+        if self.write_batch <= 1 || !self.notified.load(Ordering::Acquire) {
+            return false;
+        }
+        let queued = self.queued.load(Ordering::Acquire);
+        queued < self.write_batch
+            && !(self.server && self.active_streams.load(Ordering::Acquire) as usize <= queued)
     }
 
     /// Driver side: the driver waits for the end of the turn (its wake-up
@@ -568,5 +580,52 @@ impl Inner {
             let _ = self.engine.reset_stream(id, reason);
             self.slots.remove(&id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(role: Role) -> Arc<Shared> {
+        let mut config = crate::conn::Config::default();
+        config.write_batch(8);
+        Shared::new(role, config)
+    }
+
+    #[test]
+    fn a_server_waits_for_the_turn_only_while_other_streams_may_answer() {
+        let s = shared(Role::Server);
+        assert!(!s.should_defer(), "nothing queued");
+        s.active_streams.store(1, Ordering::Release);
+        s.notify();
+        // The one stream in flight answered: nothing else can come.
+        assert!(!s.should_defer());
+        s.active_streams.store(3, Ordering::Release);
+        assert!(s.should_defer(), "two more streams may answer this turn");
+        s.notify();
+        s.notify();
+        assert!(!s.should_defer(), "each open stream woke the driver");
+        s.active_streams.store(64, Ordering::Release);
+        for _ in 0..5 {
+            s.notify();
+        }
+        assert!(!s.should_defer(), "a full batch is written at once");
+    }
+
+    #[test]
+    fn a_client_always_waits_for_the_turn_below_a_batch() {
+        // Any task may open a stream on a client connection.
+        let c = shared(Role::Client);
+        c.notify();
+        assert!(c.should_defer());
+        c.active_streams.store(1, Ordering::Release);
+        assert!(c.should_defer());
+        let mut config = crate::conn::Config::default();
+        config.write_batch(1);
+        let unbatched = Shared::new(Role::Server, config);
+        unbatched.active_streams.store(5, Ordering::Release);
+        unbatched.notify();
+        assert!(!unbatched.should_defer(), "write_batch 1 never waits");
     }
 }
