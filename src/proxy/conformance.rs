@@ -104,6 +104,15 @@ pub(crate) fn normalize<B>(req: &mut Request<B>) {
     }
 }
 
+/// `raw` without the empty lines (CR and LF bytes) before its request
+/// line, which hyper (httparse) skips as RFC 9112 2.2 allows.
+pub(crate) fn skip_empty_lines(raw: &[u8]) -> &[u8] {
+    &raw[raw
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()..]
+}
+
 /// Checks the framing fields of an HTTP/1 head as received (hyper folds
 /// them before the request is seen: with both Content-Length and
 /// Transfer-Encoding it drops Content-Length, duplicates of one
@@ -116,13 +125,8 @@ pub(crate) fn check_framing(raw: &[u8], method: &Method) -> Result<(), Refusal> 
     // found with memchr and only the few that may name a framing field are
     // looked into: this runs on every HTTP/1 request, over every field.
     //
-    // Empty lines before the request line are skipped, as hyper (httparse)
-    // skips them (RFC 9112 2.2): a head behind a leading CRLF is judged
-    // like any other.
-    let raw = &raw[raw
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count()..];
+    // A head behind leading empty lines is judged like any other.
+    let raw = skip_empty_lines(raw);
     let mut ends = memchr::memchr_iter(b'\n', raw);
     let line_at = |start: usize, end: usize| {
         let l = &raw[start..end];

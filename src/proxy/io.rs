@@ -326,14 +326,10 @@ impl<T> TimedIo<T> {
         let mut head = self.act.head.lock().unwrap_or_else(|e| e.into_inner());
         let mut bytes = bytes;
         if head.is_empty() {
-            // Empty lines before the request line are skipped (RFC 9112
-            // 2.2, as hyper does): the head kept starts with the request
-            // line, and their line feeds do not count as its end.
-            let lead = bytes
-                .iter()
-                .take_while(|&&b| b == b'\r' || b == b'\n')
-                .count();
-            bytes = &bytes[lead..];
+            // The head kept starts with the request line: empty lines
+            // before it are skipped, and their line feeds do not count as
+            // its end.
+            bytes = super::conformance::skip_empty_lines(bytes);
             if bytes.is_empty() {
                 return;
             }
