@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use memchr::memchr;
 
-use super::packet::{content_length, UwsgiRequest};
+use super::packet::UwsgiRequest;
 use super::util::{decodes_to, is_clean, is_token, parse_u64, percent_decode, percent_encode_path};
 use super::{lossy, UwsgiError};
 use crate::frame::{HeaderBlock, HeaderBlockBuilder, HttpVersion, RequestHead};
@@ -229,7 +229,7 @@ impl UwsgiRequest {
             .ok_or(UwsgiError::InvalidMethod)?;
         let client_port = port("REMOTE_PORT", remote_port)?;
         let server_port = port("SERVER_PORT", server_port)?;
-        let body_length = content_length(self.vars())?;
+        let body_length = self.content_length();
 
         // Target.
         let uri = req_uri.filter(|u| !u.is_empty());

@@ -154,29 +154,51 @@ fn walk_vars<'a>(
     Ok(())
 }
 
-/// The body length a request's vars declare: `None` when `CONTENT_LENGTH`
-/// is absent or empty (nginx sends it empty for requests without a body).
-/// A repeated `CONTENT_LENGTH` (even with equal values) is
-/// [`UwsgiError::DuplicateContentLength`]; a value that is not a plain
-/// decimal fitting in 64 bits is [`UwsgiError::InvalidContentLength`].
-pub(crate) fn content_length<'a>(
+/// The body length `vars` declare ([`ContentLengthVar`]'s rules).
+#[cfg(test)]
+fn content_length<'a>(
     vars: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<Option<u64>, UwsgiError> {
-    let mut found: Option<&[u8]> = None;
+    let mut found = ContentLengthVar::default();
     for (k, v) in vars {
-        if k == b"CONTENT_LENGTH" {
-            if found.is_some() {
-                return Err(UwsgiError::DuplicateContentLength);
-            }
-            found = Some(v);
+        found.see(k, v);
+    }
+    found.value()
+}
+
+/// The `CONTENT_LENGTH` var of a block, gathered while walking it. The body
+/// length it declares is `None` when the var is absent or empty (nginx
+/// sends it empty for requests without a body). A repeated `CONTENT_LENGTH`
+/// (even with equal values) is [`UwsgiError::DuplicateContentLength`]; a
+/// value that is not a plain decimal fitting in 64 bits is
+/// [`UwsgiError::InvalidContentLength`].
+#[derive(Default)]
+struct ContentLengthVar<'a> {
+    value: Option<&'a [u8]>,
+    repeated: bool,
+}
+
+impl<'a> ContentLengthVar<'a> {
+    /// Notes one var.
+    #[inline]
+    fn see(&mut self, key: &[u8], value: &'a [u8]) {
+        if key == b"CONTENT_LENGTH" {
+            self.repeated |= self.value.is_some();
+            self.value = Some(value);
         }
     }
-    match found {
-        None => Ok(None),
-        Some([]) => Ok(None),
-        Some(v) => parse_u64(v)
-            .map(Some)
-            .ok_or_else(|| UwsgiError::InvalidContentLength { value: lossy(v) }),
+
+    /// The length it gives.
+    fn value(&self) -> Result<Option<u64>, UwsgiError> {
+        if self.repeated {
+            return Err(UwsgiError::DuplicateContentLength);
+        }
+        match self.value {
+            None | Some([]) => Ok(None),
+            Some(v) => parse_u64(v)
+                .map(Some)
+                .ok_or_else(|| UwsgiError::InvalidContentLength { value: lossy(v) }),
+        }
     }
 }
 
@@ -199,6 +221,8 @@ pub struct UwsgiRequest {
     /// Body bytes that follow the block: `CONTENT_LENGTH`, 0 when it is
     /// absent or empty.
     pub body_length: u64,
+    /// `CONTENT_LENGTH` as the head states it: `None` when absent or empty.
+    content_length: Option<u64>,
 }
 
 /// A var's key and value as byte ranges of the block.
@@ -243,19 +267,18 @@ impl UwsgiRequest {
             // A block is at most 65,535 bytes (its size is a u16).
             (start as u32, (start + field.len()) as u32)
         };
+        // `CONTENT_LENGTH` is found on the same walk (it was a second pass
+        // over every var, and `to_request_head` made a third).
+        let mut cl = ContentLengthVar::default();
         walk_vars(&block, limits.max_vars, |key, value| {
+            cl.see(key, value);
             vars.push(VarAt {
                 key: at(key),
                 value: at(value),
             });
         })?;
-        let mut req = UwsgiRequest {
-            header,
-            block,
-            vars,
-            body_length: 0,
-        };
-        let body_length = content_length(req.vars())?.unwrap_or(0);
+        let content_length = cl.value()?;
+        let body_length = content_length.unwrap_or(0);
         if let Some(limit) = limits.max_body_size {
             if body_length > limit {
                 return Err(UwsgiError::BodyTooLarge {
@@ -264,8 +287,13 @@ impl UwsgiRequest {
                 });
             }
         }
-        req.body_length = body_length;
-        Ok(req)
+        Ok(UwsgiRequest {
+            header,
+            block,
+            vars,
+            body_length,
+            content_length,
+        })
     }
 
     /// The vars in block order, as `(key, value)` slices of the block.
@@ -276,6 +304,12 @@ impl UwsgiRequest {
         self.vars
             .iter()
             .map(move |v| (field(v.key), field(v.value)))
+    }
+
+    /// `CONTENT_LENGTH` as the head states it: `None` when absent or empty
+    /// (checked by [`UwsgiRequest::parse`]).
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.content_length
     }
 
     /// The vars block, as received.
