@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::access_log::{AccessLogFormat, AccessLogTarget};
+use super::access_log::{
+    AccessLogFormat, AccessLogTarget, DEFAULT_ACCESS_LOG_FLUSH, MAX_ACCESS_LOG_BUFFER,
+};
 use super::compress::CompressionConfig;
 use super::forwarded::TrustedProxies;
 use super::static_files::StaticMount;
@@ -110,6 +112,13 @@ pub struct ProxyConfig {
     pub access_log_format: AccessLogFormat,
     /// Where access log lines go. Default off (`uwire proxy`: standard error).
     pub access_log: AccessLogTarget,
+    /// Bytes of access log lines kept in memory and written together
+    /// (nginx's `buffer=`); 0, the default, writes each line at once. At
+    /// most [`MAX_ACCESS_LOG_BUFFER`].
+    pub access_log_buffer: usize,
+    /// Longest time a buffered line waits (nginx's `flush=`). Default
+    /// [`DEFAULT_ACCESS_LOG_FLUSH`].
+    pub access_log_flush: Duration,
     /// Idle and lifetime limits of upgraded connections (WebSockets):
     /// past either, the tunnel is cut (the app's stream reset with
     /// `TIMEOUT`). Defaults [`crate::net::DEFAULT_TUNNEL_IDLE_TIMEOUT`] and
@@ -154,6 +163,8 @@ impl Default for ProxyConfig {
             compression: CompressionConfig::default(),
             access_log_format: AccessLogFormat::default(),
             access_log: AccessLogTarget::default(),
+            access_log_buffer: 0,
+            access_log_flush: DEFAULT_ACCESS_LOG_FLUSH,
             tunnel: crate::net::TunnelLimits::default(),
         }
     }
@@ -185,6 +196,14 @@ impl ProxyConfig {
         }
         if u32::try_from(self.max_header_size).is_err() {
             return Err("max_header_size must fit in 32 bits".into());
+        }
+        if self.access_log_buffer > MAX_ACCESS_LOG_BUFFER {
+            return Err(format!(
+                "access_log_buffer must be at most {MAX_ACCESS_LOG_BUFFER} bytes"
+            ));
+        }
+        if self.access_log_buffer > 0 && self.access_log_flush.is_zero() {
+            return Err("access_log_flush must be above zero with an access_log_buffer".into());
         }
         let mut prefixes = std::collections::HashSet::new();
         for m in &self.static_mounts {

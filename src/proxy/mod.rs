@@ -123,9 +123,13 @@ impl Front {
         let tls = config.tls.as_ref().map(tls::TlsState::new).transpose()?;
         let statics =
             static_files::StaticFiles::new(&config.static_mounts).map_err(FrontError::Static)?;
-        let access_log = access_log::AccessLog::open(config.access_log_format, &config.access_log)
-            .map_err(FrontError::AccessLog)?
-            .map(Arc::new);
+        let access_log = access_log::AccessLog::open(
+            config.access_log_format,
+            &config.access_log,
+            config.access_log_buffer,
+            config.access_log_flush,
+        )
+        .map_err(FrontError::AccessLog)?;
         let compress = config
             .compression
             .is_enabled()
@@ -229,6 +233,10 @@ impl Front {
             .is_err()
         {
             tracing::warn!("drain timeout: closing remaining connections");
+        }
+        // The lines of the requests drained, if the log keeps them.
+        if let Some(l) = &shared.access_log {
+            l.flush();
         }
         Ok(())
     }

@@ -154,6 +154,14 @@ pub struct FrontArgs {
     /// Access log format: combined (nginx) or json.
     #[arg(long, default_value = "combined")]
     pub access_log_format: AccessLogFormat,
+    /// Access log buffer in bytes (nginx's buffer=): lines are written
+    /// together when it is full or a line has waited --access-log-flush;
+    /// 0 writes each line at once. At most 16 MiB.
+    #[arg(long, default_value_t = 0)]
+    pub access_log_buffer: usize,
+    /// Longest time a buffered access log line waits (nginx's flush=).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub access_log_flush: Duration,
 }
 
 /// The parsed `--compress` list.
@@ -216,6 +224,8 @@ impl FrontArgs {
             compression,
             access_log_format: self.access_log_format,
             access_log: self.access_log.clone(),
+            access_log_buffer: self.access_log_buffer,
+            access_log_flush: self.access_log_flush,
             tunnel: tunnel_limits(self.tunnel_idle_timeout, self.tunnel_max_duration),
         };
         (c, p)
