@@ -39,6 +39,7 @@
 mod deadline;
 mod driver;
 mod error;
+mod recvq;
 mod rewind;
 mod shared;
 pub(crate) use deadline::within;

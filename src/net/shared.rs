@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
@@ -241,8 +240,8 @@ pub(crate) enum Gone {
 /// One stream's shared state.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
-    /// Received body chunks not yet read.
-    pub(crate) chunks: VecDeque<Bytes>,
+    /// Received body bytes not yet read.
+    pub(crate) chunks: super::recvq::RecvQueue,
     /// The peer's half ended (END_STREAM or trailers).
     pub(crate) recv_end: bool,
     pub(crate) trailers: Option<HeaderBlock>,
@@ -471,9 +470,7 @@ impl Inner {
                 end_stream,
             } => match self.slots.get_mut(&id) {
                 Some(s) if !s.discard => {
-                    if !data.is_empty() {
-                        s.chunks.push_back(data);
-                    }
+                    s.chunks.push(data);
                     s.recv_end |= end_stream;
                     if let Some(w) = s.recv_waker.take() {
                         w.wake();

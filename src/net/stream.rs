@@ -285,7 +285,7 @@ impl RecvStream {
             self.done = true;
             return Poll::Ready(Some(Err(Error::closed())));
         };
-        if let Some(chunk) = s.chunks.pop_front() {
+        if let Some(chunk) = s.chunks.pop() {
             // Credit goes back as the bytes are read.
             g.engine.release_capacity(id, chunk.len());
             let wake = g.engine.has_pending_transmit();
@@ -382,7 +382,7 @@ impl Drop for RecvStream {
         let unread: usize = match g.slots.get_mut(&id) {
             Some(s) => {
                 s.discard = true;
-                s.chunks.drain(..).map(|c| c.len()).sum()
+                s.chunks.clear()
             }
             None => 0,
         };
