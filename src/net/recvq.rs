@@ -28,7 +28,9 @@ pub(crate) struct RecvQueue {
     /// Payloads, oldest first.
     chunks: VecDeque<Bytes>,
     /// Small payloads gathered after `chunks` (copies), in arrival order.
-    gathered: BytesMut,
+    /// Boxed: most streams never gather, and every stream's slot holds
+    /// one of these.
+    gathered: Option<Box<BytesMut>>,
 }
 
 impl RecvQueue {
@@ -37,16 +39,20 @@ impl RecvQueue {
         if data.is_empty() {
             return;
         }
-        let behind = !self.chunks.is_empty() || !self.gathered.is_empty();
+        let behind =
+            !self.chunks.is_empty() || self.gathered.as_ref().is_some_and(|g| !g.is_empty());
         if behind && data.len() < GATHER_BELOW {
-            if self.gathered.capacity() - self.gathered.len() < data.len() {
+            let g = self.gathered.get_or_insert_with(Default::default);
+            if g.capacity() - g.len() < data.len() {
                 // Full: what it holds joins the queue, and a fresh
                 // allocation gathers on (the sealed part keeps the old
                 // one alive until it is read).
-                self.seal();
-                self.gathered = BytesMut::with_capacity(GATHER_BUFFER);
+                if !g.is_empty() {
+                    self.chunks.push_back(g.split().freeze());
+                }
+                **g = BytesMut::with_capacity(GATHER_BUFFER);
             }
-            self.gathered.extend_from_slice(&data);
+            g.extend_from_slice(&data);
             return;
         }
         self.seal();
@@ -57,23 +63,25 @@ impl RecvQueue {
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
         match self.chunks.pop_front() {
             Some(c) => Some(c),
-            None if !self.gathered.is_empty() => Some(self.gathered.split().freeze()),
-            None => None,
+            None => self
+                .gathered
+                .as_mut()
+                .filter(|g| !g.is_empty())
+                .map(|g| g.split().freeze()),
         }
     }
 
     /// Drops everything unread; returns how many bytes that was.
     pub(crate) fn clear(&mut self) -> usize {
-        let n = self.chunks.drain(..).map(|c| c.len()).sum::<usize>() + self.gathered.len();
-        self.gathered = BytesMut::new();
-        n
+        let gathered = self.gathered.take().map_or(0, |g| g.len());
+        self.chunks.drain(..).map(|c| c.len()).sum::<usize>() + gathered
     }
 
     /// Moves the gathered bytes into the queue of chunks, so that what
     /// comes next is queued after them.
     fn seal(&mut self) {
-        if !self.gathered.is_empty() {
-            self.chunks.push_back(self.gathered.split().freeze());
+        if let Some(g) = self.gathered.as_mut().filter(|g| !g.is_empty()) {
+            self.chunks.push_back(g.split().freeze());
         }
     }
 }
