@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 
 /// Payloads shorter than this that arrive behind unread bytes are copied
 /// into the gathering buffer.
-pub(crate) const GATHER_BELOW: usize = 4 * 1024;
+const GATHER_BELOW: usize = 4 * 1024;
 /// Size of the gathering buffer's allocation.
 const GATHER_BUFFER: usize = 8 * 1024;
 
@@ -42,17 +42,22 @@ impl RecvQueue {
         let behind =
             !self.chunks.is_empty() || self.gathered.as_ref().is_some_and(|g| !g.is_empty());
         if behind && data.len() < GATHER_BELOW {
-            let g = self.gathered.get_or_insert_with(Default::default);
-            if g.capacity() - g.len() < data.len() {
-                // Full: what it holds joins the queue, and a fresh
-                // allocation gathers on (the sealed part keeps the old
-                // one alive until it is read).
-                if !g.is_empty() {
-                    self.chunks.push_back(g.split().freeze());
+            let room = self.gathered.as_ref().map_or(0, |g| g.capacity() - g.len());
+            if room < data.len() {
+                // Full (or none yet): what it holds joins the queue, and a
+                // fresh allocation gathers on (the sealed part keeps the
+                // old one alive until it is read).
+                self.seal();
+                let fresh = BytesMut::with_capacity(GATHER_BUFFER);
+                match &mut self.gathered {
+                    Some(g) => **g = fresh,
+                    None => self.gathered = Some(Box::new(fresh)),
                 }
-                **g = BytesMut::with_capacity(GATHER_BUFFER);
             }
-            g.extend_from_slice(&data);
+            self.gathered
+                .as_mut()
+                .expect("made above")
+                .extend_from_slice(&data);
             return;
         }
         self.seal();

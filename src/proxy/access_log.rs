@@ -35,6 +35,21 @@ pub const DEFAULT_ACCESS_LOG_FLUSH: Duration = Duration::from_secs(1);
 /// Largest access log buffer accepted.
 pub const MAX_ACCESS_LOG_BUFFER: usize = 16 << 20;
 
+/// Checks a buffer size and flush interval for [`AccessLog::open`] (also
+/// `ProxyConfig::validate`'s check): at most [`MAX_ACCESS_LOG_BUFFER`]
+/// bytes, and an interval above zero when buffered. Says which is wrong.
+pub fn check_buffering(buffer: usize, flush: Duration) -> Result<(), String> {
+    if buffer > MAX_ACCESS_LOG_BUFFER {
+        return Err(format!(
+            "access_log_buffer must be at most {MAX_ACCESS_LOG_BUFFER} bytes"
+        ));
+    }
+    if buffer > 0 && flush.is_zero() {
+        return Err("access_log_flush must be above zero with an access_log_buffer".into());
+    }
+    Ok(())
+}
+
 /// How each line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AccessLogFormat {
@@ -147,18 +162,8 @@ impl AccessLog {
         buffer: usize,
         flush: Duration,
     ) -> std::io::Result<Option<Arc<AccessLog>>> {
-        if buffer > MAX_ACCESS_LOG_BUFFER {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("access log buffer above {MAX_ACCESS_LOG_BUFFER} bytes"),
-            ));
-        }
-        if buffer > 0 && flush.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a buffered access log needs a flush interval above zero",
-            ));
-        }
+        check_buffering(buffer, flush)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let file = match target {
             AccessLogTarget::Off => return Ok(None),
             AccessLogTarget::File(p) => Some(open_append(p)?),

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::access_log::{
-    AccessLogFormat, AccessLogTarget, DEFAULT_ACCESS_LOG_FLUSH, MAX_ACCESS_LOG_BUFFER,
-};
+use super::access_log::{AccessLogFormat, AccessLogTarget, DEFAULT_ACCESS_LOG_FLUSH};
 use super::compress::CompressionConfig;
 use super::forwarded::TrustedProxies;
 use super::static_files::StaticMount;
@@ -114,7 +112,7 @@ pub struct ProxyConfig {
     pub access_log: AccessLogTarget,
     /// Bytes of access log lines kept in memory and written together
     /// (nginx's `buffer=`); 0, the default, writes each line at once. At
-    /// most [`MAX_ACCESS_LOG_BUFFER`].
+    /// most [`super::access_log::MAX_ACCESS_LOG_BUFFER`].
     pub access_log_buffer: usize,
     /// Longest time a buffered line waits (nginx's `flush=`). Default
     /// [`DEFAULT_ACCESS_LOG_FLUSH`].
@@ -197,14 +195,7 @@ impl ProxyConfig {
         if u32::try_from(self.max_header_size).is_err() {
             return Err("max_header_size must fit in 32 bits".into());
         }
-        if self.access_log_buffer > MAX_ACCESS_LOG_BUFFER {
-            return Err(format!(
-                "access_log_buffer must be at most {MAX_ACCESS_LOG_BUFFER} bytes"
-            ));
-        }
-        if self.access_log_buffer > 0 && self.access_log_flush.is_zero() {
-            return Err("access_log_flush must be above zero with an access_log_buffer".into());
-        }
+        super::access_log::check_buffering(self.access_log_buffer, self.access_log_flush)?;
         let mut prefixes = std::collections::HashSet::new();
         for m in &self.static_mounts {
             if !prefixes.insert(m.prefix.as_str()) {
