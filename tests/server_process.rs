@@ -3,6 +3,7 @@
 #![cfg(feature = "cli")]
 
 mod common;
+mod ports;
 
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
+use ports::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Size of the body streamed through the child's /echo.
@@ -177,12 +179,6 @@ async fn systemd_socket_activation() {
         assert!(err.contains("LISTEN_PID"), "{err}");
     })
     .await
-}
-
-/// A free TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 async fn http_get(addr: &str) -> Option<String> {

@@ -12,6 +12,10 @@
 //! a failing test always keeps its directory and prints its logs.
 #![allow(dead_code)] // each test binary uses a different subset
 
+#[path = "../ports/mod.rs"]
+mod ports;
+pub use ports::free_port;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{self, Write as _};
@@ -329,22 +333,6 @@ fn read_lossy(p: &Path) -> String {
 fn tail(s: &str, lines: usize) -> String {
     let v: Vec<&str> = s.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago, always of 5 digits:
-/// `SERVER_PORT` is part of the vars block, and the tests that build a
-/// block of an exact size need its length to be the same for every site.
-pub fn free_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port >= 10_000 {
-            return port;
-        }
-    }
 }
 
 /// Connects to `addr` from a 5-digit source port (`REMOTE_PORT` is part of

@@ -5,6 +5,11 @@
 //! socket), and `uwire` child processes.
 #![allow(dead_code)] // each test binary uses a different subset
 
+#[path = "../ports/mod.rs"]
+mod ports;
+#[allow(unused_imports)] // not every test binary starts a TCP server
+pub use ports::free_port;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -941,15 +946,6 @@ impl ChildProc {
         };
         (field("VmHWM:"), field("VmRSS:"))
     }
-}
-
-/// A TCP port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls until a Unix socket accepts connections.
