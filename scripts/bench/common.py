@@ -162,10 +162,20 @@ def workdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"uwire-{prefix}."))
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago and that no earlier
+    call in this process returned: the kernel may hand a released port back,
+    and two servers told to listen on one port would clash."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def wait_until(

@@ -30,10 +30,20 @@ REPO = HERE.parents[2]
 READY_TIMEOUT = 60.0
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago and that no earlier
+    call in this process returned: the kernel may hand a released port back,
+    and two servers told to listen on one port would clash."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def wait_for(pred, timeout: float = READY_TIMEOUT, what: str = "condition"):  # type: ignore[no-untyped-def]
