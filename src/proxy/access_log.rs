@@ -109,9 +109,10 @@ pub struct AccessRecord {
     /// When the request head arrived.
     pub time: SystemTime,
     /// The method.
-    pub method: String,
-    /// The request target as received.
-    pub target: String,
+    pub method: http::Method,
+    /// The request target as received (HTTP/2: its path and query; the
+    /// `:scheme` and `:authority` are not part of the request line).
+    pub target: http::Uri,
     /// `HTTP/1.1`, `HTTP/2.0`, ...
     pub version: &'static str,
     /// The status sent.
@@ -119,9 +120,9 @@ pub struct AccessRecord {
     /// Response body bytes sent.
     pub bytes_sent: u64,
     /// The `Referer` field.
-    pub referer: Option<String>,
+    pub referer: Option<http::HeaderValue>,
     /// The `User-Agent` field.
-    pub user_agent: Option<String>,
+    pub user_agent: Option<http::HeaderValue>,
     /// Head arrival to the last response byte.
     pub duration: Duration,
     /// Whether the connection used TLS.
@@ -313,13 +314,13 @@ fn plain(b: u8) -> bool {
 }
 
 /// nginx escapes `"`, `\\` and bytes outside printable ASCII as `\xHH`.
-fn escape_nginx(out: &mut Vec<u8>, s: &str) {
-    if all_plain(s.as_bytes()) {
-        out.extend_from_slice(s.as_bytes());
+fn escape_nginx(out: &mut Vec<u8>, s: &[u8]) {
+    if all_plain(s) {
+        out.extend_from_slice(s);
         return;
     }
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for b in s.bytes() {
+    for &b in s {
         if plain(b) {
             out.push(b);
         } else {
@@ -366,9 +367,9 @@ fn combined(r: &AccessRecord, s: &mut Vec<u8>) {
     s.extend_from_slice(b" - - [");
     push_local_time(s, r.time);
     s.extend_from_slice(b"] \"");
-    escape_nginx(s, &r.method);
+    escape_nginx(s, r.method.as_str().as_bytes());
     s.push(b' ');
-    escape_nginx(s, &r.target);
+    push_target(s, r);
     s.push(b' ');
     s.extend_from_slice(r.version.as_bytes());
     s.extend_from_slice(b"\" ");
@@ -376,10 +377,41 @@ fn combined(r: &AccessRecord, s: &mut Vec<u8>) {
     s.push(b' ');
     s.extend_from_slice(num.format(r.bytes_sent).as_bytes());
     s.extend_from_slice(b" \"");
-    escape_nginx(s, r.referer.as_deref().unwrap_or("-"));
+    escape_nginx(s, r.referer.as_ref().map_or(b"-", |v| v.as_bytes()));
     s.extend_from_slice(b"\" \"");
-    escape_nginx(s, r.user_agent.as_deref().unwrap_or("-"));
+    escape_nginx(s, r.user_agent.as_ref().map_or(b"-", |v| v.as_bytes()));
     s.push(b'"');
+}
+
+/// The request target as the request line had it, escaped: the path and
+/// query of an origin-form target (HTTP/1.1's usual) or of any HTTP/2
+/// request, else the target whole (`*`, `host:port`, an absolute URI).
+fn push_target(s: &mut Vec<u8>, r: &AccessRecord) {
+    let uri = &r.target;
+    let origin = r.version == "HTTP/2.0" || (uri.scheme().is_none() && uri.authority().is_none());
+    match uri.path_and_query() {
+        Some(p) if origin => escape_nginx(s, p.as_str().as_bytes()),
+        _ => {
+            // Rare: formatted first, then escaped.
+            let whole = uri.to_string();
+            escape_nginx(s, whole.as_bytes());
+        }
+    }
+}
+
+/// [`push_target`] as a string (for JSON).
+fn target_text(r: &AccessRecord) -> String {
+    let uri = &r.target;
+    match uri.path_and_query() {
+        Some(p) if r.version == "HTTP/2.0" => p.as_str().to_owned(),
+        _ => uri.to_string(),
+    }
+}
+
+/// A header field's value as text (invalid UTF-8 replaced).
+fn field_text(v: &Option<http::HeaderValue>) -> Option<String> {
+    v.as_ref()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 fn json(r: &AccessRecord) -> String {
@@ -388,13 +420,13 @@ fn json(r: &AccessRecord) -> String {
         "time": format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{se:02}.{ms:03}Z"),
         "remote_addr": r.client.ip().to_string(),
         "remote_port": r.client.port(),
-        "method": r.method,
-        "uri": r.target,
+        "method": r.method.as_str(),
+        "uri": target_text(r),
         "protocol": r.version,
         "status": r.status,
         "bytes_sent": r.bytes_sent,
-        "referer": r.referer,
-        "user_agent": r.user_agent,
+        "referer": field_text(&r.referer),
+        "user_agent": field_text(&r.user_agent),
         "request_time": r.duration.as_secs_f64(),
         "tls": r.tls,
         "upgrade": r.upgrade,
@@ -459,13 +491,13 @@ mod tests {
             client: "203.0.113.9:4000".parse().unwrap(),
             // 2026-12-02T07:44:29.120Z
             time: UNIX_EPOCH + Duration::from_millis(1_796_197_469_120),
-            method: "GET".into(),
-            target: "/a?b=\"1\"".into(),
+            method: http::Method::GET,
+            target: http::Uri::from_static("/a?b={\\1}"),
             version: "HTTP/1.1",
             status: 200,
             bytes_sent: 512,
             referer: None,
-            user_agent: Some("curl/8.5.0".into()),
+            user_agent: Some(http::HeaderValue::from_static("curl/8.5.0")),
             duration: Duration::from_millis(3),
             tls: false,
             upgrade: None,
@@ -489,16 +521,44 @@ mod tests {
             String::from_utf8(out).unwrap()
         };
         let mut odd = record();
-        odd.user_agent = Some("caf\u{e9} \\ bot".into());
+        odd.user_agent = Some(http::HeaderValue::from_str("caf\u{e9} \\ bot").unwrap());
         odd.client = "[2001:db8::1]:443".parse().unwrap();
         assert_eq!(
             line(&odd),
-            "2001:db8::1 - - [02/Dec/2026:07:44:29 +0000] \"GET /a?b=\\x221\\x22 HTTP/1.1\" 200 512 \"-\" \"caf\\xC3\\xA9 \\x5C bot\""
+            "2001:db8::1 - - [02/Dec/2026:07:44:29 +0000] \"GET /a?b={\\x5C1} HTTP/1.1\" 200 512 \"-\" \"caf\\xC3\\xA9 \\x5C bot\""
         );
         assert_eq!(
             line(&record()),
-            "203.0.113.9 - - [02/Dec/2026:07:44:29 +0000] \"GET /a?b=\\x221\\x22 HTTP/1.1\" 200 512 \"-\" \"curl/8.5.0\""
+            "203.0.113.9 - - [02/Dec/2026:07:44:29 +0000] \"GET /a?b={\\x5C1} HTTP/1.1\" 200 512 \"-\" \"curl/8.5.0\""
         );
+    }
+
+    /// The target as the request line had it: an absolute URI whole over
+    /// HTTP/1.1, its path and query over HTTP/2; `*` and `host:port` as
+    /// they came. The JSON line says the same.
+    #[test]
+    fn targets_of_every_form() {
+        let cases = [
+            (
+                "http://example.com/x?y",
+                "HTTP/1.1",
+                "http://example.com/x?y",
+            ),
+            ("https://example.com/x?y", "HTTP/2.0", "/x?y"),
+            ("*", "HTTP/1.1", "*"),
+            ("example.com:443", "HTTP/1.1", "example.com:443"),
+            ("/p", "HTTP/1.0", "/p"),
+        ];
+        for (uri, version, want) in cases {
+            let mut r = record();
+            r.target = uri.parse().unwrap();
+            r.version = version;
+            let mut out = Vec::new();
+            push_target(&mut out, &r);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{uri} {version}");
+            let v: serde_json::Value = serde_json::from_str(&json(&r)).unwrap();
+            assert_eq!(v["uri"], want, "{uri} {version}");
+        }
     }
 
     fn lines_in(p: &std::path::Path) -> usize {
@@ -619,7 +679,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json(&record())).unwrap();
         assert_eq!(v["time"], "2026-12-02T07:44:29.120Z");
         assert_eq!(v["status"], 200);
-        assert_eq!(v["uri"], "/a?b=\"1\"");
+        assert_eq!(v["uri"], "/a?b={\\1}");
         assert_eq!(v["referer"], serde_json::Value::Null);
     }
 }

@@ -259,26 +259,11 @@ pub(crate) fn record_for<B>(
     tls: bool,
 ) -> AccessRecord {
     let h = req.headers();
-    // Checked as UTF-8 first: the standard library's check runs a word at
-    // a time over ASCII, the lossy conversion a character at a time.
-    let text = |n: http::header::HeaderName| {
-        h.get(n).map(|v| match std::str::from_utf8(v.as_bytes()) {
-            Ok(s) => s.to_owned(),
-            Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        })
-    };
-    let target = if req.version() == http::Version::HTTP_2 {
-        req.uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().to_string(), |p| p.to_string())
-    } else {
-        req.uri().to_string()
-    };
     AccessRecord {
         client,
         time: SystemTime::now(),
-        method: req.method().to_string(),
-        target,
+        method: req.method().clone(),
+        target: req.uri().clone(),
         version: match req.version() {
             http::Version::HTTP_09 => "HTTP/0.9",
             http::Version::HTTP_10 => "HTTP/1.0",
@@ -288,8 +273,8 @@ pub(crate) fn record_for<B>(
         },
         status: 0,
         bytes_sent: 0,
-        referer: text(http::header::REFERER),
-        user_agent: text(http::header::USER_AGENT),
+        referer: h.get(http::header::REFERER).cloned(),
+        user_agent: h.get(http::header::USER_AGENT).cloned(),
         duration: Duration::ZERO,
         tls,
         upgrade: None,
