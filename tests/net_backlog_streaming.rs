@@ -3,9 +3,10 @@
 //! each in one read with 120 KiB that the app consumes. Those reads go
 //! into the driver's streaming buffers (192 KiB), and each 4 KiB payload
 //! used to keep its buffer alive: 48 times its size, about 35 MiB for the
-//! 180 frames the windows allow here. A payload under 64 KiB that arrives
-//! behind unread bytes now gets an allocation of its own
-//! (`src/net/recvq.rs`).
+//! 180 frames the windows allow here. A payload cut from a buffer more
+//! than 8 times its size is now copied out unless its reader is waiting
+//! for it (`src/net/driver.rs`); `net_backlog_streams.rs` is the same
+//! with one frame on each of many streams.
 #![cfg(all(feature = "net", target_os = "linux"))]
 
 mod backlog_common;

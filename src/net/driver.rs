@@ -50,6 +50,10 @@ const BIG_READ: usize = 64 * 1024;
 /// DATA payloads shorter than this, cut from a buffer made for large reads,
 /// are copied out of it (see `State::decode`).
 const SMALL_DATA: usize = 4 * 1024;
+/// A DATA payload cut from a buffer made for large reads, and not awaited
+/// by a parked reader, is copied out of it when the buffer is more than
+/// this many times its size (see `State::decode`).
+const PINNED_RATIO: usize = 8;
 /// The buffer a read of a streaming body lands in (see
 /// `poll_read_some`): with the default 64 KiB frames, a read of up to
 /// 128 KiB and room behind it for the rest of a frame it cuts.
@@ -76,11 +80,12 @@ struct State {
     /// straight to the heap in large chunks even when it starts on a frame
     /// boundary.
     streaming: bool,
-    /// `rbuf` was made for large reads (a cut frame's rest, a streaming
-    /// body): a small DATA payload cut from it gets its own allocation, so
-    /// that a peer cannot make each byte of unread body it is allowed keep
-    /// a whole large buffer alive.
-    large: bool,
+    /// The capacity `rbuf` was made with for large reads (a cut frame's
+    /// rest, a streaming body); 0 for a small buffer. A DATA payload cut
+    /// from a large buffer may get its own allocation (`State::decode`),
+    /// so that a peer cannot make each byte of unread body it is allowed
+    /// keep a whole large buffer alive.
+    large: usize,
     /// Room kept free behind a streaming read for the rest of the frame it
     /// may cut: the largest frame the codec accepts (at most half of
     /// [`STREAM_BUFFER`]).
@@ -130,7 +135,7 @@ impl<T> Driver<T> {
                 codec: Codec::new(config.limits),
                 rbuf: BytesMut::new(),
                 streaming: false,
-                large: false,
+                large: 0,
                 headroom: (config.limits.max_frame_size as usize + crate::frame::HEADER_LEN)
                     .min(STREAM_BUFFER / 2),
                 wbuf,
@@ -197,9 +202,27 @@ impl State {
         loop {
             match self.codec.decode_frame(&mut self.rbuf) {
                 Ok(Some(mut frame)) => {
-                    if self.large {
+                    if self.large > 0 {
                         if let Frame::Data(d) = &mut frame {
-                            d.detach_small(SMALL_DATA);
+                            // Cut from a large buffer, a payload keeps all
+                            // of it alive until it is read: 48 times its
+                            // size for 4 KiB in a streaming buffer, and a
+                            // peer may leave one on every stream. So one
+                            // under 4 KiB always gets its own allocation,
+                            // and so does one the buffer is more than
+                            // PINNED_RATIO times the size of, unless a
+                            // reader is parked on its stream: that one is
+                            // taken at once (a body streaming to a reader
+                            // that keeps up is not copied).
+                            let awaited = g
+                                .slots
+                                .get(&d.stream_id())
+                                .is_some_and(|s| s.recv_waker.is_some());
+                            d.detach_small(if awaited {
+                                SMALL_DATA
+                            } else {
+                                SMALL_DATA.max(self.large.div_ceil(PINNED_RATIO))
+                            });
                         }
                     }
                     if let Err(e) = g.engine.handle_frame(frame, now()) {
@@ -319,7 +342,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 let mut fresh = BytesMut::with_capacity(st.rbuf.len() + need.max(BIG_READ));
                 fresh.extend_from_slice(&st.rbuf);
                 st.rbuf = fresh;
-                st.large = true;
+                st.large = st.rbuf.capacity();
             }
             let spare = st.rbuf.capacity() - st.rbuf.len();
             // Streaming: past the cut frame, read on only while room for a
@@ -338,7 +361,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
         if st.streaming {
             st.rbuf.reserve(STREAM_BUFFER);
-            st.large = true;
+            st.large = st.rbuf.capacity();
             let room = st.rbuf.capacity() - st.headroom;
             let r = tokio_util::io::poll_read_buf(io, cx, &mut (&mut st.rbuf).limit(room));
             if let Poll::Ready(Ok(n)) = r {
@@ -352,7 +375,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             Poll::Ready(Ok(())) => {
                 let got = buf.filled();
                 st.rbuf.extend_from_slice(got);
-                st.large = false;
+                st.large = 0;
                 st.streaming = got.len() == READ_CHUNK;
                 Poll::Ready(Ok(got.len()))
             }
@@ -443,7 +466,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 // Every frame is out (their payloads may still share the
                 // allocation): the next read starts on the stack again.
                 self.st.rbuf = BytesMut::new();
-                self.st.large = false;
+                self.st.large = 0;
             }
         }
 

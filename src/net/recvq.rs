@@ -8,14 +8,13 @@
 //! own, would keep its own read buffer alive, up to 8 KiB for one byte of
 //! window, plus a queue entry. So a small payload that arrives behind
 //! unread bytes is copied into a shared buffer instead
-//! ([`RecvQueue::push`]), and a middling one (under 64 KiB) into an
-//! allocation of its own: a read buffer made for a streaming body is
-//! 192 KiB, and a 4 KiB payload left in it would keep 48 times its size
-//! alive. What waits then costs about what the window allows, whatever the
-//! frame sizes: a payload of 64 KiB or more keeps at most about three
-//! times its size. The first payload of a backlog is queued as it is (the
-//! common case: one body, read soon, no copy), and so is every payload of
-//! a reader that keeps up.
+//! ([`RecvQueue::push`]): what waits then costs about what the window
+//! allows, whatever the frame sizes. The first payload of a backlog is
+//! queued as it is (the common case: one small body, read soon, no copy).
+//! Larger payloads cut from the driver's large read buffers are the
+//! driver's business: it copies those that nobody waits for out of a
+//! buffer more than 8 times their size (`driver::State::decode`), so
+//! none reaches this queue holding a buffer many times its size.
 
 use std::collections::VecDeque;
 
@@ -26,13 +25,6 @@ use bytes::{Bytes, BytesMut};
 const GATHER_BELOW: usize = 4 * 1024;
 /// Size of the gathering buffer's allocation.
 const GATHER_BUFFER: usize = 8 * 1024;
-/// Payloads of [`GATHER_BELOW`] bytes or more but shorter than this that
-/// arrive behind unread bytes are copied into an allocation of their own.
-/// The driver's largest read buffer (for a streaming body) is 192 KiB, and
-/// any other holds at most one cut frame and 64 KiB of room behind it, so
-/// a payload left uncopied keeps at most about three times its size (or
-/// the frame it was read with).
-const COPY_BELOW: usize = 64 * 1024;
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -73,11 +65,7 @@ impl RecvQueue {
             return;
         }
         self.seal();
-        if behind && data.len() < COPY_BELOW {
-            self.chunks.push_back(Bytes::copy_from_slice(&data));
-        } else {
-            self.chunks.push_back(data);
-        }
+        self.chunks.push_back(data);
     }
 
     /// Takes the oldest unread bytes.
@@ -179,41 +167,15 @@ mod tests {
         assert!(rest.iter().enumerate().all(|(i, &b)| b == i as u8));
     }
 
-    /// A payload of 64 KiB or more behind unread bytes is queued as it is;
-    /// one under 64 KiB (too large to gather) gets an allocation of its
-    /// own, and keeps nothing of its read buffer; a reader that keeps up
-    /// gets every payload uncopied.
+    /// A large payload behind unread bytes is queued as it is.
     #[test]
-    fn middling_payloads_behind_unread_ones_leave_their_buffers() {
+    fn large_payloads_are_not_copied() {
         let mut q = RecvQueue::default();
         q.push(Bytes::from_static(b"x"));
-        let big = Bytes::from(vec![2u8; COPY_BELOW]);
+        let big = Bytes::from(vec![2u8; GATHER_BELOW]);
         let at = big.as_ptr();
         q.push(big);
-        // Cut from a streaming read buffer: the edges of the range copied.
-        let stream_buffer = Bytes::from(vec![3u8; 192 * 1024]);
-        for len in [GATHER_BELOW, COPY_BELOW - 1] {
-            q.push(stream_buffer.slice(1000..1000 + len));
-        }
         assert_eq!(q.pop().unwrap(), "x");
         assert_eq!(q.pop().unwrap().as_ptr(), at);
-        let rest = drain(&mut q);
-        assert_eq!(rest.len(), GATHER_BELOW + COPY_BELOW - 1);
-        assert!(rest.iter().all(|&b| b == 3));
-        assert!(
-            stream_buffer.try_into_mut().is_ok(),
-            "a queued payload kept the read buffer"
-        );
-
-        // Nothing unread: each payload is queued as it came, whatever its
-        // size.
-        let mut q = RecvQueue::default();
-        let buf = Bytes::from(vec![4u8; 192 * 1024]);
-        for len in [1, GATHER_BELOW, COPY_BELOW - 1] {
-            let p = buf.slice(0..len);
-            let at = p.as_ptr();
-            q.push(p);
-            assert_eq!(q.pop().unwrap().as_ptr(), at);
-        }
     }
 }
