@@ -139,3 +139,21 @@ pub async fn run(attack: Attack) -> u64 {
         .await
         .expect("the test took over 120 s")
 }
+
+/// Runs `attack` and checks that resident memory grew by less than the
+/// bytes left waiting plus 4 MiB (the streams' state and the allocator's
+/// slack); a payload that kept a streaming read buffer alive (about
+/// 124 KiB written of 192 KiB) fails it many times over.
+pub async fn run_within_window(attack: Attack) {
+    let held_kib =
+        (attack.held_streams * attack.frames_per_stream * attack.frame_len / 1024) as u64;
+    let (streams, frame) = (attack.held_streams, attack.frame_len);
+    let grown = run(attack).await;
+    println!(
+        "{held_kib} KiB in {frame}-byte frames waiting on {streams} unread bodies: resident memory grew {grown} KiB"
+    );
+    assert!(
+        grown < held_kib + 4 * 1024,
+        "{held_kib} KiB of waiting frames cost {grown} KiB of resident memory"
+    );
+}
