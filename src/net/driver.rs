@@ -214,15 +214,15 @@ impl State {
                             // reader is parked on its stream: that one is
                             // taken at once (a body streaming to a reader
                             // that keeps up is not copied).
-                            let awaited = g
-                                .slots
-                                .get(&d.stream_id())
-                                .is_some_and(|s| s.recv_waker.is_some());
-                            d.detach_small(if awaited {
-                                SMALL_DATA
-                            } else {
-                                SMALL_DATA.max(self.large.div_ceil(PINNED_RATIO))
-                            });
+                            let unawaited = SMALL_DATA.max(self.large.div_ceil(PINNED_RATIO));
+                            let len = d.payload().len();
+                            // The stream is looked up only where its
+                            // reader decides.
+                            let awaited = (SMALL_DATA..unawaited).contains(&len)
+                                && g.slots
+                                    .get(&d.stream_id())
+                                    .is_some_and(|s| s.recv_waker.is_some());
+                            d.detach_small(if awaited { SMALL_DATA } else { unawaited });
                         }
                     }
                     if let Err(e) = g.engine.handle_frame(frame, now()) {

@@ -369,7 +369,7 @@ fn combined(r: &AccessRecord, s: &mut Vec<u8>) {
     s.extend_from_slice(b"] \"");
     escape_nginx(s, r.method.as_str().as_bytes());
     s.push(b' ');
-    push_target(s, r);
+    escape_nginx(s, target_text(r).as_bytes());
     s.push(b' ');
     s.extend_from_slice(r.version.as_bytes());
     s.extend_from_slice(b"\" ");
@@ -383,28 +383,16 @@ fn combined(r: &AccessRecord, s: &mut Vec<u8>) {
     s.push(b'"');
 }
 
-/// The request target as the request line had it, escaped: the path and
-/// query of an origin-form target (HTTP/1.1's usual) or of any HTTP/2
-/// request, else the target whole (`*`, `host:port`, an absolute URI).
-fn push_target(s: &mut Vec<u8>, r: &AccessRecord) {
+/// The request target as the request line had it: the path and query of
+/// an origin-form target (HTTP/1.1's usual) or of any HTTP/2 request,
+/// borrowed; else the target whole (`*`, `host:port`, an absolute URI),
+/// formatted.
+fn target_text(r: &AccessRecord) -> std::borrow::Cow<'_, str> {
     let uri = &r.target;
     let origin = r.version == "HTTP/2.0" || (uri.scheme().is_none() && uri.authority().is_none());
     match uri.path_and_query() {
-        Some(p) if origin => escape_nginx(s, p.as_str().as_bytes()),
-        _ => {
-            // Rare: formatted first, then escaped.
-            let whole = uri.to_string();
-            escape_nginx(s, whole.as_bytes());
-        }
-    }
-}
-
-/// [`push_target`] as a string (for JSON).
-fn target_text(r: &AccessRecord) -> String {
-    let uri = &r.target;
-    match uri.path_and_query() {
-        Some(p) if r.version == "HTTP/2.0" => p.as_str().to_owned(),
-        _ => uri.to_string(),
+        Some(p) if origin => p.as_str().into(),
+        _ => uri.to_string().into(),
     }
 }
 
@@ -553,9 +541,14 @@ mod tests {
             let mut r = record();
             r.target = uri.parse().unwrap();
             r.version = version;
-            let mut out = Vec::new();
-            push_target(&mut out, &r);
-            assert_eq!(String::from_utf8(out).unwrap(), want, "{uri} {version}");
+            assert_eq!(target_text(&r), want, "{uri} {version}");
+            let mut line = Vec::new();
+            combined(&r, &mut line);
+            let line = String::from_utf8(line).unwrap();
+            assert!(
+                line.contains(&format!("\"GET {want} {version}\"")),
+                "{line}"
+            );
             let v: serde_json::Value = serde_json::from_str(&json(&r)).unwrap();
             assert_eq!(v["uri"], want, "{uri} {version}");
         }
