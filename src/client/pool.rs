@@ -328,7 +328,16 @@ async fn connect_with_retry(
     cfg: &ClientConfig,
 ) -> Result<SendRequest, Error> {
     let io = connect_raw_with_retry(transport, cfg).await?;
-    let (sender, task) = net::client(io, cfg.conn.clone());
+    let (sender, task) = match io {
+        // Registered for reading only (see `UnixConn`): waiting for an
+        // answer, the connection is not woken when the app reads the
+        // request.
+        Socket::Unix(s) => net::client(
+            net::UnixConn::from_tokio(s).map_err(|e| Error::with(Kind::Connect, e))?,
+            cfg.conn.clone(),
+        ),
+        io => net::client(io, cfg.conn.clone()),
+    };
     tokio::spawn(async move {
         if let Err(e) = task.await {
             tracing::debug!(error = %e, "upstream connection ended");

@@ -47,6 +47,7 @@ pub(crate) use rewind::Rewind;
 pub mod socket;
 mod stream;
 mod tunnel;
+mod unix;
 mod wqueue;
 
 use std::future::Future;
@@ -64,6 +65,7 @@ pub use socket::Socket;
 pub use stream::{IncomingRequest, RecvStream, Responder, ResponseFuture, SendStream};
 pub(crate) use tunnel::LimitTimer;
 pub use tunnel::{Tunnel, TunnelLimits, DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_TUNNEL_MAX_DURATION};
+pub use unix::UnixConn;
 
 use crate::conn::{Config, Role};
 use crate::frame::{Reason, RequestHead, StreamId};

@@ -3,11 +3,14 @@
 //! a connection is usually accepted with its whole request buffered, and a
 //! small response fits the socket buffer: such a connection is served with
 //! plain non-blocking system calls, without the two `epoll_ctl` calls (and
-//! the driver bookkeeping) that registering it would cost.
+//! the driver bookkeeping) that registering it would cost. One that has to
+//! wait is registered for reading only ([`UnixConn`]): a Unix socket
+//! reports room to write each time its peer reads, which would wake an
+//! idle server once per request for nothing.
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -16,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 
 use super::listener::Accepted;
-use crate::net::Socket;
+use crate::net::{Socket, UnixConn};
 
 /// Accepts connections off a listening Unix socket without registering
 /// them (see the module docs). Holds its own descriptor of the socket.
@@ -55,8 +58,9 @@ impl RawAcceptor {
 enum State {
     /// Not registered with the I/O driver (yet).
     Raw(socket2::Socket),
-    /// Registered: it had to wait once.
-    Registered(UnixStream),
+    /// Registered: it had to wait once (for reading only, see
+    /// [`UnixConn`]).
+    Registered(UnixConn),
     /// Only while switching.
     Gone,
 }
@@ -66,23 +70,14 @@ pub(crate) struct LazyStream(State);
 
 impl LazyStream {
     /// The registered stream, registering it now if need be.
-    pub(crate) fn registered(&mut self) -> io::Result<&mut UnixStream> {
+    pub(crate) fn registered(&mut self) -> io::Result<&mut UnixConn> {
         if let State::Raw(_) = self.0 {
             let State::Raw(s) = std::mem::replace(&mut self.0, State::Gone) else {
                 unreachable!()
             };
-            self.0 = State::Registered(UnixStream::from_std(s.into())?);
+            self.0 = State::Registered(UnixConn::new(s)?);
         }
         match &mut self.0 {
-            State::Registered(s) => Ok(s),
-            _ => Err(io::Error::other("connection lost while registering")),
-        }
-    }
-
-    /// The registered stream, consumed.
-    pub(crate) fn into_registered(mut self) -> io::Result<UnixStream> {
-        self.registered()?;
-        match self.0 {
             State::Registered(s) => Ok(s),
             _ => Err(io::Error::other("connection lost while registering")),
         }
@@ -94,7 +89,7 @@ impl LazyStream {
     fn poll_send(
         &mut self,
         raw: impl FnOnce(&socket2::Socket) -> io::Result<usize>,
-        registered: impl FnOnce(&mut UnixStream) -> Poll<io::Result<usize>>,
+        registered: impl FnOnce(&mut UnixConn) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         if let State::Raw(s) = &self.0 {
             match raw(s) {
@@ -190,14 +185,21 @@ impl AsyncWrite for LazyStream {
 }
 
 impl Accepted for LazyStream {
+    /// A tokio stream (registered for both directions), for the classic
+    /// uwsgi path, which splits it.
     fn into_socket(self) -> io::Result<Socket> {
-        self.into_registered().map(Socket::Unix)
+        let sock = match self.0 {
+            State::Raw(s) => s,
+            State::Registered(c) => c.into_inner(),
+            State::Gone => return Err(io::Error::other("connection lost while registering")),
+        };
+        UnixStream::from_std(OwnedFd::from(sock).into()).map(Socket::Unix)
     }
 
     fn set_abortive_close(&self) -> io::Result<()> {
         let sock = match &self.0 {
             State::Raw(s) => socket2::SockRef::from(s),
-            State::Registered(s) => socket2::SockRef::from(s),
+            State::Registered(s) => socket2::SockRef::from(s.socket()),
             State::Gone => return Ok(()),
         };
         sock.set_linger(Some(std::time::Duration::ZERO))

@@ -214,7 +214,9 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let sock = UnixStream::connect(&args.socket).await?;
     let mut config = Config::default();
     config.write_batch(args.write_batch);
-    let (sender, conn) = net::client(sock, config);
+    // As the runtime's own client does: registered for reading only, so
+    // the wait for an answer is not cut by the runtime reading the request.
+    let (sender, conn) = net::client(net::UnixConn::from_tokio(sock)?, config);
     let task = tokio::spawn(conn);
     let limit = match args.seconds {
         Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
