@@ -266,17 +266,29 @@ fn source_text(e: &Error) -> String {
     std::error::Error::source(e).map_or_else(String::new, |s| s.to_string())
 }
 
+/// A freshly connected byte stream. A Unix socket is not yet registered
+/// with the runtime: the caller picks how (see [`net::UnixConn`]), so it
+/// is registered once.
+enum Opened {
+    Unix(socket2::Socket),
+    Tcp(TcpStream),
+}
+
 /// Opens one raw byte stream to `transport`.
-pub(crate) async fn connect_io(transport: &Transport) -> io::Result<Socket> {
+async fn open(transport: &Transport) -> io::Result<Opened> {
     match transport {
         #[cfg(target_os = "linux")]
-        Transport::Unix(p) => Ok(Socket::Unix(connect_unix_now(p)?)),
+        Transport::Unix(p) => Ok(Opened::Unix(connect_unix_now(p)?)),
         #[cfg(not(target_os = "linux"))]
-        Transport::Unix(p) => Ok(Socket::Unix(UnixStream::connect(p).await?)),
+        Transport::Unix(p) => {
+            // `into_std` leaves the socket in non-blocking mode.
+            let s = UnixStream::connect(p).await?.into_std()?;
+            Ok(Opened::Unix(std::os::fd::OwnedFd::from(s).into()))
+        }
         Transport::Tcp(a) => {
             let s = TcpStream::connect(a.as_str()).await?;
             let _ = s.set_nodelay(true);
-            Ok(Socket::Tcp(s))
+            Ok(Opened::Tcp(s))
         }
     }
 }
@@ -286,25 +298,20 @@ pub(crate) async fn connect_io(transport: &Transport) -> io::Result<Socket> {
 /// is nothing to wait for and no `SO_ERROR` to check afterwards (tokio's
 /// connect does both: a system call per classic uwsgi request).
 #[cfg(target_os = "linux")]
-fn connect_unix_now(path: &std::path::Path) -> io::Result<UnixStream> {
+fn connect_unix_now(path: &std::path::Path) -> io::Result<socket2::Socket> {
     use socket2::{Domain, SockAddr, Socket as RawSocket, Type};
     let s = RawSocket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
     s.connect(&SockAddr::unix(path)?)?;
-    UnixStream::from_std(std::os::unix::net::UnixStream::from(
-        std::os::fd::OwnedFd::from(s),
-    ))
+    Ok(s)
 }
 
 /// Connects, retrying with exponential backoff, all within the connect timeout.
-pub(crate) async fn connect_raw_with_retry(
-    transport: &Transport,
-    cfg: &ClientConfig,
-) -> Result<Socket, Error> {
+async fn open_with_retry(transport: &Transport, cfg: &ClientConfig) -> Result<Opened, Error> {
     let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
     let mut backoff = cfg.retry_backoff;
     let mut attempt = 0;
     loop {
-        match tokio::time::timeout_at(deadline, connect_io(transport)).await {
+        match tokio::time::timeout_at(deadline, open(transport)).await {
             Err(_) => return Err(Error::new(Kind::ConnectTimeout)),
             Ok(Ok(io)) => return Ok(io),
             Ok(Err(e)) => {
@@ -323,20 +330,33 @@ pub(crate) async fn connect_raw_with_retry(
     }
 }
 
+/// Connects as [`open_with_retry`] does and registers the stream with
+/// tokio for both directions: the classic uwsgi client's byte stream.
+pub(crate) async fn connect_raw_with_retry(
+    transport: &Transport,
+    cfg: &ClientConfig,
+) -> Result<Socket, Error> {
+    match open_with_retry(transport, cfg).await? {
+        Opened::Unix(s) => UnixStream::from_std(std::os::fd::OwnedFd::from(s).into())
+            .map(Socket::Unix)
+            .map_err(|e| Error::with(Kind::Connect, e)),
+        Opened::Tcp(s) => Ok(Socket::Tcp(s)),
+    }
+}
+
 async fn connect_with_retry(
     transport: &Transport,
     cfg: &ClientConfig,
 ) -> Result<SendRequest, Error> {
-    let io = connect_raw_with_retry(transport, cfg).await?;
-    let (sender, task) = match io {
+    let (sender, task) = match open_with_retry(transport, cfg).await? {
         // Registered for reading only (see `UnixConn`): waiting for an
         // answer, the connection is not woken when the app reads the
         // request.
-        Socket::Unix(s) => net::client(
-            net::UnixConn::from_tokio(s).map_err(|e| Error::with(Kind::Connect, e))?,
+        Opened::Unix(s) => net::client(
+            net::UnixConn::new(s).map_err(|e| Error::with(Kind::Connect, e))?,
             cfg.conn.clone(),
         ),
-        io => net::client(io, cfg.conn.clone()),
+        Opened::Tcp(s) => net::client(Socket::Tcp(s), cfg.conn.clone()),
     };
     tokio::spawn(async move {
         if let Err(e) = task.await {

@@ -47,7 +47,7 @@ pub(crate) use rewind::Rewind;
 pub mod socket;
 mod stream;
 mod tunnel;
-mod unix;
+pub(crate) mod unix;
 mod wqueue;
 
 use std::future::Future;

@@ -63,6 +63,26 @@ fn register<T: AsRawFd>(fd: T, interest: Interest) -> io::Result<AsyncFd<T>> {
     unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
 }
 
+/// Reads what `sock` has (one non-blocking `recv`) into the unfilled part
+/// of `buf`, marks it filled and returns how many bytes came. The one home
+/// of the unsafe step from a `ReadBuf` to the kernel: [`UnixConn`] and the
+/// server's not-yet-registered connections both read through it.
+pub(crate) fn recv_into(sock: &socket2::Socket, buf: &mut ReadBuf<'_>) -> io::Result<usize> {
+    // SAFETY: `recv` only writes initialised bytes into the slice and
+    // reports how many; exactly those are marked filled below.
+    #[allow(unsafe_code)]
+    let unfilled: &mut [MaybeUninit<u8>] = unsafe { buf.unfilled_mut() };
+    let n = sock.recv(unfilled)?;
+    // SAFETY: the kernel wrote `n` bytes into the start of the unfilled
+    // part (what `recv` returned); those are now initialised.
+    #[allow(unsafe_code)]
+    unsafe {
+        buf.assume_init(n);
+    }
+    buf.advance(n);
+    Ok(n)
+}
+
 impl UnixConn {
     /// Registers `sock`, a connected Unix stream socket in non-blocking
     /// mode. Must be called inside a tokio runtime with I/O enabled.
@@ -170,20 +190,9 @@ impl AsyncRead for UnixConn {
         let this = self.get_mut();
         loop {
             let mut guard = ready!(this.read.poll_read_ready(cx))?;
-            // SAFETY: `recv` only writes initialised bytes into the slice
-            // and reports how many; exactly those are marked filled.
-            #[allow(unsafe_code)]
-            let unfilled: &mut [MaybeUninit<u8>] = unsafe { buf.unfilled_mut() };
-            let want = unfilled.len();
-            match guard.try_io(|s| s.get_ref().recv(unfilled)) {
+            let want = buf.remaining();
+            match guard.try_io(|s| recv_into(s.get_ref(), buf)) {
                 Ok(Ok(n)) => {
-                    // SAFETY: the kernel wrote `n` bytes into the start of
-                    // the unfilled part (what `recv` returned).
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        buf.assume_init(n);
-                    }
-                    buf.advance(n);
                     if n > 0 && n < want {
                         // The socket is drained (a stream socket's `recv`
                         // returns all it has up to `want`): the next read

@@ -9,7 +9,6 @@
 //! idle server once per request for nothing.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -19,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 
 use super::listener::Accepted;
+use crate::net::unix::recv_into;
 use crate::net::{Socket, UnixConn};
 
 /// Accepts connections off a listening Unix socket without registering
@@ -117,22 +117,8 @@ impl AsyncRead for LazyStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let State::Raw(s) = &this.0 {
-            // SAFETY: `recv` only writes initialised bytes into the slice
-            // and reports how many; exactly those are marked filled.
-            #[allow(unsafe_code)]
-            let unfilled: &mut [MaybeUninit<u8>] = unsafe { buf.unfilled_mut() };
-            match s.recv(unfilled) {
-                Ok(n) => {
-                    // SAFETY: the kernel wrote `n` bytes into the start of
-                    // `unfilled` (what `recv` returned); those are now
-                    // initialised.
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        buf.assume_init(n);
-                    }
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
+            match recv_into(s, buf) {
+                Ok(_) => return Poll::Ready(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Poll::Ready(Err(e)),
