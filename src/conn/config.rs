@@ -146,9 +146,10 @@ pub struct Config {
     /// has run (tokio's `yield_now`), so frames that several tasks queue in
     /// one scheduler turn leave in one write instead of one each. 0 or 1
     /// writes at once. The delay is bounded by the scheduler's turn, never
-    /// by a timer; a server does not wait when every open stream has
-    /// already woken the glue (nothing else can come this turn). Enforced
-    /// by the I/O glue; the engine never reads it.
+    /// by a timer; and the glue does not wait at all when every open
+    /// stream has already woken it (on a server nothing else can come this
+    /// turn; on a client the connection was idle, so a lone request is not
+    /// held back). Enforced by the I/O glue; the engine never reads it.
     /// Default [`DEFAULT_WRITE_BATCH`].
     pub write_batch: usize,
 }

@@ -44,9 +44,6 @@ pub(crate) struct Shared {
     deferred: AtomicBool,
     /// `Config::write_batch`.
     write_batch: usize,
-    /// The server side: streams open only when the peer's frames arrive,
-    /// which the driver itself reads (see `should_defer`).
-    server: bool,
     /// The peer's max_concurrent_streams once its SETTINGS arrived, else 0.
     pub(crate) peer_max_streams: AtomicU32,
     /// Streams open on the connection right now.
@@ -126,7 +123,6 @@ impl Shared {
             queued: AtomicUsize::new(0),
             deferred: AtomicBool::new(false),
             write_batch,
-            server: role == Role::Server,
             peer_max_streams: AtomicU32::new(0),
             active_streams: AtomicU32::new(0),
             closed: AtomicBool::new(false),
@@ -164,19 +160,23 @@ impl Shared {
 
     /// Driver side: whether to wait for the end of the scheduler's turn
     /// before writing: handles asked for the driver, fewer times than a
-    /// batch, and more may come this turn. On a server, only the streams
-    /// open now can add to the batch (new ones arrive through this driver's
-    /// reads); when there are no more of them than wake-ups (one request
-    /// in flight, answered), nothing else will come: writing at once saves
-    /// the turn and the extra poll of the I/O driver that waiting costs. A
-    /// client's streams are opened by any task, so it always waits.
+    /// batch, and other streams are in flight. When there are no more open
+    /// streams than wake-ups, waiting is not worth its cost (a turn, and
+    /// an extra poll of the I/O driver, per write):
+    /// - on a server, nothing else can come this turn: only the open
+    ///   streams can answer (new ones arrive through this driver's reads);
+    /// - on a client, every stream in flight was just opened or woke the
+    ///   driver, so the connection was idle: one request at a time (a
+    ///   client waiting for each answer) goes out at once, while under
+    ///   load, with answers still awaited, new requests gather into one
+    ///   write. (Client streams open under the lock and count at once,
+    ///   see `SendRequest::poll_open`.)
     pub(crate) fn should_defer(&self) -> bool {
         if self.write_batch <= 1 || !self.notified.load(Ordering::Acquire) {
             return false;
         }
         let queued = self.queued.load(Ordering::Acquire);
-        queued < self.write_batch
-            && !(self.server && self.active_streams.load(Ordering::Acquire) as usize <= queued)
+        queued < self.write_batch && self.active_streams.load(Ordering::Acquire) as usize > queued
     }
 
     /// Driver side: the driver waits for the end of the turn (its wake-up
@@ -611,13 +611,20 @@ mod tests {
     }
 
     #[test]
-    fn a_client_always_waits_for_the_turn_below_a_batch() {
-        // Any task may open a stream on a client connection.
+    fn a_client_waits_for_the_turn_only_under_load() {
         let c = shared(Role::Client);
         c.notify();
-        assert!(c.should_defer());
+        assert!(!c.should_defer(), "nothing in flight");
+        // One request at a time: the stream just opened is the only one.
         c.active_streams.store(1, Ordering::Release);
+        assert!(!c.should_defer());
+        // Answers awaited on other streams: more requests may come.
+        c.active_streams.store(4, Ordering::Release);
         assert!(c.should_defer());
+        for _ in 0..7 {
+            c.notify();
+        }
+        assert!(!c.should_defer(), "a full batch is written at once");
         let mut config = crate::conn::Config::default();
         config.write_batch(1);
         let unbatched = Shared::new(Role::Server, config);

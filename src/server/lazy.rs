@@ -69,6 +69,17 @@ enum State {
 pub(crate) struct LazyStream(State);
 
 impl LazyStream {
+    /// The peer's user and group ids (`SO_PEERCRED`: the credentials it
+    /// had when it connected).
+    pub(crate) fn peer_ids(&self) -> io::Result<(u32, u32)> {
+        let cred = match &self.0 {
+            State::Raw(s) => rustix::net::sockopt::socket_peercred(s),
+            State::Registered(c) => rustix::net::sockopt::socket_peercred(c.socket()),
+            State::Gone => return Err(io::Error::other("connection lost while registering")),
+        }?;
+        Ok((cred.uid.as_raw(), cred.gid.as_raw()))
+    }
+
     /// The registered stream, registering it now if need be.
     pub(crate) fn registered(&mut self) -> io::Result<&mut UnixConn> {
         if let State::Raw(_) = self.0 {

@@ -147,15 +147,10 @@ impl Server {
         let handler: Arc<dyn Handler> = Arc::new(handler);
         let slots = self.slots.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
-        // Unix connections are accepted unregistered (see `lazy`), except
-        // when peer credentials must be checked.
+        // Unix connections are accepted unregistered (see `lazy`).
         let raw = match &listener {
-            Listener::Unix { listener: l, .. }
-                if self.config.allow_uids.is_empty() && self.config.allow_gids.is_empty() =>
-            {
-                Some(lazy::RawAcceptor::new(l)?)
-            }
-            _ => None,
+            Listener::Unix { listener: l, .. } => Some(lazy::RawAcceptor::new(l)?),
+            Listener::Tcp(_) => None,
         };
         let mut conns = JoinSet::new();
         let mut next_id: u64 = 0;
@@ -187,17 +182,13 @@ impl Server {
                     continue;
                 }
             };
-            if let Accepted::Socket(Socket::Unix(ref s)) = stream {
+            if let Accepted::Lazy(ref s) = stream {
                 if !(self.config.allow_uids.is_empty() && self.config.allow_gids.is_empty()) {
-                    let allowed = match s.peer_cred() {
-                        Ok(c) => self.config.peer_allowed(c.uid(), c.gid()),
-                        Err(_) => false,
-                    };
-                    if !allowed {
-                        let cred = s.peer_cred().ok();
+                    let ids = s.peer_ids().ok();
+                    if !ids.is_some_and(|(uid, gid)| self.config.peer_allowed(uid, gid)) {
                         tracing::warn!(
-                            uid = cred.map(|c| c.uid()),
-                            gid = cred.map(|c| c.gid()),
+                            uid = ids.map(|i| i.0),
+                            gid = ids.map(|i| i.1),
                             "peer denied by uid/gid allowlist; closing before reading any frame"
                         );
                         self.metrics.error(ErrorKind::PeerDenied);

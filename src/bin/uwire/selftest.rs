@@ -70,6 +70,11 @@ async fn serve(listener: UnixListener) {
         let Ok((sock, _)) = listener.accept().await else {
             return;
         };
+        // Registered for reading only, as `uwire serve` registers its
+        // Unix connections (see `net::UnixConn`).
+        let Ok(sock) = net::UnixConn::from_tokio(sock) else {
+            continue;
+        };
         tokio::spawn(async move {
             let (mut incoming, conn) = net::server(sock, Config::default());
             tokio::spawn(conn);
@@ -175,7 +180,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let sock = UnixStream::connect(&path).await?;
+        let sock = net::UnixConn::from_tokio(UnixStream::connect(&path).await?)?;
         let (sender, conn) = net::client(sock, Config::default());
         tasks.push(tokio::spawn(conn));
         senders.push(sender);
