@@ -198,11 +198,8 @@ impl SendRequest {
             let id = g.engine.open_stream(h, end_stream)?;
             g.new_slot(id, false);
             // Counted now, not at the driver's next look: whether the
-            // driver waits for the turn's end to write depends on it
-            // (`Shared::should_defer`).
-            self.shared
-                .active_streams
-                .store(g.engine.active_streams() as u32, Ordering::Release);
+            // driver waits for the turn's end to write depends on it.
+            g.publish_active_streams(&self.shared);
             if let Some(s) = g.slots.get_mut(&id) {
                 s.upgrade = upgrade;
             }

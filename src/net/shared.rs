@@ -396,6 +396,14 @@ impl Inner {
         }
     }
 
+    /// Copies the engine's open-stream count to `shared.active_streams`,
+    /// where the driver reads it without the lock (`Shared::should_defer`).
+    pub(crate) fn publish_active_streams(&self, shared: &Shared) {
+        shared
+            .active_streams
+            .store(self.engine.active_streams() as u32, Ordering::Release);
+    }
+
     /// Hands every engine event to whoever it concerns.
     pub(crate) fn dispatch_events(&mut self, shared: &Arc<Shared>) {
         while let Some(ev) = self.engine.poll_event() {
@@ -408,9 +416,7 @@ impl Inner {
                 w.wake();
             }
         }
-        shared
-            .active_streams
-            .store(self.engine.active_streams() as u32, Ordering::Release);
+        self.publish_active_streams(shared);
         if self.goaway_received || self.engine.is_closed() {
             shared.going_away.store(true, Ordering::Release);
         }

@@ -161,10 +161,14 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// Whether peers are checked at all: a uid or gid allowlist is set
+    /// (`SO_PEERCRED`, Unix sockets only).
+    pub fn checks_peers(&self) -> bool {
+        !(self.allow_uids.is_empty() && self.allow_gids.is_empty())
+    }
+
     /// Whether a peer with `uid`/`gid` may connect.
     pub fn peer_allowed(&self, uid: u32, gid: u32) -> bool {
-        (self.allow_uids.is_empty() && self.allow_gids.is_empty())
-            || self.allow_uids.contains(&uid)
-            || self.allow_gids.contains(&gid)
+        !self.checks_peers() || self.allow_uids.contains(&uid) || self.allow_gids.contains(&gid)
     }
 }

@@ -136,9 +136,7 @@ impl Server {
         self.config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        if matches!(listener, Listener::Tcp(_))
-            && !(self.config.allow_uids.is_empty() && self.config.allow_gids.is_empty())
-        {
+        if matches!(listener, Listener::Tcp(_)) && self.config.checks_peers() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "peer uid/gid allowlists need a Unix socket (SO_PEERCRED)",
@@ -183,7 +181,7 @@ impl Server {
                 }
             };
             if let Accepted::Lazy(ref s) = stream {
-                if !(self.config.allow_uids.is_empty() && self.config.allow_gids.is_empty()) {
+                if self.config.checks_peers() {
                     let ids = s.peer_ids().ok();
                     if !ids.is_some_and(|(uid, gid)| self.config.peer_allowed(uid, gid)) {
                         tracing::warn!(
