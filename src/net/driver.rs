@@ -199,6 +199,9 @@ impl State {
 
     /// Decodes every complete frame in `rbuf` into the engine.
     fn decode(&mut self, g: &mut Inner) {
+        // Every frame of one read arrived at the same moment: one clock
+        // read for all of them, taken at the first.
+        let mut arrived = None;
         loop {
             match self.codec.decode_frame(&mut self.rbuf) {
                 Ok(Some(mut frame)) => {
@@ -225,7 +228,10 @@ impl State {
                             d.detach_small(if awaited { SMALL_DATA } else { unawaited });
                         }
                     }
-                    if let Err(e) = g.engine.handle_frame(frame, now()) {
+                    if let Err(e) = g
+                        .engine
+                        .handle_frame(frame, *arrived.get_or_insert_with(now))
+                    {
                         tracing::debug!(error = %e, "closing the connection: peer broke the protocol");
                         self.read_open = false;
                         return;

@@ -42,7 +42,7 @@ mod error;
 mod recvq;
 mod rewind;
 mod shared;
-pub(crate) use deadline::within;
+pub(crate) use deadline::{within, within_for};
 pub(crate) use rewind::Rewind;
 pub mod socket;
 mod stream;

@@ -21,7 +21,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -34,7 +33,7 @@ use super::upgrade::{Offer, OnUpgrade, Upgraded};
 use super::ServerConfig;
 use crate::environ;
 use crate::frame::{HeaderBlock, Reason, RequestHead, ResponseHead};
-use crate::net::within;
+use crate::net::{within, within_for};
 
 /// What every request needs: the handler, the configuration, the metrics.
 pub(crate) struct Ctx {
@@ -164,16 +163,23 @@ pub(crate) fn simple(status: u16, msg: &str) -> Response {
 }
 
 /// The wire form of response header fields, plus `content-length: n` when
-/// `length` is given (written straight into the block: no header map
-/// insert, no allocation for the number).
+/// `length` is given and the fields frame the body neither way themselves
+/// (no `Content-Length`, no `Transfer-Encoding`): a known length is
+/// announced, so an HTTP/1.1 front need not chunk it. Written straight
+/// into the block (no header map insert, no allocation for the number);
+/// the framing fields are spotted in the same pass that sizes the block.
 pub(crate) fn header_block(headers: &http::HeaderMap, length: Option<u64>) -> HeaderBlock {
+    let mut size = 0;
+    let mut framed = false;
+    for (n, v) in headers {
+        size += 6 + n.as_str().len() + v.len();
+        framed |= n == http::header::CONTENT_LENGTH || n == http::header::TRANSFER_ENCODING;
+    }
     let mut digits = itoa::Buffer::new();
-    let length = length.map(|n| digits.format(n).as_bytes());
-    let size: usize = headers
-        .iter()
-        .map(|(n, v)| 6 + n.as_str().len() + v.len())
-        .sum::<usize>()
-        + length.map_or(0, |l| 6 + "content-length".len() + l.len());
+    let length = length
+        .filter(|_| !framed)
+        .map(|n| digits.format(n).as_bytes());
+    size += length.map_or(0, |l| 6 + "content-length".len() + l.len());
     let mut b = HeaderBlock::builder_with_capacity(size);
     for (name, value) in headers {
         b.push_field(name, value);
@@ -197,12 +203,14 @@ enum Outcome {
 /// Serves one decoded request: `head` and `body` in, the response out
 /// through `sink`. Every request of every protocol goes through here.
 pub(crate) async fn serve<S: Sink>(ctx: &Ctx, head: Box<RequestHead>, body: Body, sink: &mut S) {
-    let started = Instant::now();
+    // One clock read for the duration metric and the deadline.
+    let start = Deadline::now();
+    let started = start.into_std();
     ctx.metrics.stream_started();
     let metrics = ctx.metrics.clone();
     // Counted as finished however this ends, cancellation included.
     let _finished = OnDrop(move || metrics.stream_finished(started.elapsed()));
-    let deadline = ctx.config.request_deadline.map(|d| Deadline::now() + d);
+    let deadline = ctx.config.request_deadline.map(|d| start + d);
     let (offer, on_upgrade) = match head.upgrade.is_some() {
         true => {
             let (o, on) = Offer::new(head.method.clone());
@@ -426,15 +434,10 @@ async fn respond<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, deadline:
         end: http_body::Body::is_end_stream(&body),
         exact_len: http_body::Body::size_hint(&body).exact(),
     };
-    // Announce a known length, so an HTTP/1.1 front need not chunk it.
-    let announce = shape.exact_len.filter(|_| {
-        !parts.headers.contains_key(http::header::CONTENT_LENGTH)
-            && !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
-    });
     let head = ResponseHead {
         status: parts.status.as_u16(),
         reason: None,
-        headers: header_block(&parts.headers, announce),
+        headers: header_block(&parts.headers, shape.exact_len),
     };
     if let Err(e) = sink.send_head(head, shape).await {
         return sink_failed(ctx, e);
@@ -501,8 +504,7 @@ async fn respond<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, deadline:
                 // A body that knows it is done (a full buffer) ends with its
                 // data: one frame fewer.
                 let last = http_body::Body::is_end_stream(&body);
-                let limit = send_timeout.map(|t| Deadline::now() + t);
-                match within(limit, sink.send_data(data, last)).await {
+                match within_for(send_timeout, sink.send_data(data, last)).await {
                     Some(Ok(())) if last => return ctx.metrics.add_bytes_out(n),
                     Some(Ok(())) => ctx.metrics.add_bytes_out(n),
                     Some(Err(e)) => return sink_failed(ctx, e),
