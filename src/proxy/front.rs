@@ -44,8 +44,9 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     http::header::EXPECT,
 ];
 
-/// The index of `n` in [`HOP_BY_HOP`] (a string match compiles to length
-/// and byte comparisons: cheaper than comparing nine names).
+/// The index of `n` in [`HOP_BY_HOP`], or 9 and 10 for the forwarding
+/// fields (a string match compiles to length and byte comparisons: cheaper
+/// than comparing eleven names).
 fn hop_by_hop_index(n: &HeaderName) -> Option<usize> {
     Some(match n.as_str() {
         "connection" => 0,
@@ -57,21 +58,38 @@ fn hop_by_hop_index(n: &HeaderName) -> Option<usize> {
         "upgrade" => 6,
         "proxy-authenticate" => 7,
         "expect" => 8,
+        // Not hop-by-hop: the forwarding fields, spotted in the same pass
+        // (see `strip_and_spot`).
+        "x-forwarded-for" => 9,
+        "x-forwarded-proto" => 10,
         _ => return None,
     })
 }
 
+/// The bits of `strip_and_spot`'s answer for the forwarding fields.
+const SPOT_XFF: u16 = 1 << 9;
+const SPOT_XFP: u16 = 1 << 10;
+
 /// Removes hop-by-hop fields, including any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip_and_spot(headers);
+}
+
+/// [`strip_hop_by_hop`], answering which forwarding fields the message
+/// had ([`SPOT_XFF`], [`SPOT_XFP`]; one `Connection` named may since be
+/// gone), so the forwarding step needs no lookup of an absent name.
+fn strip_and_spot(headers: &mut HeaderMap) -> u16 {
     // Which of the nine are here, in one pass over the names: most messages
     // carry none, a browser's only `Connection` (and a hashed removal of an
     // absent name costs as much as of a present one).
-    let present = headers
+    let seen = headers
         .keys()
         .filter_map(hop_by_hop_index)
         .fold(0u16, |m, i| m | 1 << i);
+    let spotted = seen & (SPOT_XFF | SPOT_XFP);
+    let present = seen & !spotted;
     if present == 0 {
-        return;
+        return spotted;
     }
     if present & 1 != 0 {
         // The names `Connection` lists (usually `keep-alive` or `close`,
@@ -95,6 +113,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(n);
         }
     }
+    spotted
 }
 
 /// An IP address as a header value (`192.0.2.1`, `2001:db8::1`).
@@ -448,7 +467,7 @@ impl AppService {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let offer = self.offer.clone();
         let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
+        let spotted = strip_and_spot(headers);
         // The forwarding fields go after the request's own (the client's
         // head encoder appends them): inserting them into the map would
         // hash them and, for a request with few fields, grow it.
@@ -461,7 +480,7 @@ impl AppService {
             let peer = &self.conn.peer_ip;
             // (`contains_key` and `remove`, not `entry`: an entry reserves
             // room for an insert, and that can grow the map.)
-            let forwarded = if headers.contains_key(&X_FORWARDED_FOR) {
+            let forwarded = if spotted & SPOT_XFF != 0 {
                 let mut value: Vec<u8> = Vec::new();
                 for prev in headers.get_all(&X_FORWARDED_FOR) {
                     let prev = prev.as_bytes().trim_ascii();
@@ -482,7 +501,9 @@ impl AppService {
         }
         if cfg.x_forwarded_proto {
             // What the client said is replaced, never passed on.
-            headers.remove(&X_FORWARDED_PROTO);
+            if spotted & SPOT_XFP != 0 {
+                headers.remove(&X_FORWARDED_PROTO);
+            }
             append_headers.push((X_FORWARDED_PROTO, HeaderValue::from_static(scheme)));
         }
         let host = req
@@ -801,6 +822,33 @@ mod tests {
             assert_eq!(h.len(), 1, "{n}: {h:?}");
         }
         assert_eq!(hop_by_hop_index(&http::header::HOST), None);
+    }
+
+    /// The forwarding fields are reported, never stripped (unless
+    /// `Connection` lists them), and nothing else is reported.
+    #[test]
+    fn the_forwarding_fields_are_spotted_in_the_stripping_pass() {
+        let map = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let mut h = map(&[("host", "a"), ("x-forwarded-protocol", "x")]);
+        assert_eq!(strip_and_spot(&mut h), 0);
+        assert_eq!(h.len(), 2);
+        let mut h = map(&[("X-Forwarded-For", "192.0.2.1"), ("te", "trailers")]);
+        assert_eq!(strip_and_spot(&mut h), SPOT_XFF);
+        assert_eq!(h.len(), 1, "only the hop-by-hop field goes: {h:?}");
+        let mut h = map(&[("x-forwarded-proto", "https"), ("x-forwarded-for", "a")]);
+        assert_eq!(strip_and_spot(&mut h), SPOT_XFF | SPOT_XFP);
+        assert_eq!(h.len(), 2);
+        // Listed in `Connection`: stripped, and still reported (the
+        // forwarding step then finds nothing to keep).
+        let mut h = map(&[("connection", "x-forwarded-for"), ("x-forwarded-for", "a")]);
+        assert_eq!(strip_and_spot(&mut h), SPOT_XFF);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     /// Names listed in `Connection` in any case, hop-by-hop or not, present
