@@ -147,10 +147,11 @@ where
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if polled.is_pending() {
-            let deadline = tokio::time::Instant::now() + this.timeout;
+            // Armed (one clock read) at the first wait after progress only.
+            let timeout = this.timeout;
             let timer = this
                 .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
             if timer.as_mut().poll(cx).is_ready() {
                 return this.fail(Fault::Timeout);
             }

@@ -76,12 +76,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// [`strip_hop_by_hop`], answering which forwarding fields the message
-/// had ([`SPOT_XFF`], [`SPOT_XFP`]; one `Connection` named may since be
-/// gone), so the forwarding step needs no lookup of an absent name.
+/// had ([`SPOT_XFF`], [`SPOT_XFP`]; one that `Connection` listed is gone
+/// since), so the forwarding step needs no lookup of an absent name.
 fn strip_and_spot(headers: &mut HeaderMap) -> u16 {
-    // Which of the nine are here, in one pass over the names: most messages
-    // carry none, a browser's only `Connection` (and a hashed removal of an
-    // absent name costs as much as of a present one).
+    // Which of the nine (and of the two forwarding fields) are here, in one
+    // pass over the names: most messages carry none, a browser's only
+    // `Connection` (and a hashed removal of an absent name costs as much as
+    // of a present one).
     let seen = headers
         .keys()
         .filter_map(hop_by_hop_index)
