@@ -29,10 +29,13 @@
 #[path = "../src/bin/uwire/bench.rs"]
 mod bench;
 
+#[path = "../src/bin/uwire/mi.rs"]
+mod mi;
+
 /// The allocator of the `uwire` binary, so the peers and uwire differ in
 /// their protocol stacks, not in malloc.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: mi::Mi = mi::Mi;
 
 use std::convert::Infallible;
 use std::future::Future;

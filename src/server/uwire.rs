@@ -56,6 +56,14 @@ where
     if shutting_down {
         incoming.shutdown(Some(ctx.config.drain_timeout));
     }
+    // Resolves once `stop` turns true (or its sender is gone). Built once:
+    // a `changed()` made anew on every turn of the loop would join and
+    // leave the channel's wait list each time, twice per request.
+    let stopped = async {
+        // The value's read guard goes at once: it is not `Send`.
+        let _ = stop.wait_for(|&stop| stop).await.is_ok();
+    };
+    tokio::pin!(stopped);
     let result = loop {
         tokio::select! {
             biased;
@@ -110,11 +118,9 @@ where
                     last_activity = tokio::time::Instant::now();
                 }
             }
-            changed = stop.changed(), if !shutting_down => {
-                if changed.is_err() || *stop.borrow() {
-                    shutting_down = true;
-                    incoming.shutdown(Some(ctx.config.drain_timeout));
-                }
+            _ = &mut stopped, if !shutting_down => {
+                shutting_down = true;
+                incoming.shutdown(Some(ctx.config.drain_timeout));
             }
             () = &mut idle_timer, if idle.is_some() && !shutting_down => {
                 let idle = idle.unwrap_or(Duration::MAX);

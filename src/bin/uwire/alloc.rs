@@ -8,7 +8,7 @@
 
 #[cfg(not(uwire_system_alloc))]
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: crate::mi::Mi = crate::mi::Mi;
 
 /// How often a serving thread hands freed memory back (see [`spawn_upkeep`]).
 #[cfg(not(uwire_system_alloc))]

@@ -3,6 +3,8 @@
 mod alloc;
 mod bench;
 mod config_file;
+#[cfg(not(uwire_system_alloc))]
+mod mi;
 mod proxy;
 mod selftest;
 mod serve;
