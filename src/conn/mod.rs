@@ -38,6 +38,7 @@
 //! ```
 
 mod actions;
+mod chunks;
 mod config;
 mod engine;
 mod error;
@@ -54,6 +55,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+#[cfg(feature = "net")]
+pub(crate) use chunks::ChunkQueue;
 pub use config::{
     Config, DEFAULT_ABUSE_WINDOW, DEFAULT_DRAIN_NOTICE_TIMEOUT, DEFAULT_INITIAL_CONNECTION_WINDOW,
     DEFAULT_INITIAL_STREAM_WINDOW, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_PEER_PINGS,

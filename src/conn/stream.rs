@@ -59,7 +59,7 @@ pub(crate) struct Stream {
     pub(crate) recv_window: RecvWindow,
     pub(crate) send_window: SendWindow,
     /// Body chunks not yet emitted (never empty chunks).
-    pub(crate) queue: VecDeque<Bytes>,
+    pub(crate) queue: super::chunks::ChunkQueue,
     /// Total bytes in `queue`.
     pub(crate) buffered: usize,
     /// Trailers to send once `queue` is drained.
@@ -89,7 +89,7 @@ impl Stream {
             send,
             recv_window: RecvWindow::new(recv_window),
             send_window: SendWindow::new(send_window),
-            queue: VecDeque::new(),
+            queue: Default::default(),
             buffered: 0,
             trailers: None,
             sched: None,
@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(s.wants(), Some(Sched::Ready));
         s.send_window.consume(10);
         assert_eq!(s.wants(), None, "blocked on the stream window");
-        s.queue.clear();
+        assert_eq!(s.queue.clear(), 5);
         s.buffered = 0;
         s.send = SendState::Ending;
         assert_eq!(s.wants(), Some(Sched::Free));

@@ -16,9 +16,9 @@
 //! buffer more than 8 times their size (`driver::State::decode`), so
 //! none reaches this queue holding a buffer many times its size.
 
-use std::collections::VecDeque;
-
 use bytes::{Bytes, BytesMut};
+
+use crate::conn::ChunkQueue;
 
 /// Payloads shorter than this that arrive behind unread bytes are copied
 /// into the gathering buffer.
@@ -30,7 +30,7 @@ const GATHER_BUFFER: usize = 8 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct RecvQueue {
     /// Payloads, oldest first.
-    chunks: VecDeque<Bytes>,
+    chunks: ChunkQueue,
     /// Small payloads gathered after `chunks` (copies), in arrival order.
     /// Boxed: most streams never gather, and every stream's slot holds
     /// one of these.
@@ -83,7 +83,7 @@ impl RecvQueue {
     /// Drops everything unread; returns how many bytes that was.
     pub(crate) fn clear(&mut self) -> usize {
         let gathered = self.gathered.take().map_or(0, |g| g.len());
-        self.chunks.drain(..).map(|c| c.len()).sum::<usize>() + gathered
+        self.chunks.clear() + gathered
     }
 
     /// Moves the gathered bytes into the queue of chunks, so that what
