@@ -60,8 +60,10 @@ where
     // a `changed()` made anew on every turn of the loop would join and
     // leave the channel's wait list each time, twice per request.
     let stopped = async {
-        // The value's read guard goes at once: it is not `Send`.
-        let _ = stop.wait_for(|&stop| stop).await.is_ok();
+        // Either outcome stops the connection. The value's read guard is
+        // dropped here, at once: it is not `Send`, so it may not be held
+        // across the loop's awaits.
+        let _ = stop.wait_for(|&stop| stop).await;
     };
     tokio::pin!(stopped);
     let result = loop {
