@@ -10,12 +10,12 @@ const WORD: usize = std::mem::size_of::<usize>();
 /// mimalloc, asked for an alignment only when a type needs more than a
 /// word's.
 ///
-/// The `mimalloc` crate's allocator passes every request through `mi_malloc_aligned`,
-/// whose fast path covers only blocks up to 1 KiB; a larger one (a
-/// stream's pipeline state, a read buffer) takes its over-allocating path,
-/// about 200 instructions more than `mi_malloc`. Almost every Rust
-/// allocation needs a word's alignment or less, which any mimalloc block
-/// has.
+/// The `mimalloc` crate's allocator passes every request through
+/// `mi_malloc_aligned`, whose fast path covers only blocks up to 1 KiB; a
+/// larger one (a stream's pipeline state, a read buffer) takes its
+/// over-allocating path, about 200 instructions more than `mi_malloc`.
+/// Almost every Rust allocation needs a word's alignment or less, which
+/// any mimalloc block has.
 pub struct Mi;
 
 // SAFETY: every request is served by mimalloc, with the alignment asked
