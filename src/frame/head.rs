@@ -1,7 +1,9 @@
 //! Request and response heads: the structured payloads of REQUEST and
 //! RESPONSE frames, carried as prost messages with compact header blocks.
 
-use bytes::{BufMut, Bytes};
+use std::ops::Range;
+
+use bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{
     decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
     DecodeContext, WireType,
@@ -45,6 +47,7 @@ impl HttpVersion {
 /// Why a head failed to decode (mapped to a frame-level [`super::DecodeError`]).
 pub(crate) type HeadError = (ErrorClass, &'static str);
 
+#[inline(always)]
 fn block(buf: Bytes, max_count: u32) -> Result<HeaderBlock, HeadError> {
     HeaderBlock::parse(buf, max_count).map_err(|e| match e {
         BlockError::Invalid(why) => (ErrorClass::InvalidHeaderBlock, why),
@@ -53,6 +56,17 @@ fn block(buf: Bytes, max_count: u32) -> Result<HeaderBlock, HeadError> {
             "header block has more entries than max_header_count",
         ),
     })
+}
+
+/// The header block of a head: the payload itself, cut down to the
+/// block's `range`. A frame's payload is dropped once its head is read, so
+/// handing it on saves the refcount increment of one more slice and the
+/// decrement of that drop (two atomic operations per head).
+#[inline(always)]
+fn cut(mut payload: Bytes, range: Range<usize>) -> Bytes {
+    payload.truncate(range.end);
+    payload.advance(range.start);
+    payload
 }
 
 fn port(p: u32) -> Result<u16, HeadError> {
@@ -131,7 +145,7 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     fn bytes(&mut self, wire_type: WireType) -> Result<Bytes, PbError> {
         let b = self.bytes_raw(wire_type)?;
-        Ok(self.payload.slice_ref(b))
+        Ok(self.share(b))
     }
 
     /// The value of a `bytes` field as a borrowed slice of the payload.
@@ -140,6 +154,43 @@ impl<'a> Reader<'a> {
         if wire_type != WireType::LengthDelimited {
             return Err(PbError);
         }
+        self.value()
+    }
+
+    /// A `bytes` field whose value is usually one of `common` (see
+    /// [`Reader::common_or_share`]).
+    #[inline(always)]
+    fn bytes_common(
+        &mut self,
+        wire_type: WireType,
+        common: &[&'static [u8]],
+    ) -> Result<Bytes, PbError> {
+        let b = self.bytes_raw(wire_type)?;
+        Ok(self.common_or_share(b, common))
+    }
+
+    /// The range in the payload of a `bytes` field.
+    #[inline(always)]
+    fn range(&mut self, wire_type: WireType) -> Result<Range<usize>, PbError> {
+        let b = self.bytes_raw(wire_type)?;
+        Ok(self.range_of(b))
+    }
+
+    /// Consumes the next byte if it is the one-byte field key `key`.
+    #[inline(always)]
+    fn eat(&mut self, key: u8) -> bool {
+        match self.rest {
+            [k, rest @ ..] if *k == key => {
+                self.rest = rest;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The value of the length-delimited field whose key was just read.
+    #[inline(always)]
+    fn value(&mut self) -> Result<&'a [u8], PbError> {
         let len = self.raw_varint()?;
         if len > self.rest.len() as u64 {
             return Err(PbError);
@@ -149,20 +200,70 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
-    /// A `bytes` field whose value is usually one of `common`: a match is
-    /// returned as a static `Bytes`, saving the atomic refcount increment
-    /// (and the later decrement) that slicing the shared payload costs.
+    /// Where `b`, the value just read, lies in the payload.
     #[inline(always)]
-    fn bytes_common(
-        &mut self,
-        wire_type: WireType,
-        common: &[&'static [u8]],
-    ) -> Result<Bytes, PbError> {
-        let b = self.bytes_raw(wire_type)?;
+    fn range_of(&self, b: &[u8]) -> Range<usize> {
+        // `b` ends where `rest` starts, within the payload.
+        let end = self.payload.len() - self.rest.len();
+        end - b.len()..end
+    }
+
+    /// A shared slice of the payload for `b`, the value just read.
+    #[inline(always)]
+    fn share(&self, b: &[u8]) -> Bytes {
+        self.payload.slice(self.range_of(b))
+    }
+
+    /// `b`, the value just read, as a static `Bytes` when it is one of
+    /// `common`, saving the atomic refcount increment (and the later
+    /// decrement) that slicing the shared payload costs; else a slice.
+    #[inline(always)]
+    fn common_or_share(&self, b: &[u8], common: &[&'static [u8]]) -> Bytes {
         match common.iter().find(|c| **c == b) {
-            Some(c) => Ok(Bytes::from_static(c)),
-            None => Ok(self.payload.slice_ref(b)),
+            Some(c) => Bytes::from_static(c),
+            None => self.share(b),
         }
+    }
+
+    /// The `bytes` field `key` if it comes next, else `None`.
+    #[inline(always)]
+    fn field_bytes(&mut self, key: u8) -> Result<Option<Bytes>, PbError> {
+        if !self.eat(key) {
+            return Ok(None);
+        }
+        let b = self.value()?;
+        Ok(Some(self.share(b)))
+    }
+
+    /// The `bytes` field `key` if it comes next, else empty; its value is
+    /// usually one of `common` (see [`Reader::common_or_share`]).
+    #[inline(always)]
+    fn field_common(&mut self, key: u8, common: &[&'static [u8]]) -> Result<Bytes, PbError> {
+        if !self.eat(key) {
+            return Ok(Bytes::new());
+        }
+        let b = self.value()?;
+        Ok(self.common_or_share(b, common))
+    }
+
+    /// The range in the payload of the `bytes` field `key` if it comes
+    /// next, else `None`.
+    #[inline(always)]
+    fn field_range(&mut self, key: u8) -> Result<Option<Range<usize>>, PbError> {
+        if !self.eat(key) {
+            return Ok(None);
+        }
+        let b = self.value()?;
+        Ok(Some(self.range_of(b)))
+    }
+
+    /// The varint field `key` if it comes next, else `None`.
+    #[inline(always)]
+    fn field_varint(&mut self, key: u8) -> Result<Option<u64>, PbError> {
+        if !self.eat(key) {
+            return Ok(None);
+        }
+        Ok(Some(self.raw_varint()?))
     }
 
     /// A varint field (`int32`, `uint32`, `uint64`, `bool`): the raw value,
@@ -279,40 +380,48 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    /// Decodes a REQUEST payload. `payload` is sliced, not copied.
+    /// Decodes a REQUEST payload. `payload` is sliced, not copied: the
+    /// head's fields share its buffer (the header block takes the payload
+    /// itself, cut down to the block).
+    ///
+    /// The head is built in one struct expression once every check has
+    /// passed, from fields read into locals: none is written twice (an
+    /// overwritten `Bytes` is dropped through its vtable) and the checks
+    /// see plain values, not a head in memory.
     pub(crate) fn decode(payload: Bytes, max_header_count: u32) -> Result<RequestHead, HeadError> {
-        let mut head = RequestHead::default();
-        head.decode_into(&payload, max_header_count)?;
-        Ok(head)
-    }
-
-    /// Decodes a REQUEST payload into `self`, which must be
-    /// [`RequestHead::default`] (fields the payload omits keep their
-    /// defaults). Filling a head in place, rather than returning one,
-    /// saves copying its ~370 bytes from frame to frame on the way into
-    /// the box a [`super::Request`] keeps it in.
-    pub(crate) fn decode_into(
-        &mut self,
-        payload: &Bytes,
-        max_header_count: u32,
-    ) -> Result<(), HeadError> {
-        let u = read_request_fields(self, payload).map_err(|PbError| {
+        let raw = read_request(&payload).map_err(|PbError| {
             (
                 ErrorClass::InvalidProtobuf,
                 "REQUEST payload is not a valid RequestHead message",
             )
         })?;
-        if self.method.is_empty() || !super::scan::is_valid_name(&self.method) {
+        if raw.method.is_empty() || !super::scan::is_valid_name(&raw.method) {
             return Err((ErrorClass::InvalidHead, "method is empty or not a token"));
         }
-        if self.path.is_empty() {
+        if raw.path.is_empty() {
             return Err((ErrorClass::InvalidHead, "path is empty"));
         }
-        self.headers = block(u.headers, max_header_count)?;
-        self.client_port = port(u.client_port)?;
-        self.server_port = port(u.server_port)?;
-        self.params = block(u.params, max_header_count)?;
-        Ok(())
+        let headers = block(cut(payload, raw.headers), max_header_count)?;
+        let client_port = port(raw.client_port)?;
+        let server_port = port(raw.server_port)?;
+        let params = block(raw.params, max_header_count)?;
+        Ok(RequestHead {
+            method: raw.method,
+            scheme: raw.scheme,
+            authority: raw.authority,
+            path: raw.path,
+            query: raw.query,
+            version: HttpVersion(raw.version),
+            headers,
+            client_addr: raw.client_addr,
+            client_port,
+            server_name: raw.server_name,
+            server_port,
+            tls: raw.tls,
+            params,
+            body_length: raw.body_length,
+            upgrade: raw.upgrade,
+        })
     }
 
     /// Decodes a REQUEST payload with no header-count limit beyond the
@@ -450,22 +559,24 @@ impl ResponseHead {
     }
 
     pub(crate) fn decode(payload: Bytes, max_header_count: u32) -> Result<ResponseHead, HeadError> {
-        let mut status: u32 = 0;
-        let mut reason: Option<Bytes> = None;
-        let mut headers = Bytes::new();
+        // In tag order first, then the general loop, as `read_request`.
         let mut r = Reader::new(&payload);
-        let parsed: Result<(), PbError> = (|| {
+        let parsed: Result<_, PbError> = (|| {
+            // The one-byte keys (`tag << 3 | wire type`) of fields 1 to 3.
+            let mut status = r.field_varint(1 << 3)?.unwrap_or(0) as u32;
+            let mut reason = r.field_bytes(2 << 3 | 2)?;
+            let mut headers = r.field_range(3 << 3 | 2)?.unwrap_or_default();
             while let Some((tag, wt)) = r.key()? {
                 match tag {
                     1 => status = r.varint(wt)? as u32,
                     2 => reason = Some(r.bytes(wt)?),
-                    3 => headers = r.bytes(wt)?,
+                    3 => headers = r.range(wt)?,
                     _ => r.skip(wt, tag)?,
                 }
             }
-            Ok(())
+            Ok((status, reason, headers))
         })();
-        parsed.map_err(|PbError| {
+        let (status, reason, headers) = parsed.map_err(|PbError| {
             (
                 ErrorClass::InvalidProtobuf,
                 "RESPONSE payload is not a valid ResponseHead message",
@@ -485,7 +596,7 @@ impl ResponseHead {
         Ok(ResponseHead {
             status: status as u16,
             reason,
-            headers: block(headers, max_header_count)?,
+            headers: block(cut(payload, headers), max_header_count)?,
         })
     }
 
@@ -520,44 +631,102 @@ const COMMON_METHODS: &[&[u8]] = &[
 /// Schemes decoded without touching the payload's refcount.
 const COMMON_SCHEMES: &[&[u8]] = &[b"https", b"http"];
 
-/// The fields of a `uwire.v1.RequestHead` message that take their types
-/// only once checked (the others go straight into the head).
-#[derive(Default)]
-struct Unchecked {
-    headers: Bytes,
+/// The fields of a `uwire.v1.RequestHead` message as read, before the
+/// checks that give them their types.
+struct RawRequest {
+    method: Bytes,
+    scheme: Bytes,
+    authority: Bytes,
+    path: Bytes,
+    query: Option<Bytes>,
+    version: i32,
+    /// Where the header block lies in the payload (it is cut from the
+    /// payload itself once the rest is read: see [`RequestHead::decode_to`]).
+    headers: Range<usize>,
+    client_addr: Bytes,
     client_port: u32,
+    server_name: Bytes,
     server_port: u32,
+    tls: bool,
     params: Bytes,
+    body_length: Option<u64>,
+    upgrade: Option<Bytes>,
 }
 
-/// Reads a `uwire.v1.RequestHead` message into `head` with prost's
-/// semantics: last value wins for a repeated scalar field, unknown fields
-/// are skipped, a known field with the wrong wire type is an error, varints
-/// are truncated to the field width.
-fn read_request_fields(head: &mut RequestHead, payload: &Bytes) -> Result<Unchecked, PbError> {
-    let mut u = Unchecked::default();
+/// One-byte keys (`tag << 3 | wire type`) of the fields of a
+/// `uwire.v1.RequestHead`, in tag order.
+mod request_key {
+    pub(super) const METHOD: u8 = 1 << 3 | 2;
+    pub(super) const SCHEME: u8 = 2 << 3 | 2;
+    pub(super) const AUTHORITY: u8 = 3 << 3 | 2;
+    pub(super) const PATH: u8 = 4 << 3 | 2;
+    pub(super) const QUERY: u8 = 5 << 3 | 2;
+    pub(super) const VERSION: u8 = 6 << 3;
+    pub(super) const HEADERS: u8 = 7 << 3 | 2;
+    pub(super) const CLIENT_ADDR: u8 = 8 << 3 | 2;
+    pub(super) const CLIENT_PORT: u8 = 9 << 3;
+    pub(super) const SERVER_NAME: u8 = 10 << 3 | 2;
+    pub(super) const SERVER_PORT: u8 = 11 << 3;
+    pub(super) const TLS: u8 = 12 << 3;
+    pub(super) const PARAMS: u8 = 13 << 3 | 2;
+    pub(super) const BODY_LENGTH: u8 = 14 << 3;
+    pub(super) const UPGRADE: u8 = 15 << 3 | 2;
+}
+
+/// Reads a `uwire.v1.RequestHead` message with prost's semantics: last
+/// value wins for a repeated scalar field, unknown fields are skipped, a
+/// known field with the wrong wire type is an error, varints are truncated
+/// to the field width.
+///
+/// Every encoder writes the fields in tag order (prost does, and so does
+/// [`RequestHead::encode`]), so they are first read in that order, each
+/// behind one well-predicted test of its key byte: no jump table indexed
+/// by the tag, and no field written twice. Whatever is left (fields out of
+/// order or repeated, unknown fields, keys of a wrong wire type) goes
+/// through the general loop, which assigns in the order met, so the result
+/// is the same as reading everything that way.
+#[inline(always)]
+fn read_request(payload: &Bytes) -> Result<RawRequest, PbError> {
+    use request_key as k;
     let mut r = Reader::new(payload);
+    let mut m = RawRequest {
+        method: r.field_common(k::METHOD, COMMON_METHODS)?,
+        scheme: r.field_common(k::SCHEME, COMMON_SCHEMES)?,
+        authority: r.field_bytes(k::AUTHORITY)?.unwrap_or_default(),
+        path: r.field_bytes(k::PATH)?.unwrap_or_default(),
+        query: r.field_bytes(k::QUERY)?,
+        version: r.field_varint(k::VERSION)?.unwrap_or(0) as i32,
+        headers: r.field_range(k::HEADERS)?.unwrap_or_default(),
+        client_addr: r.field_bytes(k::CLIENT_ADDR)?.unwrap_or_default(),
+        client_port: r.field_varint(k::CLIENT_PORT)?.unwrap_or(0) as u32,
+        server_name: r.field_bytes(k::SERVER_NAME)?.unwrap_or_default(),
+        server_port: r.field_varint(k::SERVER_PORT)?.unwrap_or(0) as u32,
+        tls: r.field_varint(k::TLS)?.is_some_and(|v| v != 0),
+        params: r.field_bytes(k::PARAMS)?.unwrap_or_default(),
+        body_length: r.field_varint(k::BODY_LENGTH)?,
+        upgrade: r.field_bytes(k::UPGRADE)?,
+    };
     while let Some((tag, wt)) = r.key()? {
         match tag {
-            1 => head.method = r.bytes_common(wt, COMMON_METHODS)?,
-            2 => head.scheme = r.bytes_common(wt, COMMON_SCHEMES)?,
-            3 => head.authority = r.bytes(wt)?,
-            4 => head.path = r.bytes(wt)?,
-            5 => head.query = Some(r.bytes(wt)?),
-            6 => head.version = HttpVersion(r.varint(wt)? as i32),
-            7 => u.headers = r.bytes(wt)?,
-            8 => head.client_addr = r.bytes(wt)?,
-            9 => u.client_port = r.varint(wt)? as u32,
-            10 => head.server_name = r.bytes(wt)?,
-            11 => u.server_port = r.varint(wt)? as u32,
-            12 => head.tls = r.varint(wt)? != 0,
-            13 => u.params = r.bytes(wt)?,
-            14 => head.body_length = Some(r.varint(wt)?),
-            15 => head.upgrade = Some(r.bytes(wt)?),
+            1 => m.method = r.bytes_common(wt, COMMON_METHODS)?,
+            2 => m.scheme = r.bytes_common(wt, COMMON_SCHEMES)?,
+            3 => m.authority = r.bytes(wt)?,
+            4 => m.path = r.bytes(wt)?,
+            5 => m.query = Some(r.bytes(wt)?),
+            6 => m.version = r.varint(wt)? as i32,
+            7 => m.headers = r.range(wt)?,
+            8 => m.client_addr = r.bytes(wt)?,
+            9 => m.client_port = r.varint(wt)? as u32,
+            10 => m.server_name = r.bytes(wt)?,
+            11 => m.server_port = r.varint(wt)? as u32,
+            12 => m.tls = r.varint(wt)? != 0,
+            13 => m.params = r.bytes(wt)?,
+            14 => m.body_length = Some(r.varint(wt)?),
+            15 => m.upgrade = Some(r.bytes(wt)?),
             _ => r.skip(wt, tag)?,
         }
     }
-    Ok(u)
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -588,28 +757,26 @@ mod tests {
     }
 
     /// The message's fields as read, before any check.
-    type Raw = (RequestHead, Unchecked);
+    type Raw = RawRequest;
 
     fn read_raw(payload: &Bytes) -> Result<Raw, PbError> {
-        let mut head = RequestHead::default();
-        let u = read_request_fields(&mut head, payload)?;
-        Ok((head, u))
+        read_request(payload)
     }
 
-    fn raw_eq_pb((raw, u): &Raw, m: &pb::RequestHead) -> bool {
+    fn raw_eq_pb(payload: &Bytes, raw: &Raw, m: &pb::RequestHead) -> bool {
         raw.method == m.method
             && raw.scheme == m.scheme
             && raw.authority == m.authority
             && raw.path == m.path
             && raw.query == m.query
-            && raw.version.0 == m.version
-            && u.headers == m.headers
+            && raw.version == m.version
+            && payload[raw.headers.clone()] == m.headers
             && raw.client_addr == m.client_addr
-            && u.client_port == m.client_port
+            && raw.client_port == m.client_port
             && raw.server_name == m.server_name
-            && u.server_port == m.server_port
+            && raw.server_port == m.server_port
             && raw.tls == m.tls
-            && u.params == m.params
+            && raw.params == m.params
             && raw.body_length == m.body_length
             && raw.upgrade == m.upgrade
     }
@@ -718,7 +885,7 @@ mod tests {
             let ours = read_raw(&payload);
             let theirs = pb::RequestHead::decode(payload.clone());
             match (ours, theirs) {
-                (Ok(a), Ok(b)) => prop_assert!(raw_eq_pb(&a, &b)),
+                (Ok(a), Ok(b)) => prop_assert!(raw_eq_pb(&payload, &a, &b)),
                 (Err(PbError), Err(_)) => {}
                 (a, b) => prop_assert!(false, "ours ok={} prost ok={}", a.is_ok(), b.is_ok()),
             }
@@ -730,7 +897,7 @@ mod tests {
             let ours = read_raw(&payload);
             let theirs = pb::RequestHead::decode(payload.clone());
             match (ours, theirs) {
-                (Ok(a), Ok(b)) => prop_assert!(raw_eq_pb(&a, &b)),
+                (Ok(a), Ok(b)) => prop_assert!(raw_eq_pb(&payload, &a, &b)),
                 (Err(PbError), Err(_)) => {}
                 (a, b) => prop_assert!(false, "ours ok={} prost ok={}", a.is_ok(), b.is_ok()),
             }

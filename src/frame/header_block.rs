@@ -49,21 +49,20 @@ fn lengths(entry: &[u8; ENTRY]) -> (usize, usize) {
     (name, value)
 }
 
-/// A block cut into its parts, its structure checked: the table's lengths
-/// add up to exactly the data, and no name is empty. The bytes of the
-/// fields are not looked at.
+/// A block cut into its parts: data, length table and entry count. The
+/// count is checked ([`split`]); the lengths and the bytes of the fields
+/// are not, until [`check_lengths`] or the AVX2 walk.
 struct Parts<'a> {
     data: &'a [u8],
     table: &'a [u8],
     count: u32,
 }
 
-/// Cuts a non-empty `block` into data, table and count and checks its
-/// structure: the count fits and is at most `max_count`, the lengths add up
-/// to the data, names are non-empty. The count is checked before the table
-/// is read, so an oversized block costs nothing to refuse.
+/// Cuts a non-empty `block` into data, table and count: the count fits and
+/// is at most `max_count`. The count is checked before the table is read,
+/// so an oversized block costs nothing to refuse.
 #[inline]
-fn parts(block: &[u8], max_count: u32) -> Result<Parts<'_>, BlockError> {
+fn split(block: &[u8], max_count: u32) -> Result<Parts<'_>, BlockError> {
     let Some((rest, count)) = block.split_last_chunk::<COUNT>() else {
         return Err(BlockError::Invalid(
             "header block shorter than its entry count",
@@ -88,11 +87,17 @@ fn parts(block: &[u8], max_count: u32) -> Result<Parts<'_>, BlockError> {
         return Err(BlockError::TooMany);
     }
     let (data, table) = rest.split_at(data_len);
+    Ok(Parts { data, table, count })
+}
+
+/// Checks the structure of the table of `p`: its lengths add up to exactly
+/// the data, and no name is empty.
+fn check_lengths(p: &Parts<'_>) -> Result<(), BlockError> {
     // Sums without a branch per entry (the lengths are independent loads,
     // so this runs at the speed of the adds). Saturating: a sum past any
     // real data length fails the comparison below all the same.
     let (mut total, mut empty) = (0u64, false);
-    for e in table.chunks_exact(ENTRY) {
+    for e in p.table.chunks_exact(ENTRY) {
         let (n, v) = lengths(e.try_into().expect("ENTRY-sized chunk"));
         total = total.saturating_add(n as u64 + v as u64);
         empty |= n == 0;
@@ -100,56 +105,70 @@ fn parts(block: &[u8], max_count: u32) -> Result<Parts<'_>, BlockError> {
     if empty {
         return Err(BlockError::Invalid("empty header name"));
     }
-    if total != data.len() as u64 {
+    if total != p.data.len() as u64 {
         return Err(BlockError::Invalid(
             "header block's lengths do not add up to its data",
         ));
     }
-    Ok(Parts { data, table, count })
+    Ok(())
 }
 
 /// Validates `block` and counts its entries, with the fastest kernel the
-/// CPU has. Fields the fast path does not accept outright are walked again
-/// by [`fields_by_field`], which names the first error.
+/// CPU has. A block the fast path does not accept outright is checked
+/// again the portable way, which names the first error.
 #[inline]
 fn count_checked(block: &[u8], max_count: u32) -> Result<u32, BlockError> {
-    let p = parts(block, max_count)?;
+    let p = split(block, max_count)?;
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     if super::scan::has_avx2() {
         #[allow(unsafe_code)]
         // SAFETY: the CPU has AVX2 (checked just above).
-        if unsafe { fields_avx2(block, &p) } {
+        if unsafe { valid_avx2(block, &p) } {
             return Ok(p.count);
         }
     }
+    check_lengths(&p)?;
     fields_by_field(&p)?;
     Ok(p.count)
 }
 
-/// Whether every field of `p` (whose data, table and count are slices of
-/// `block`) is valid: one scan of all the data for NUL, CR or LF (a name
-/// with one fails its own check too), then a `tchar` check per name. The
-/// verdicts are gathered without a branch per field: blocks are almost
-/// always valid, and a refused one is walked again to name the error.
+/// Whether the block `p` was cut from is valid, structure and fields, in
+/// one walk of its table: the lengths add up to the data, no name is empty
+/// or holds a byte that is not a `tchar`, and one scan of all the data
+/// finds no NUL, CR or LF (a name with one fails its own check too). The
+/// verdicts are gathered without a branch per entry: blocks are almost
+/// always valid, and a refused one is checked again to name the error.
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 #[target_feature(enable = "avx2")]
-fn fields_avx2(block: &[u8], p: &Parts<'_>) -> bool {
+fn valid_avx2(block: &[u8], p: &Parts<'_>) -> bool {
     use super::scan::avx2::{ctl_in, not_tchar_in};
     debug_assert!(std::ptr::eq(block.as_ptr(), p.data.as_ptr()));
+    // Each entry adds under 2^33 to the running offset, so a u64 cannot
+    // wrap below 2^31 entries, far more than any block that fits a frame
+    // holds; a larger count takes the portable path.
+    if p.count >= 1 << 31 {
+        return false;
+    }
+    let data_len = p.data.len();
     #[allow(unsafe_code)]
     // SAFETY: the data is the start of the block.
-    let mut bad = unsafe { ctl_in(block, 0, p.data.len()) };
-    let mut at = 0;
+    let mut bad = unsafe { ctl_in(block, 0, data_len) };
+    let (mut at, mut empty) = (0u64, false);
     for e in p.table.chunks_exact(ENTRY) {
         let (n, v) = lengths(e.try_into().expect("ENTRY-sized chunk"));
+        empty |= n == 0;
+        // Until the sum is known to match, the offsets are only clamped
+        // into the data (a block whose lengths are wrong is refused below,
+        // whatever its names held).
+        let start = at.min(data_len as u64) as usize;
+        let end = (start + n).min(data_len);
         #[allow(unsafe_code)]
-        // SAFETY: `parts` checked that the lengths add up to the data, so
-        // `at + n <= data.len() <= block.len()`.
-        let name = unsafe { not_tchar_in(block, at, at + n) };
+        // SAFETY: `start <= end <= data_len <= block.len()`.
+        let name = unsafe { not_tchar_in(block, start, end) };
         bad |= name;
-        at += n + v;
+        at += (n + v) as u64;
     }
-    bad == 0
+    bad == 0 && !empty && at == data_len as u64
 }
 
 /// Validates every field of `p` on its own bytes, in order: the validator
@@ -180,7 +199,8 @@ fn count_by_field(block: &[u8], max_count: u32) -> Result<u32, BlockError> {
     if block.is_empty() {
         return Ok(0);
     }
-    let p = parts(block, max_count)?;
+    let p = split(block, max_count)?;
+    check_lengths(&p)?;
     fields_by_field(&p)?;
     Ok(p.count)
 }
@@ -203,6 +223,7 @@ impl HeaderBlock {
     }
 
     /// Validates an encoded block, allowing at most `max_count` entries.
+    #[inline(always)]
     pub(crate) fn parse(buf: Bytes, max_count: u32) -> Result<HeaderBlock, BlockError> {
         if buf.is_empty() {
             return Ok(HeaderBlock::new());

@@ -68,8 +68,8 @@ impl Request {
             return Err(header.error(ErrorClass::BadStreamId, "REQUEST on an even stream id"));
         }
         check_flags(&header, FLAG_END_STREAM)?;
-        let mut head = Box::<RequestHead>::default();
-        head.decode_into(&payload, limits.max_header_count)
+        let head = RequestHead::decode(payload, limits.max_header_count)
+            .map(Box::new)
             .map_err(|(c, d)| header.error(c, d))?;
         // "A REQUEST that offers an upgrade MUST NOT carry END_STREAM: the
         // client's half carries the tunnel." (PROTOCOL.md, Upgrades and tunnels)
