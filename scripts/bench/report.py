@@ -1,7 +1,7 @@
 """scripts/bench-report: writes docs/BENCHMARKS.md and its charts (SVG,
 hand-drawn here so no plotting library is needed) from the CSV files and
 `.meta.json` files the suites wrote (scripts/bench-ipc, bench-e2e,
-bench-mem; scripts/bench-all runs all four)."""
+bench-mem, bench-codec; scripts/bench-all runs them all, then this)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from results import (
     E2eMedian,
     IpcMedian,
     Target,
+    codec_median,
+    codec_targets,
     e2e_medians,
     e2e_targets,
     ipc_find,
@@ -391,6 +393,71 @@ def mem_section(rows: list[dict[str, str]], meta: dict[str, object]) -> list[str
     return out
 
 
+def codec_section(rows: list[dict[str, str]]) -> list[str]:
+    out = ["## Codec: heads and DATA frames", ""]
+    out.append(
+        "`scripts/bench-codec` (criterion, `benches/codec.rs`, one thread, no I/O): the same request "
+        "head (method, scheme, authority, path, query and 20 header fields a desktop browser sends) "
+        "decoded from a uwire/1 REQUEST frame, from its payload alone, from HTTP/1.1 text by httparse, "
+        "and from a protobuf message with a `repeated Header` field (the design uwire/1 did not take); "
+        "every decode reads every header name and value. Then the same heads encoded, and a 64 KiB "
+        "DATA frame each way. Medians of criterion's samples."
+    )
+    out.append("")
+    out.append(
+        md_table(
+            ["benchmark", "median", "what"],
+            [
+                [
+                    f"`{r['group']}/{r['bench']}`",
+                    fmt_ns(num(r, "median_ns")),
+                    r["what"],
+                ]
+                for r in rows
+            ],
+            "lrl",
+        )
+    )
+    out.append("")
+    ratios = [
+        (
+            "head decode: httparse / uwire REQUEST frame",
+            ("head_decode", "httparse"),
+            ("head_decode", "uwire_frame"),
+        ),
+        (
+            "head decode: httparse / uwire payload",
+            ("head_decode", "httparse"),
+            ("head_decode", "uwire_payload"),
+        ),
+        (
+            "head decode: prost `repeated Header` / uwire payload",
+            ("head_decode", "prost_repeated_payload"),
+            ("head_decode", "uwire_payload"),
+        ),
+        (
+            "head encode: HTTP/1.1 text / uwire REQUEST frame",
+            ("head_encode", "httparse_text"),
+            ("head_encode", "uwire_frame"),
+        ),
+    ]
+    lines = []
+    for label, slow, fast in ratios:
+        a, b = codec_median(rows, *slow), codec_median(rows, *fast)
+        if not (math.isnan(a) or math.isnan(b)) and b > 0:
+            lines.append([label, f"{a / b:.2f}x"])
+    if lines:
+        out.append(md_table(["ratio (> 1: uwire faster)", ""], lines, "lr"))
+        out.append("")
+    return out
+
+
+def fmt_ns(ns: float) -> str:
+    if math.isnan(ns):
+        return "-"
+    return f"{ns / 1000:.2f} us" if ns >= 1000 else f"{ns:.1f} ns"
+
+
 def noise_note(metas: Sequence[dict[str, object]]) -> str:
     """A warning when the machine was busy as a suite started."""
     loads = []
@@ -417,6 +484,7 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
     e2e, e2e_meta = load(indir, "e2e")
     ipc, ipc_meta = load(indir, "ipc")
     mem, mem_meta = load(indir, "mem")
+    codec, _ = load(indir, "codec")
     if not (e2e or ipc or mem):
         raise SystemExit(f"bench-report: no e2e.csv, ipc.csv or mem.csv in {indir}")
     meta = ipc_meta or e2e_meta or mem_meta
@@ -455,10 +523,11 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
         "## How to run",
         "",
         "```sh",
-        "scripts/bench-all                # the three suites below, then this report (~20 min)",
+        "scripts/bench-all                # the four suites below, then this report (~25 min)",
         "scripts/bench-ipc                # IPC: uwire/1 vs hyper HTTP/1.1, h2, tonic, raw socket floors",
         "scripts/bench-e2e                # end to end through a front, wrk",
         "scripts/bench-mem                # resident memory per idle connection / in-flight stream",
+        "scripts/bench-codec              # criterion: head decode / encode vs httparse, DATA frames",
         "scripts/bench-report             # this file and its charts from target/bench/*.csv",
         "scripts/bench-cost               # instructions and allocations per request (callgrind)",
         "BENCH_SMOKE=1 scripts/bench-e2e  # a 1 s run of every setup (scripts/test runs the smoke modes)",
@@ -497,6 +566,8 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
         targets += ipc_targets(ipc_medians([r for r in ipc if r.get("rate")]))
     if mem:
         targets += mem_targets(mem)
+    if codec:
+        targets += codec_targets(codec)
     if targets:
         doc += ["## Issue 9 targets in this run", "", targets_table(targets), ""]
     if ipc:
@@ -511,6 +582,8 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
         (chart_dir / "e2e-get.svg").write_text(e2e_chart(e2e_medians(e2e), setups))
     if mem:
         doc += mem_section(mem, mem_meta)
+    if codec:
+        doc += codec_section(codec)
     doc += [
         "## Method notes",
         "",

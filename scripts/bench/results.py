@@ -350,6 +350,31 @@ def ipc_targets(ms: Sequence[IpcMedian]) -> list[Target]:
     return out
 
 
+def codec_median(rows: Sequence[Row], group: str, bench: str) -> float:
+    """The median (ns) of one criterion benchmark of scripts/bench-codec's
+    CSV, NaN when it did not run."""
+    for r in rows:
+        if r["group"] == group and r["bench"] == bench:
+            return num(r, "median_ns")
+    return math.nan
+
+
+def codec_targets(rows: Sequence[Row]) -> list[Target]:
+    """Issue 9's codec target: a REQUEST head (20 header fields) decoded at
+    least 3x as fast as httparse parses the same head as HTTP/1.1 text."""
+    frame = codec_median(rows, "head_decode", "uwire_frame")
+    text = codec_median(rows, "head_decode", "httparse")
+    ratio = text / frame if frame > 0 else math.nan
+    return [
+        Target(
+            "codec: REQUEST head decode speed / httparse's (20 fields)",
+            f"{ratio:.2f}x ({frame:.0f} vs {text:.0f} ns)",
+            ">= 3x",
+            _check(ratio, 3.0, True),
+        )
+    ]
+
+
 def mem_targets(rows: Sequence[Row]) -> list[Target]:
     out: list[Target] = []
     for r in rows:
