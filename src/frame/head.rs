@@ -562,10 +562,10 @@ impl ResponseHead {
         // In tag order first, then the general loop, as `read_request`.
         let mut r = Reader::new(&payload);
         let parsed: Result<_, PbError> = (|| {
-            // The one-byte keys (`tag << 3 | wire type`) of fields 1 to 3.
-            let mut status = r.field_varint(1 << 3)?.unwrap_or(0) as u32;
-            let mut reason = r.field_bytes(2 << 3 | 2)?;
-            let mut headers = r.field_range(3 << 3 | 2)?.unwrap_or_default();
+            use WireType::{LengthDelimited as Len, Varint};
+            let mut status = r.field_varint(key(1, Varint))?.unwrap_or(0) as u32;
+            let mut reason = r.field_bytes(key(2, Len))?;
+            let mut headers = r.field_range(key(3, Len))?.unwrap_or_default();
             while let Some((tag, wt)) = r.key()? {
                 match tag {
                     1 => status = r.varint(wt)? as u32,
@@ -641,7 +641,7 @@ struct RawRequest {
     query: Option<Bytes>,
     version: i32,
     /// Where the header block lies in the payload (it is cut from the
-    /// payload itself once the rest is read: see [`RequestHead::decode_to`]).
+    /// payload itself once the rest is read: see [`RequestHead::decode`]).
     headers: Range<usize>,
     client_addr: Bytes,
     client_port: u32,
@@ -653,24 +653,33 @@ struct RawRequest {
     upgrade: Option<Bytes>,
 }
 
-/// One-byte keys (`tag << 3 | wire type`) of the fields of a
-/// `uwire.v1.RequestHead`, in tag order.
+/// The one-byte key of field `tag` (1 to 15) with `wire_type`, as it
+/// stands on the wire: `tag << 3 | wire type`.
+const fn key(tag: u8, wire_type: WireType) -> u8 {
+    assert!(tag >= 1 && tag <= 15);
+    tag << 3 | wire_type as u8
+}
+
+/// One-byte keys of the fields of a `uwire.v1.RequestHead`, in tag order.
 mod request_key {
-    pub(super) const METHOD: u8 = 1 << 3 | 2;
-    pub(super) const SCHEME: u8 = 2 << 3 | 2;
-    pub(super) const AUTHORITY: u8 = 3 << 3 | 2;
-    pub(super) const PATH: u8 = 4 << 3 | 2;
-    pub(super) const QUERY: u8 = 5 << 3 | 2;
-    pub(super) const VERSION: u8 = 6 << 3;
-    pub(super) const HEADERS: u8 = 7 << 3 | 2;
-    pub(super) const CLIENT_ADDR: u8 = 8 << 3 | 2;
-    pub(super) const CLIENT_PORT: u8 = 9 << 3;
-    pub(super) const SERVER_NAME: u8 = 10 << 3 | 2;
-    pub(super) const SERVER_PORT: u8 = 11 << 3;
-    pub(super) const TLS: u8 = 12 << 3;
-    pub(super) const PARAMS: u8 = 13 << 3 | 2;
-    pub(super) const BODY_LENGTH: u8 = 14 << 3;
-    pub(super) const UPGRADE: u8 = 15 << 3 | 2;
+    use super::key;
+    use prost::encoding::WireType::{LengthDelimited as Len, Varint};
+
+    pub(super) const METHOD: u8 = key(1, Len);
+    pub(super) const SCHEME: u8 = key(2, Len);
+    pub(super) const AUTHORITY: u8 = key(3, Len);
+    pub(super) const PATH: u8 = key(4, Len);
+    pub(super) const QUERY: u8 = key(5, Len);
+    pub(super) const VERSION: u8 = key(6, Varint);
+    pub(super) const HEADERS: u8 = key(7, Len);
+    pub(super) const CLIENT_ADDR: u8 = key(8, Len);
+    pub(super) const CLIENT_PORT: u8 = key(9, Varint);
+    pub(super) const SERVER_NAME: u8 = key(10, Len);
+    pub(super) const SERVER_PORT: u8 = key(11, Varint);
+    pub(super) const TLS: u8 = key(12, Varint);
+    pub(super) const PARAMS: u8 = key(13, Len);
+    pub(super) const BODY_LENGTH: u8 = key(14, Varint);
+    pub(super) const UPGRADE: u8 = key(15, Len);
 }
 
 /// Reads a `uwire.v1.RequestHead` message with prost's semantics: last
@@ -930,6 +939,45 @@ mod tests {
             h.encode(&mut wire);
             prop_assert_eq!(RequestHead::decode(Bytes::from(wire), u32::MAX).unwrap(), h);
         }
+    }
+
+    /// The keys the in-order pass tests for are the bytes prost writes (a
+    /// wrong one would not fail the decode tests: the general loop would
+    /// read the field instead, only slower).
+    #[test]
+    fn in_order_keys_are_prost_keys() {
+        use request_key as k;
+        let prost_key = |tag: u32, wt: WireType| {
+            let mut b = Vec::new();
+            encode_key(tag, wt, &mut b);
+            assert_eq!(b.len(), 1);
+            b[0]
+        };
+        let (len, varint) = (WireType::LengthDelimited, WireType::Varint);
+        let keys = [
+            (k::METHOD, 1, len),
+            (k::SCHEME, 2, len),
+            (k::AUTHORITY, 3, len),
+            (k::PATH, 4, len),
+            (k::QUERY, 5, len),
+            (k::VERSION, 6, varint),
+            (k::HEADERS, 7, len),
+            (k::CLIENT_ADDR, 8, len),
+            (k::CLIENT_PORT, 9, varint),
+            (k::SERVER_NAME, 10, len),
+            (k::SERVER_PORT, 11, varint),
+            (k::TLS, 12, varint),
+            (k::PARAMS, 13, len),
+            (k::BODY_LENGTH, 14, varint),
+            (k::UPGRADE, 15, len),
+        ];
+        for (ours, tag, wt) in keys {
+            assert_eq!(ours, prost_key(tag, wt), "field {tag}");
+        }
+        // Fields 1 to 3 of a ResponseHead.
+        assert_eq!(key(1, varint), prost_key(1, varint));
+        assert_eq!(key(2, len), prost_key(2, len));
+        assert_eq!(key(3, len), prost_key(3, len));
     }
 
     #[test]
