@@ -3,7 +3,7 @@
 //! uwire/1 numbers can be read as a fraction of the machine's limit.
 //!
 //! ```text
-//! cargo run --release --example bench_floor -- [--seconds 2] [MODE...]
+//! cargo run --release --example bench_floor -- [--seconds 2] [--cpus A,B] [MODE...]
 //! ```
 //!
 //! Modes (64-byte messages, echoed by a second process):
@@ -18,6 +18,12 @@
 //! Prints one JSON object per mode. Blocking std sockets and two processes
 //! (this binary re-executes itself as the echo side), like the C program
 //! the first floors were measured with; no async runtime in the way.
+//!
+//! `--cpus A,B` pins the measuring process to CPU `A` and the echo process
+//! to CPU `B` (`A,A`: both on one CPU). Unpinned, the scheduler decides
+//! where each side wakes up, and on a virtual machine a wake-up across
+//! CPUs can cost several times one on the same CPU, so the ping-pong rate
+//! then depends on where the two sides happened to land.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -29,6 +35,43 @@ const WINDOW: usize = 64;
 const CHUNK: usize = 64 * 1024;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Pins the calling process (its one thread) to `cpu`.
+fn pin(cpu: usize) -> Result<()> {
+    // SAFETY: `set` is a plain bit set owned by this frame, initialized by
+    // CPU_ZERO before use; sched_setaffinity only reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(format!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
+
+/// Parses `--cpus A,B`; both must be CPUs this process may run on (the
+/// echo side would otherwise fail while this side waits for it).
+fn parse_cpus(s: &str) -> Result<(usize, usize)> {
+    let (a, b) = s.split_once(',').ok_or("--cpus A,B: two CPU numbers")?;
+    let (a, b): (usize, usize) = (a.trim().parse()?, b.trim().parse()?);
+    // SAFETY: as in `pin`; sched_getaffinity fills `set`, CPU_ISSET reads it
+    // (only below CPU_SETSIZE, checked first).
+    let allowed = |cpu: usize| unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        cpu < libc::CPU_SETSIZE as usize
+            && libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0
+            && libc::CPU_ISSET(cpu, &set)
+    };
+    for cpu in [a, b] {
+        if !allowed(cpu) {
+            return Err(format!("--cpus: CPU {cpu} is not one this process may use").into());
+        }
+    }
+    Ok((a, b))
+}
 
 /// The echo side, run in the child process.
 fn peer(path: &str, mode: &str) -> Result<()> {
@@ -160,18 +203,19 @@ fn stream(s: &mut UnixStream, limit: Duration) -> Result<Floor> {
     })
 }
 
-fn measure(mode: &str, limit: Duration) -> Result<String> {
+fn measure(mode: &str, limit: Duration, cpus: Option<(usize, usize)>) -> Result<String> {
     let dir = std::env::temp_dir().join(format!("uwire-floor-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{mode}.sock"));
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("--peer")
-        .arg(&path)
-        .arg(mode)
-        .stdin(Stdio::null())
-        .spawn()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--peer").arg(&path).arg(mode);
+    if let Some((mine, peer)) = cpus {
+        pin(mine)?;
+        cmd.arg(peer.to_string());
+    }
+    let mut child = cmd.stdin(Stdio::null()).spawn()?;
     let (mut s, _) = listener.accept()?;
     let f = match mode {
         "pingpong" => pingpong(&mut s, limit),
@@ -205,11 +249,15 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--peer") {
         let (Some(path), Some(mode)) = (args.get(1), args.get(2)) else {
-            return Err("--peer PATH MODE".into());
+            return Err("--peer PATH MODE [CPU]".into());
         };
+        if let Some(cpu) = args.get(3) {
+            pin(cpu.parse()?)?;
+        }
         return peer(path, mode);
     }
     let mut limit = Duration::from_secs(2);
+    let mut cpus = None;
     let mut modes = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -221,8 +269,11 @@ fn main() -> Result<()> {
                 }
                 limit = Duration::from_secs_f64(v);
             }
+            "--cpus" => cpus = Some(parse_cpus(it.next().ok_or("--cpus needs A,B")?)?),
             "-h" | "--help" => {
-                println!("bench_floor [--seconds S] [pingpong|perwrite|batched|stream]...");
+                println!(
+                    "bench_floor [--seconds S] [--cpus A,B] [pingpong|perwrite|batched|stream]..."
+                );
                 return Ok(());
             }
             m => modes.push(m.to_string()),
@@ -234,7 +285,7 @@ fn main() -> Result<()> {
             .to_vec();
     }
     for m in &modes {
-        println!("{}", measure(m, limit)?);
+        println!("{}", measure(m, limit, cpus)?);
     }
     Ok(())
 }

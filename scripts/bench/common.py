@@ -403,15 +403,19 @@ def run_json(
     argv: Sequence[str | Path],
     timeout: float,
     env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
 ) -> tuple[dict[str, object], float]:
     """Runs a bench client that prints one JSON line; returns that object
     and the client's own CPU seconds (the growth of RUSAGE_CHILDREN while
     it ran: servers are reaped only when a suite ends, so the client is the
     only child reaped in between). `env`: variables added to the client's
-    environment."""
+    environment; `cpus`: the CPUs it may run on (set by `taskset` before it
+    starts, so every thread it starts inherits them), unset for the
+    scheduler's choice."""
     before = _children_cpu()
+    pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
     p = subprocess.Popen(
-        [str(a) for a in argv],
+        [*pin, *(str(a) for a in argv)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -433,6 +437,16 @@ def run_json(
         )
     line = out.decode().strip().splitlines()[-1]
     return json.loads(line), cpu
+
+
+def set_affinity(pid: int, cpus: set[int]) -> None:
+    """Moves every thread of process `pid` to `cpus` (threads it starts
+    later inherit the mask of the thread that starts them)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # the thread has ended meanwhile
 
 
 def median(xs: Sequence[float]) -> float:

@@ -12,6 +12,14 @@ Client and server are two processes on one Unix socket:
 Tiny (`GET /`, 18-byte answer) and 64 KiB echo bodies at 1, 64 and 1,024 in
 flight. Rounds are interleaved, medians reported; the CPU time of the server
 process (/proc) and of the client (rusage) per request is recorded too.
+
+One tiny request in flight is run once more per placement, client and server
+(and the ping-pong floor's two sides) pinned to one CPU (`same`) or to two
+(`cross`): at one in flight every message is a wake-up, and where the
+scheduler puts the two sides decides much of its cost (on a virtual machine
+a wake-up across CPUs can cost several times one on the same CPU), so the
+unpinned rows measure the scheduler's choice as much as the protocol.
+These rows are named `IMPL@PLACEMENT` in the CSV.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from common import (
     log,
     read_csv,
     run_json,
+    set_affinity,
     smoke,
     table,
     wait_socket,
@@ -44,7 +53,7 @@ from common import (
     write_csv,
     write_meta,
 )
-from results import ipc_find, ipc_medians, ipc_targets
+from results import IPC_COLUMNS, ipc_find, ipc_medians, ipc_pinned_rows, ipc_targets
 
 SECS = env_float("BENCH_IPC_SECS", 0.5 if smoke() else 3)
 ROUNDS = env_int("BENCH_ROUNDS", 1 if smoke() else 3)
@@ -69,6 +78,22 @@ FLOORS = ["pingpong", "perwrite", "batched", "stream"]
 # requests at 64 in flight went as fast or faster on one thread).
 CLIENT_THREADS = os.environ.get("BENCH_CLIENT_THREADS", "1")
 CLIENT_ENV = {"TOKIO_WORKER_THREADS": CLIENT_THREADS} if CLIENT_THREADS else None
+# The pinned placements of the one-in-flight rows (see above):
+# BENCH_PIN=same,cross (default), or empty for none. Pinning needs two CPUs
+# this process may use; with fewer, only `same` runs.
+ALLOWED_CPUS = sorted(os.sched_getaffinity(0))
+PLACEMENTS = {
+    "same": (ALLOWED_CPUS[0], ALLOWED_CPUS[0]),
+    "cross": (ALLOWED_CPUS[0], ALLOWED_CPUS[-1]),
+}
+PINS = [
+    p.strip()
+    for p in os.environ.get("BENCH_PIN", "same,cross").split(",")
+    if p.strip() and (p.strip() != "cross" or len(ALLOWED_CPUS) > 1)
+]
+for _p in PINS:
+    if _p not in PLACEMENTS:
+        die(f"BENCH_PIN: unknown placement {_p!r} (same, cross)")
 
 CSV_HEADER = [
     "impl",
@@ -146,21 +171,27 @@ def client_argv(impl: str, sock: Path, in_flight: int, body: int) -> list[str | 
 
 def run_floors(rnd: int) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for mode in FLOORS:
+    runs = [(mode, "") for mode in FLOORS]
+    runs += [("pingpong", pin) for pin in PINS]
+    for mode, pin in runs:
+        name = f"floor-{mode}" + (f"@{pin}" if pin else "")
+        cpus = []
+        if pin:
+            a, b = PLACEMENTS[pin]
+            cpus = ["--cpus", f"{a},{b}"]
         try:
             j, _ = run_json(
-                [EXAMPLES / "bench_floor", "--seconds", str(SECS), mode], SECS + 60
+                [EXAMPLES / "bench_floor", "--seconds", str(SECS), *cpus, mode],
+                SECS + 60,
             )
         except RuntimeError as e:
-            log(f"  floor {mode}: {e}")
-            rows.append(
-                {"impl": f"floor-{mode}", "round": rnd, "error_text": str(e)[:200]}
-            )
+            log(f"  {name}: {e}")
+            rows.append({"impl": name, "round": rnd, "error_text": str(e)[:200]})
             continue
         stream = mode == "stream"
         rows.append(
             {
-                "impl": f"floor-{mode}",
+                "impl": name,
                 "in_flight": j["in_flight"],
                 "body_size": 65536 if stream else j["msg_size"],
                 "round": rnd,
@@ -172,30 +203,42 @@ def run_floors(rnd: int) -> list[dict[str, object]]:
         )
         rate = float(str(j["per_sec"]))
         shown = f"{rate / 1e9:.2f} GB/s" if stream else f"{rate:,.0f} msgs/s"
-        log(f"  r{rnd} floor {mode:<9} {shown}")
+        log(f"  r{rnd} {name:<20} {shown}")
     return rows
 
 
 def run_case(
-    impl: str, sock: Path, pid: int, in_flight: int, body: int, rnd: int
+    impl: str, sock: Path, pid: int, in_flight: int, body: int, rnd: int, pin: str = ""
 ) -> dict[str, object]:
+    name = impl + (f"@{pin}" if pin else "")
     row: dict[str, object] = {
-        "impl": impl,
+        "impl": name,
         "in_flight": in_flight,
         "body_size": body,
         "round": rnd,
         "unit": "req/s",
     }
     roles = {"server": [pid]}
+    client_cpus = None
+    if pin:
+        server_on, client_on = PLACEMENTS[pin]
+        set_affinity(pid, {server_on})
+        client_cpus = {client_on}
     before = cpu_snapshot(roles)
     try:
         j, client_cpu = run_json(
-            client_argv(impl, sock, in_flight, body), SECS + 90, CLIENT_ENV
+            client_argv(impl, sock, in_flight, body),
+            SECS + 90,
+            CLIENT_ENV,
+            client_cpus,
         )
     except RuntimeError as e:
-        log(f"  {impl} {in_flight} in flight, {body} B: {e}")
+        log(f"  {name} {in_flight} in flight, {body} B: {e}")
         row["error_text"] = str(e)[:200]
         return row
+    finally:
+        if pin:
+            set_affinity(pid, set(ALLOWED_CPUS))
     server_cpu = cpu_seconds(before, roles)["server"]
     n = max(1, int(str(j["requests"])))
     row.update(
@@ -209,7 +252,7 @@ def run_case(
         client_cpu_us=client_cpu * 1e6 / n,
     )
     log(
-        f"  r{rnd} {impl:<10} {in_flight:>5} in flight {body:>6} B {float(str(j['rps'])):>10,.0f} req/s"
+        f"  r{rnd} {name:<16} {in_flight:>5} in flight {body:>6} B {float(str(j['rps'])):>10,.0f} req/s"
         f"  p99 {float(str(j['p99_us'])) / 1000:>7.2f} ms  cpu server {server_cpu * 1e6 / n:.1f} + client {client_cpu * 1e6 / n:.1f} us/req"
     )
     return row
@@ -217,7 +260,7 @@ def run_case(
 
 def print_summary(csv_path: Path) -> bool:
     ms = ipc_medians([r for r in read_csv(csv_path) if r["rate"]])
-    floors = [m for m in ms if m.impl.startswith("floor-")]
+    floors = [m for m in ms if m.impl.startswith("floor-") and "@" not in m.impl]
     if floors:
         print(
             "\nraw Unix-socket floors (two processes, 64-byte messages; stream: 64 KiB writes):"
@@ -279,19 +322,13 @@ def print_summary(csv_path: Path) -> bool:
         print(
             table(
                 rows,
-                [
-                    "in flight",
-                    "impl",
-                    "req/s",
-                    "uwire is",
-                    "p50 ms",
-                    "p99 ms",
-                    "server us/req",
-                    "client us/req",
-                    "uwire vs floor",
-                ],
+                ["in flight", *IPC_COLUMNS],
             )
         )
+    pinned = ipc_pinned_rows(ms, IMPLS, lambda us: f"{us / 1000:.3f}")
+    if pinned:
+        print("\none tiny request in flight, client and server pinned:")
+        print(table(pinned, ["placement", *IPC_COLUMNS]))
     targets = ipc_targets(ms)
     if targets:
         print("\nissue 9 targets (IPC):")
@@ -335,6 +372,11 @@ def main() -> None:
                     for impl in order:
                         sock, pid = servers[impl]
                         rows.append(run_case(impl, sock, pid, f, body, rnd))
+            if 0 in BODIES:
+                for pin in PINS:
+                    for impl in order:
+                        sock, pid = servers[impl]
+                        rows.append(run_case(impl, sock, pid, 1, 0, rnd, pin))
     finally:
         procs.stop_all()
     write_csv(args.csv, CSV_HEADER, rows)
@@ -350,6 +392,7 @@ def main() -> None:
             "serve_args": SERVE_ARGS,
             "max_streams": MAX_STREAMS,
             "client_threads": CLIENT_THREADS or "tokio default",
+            "pinned": {p: PLACEMENTS[p] for p in PINS},
         },
     )
     ok = print_summary(args.csv)

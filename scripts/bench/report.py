@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common import ROOT, read_csv
 from results import (
+    IPC_COLUMNS,
     E2eMedian,
     IpcMedian,
     Target,
@@ -24,6 +25,7 @@ from results import (
     e2e_targets,
     ipc_find,
     ipc_medians,
+    ipc_pinned_rows,
     ipc_targets,
     mem_targets,
     num,
@@ -271,7 +273,7 @@ def ipc_section(
         "CPU: the server process from `/proc`, the client from its rusage, per request."
     )
     out += ["", f"![IPC req/s, tiny requests]({rel}/ipc-tiny.svg)", ""]
-    floors = [m for m in ms if m.impl.startswith("floor-")]
+    floors = [m for m in ms if m.impl.startswith("floor-") and "@" not in m.impl]
     if floors:
         out += [
             "### Raw Unix-socket floors (`examples/bench_floor.rs`, two processes, no protocol)",
@@ -340,22 +342,29 @@ def ipc_section(
                 )
         out.append(
             md_table(
-                [
-                    "in flight",
-                    "impl",
-                    "req/s",
-                    "uwire is",
-                    "p50 ms",
-                    "p99 ms",
-                    "server µs/req",
-                    "client µs/req",
-                    "uwire vs floor",
-                ],
+                ["in flight", *IPC_COLUMNS],
                 table_rows,
                 "rlrrrrrrl",
             )
         )
         out.append("")
+    pinned = ipc_pinned_rows(ms, impls, fmt_ms, code=True)
+    if pinned:
+        out += [
+            "### One tiny request in flight, client and server pinned",
+            "",
+            (
+                "At one request in flight every message wakes the other side, and where the "
+                "scheduler puts the two processes decides much of what a wake-up costs: on a "
+                "virtual machine one across CPUs can cost several times one on the same CPU, so "
+                "the unpinned rows above measure the scheduler's choice as much as the protocol. "
+                "Here each case runs again with both processes (and the ping-pong floor's two "
+                "sides) pinned to one CPU, then to two."
+            ),
+            "",
+            md_table(["placement", *IPC_COLUMNS], pinned, "llrrrrrrl"),
+            "",
+        ]
     return out
 
 

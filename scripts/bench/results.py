@@ -8,7 +8,7 @@ The targets are issue 9's; every ratio is between rows of one run.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from common import median
@@ -289,6 +289,66 @@ def ipc_find(
     return None
 
 
+# The pinned placements of bench-ipc's one-in-flight rows (`IMPL@PLACEMENT`).
+PLACEMENT_TITLES = {
+    "same": "client and server on one CPU",
+    "cross": "client and server on two CPUs",
+}
+
+
+# The columns of bench-ipc's result tables after the first (in flight, or
+# placement), in the terminal summary and in docs/BENCHMARKS.md alike.
+IPC_COLUMNS = [
+    "impl",
+    "req/s",
+    "uwire is",
+    "p50 ms",
+    "p99 ms",
+    "server µs/req",
+    "client µs/req",
+    "uwire vs floor",
+]
+
+
+def ipc_pinned_rows(
+    ms: Sequence[IpcMedian],
+    impls: Sequence[str],
+    fmt_ms: Callable[[float], str],
+    code: bool = False,
+) -> list[list[str]]:
+    """The table of the pinned one-in-flight medians (`IMPL@PLACEMENT`),
+    placement first then the `IPC_COLUMNS`, for each placement that ran and
+    each of `impls` that has a row in it; latencies through `fmt_ms` (from
+    microseconds), impl names in backquotes if `code`."""
+    rows = []
+    for pin, title in PLACEMENT_TITLES.items():
+        u = ipc_find(ms, f"uwire@{pin}", 1, 0)
+        pp = ipc_find(ms, f"floor-pingpong@{pin}")
+        for impl in impls:
+            m = ipc_find(ms, f"{impl}@{pin}", 1, 0)
+            if m is None:
+                continue
+            floor = ""
+            if pp is not None and m is u and m.rate:
+                floor = (
+                    f"round trip {pp.rate / m.rate:.2f}x ping-pong's ({pp.rate:,.0f}/s)"
+                )
+            rows.append(
+                [
+                    title,
+                    f"`{impl}`" if code else impl,
+                    f"{m.rate:,.0f}",
+                    f"{u.rate / m.rate:.2f}x" if u and m is not u and m.rate else "",
+                    fmt_ms(m.p50_us),
+                    fmt_ms(m.p99_us),
+                    f"{m.server_cpu_us:.1f}",
+                    f"{m.client_cpu_us:.1f}",
+                    floor,
+                ]
+            )
+    return rows
+
+
 def ipc_targets(ms: Sequence[IpcMedian]) -> list[Target]:
     out: list[Target] = []
     pp = ipc_find(ms, "floor-pingpong")
@@ -336,6 +396,18 @@ def ipc_targets(ms: Sequence[IpcMedian]) -> list[Target]:
                 _check(r, 1.5, False),
             )
         )
+    for pin, title in PLACEMENT_TITLES.items():
+        u, p = ipc_find(ms, f"uwire@{pin}", 1, 0), ipc_find(ms, f"floor-pingpong@{pin}")
+        if u is not None and p is not None:
+            r = _ratio(p.rate, u.rate)
+            out.append(
+                Target(
+                    f"uwire 1 in flight round trip / raw ping-pong, {title} (pinned)",
+                    f"{r:.2f}x",
+                    "(reference)",
+                    None,
+                )
+            )
     u64k = ipc_find(ms, "uwire", 64, 65536)
     if u64k is not None and st is not None:
         r = _ratio(u64k.rate * 65536 * 2, st.rate)
