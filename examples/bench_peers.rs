@@ -28,6 +28,8 @@
 #[allow(dead_code)]
 #[path = "../src/bin/uwire/bench.rs"]
 mod bench;
+#[path = "../src/bin/uwire/duration.rs"]
+mod duration;
 
 #[path = "../src/bin/uwire/mi.rs"]
 mod mi;

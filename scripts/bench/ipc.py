@@ -2,7 +2,8 @@
 
 Client and server are two processes on one Unix socket:
   * uwire/1: `uwire bench` against `uwire serve` (the demo app), one
-    connection, all requests multiplexed on it;
+    connection, all requests multiplexed on it; `uwire-nopoll` the same
+    with busy polling off on both sides (`--busy-poll 0`);
   * hyper HTTP/1.1 (hyper-util keep-alive pool: one connection per request
     in flight), hyper HTTP/2 (one connection) and tonic gRPC (one channel),
     from examples/bench_peers.rs, on the same greeting / echo;
@@ -53,7 +54,14 @@ from common import (
     write_csv,
     write_meta,
 )
-from results import IPC_COLUMNS, ipc_find, ipc_medians, ipc_pinned_rows, ipc_targets
+from results import (
+    IPC_COLUMNS,
+    ipc_find,
+    ipc_medians,
+    ipc_pinned_rows,
+    ipc_row,
+    ipc_targets,
+)
 
 SECS = env_float("BENCH_IPC_SECS", 0.5 if smoke() else 3)
 ROUNDS = env_int("BENCH_ROUNDS", 1 if smoke() else 3)
@@ -61,12 +69,14 @@ IN_FLIGHT = env_list("BENCH_IN_FLIGHT", [1, 64] if smoke() else [1, 64, 1024])
 BODIES = env_list("BENCH_BODIES", [0, 65536])
 IMPLS = [
     s
-    for s in os.environ.get("BENCH_IMPLS", "uwire,hyper-h1,hyper-h2,tonic-grpc").split(
-        ","
-    )
+    for s in os.environ.get(
+        "BENCH_IMPLS", "uwire,uwire-nopoll,hyper-h1,hyper-h2,tonic-grpc"
+    ).split(",")
     if s
 ]
 SERVE_ARGS = shlex.split(os.environ.get("BENCH_SERVE_ARGS", ""))
+# `uwire-nopoll`: uwire with busy polling (src/net/busy_poll.rs) off on
+# both sides, to show what the default 50us windows change.
 # 1,024 streams in flight on one connection need a stream limit above the
 # default 128 (the h2 and gRPC servers are given the same room).
 MAX_STREAMS = max([2048, *IN_FLIGHT])
@@ -116,10 +126,12 @@ CSV_HEADER = [
 def start_servers(procs: Procs, d: Path) -> dict[str, tuple[Path, int]]:
     """Starts every server; returns impl -> (socket, server pid)."""
     out = {}
-    if "uwire" in IMPLS:
-        sock = d / "uwire.sock"
+    for impl, extra in (("uwire", []), ("uwire-nopoll", ["--busy-poll", "0"])):
+        if impl not in IMPLS:
+            continue
+        sock = d / f"{impl}.sock"
         p = procs.start(
-            "uwire-serve",
+            f"{impl}-serve",
             [
                 UWIRE,
                 "serve",
@@ -127,11 +139,12 @@ def start_servers(procs: Procs, d: Path) -> dict[str, tuple[Path, int]]:
                 f"unix:{sock}",
                 "--max-streams",
                 str(MAX_STREAMS),
+                *extra,
                 *SERVE_ARGS,
             ],
         )
         wait_socket(sock, p)
-        out["uwire"] = (sock, p.pid)
+        out[impl] = (sock, p.pid)
     for impl, cmd in (
         ("hyper-h1", "h1-server"),
         ("hyper-h2", "h2-server"),
@@ -161,6 +174,8 @@ def client_argv(impl: str, sock: Path, in_flight: int, body: int) -> list[str | 
     ]
     if impl == "uwire":
         return [UWIRE, "bench", *common]
+    if impl == "uwire-nopoll":
+        return [UWIRE, "bench", *common, "--busy-poll", "0"]
     sub = {
         "hyper-h1": "h1-client",
         "hyper-h2": "h2-client",
@@ -258,6 +273,10 @@ def run_case(
     return row
 
 
+def fmt_ms(us: float) -> str:
+    return f"{us / 1000:.3f}"
+
+
 def print_summary(csv_path: Path) -> bool:
     ms = ipc_medians([r for r in read_csv(csv_path) if r["rate"]])
     floors = [m for m in ms if m.impl.startswith("floor-") and "@" not in m.impl]
@@ -280,52 +299,23 @@ def print_summary(csv_path: Path) -> bool:
                 ["floor", "rate", "in flight"],
             )
         )
-    batched = ipc_find(ms, "floor-batched")
-    pingpong = ipc_find(ms, "floor-pingpong")
-    stream = ipc_find(ms, "floor-stream")
     for body in BODIES:
         print(
             f"\n{'tiny (GET /, 18-byte answer)' if body == 0 else f'{body // 1024} KiB echo'}, one client process, one server process:"
         )
         rows = []
         for f in IN_FLIGHT:
-            u = ipc_find(ms, "uwire", f, body)
             for impl in IMPLS:
                 m = ipc_find(ms, impl, f, body)
-                if m is None:
-                    continue
-                vs = (
-                    f"{u.rate / m.rate:.2f}x"
-                    if u and impl != "uwire" and m.rate
-                    else ""
-                )
-                floor = ""
-                if impl == "uwire" and body == 0 and f == 1 and pingpong:
-                    floor = f"round trip {pingpong.rate / m.rate:.2f}x ping-pong"
-                elif impl == "uwire" and body == 0 and batched:
-                    floor = f"{m.rate / batched.rate:.1%} of batched"
-                elif impl == "uwire" and body and stream:
-                    floor = f"{m.rate * body * 2 / stream.rate:.1%} of streaming"
-                rows.append(
-                    [
-                        f,
-                        impl,
-                        f"{m.rate:,.0f}",
-                        vs,
-                        f"{m.p50_us / 1000:.3f}",
-                        f"{m.p99_us / 1000:.3f}",
-                        f"{m.server_cpu_us:.1f}",
-                        f"{m.client_cpu_us:.1f}",
-                        floor,
-                    ]
-                )
+                if m is not None:
+                    rows.append(ipc_row(ms, m, str(f), fmt_ms))
         print(
             table(
                 rows,
                 ["in flight", *IPC_COLUMNS],
             )
         )
-    pinned = ipc_pinned_rows(ms, IMPLS, lambda us: f"{us / 1000:.3f}")
+    pinned = ipc_pinned_rows(ms, IMPLS, fmt_ms)
     if pinned:
         print("\none tiny request in flight, client and server pinned:")
         print(table(pinned, ["placement", *IPC_COLUMNS]))

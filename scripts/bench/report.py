@@ -26,6 +26,7 @@ from results import (
     ipc_find,
     ipc_medians,
     ipc_pinned_rows,
+    ipc_row,
     ipc_targets,
     mem_targets,
     num,
@@ -33,6 +34,7 @@ from results import (
 
 IMPL_TITLES = {
     "uwire": "uwire/1 (`uwire bench` -> `uwire serve`, one connection)",
+    "uwire-nopoll": "the same with busy polling off on both sides (`--busy-poll 0`)",
     "hyper-h1": "hyper HTTP/1.1, hyper-util keep-alive pool (a connection per request in flight)",
     "hyper-h2": "hyper HTTP/2, one connection",
     "tonic-grpc": "tonic gRPC unary, one channel",
@@ -299,11 +301,6 @@ def ipc_section(
         md_table(["impl", "what"], [[f"`{i}`", IMPL_TITLES[i]] for i in impls], "ll"),
         "",
     ]
-    pp, bt, st = (
-        ipc_find(ms, "floor-pingpong"),
-        ipc_find(ms, "floor-batched"),
-        ipc_find(ms, "floor-stream"),
-    )
     for body in sorted({m.body_size for m in ms if not m.impl.startswith("floor-")}):
         out += [
             f"### {'Tiny requests' if body == 0 else f'{body // 1024} KiB echo'}",
@@ -311,35 +308,10 @@ def ipc_section(
         ]
         table_rows = []
         for f in sorted({m.in_flight for m in ms if m.impl in impls}):
-            u = ipc_find(ms, "uwire", f, body)
             for impl in impls:
                 m = ipc_find(ms, impl, f, body)
-                if m is None:
-                    continue
-                floor = ""
-                if impl == "uwire" and body == 0 and f == 1 and pp:
-                    floor = f"round trip {pp.rate / m.rate:.2f}x ping-pong's"
-                elif impl == "uwire" and body == 0 and bt:
-                    floor = f"{m.rate / bt.rate:.1%} of batched"
-                elif impl == "uwire" and body and st:
-                    floor = (
-                        f"{m.rate * body * 2 / st.rate:.1%} of streaming (both ways)"
-                    )
-                table_rows.append(
-                    [
-                        f,
-                        f"`{impl}`",
-                        f"{m.rate:,.0f}",
-                        f"{u.rate / m.rate:.2f}x"
-                        if u and impl != "uwire" and m.rate
-                        else "",
-                        fmt_ms(m.p50_us),
-                        fmt_ms(m.p99_us),
-                        f"{m.server_cpu_us:.1f}",
-                        f"{m.client_cpu_us:.1f}",
-                        floor,
-                    ]
-                )
+                if m is not None:
+                    table_rows.append(ipc_row(ms, m, str(f), fmt_ms, code=True))
         out.append(
             md_table(
                 ["in flight", *IPC_COLUMNS],

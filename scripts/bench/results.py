@@ -310,6 +310,60 @@ IPC_COLUMNS = [
 ]
 
 
+# The uwire rows of bench-ipc (default, and with busy polling off), which
+# get a comparison with the raw floors.
+UWIRE_IMPLS = ("uwire", "uwire-nopoll")
+
+
+def ipc_floor_text(ms: Sequence[IpcMedian], m: IpcMedian) -> str:
+    """A uwire median against its floor: the ping-pong round trip at one
+    tiny request in flight (the pinned one for a pinned row), the batched
+    floor for tiny requests, the streaming floor for bodies; empty for the
+    peers."""
+    base, _, pin = m.impl.partition("@")
+    if base not in UWIRE_IMPLS or not m.rate:
+        return ""
+    if m.body_size == 0 and m.in_flight == 1:
+        pp = ipc_find(ms, "floor-pingpong" + (f"@{pin}" if pin else ""))
+        if pp is None:
+            return ""
+        text = f"round trip {pp.rate / m.rate:.2f}x ping-pong's"
+        return text + (f" ({pp.rate:,.0f}/s)" if pin else "")
+    if m.body_size == 0:
+        bt = ipc_find(ms, "floor-batched")
+        return f"{m.rate / bt.rate:.1%} of batched" if bt else ""
+    st = ipc_find(ms, "floor-stream")
+    if st is None:
+        return ""
+    return f"{m.rate * m.body_size * 2 / st.rate:.1%} of streaming (both ways)"
+
+
+def ipc_row(
+    ms: Sequence[IpcMedian],
+    m: IpcMedian,
+    first: str,
+    fmt_ms: Callable[[float], str],
+    code: bool = False,
+) -> list[str]:
+    """One row of a bench-ipc table: `first` (in flight, or placement),
+    then the `IPC_COLUMNS` of `m`, against uwire's median of the same case;
+    latencies through `fmt_ms` (from microseconds), the impl name in
+    backquotes if `code`."""
+    base, _, pin = m.impl.partition("@")
+    u = ipc_find(ms, "uwire" + (f"@{pin}" if pin else ""), m.in_flight, m.body_size)
+    return [
+        first,
+        f"`{base}`" if code else base,
+        f"{m.rate:,.0f}",
+        f"{u.rate / m.rate:.2f}x" if u is not None and u is not m and m.rate else "",
+        fmt_ms(m.p50_us),
+        fmt_ms(m.p99_us),
+        f"{m.server_cpu_us:.1f}",
+        f"{m.client_cpu_us:.1f}",
+        ipc_floor_text(ms, m),
+    ]
+
+
 def ipc_pinned_rows(
     ms: Sequence[IpcMedian],
     impls: Sequence[str],
@@ -317,35 +371,14 @@ def ipc_pinned_rows(
     code: bool = False,
 ) -> list[list[str]]:
     """The table of the pinned one-in-flight medians (`IMPL@PLACEMENT`),
-    placement first then the `IPC_COLUMNS`, for each placement that ran and
-    each of `impls` that has a row in it; latencies through `fmt_ms` (from
-    microseconds), impl names in backquotes if `code`."""
+    placement first then the `IPC_COLUMNS` (see `ipc_row`), for each
+    placement that ran and each of `impls` that has a row in it."""
     rows = []
     for pin, title in PLACEMENT_TITLES.items():
-        u = ipc_find(ms, f"uwire@{pin}", 1, 0)
-        pp = ipc_find(ms, f"floor-pingpong@{pin}")
         for impl in impls:
             m = ipc_find(ms, f"{impl}@{pin}", 1, 0)
-            if m is None:
-                continue
-            floor = ""
-            if pp is not None and m is u and m.rate:
-                floor = (
-                    f"round trip {pp.rate / m.rate:.2f}x ping-pong's ({pp.rate:,.0f}/s)"
-                )
-            rows.append(
-                [
-                    title,
-                    f"`{impl}`" if code else impl,
-                    f"{m.rate:,.0f}",
-                    f"{u.rate / m.rate:.2f}x" if u and m is not u and m.rate else "",
-                    fmt_ms(m.p50_us),
-                    fmt_ms(m.p99_us),
-                    f"{m.server_cpu_us:.1f}",
-                    f"{m.client_cpu_us:.1f}",
-                    floor,
-                ]
-            )
+            if m is not None:
+                rows.append(ipc_row(ms, m, title, fmt_ms, code))
     return rows
 
 
@@ -394,6 +427,17 @@ def ipc_targets(ms: Sequence[IpcMedian]) -> list[Target]:
                 f"{r:.2f}x",
                 "<= 1.5x",
                 _check(r, 1.5, False),
+            )
+        )
+    unp = ipc_find(ms, "uwire-nopoll", 1, 0)
+    if unp is not None and pp is not None:
+        r = _ratio(pp.rate, unp.rate)
+        out.append(
+            Target(
+                "same, busy polling off (`--busy-poll 0`)",
+                f"{r:.2f}x",
+                "(reference)",
+                None,
             )
         )
     for pin, title in PLACEMENT_TITLES.items():

@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+pub mod busy_poll;
 mod deadline;
 mod driver;
 mod error;

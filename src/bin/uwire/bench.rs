@@ -49,6 +49,10 @@ pub struct Args {
     /// `Config::write_batch`; 1 writes each request at once).
     #[arg(long, default_value_t = uwire::conn::DEFAULT_WRITE_BATCH)]
     pub write_batch: usize,
+    /// Before a runtime thread sleeps, it watches the event loop up to this
+    /// long; see `uwire serve --busy-poll`. 0: off.
+    #[arg(long, default_value = "50us", value_parser = crate::duration::parse_busy_poll)]
+    pub busy_poll: std::time::Duration,
     /// Print only the requests per second.
     #[arg(long, conflicts_with = "json")]
     pub quiet: bool,

@@ -3,6 +3,7 @@
 mod alloc;
 mod bench;
 mod config_file;
+mod duration;
 #[cfg(not(uwire_system_alloc))]
 mod mi;
 mod proxy;
@@ -61,14 +62,19 @@ fn main() -> std::process::ExitCode {
         cli.command,
         Command::Serve(_) | Command::Proxy(_) | Command::Quickstart(_)
     );
-    let rt = if serving {
+    let busy_poll = match &cli.command {
+        Command::Serve(a) => threads::busy_poll(a.busy_poll, a.threads),
+        Command::Proxy(a) => threads::busy_poll(a.front.busy_poll, a.front.threads),
+        Command::Quickstart(a) => threads::busy_poll(a.front.busy_poll, a.front.threads),
+        Command::Bench(a) => a.busy_poll,
+        Command::Selftest(_) => std::time::Duration::ZERO,
+    };
+    let builder = if serving {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-    }
-    .enable_all()
-    .build()
-    .expect("failed to start the tokio runtime");
+    };
+    let rt = threads::runtime(builder, busy_poll).expect("failed to start the tokio runtime");
     let result = rt.block_on(async {
         if serving {
             alloc::spawn_upkeep();
@@ -98,6 +104,57 @@ mod tests {
         Cli::try_parse_from(std::iter::once("uwire").chain(args.iter().copied()))
             .unwrap()
             .command
+    }
+
+    #[test]
+    fn busy_poll_flags_and_their_limits() {
+        use std::time::Duration;
+        let default = uwire::net::busy_poll::DEFAULT_BUSY_POLL;
+        assert_eq!(default, Duration::from_micros(50));
+        let Command::Serve(a) = parse(&["serve"]) else {
+            unreachable!()
+        };
+        assert_eq!(threads::busy_poll(a.busy_poll, a.threads), default);
+        let Command::Serve(a) = parse(&["serve", "--threads", "2"]) else {
+            unreachable!()
+        };
+        assert_eq!(threads::busy_poll(a.busy_poll, a.threads), Duration::ZERO);
+        let Command::Serve(a) = parse(&["serve", "--threads", "2", "--busy-poll", "50us"]) else {
+            unreachable!()
+        };
+        assert_eq!(
+            threads::busy_poll(a.busy_poll, a.threads),
+            Duration::from_micros(50)
+        );
+        let Command::Proxy(a) = parse(&["proxy", "--upstream", "unix:/x", "--busy-poll", "10ms"])
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            a.front.busy_poll,
+            Some(uwire::net::busy_poll::MAX_BUSY_POLL)
+        );
+        let Command::Quickstart(a) = parse(&["quickstart", "--busy-poll", "0"]) else {
+            unreachable!()
+        };
+        assert_eq!(
+            threads::busy_poll(a.front.busy_poll, a.front.threads),
+            Duration::ZERO
+        );
+        let Command::Bench(a) = parse(&["bench", "--socket", "/x"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.busy_poll, default);
+        let Command::Bench(a) = parse(&["bench", "--socket", "/x", "--busy-poll", "1.5ms"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.busy_poll, Duration::from_micros(1500));
+        assert_eq!(
+            duration::parse_busy_poll("10001us").unwrap_err(),
+            "--busy-poll \"10001us\": at most 10ms"
+        );
+        assert!(duration::parse_busy_poll("-1us").is_err());
+        assert!(duration::parse_busy_poll("5 parsecs").is_err());
     }
 
     #[test]

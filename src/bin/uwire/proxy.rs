@@ -14,7 +14,7 @@ use uwire::proxy::static_files::StaticMount;
 use uwire::proxy::{self, Front, ProxyConfig, TlsFiles};
 use uwire::server::{demo::Demo, BindAddr, Listener, Server, ServerConfig};
 
-use crate::serve::parse_duration;
+use crate::duration::{parse_busy_poll, parse_duration};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -126,6 +126,17 @@ pub struct FrontArgs {
     /// its requests stay on the thread that accepted it.
     #[arg(long, default_value_t = crate::threads::DEFAULT_THREADS, value_parser = crate::threads::parse_threads)]
     pub threads: usize,
+    /// Before a serving thread sleeps, it watches its event loop up to this
+    /// long and takes what arrives meanwhile without being woken (much
+    /// lower latency at few requests in flight where waking a sleeping CPU
+    /// is dear, as on virtual machines); the window shrinks where it finds
+    /// nothing, so sparse work costs no polling. At most 10ms; 0: off.
+    /// Default: 50us with one thread, off with more (a polling thread
+    /// takes the new connections of the shared listening socket before a
+    /// sleeping one wakes, so the threads would not share them). See
+    /// `uwire::net::busy_poll`.
+    #[arg(long, value_parser = parse_busy_poll)]
+    pub busy_poll: Option<Duration>,
     /// Largest vars block sent to classic uwsgi upstreams: set it to the
     /// uWSGI server's --buffer-size (uWSGI's default is 4096) so oversized
     /// heads get 431 here instead of being dropped by uWSGI (502).
@@ -335,7 +346,8 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             }
         });
     }
-    let others = crate::threads::spawn(args.front.threads, {
+    let busy_poll = crate::threads::busy_poll(args.front.busy_poll, args.front.threads);
+    let others = crate::threads::spawn(args.front.threads, busy_poll, {
         let front = front.clone();
         let shared = share_tcp(&listener, args.front.threads)?;
         move |_i, stop| {
@@ -443,7 +455,8 @@ pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
     let front = Arc::new(Front::new(client, pcfg)?);
     // Every thread serves both halves: its front's upstream connections go
     // to the app socket, which any thread's runtime may accept.
-    let others = crate::threads::spawn(args.front.threads, {
+    let busy_poll = crate::threads::busy_poll(args.front.busy_poll, args.front.threads);
+    let others = crate::threads::spawn(args.front.threads, busy_poll, {
         let (front, server) = (front.clone(), server.clone());
         let tcp = share_tcp(&listener, args.front.threads)?;
         let apps: Vec<_> = (1..args.front.threads)

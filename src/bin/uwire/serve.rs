@@ -7,29 +7,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uwire::server::{demo::Demo, BindAddr, Listener, Metrics, Server, ServerConfig};
 
+use crate::duration::{parse_busy_poll, parse_duration};
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .map_err(|e| format!("bad octal mode {s:?}: {e}"))
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: use e.g. 30s, 500ms, 5m"))?;
-    let secs = match unit {
-        "" | "s" => v,
-        "ms" => v / 1000.0,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?}: use ms, s, m or h")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Options of `uwire serve`.
@@ -127,6 +111,17 @@ pub struct Args {
     /// a connection stays on the thread that accepted it.
     #[arg(long, default_value_t = crate::threads::DEFAULT_THREADS, value_parser = crate::threads::parse_threads)]
     pub threads: usize,
+    /// Before a serving thread sleeps, it watches its event loop up to this
+    /// long and takes what arrives meanwhile without being woken (much
+    /// lower latency at few requests in flight where waking a sleeping CPU
+    /// is dear, as on virtual machines); the window shrinks where it finds
+    /// nothing, so sparse work costs no polling. At most 10ms; 0: off.
+    /// Default: 50us with one thread, off with more (a polling thread
+    /// takes the new connections of the shared listening socket before a
+    /// sleeping one wakes, so the threads would not share them). See
+    /// `uwire::net::busy_poll`.
+    #[arg(long, value_parser = parse_busy_poll)]
+    pub busy_poll: Option<Duration>,
     /// Read options from this TOML file ([serve] table; keys are the long
     /// option names); options on the command line win.
     #[arg(long)]
@@ -217,7 +212,8 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             }
         });
     }
-    let others = crate::threads::spawn(args.threads, {
+    let busy_poll = crate::threads::busy_poll(args.busy_poll, args.threads);
+    let others = crate::threads::spawn(args.threads, busy_poll, {
         let server = server.clone();
         let shared: Vec<_> = (1..args.threads)
             .map(|_| listener.share())

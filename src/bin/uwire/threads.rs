@@ -7,8 +7,10 @@
 
 use std::future::Future;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::watch;
+use uwire::net::busy_poll::{self, BusyPoll};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -17,6 +19,34 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// then has a core, and no thread wakes another); raise it when the
 /// process has the machine to itself (docs/BENCHMARKS.md).
 pub const DEFAULT_THREADS: usize = 1;
+
+/// Builds a runtime from `builder` (I/O and time enabled) with `busy_poll`
+/// of busy polling before its threads sleep; says so on standard error
+/// where busy polling was asked for and is not available.
+pub fn runtime(
+    mut builder: tokio::runtime::Builder,
+    busy_poll: Duration,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let (rt, status) = busy_poll::build(builder.enable_all(), busy_poll)?;
+    if status == BusyPoll::Unavailable {
+        eprintln!("uwire: --busy-poll is not available here (Linux only); running without it");
+    }
+    Ok(rt)
+}
+
+/// The `--busy-poll` window of a server with `threads` serving threads:
+/// the flag's, else [`busy_poll::DEFAULT_BUSY_POLL`] with one thread and
+/// none with more. Threads sharing one listening socket would not share
+/// its connections: the one still polling takes each new one before a
+/// sleeping one wakes (measured: `--threads 2` under a burst of 32 new
+/// connections left one thread without any).
+pub fn busy_poll(flag: Option<Duration>, threads: usize) -> Duration {
+    flag.unwrap_or(if threads <= 1 {
+        busy_poll::DEFAULT_BUSY_POLL
+    } else {
+        Duration::ZERO
+    })
+}
 
 /// Parses `--threads`: 1..=1024.
 pub fn parse_threads(s: &str) -> Result<usize, String> {
@@ -85,8 +115,9 @@ impl Workers {
 }
 
 /// Starts `n - 1` extra threads, each running `work(i, stop)` (i = 1..n) on
-/// a current-thread runtime; the caller's thread is the first.
-pub fn spawn<W, Fut>(n: usize, work: W) -> std::io::Result<Workers>
+/// a current-thread runtime with `busy_poll` (see [`runtime`]); the
+/// caller's thread is the first.
+pub fn spawn<W, Fut>(n: usize, busy_poll: Duration, work: W) -> std::io::Result<Workers>
 where
     W: Fn(usize, Stop) -> Result<Fut, BoxError> + Send + Clone + 'static,
     Fut: Future<Output = Result<(), BoxError>> + 'static,
@@ -100,9 +131,7 @@ where
             std::thread::Builder::new()
                 .name(format!("uwire-{i}"))
                 .spawn(move || -> Result<(), BoxError> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
+                    let rt = runtime(tokio::runtime::Builder::new_current_thread(), busy_poll)?;
                     // The future is made inside the runtime: it registers
                     // its listener with this thread's reactor.
                     rt.block_on(async move {

@@ -1,0 +1,484 @@
+//! Busy polling: a tokio runtime whose threads, before they go to sleep,
+//! watch their event loop for a short while and stop at once when it has
+//! something to do.
+//!
+//! Why: at few requests in flight, each message has to wake the process on
+//! the other side. Waking a thread that sleeps on an idle CPU is the
+//! dearest part of a round trip on a virtual machine whose guest halts its
+//! idle CPUs at once (KVM with guest halt polling off, as on the bench
+//! machines): the halted CPU has to be woken through the hypervisor. A
+//! thread still polling when the next message arrives takes it without
+//! that wake-up. Measured on the bench machine, one request in flight
+//! between `uwire bench` and `uwire serve` went from about 16k to 80k round
+//! trips a second with 50 µs windows on both sides, for less CPU time per
+//! request (about 12 µs a side instead of 24: polling costs less than the
+//! wake-ups it saves); one HTTP connection through `uwire proxy` and
+//! `uwire serve` went about 3x as fast, 32 connections about 12% (see the
+//! closing note of issue 9 and docs/BENCHMARKS.md).
+//!
+//! The window adapts per thread as the kernel's guest halt polling does
+//! (see `Adaptive`): where the work comes in gaps longer than the window,
+//! the polling finds nothing, and the window shrinks to nothing, so a
+//! thread with sparse work (or none) sleeps at once and costs no CPU time.
+//! While it polls, the thread yields its CPU to any other thread that wants
+//! it (the peer it waits for may be on the same CPU). Timers are not
+//! watched: one due during a window fires when the window ends (at most
+//! the window late). Linux only; elsewhere [`build`] says `Unavailable` and
+//! the runtime runs as usual.
+//!
+//! How: tokio does not expose its event loop, so [`build`] finds the
+//! runtime's epoll instance as the one instance of that kind that building
+//! the runtime added to the process (`/proc/self/fd`), and the park hook
+//! polls it with `poll(2)` (which does not take its events) until it is
+//! ready or the window has passed; then the thread parks as usual, and its
+//! `epoll_wait` returns at once if something arrived. A task woken from
+//! another thread writes the runtime's wake-up descriptor, which is in the
+//! same epoll instance, so it ends the window too.
+
+use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The longest polling window [`build`] accepts: beyond it a sleeping
+/// thread would rather be asleep.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
+
+/// The window of the `uwire` command's servers and bench client
+/// (`--busy-poll`): long enough to span a round trip to a peer process on
+/// the bench machine (about 10 µs with both sides polling), short enough
+/// that a window that finds nothing costs little before it shrinks.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
+
+/// What [`build`] set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyPoll {
+    /// No polling: the window is zero.
+    Off,
+    /// The runtime's threads poll its event loop for this long before
+    /// sleeping.
+    On(Duration),
+    /// Asked for, but the runtime's epoll instance could not be told apart
+    /// (not Linux, `/proc` unreadable, or another epoll instance made at
+    /// the same moment by code outside [`build`]); the runtime works as
+    /// usual without it.
+    Unavailable,
+}
+
+/// Builds the runtime of `builder` with `window` of busy polling before
+/// each sleep of its threads (none if zero), and says what it set up.
+///
+/// Errors: `window` over [`MAX_BUSY_POLL`] (`InvalidInput`), or the error of
+/// `builder.build()`.
+pub fn build(
+    builder: &mut tokio::runtime::Builder,
+    window: Duration,
+) -> io::Result<(tokio::runtime::Runtime, BusyPoll)> {
+    build_with(builder, window).map(|(rt, s, _)| (rt, s))
+}
+
+/// What the park hook needs, shared with it.
+#[derive(Default)]
+struct Hook {
+    /// The runtime's epoll instance, once found (a duplicate descriptor of
+    /// it, so it stays valid for as long as the hook can run).
+    epoll: OnceLock<rustix::fd::OwnedFd>,
+    /// Windows ended by readiness, and windows that ran out (for tests).
+    #[cfg(test)]
+    outcomes: [std::sync::atomic::AtomicU64; 2],
+}
+
+fn build_with(
+    builder: &mut tokio::runtime::Builder,
+    window: Duration,
+) -> io::Result<(tokio::runtime::Runtime, BusyPoll, Arc<Hook>)> {
+    let hook = Arc::<Hook>::default();
+    if window > MAX_BUSY_POLL {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("busy polling window {window:?} is over the {MAX_BUSY_POLL:?} maximum"),
+        ));
+    }
+    if window.is_zero() {
+        return Ok((builder.build()?, BusyPoll::Off, hook));
+    }
+    let h = hook.clone();
+    builder.on_thread_park(move || {
+        if let Some(fd) = h.epoll.get() {
+            let w = Adaptive::window(window);
+            let ready = !w.is_zero() && poll_until_ready(fd, w);
+            #[cfg(test)]
+            if !w.is_zero() {
+                h.outcomes[usize::from(!ready)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Adaptive::parked(ready);
+        }
+    });
+    builder.on_thread_unpark(move || Adaptive::unparked(window));
+    // Builds are serialized, so two runtimes built at once by `build` on
+    // two threads cannot take each other's epoll instance for their own.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let before = epoll_fds();
+    let rt = builder.build()?;
+    let found = match (before, epoll_fds()) {
+        (Some(before), Some(after)) => {
+            let new: Vec<i32> = after
+                .into_iter()
+                .filter(|fd| !before.contains(fd))
+                .collect();
+            one_instance(&new)
+        }
+        _ => None,
+    };
+    let status = match found.and_then(duplicate) {
+        Some(fd) => {
+            let _ = hook.epoll.set(fd);
+            BusyPoll::On(window)
+        }
+        None => BusyPoll::Unavailable,
+    };
+    Ok((rt, status, hook))
+}
+
+/// The one epoll instance behind the descriptors `fds`, by one of them:
+/// tokio opens its epoll instance and then a duplicate of it (for its
+/// signal handling), so a build adds two descriptors of one instance.
+/// Descriptors of one instance list the same watched descriptors in
+/// `/proc/self/fdinfo`; those of different runtimes do not (each watches
+/// its own wake-up descriptor). `None` for no descriptor, or more than one
+/// instance (another runtime built at the same moment outside `build`).
+fn one_instance(fds: &[i32]) -> Option<i32> {
+    let watched = |fd: i32| -> Option<Vec<String>> {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+        Some(
+            info.lines()
+                .filter(|l| l.starts_with("tfd:"))
+                .map(str::to_owned)
+                .collect(),
+        )
+    };
+    let (&first, rest) = fds.split_first()?;
+    let w = watched(first)?;
+    if w.is_empty() {
+        return None;
+    }
+    for &fd in rest {
+        if watched(fd)? != w {
+            return None;
+        }
+    }
+    Some(first)
+}
+
+/// The polling window of this thread, adapted as the kernel's guest halt
+/// polling adapts its own (`cpuidle-haltpoll`): a window that ran out and
+/// was followed by a sleep longer than the full window (polling longer
+/// would not have helped) is halved, down to nothing below an eighth of the
+/// full window; a sleep no longer than the full window (a longer window
+/// would have caught what woke it) doubles it, starting again from an
+/// eighth. So a thread whose work comes in gaps longer than the window
+/// soon stops polling, and one whose work comes in shorter gaps polls the
+/// whole window.
+struct Adaptive;
+
+thread_local! {
+    /// This thread's current window; `None` until its first park.
+    static CURRENT: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
+    /// When this thread went to sleep after a window that found nothing.
+    static ASLEEP: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+impl Adaptive {
+    /// The window for this park, `full` at first (and never more: a thread
+    /// may run one runtime after another).
+    fn window(full: Duration) -> Duration {
+        CURRENT.with(|c| c.get().unwrap_or(full).min(full))
+    }
+
+    /// After the window: if nothing came, the thread goes to sleep now.
+    fn parked(ready: bool) {
+        ASLEEP.with(|a| a.set((!ready).then(Instant::now)));
+    }
+
+    /// After waking: adapts the window to how long the thread slept.
+    fn unparked(full: Duration) {
+        let Some(since) = ASLEEP.with(|a| a.take()) else {
+            return;
+        };
+        let slept = since.elapsed();
+        CURRENT.with(|c| {
+            let cur = c.get().unwrap_or(full).min(full);
+            c.set(Some(Self::adapt(cur, full, slept)));
+        });
+    }
+
+    /// The next window after a sleep of `slept` that followed a window of
+    /// `cur` (which found nothing), for a full window of `full`.
+    fn adapt(cur: Duration, full: Duration, slept: Duration) -> Duration {
+        let start = full / 8;
+        if slept <= full {
+            (cur * 2).max(start).min(full)
+        } else if cur / 2 < start {
+            Duration::ZERO
+        } else {
+            cur / 2
+        }
+    }
+}
+
+/// A descriptor of its own for the runtime's epoll instance `fd`.
+#[allow(unsafe_code)]
+fn duplicate(fd: i32) -> Option<rustix::fd::OwnedFd> {
+    // SAFETY: `fd` was listed in /proc/self/fd after the runtime was built
+    // and not before, so it is the runtime's epoll instance, which the
+    // caller holds (it is open until the runtime is dropped, after this).
+    let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_dupfd_cloexec(fd, 0).ok()
+}
+
+/// Polls the epoll instance `fd` until it has an event or `window` has
+/// passed; says whether it ended on readiness.
+fn poll_until_ready(fd: &rustix::fd::OwnedFd, window: Duration) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let start = Instant::now();
+    loop {
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        // Ready, or an error (which no further polling would mend).
+        if !matches!(poll(&mut fds, Some(&now)), Ok(0)) {
+            return true;
+        }
+        if start.elapsed() >= window {
+            return false;
+        }
+        // Lets a thread waiting for this CPU run: the peer this thread
+        // waits for may be that thread (both on one CPU).
+        std::thread::yield_now();
+    }
+}
+
+/// The process's epoll instances (by descriptor), or `None` where they
+/// cannot be listed.
+#[cfg(target_os = "linux")]
+fn epoll_fds() -> Option<Vec<i32>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").ok()? {
+        let entry = entry.ok()?;
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue; // closed since the listing
+        };
+        if target.as_os_str() == "anon_inode:[eventpoll]" {
+            if let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+                out.push(fd);
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn epoll_fds() -> Option<Vec<i32>> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use tokio::io::AsyncReadExt;
+
+    fn current_thread() -> tokio::runtime::Builder {
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        b.enable_all();
+        b
+    }
+
+    #[test]
+    fn window_limits() {
+        let (_rt, s) = build(&mut current_thread(), Duration::ZERO).unwrap();
+        assert_eq!(s, BusyPoll::Off);
+        let (_rt, s) = build(&mut current_thread(), MAX_BUSY_POLL).unwrap();
+        assert_eq!(s, BusyPoll::On(MAX_BUSY_POLL));
+        let e = build(
+            &mut current_thread(),
+            MAX_BUSY_POLL + Duration::from_nanos(1),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn finds_each_runtimes_own_epoll_instance() {
+        let (a, sa) = build(&mut current_thread(), Duration::from_micros(50)).unwrap();
+        let (b, sb) = build(&mut current_thread(), Duration::from_micros(50)).unwrap();
+        assert_eq!(sa, BusyPoll::On(Duration::from_micros(50)));
+        assert_eq!(sb, sa);
+        drop((a, b));
+    }
+
+    /// Windows ended by readiness and windows that ran out.
+    fn outcomes(h: &Hook) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (h.outcomes[0].load(Relaxed), h.outcomes[1].load(Relaxed))
+    }
+
+    /// A socket that becomes readable ends the window: bytes arrive every
+    /// 2 ms and the window is 10 ms, so windows end on readiness. How many
+    /// depends on the machine (a reader held up reads several bytes after
+    /// one wait, a writer held up lets a window run out), so the test asks
+    /// for a few: were readiness not seen, none would.
+    #[test]
+    fn readiness_ends_the_window() {
+        let (rt, s, hook) = build_with(&mut current_thread(), MAX_BUSY_POLL).unwrap();
+        assert_eq!(s, BusyPoll::On(MAX_BUSY_POLL));
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            for i in 0..50u8 {
+                std::thread::sleep(Duration::from_millis(2));
+                ours.write_all(&[i]).unwrap();
+            }
+        });
+        let got = rt.block_on(async move {
+            theirs.set_nonblocking(true).unwrap();
+            let mut s = tokio::net::UnixStream::from_std(theirs).unwrap();
+            let mut got = Vec::new();
+            while got.len() < 50 {
+                let mut b = [0u8; 64];
+                let n = s.read(&mut b).await.unwrap();
+                assert!(n > 0, "closed early");
+                got.extend_from_slice(&b[..n]);
+            }
+            got
+        });
+        writer.join().unwrap();
+        assert_eq!(got, (0..50).collect::<Vec<u8>>());
+        let (ready, ran_out) = outcomes(&hook);
+        assert!(
+            ready >= 5,
+            "{ready} windows ended on readiness, {ran_out} ran out"
+        );
+    }
+
+    /// A task woken from another thread ends the window too (the runtime's
+    /// wake-up descriptor is in the polled epoll instance); counted as in
+    /// `readiness_ends_the_window`.
+    #[test]
+    fn remote_wake_ends_the_window() {
+        let (rt, _, hook) = build_with(&mut current_thread(), MAX_BUSY_POLL).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sender = std::thread::spawn(move || {
+            for i in 0..50u32 {
+                std::thread::sleep(Duration::from_millis(2));
+                tx.send(i).unwrap();
+            }
+        });
+        let got = rt.block_on(async move {
+            let mut got = Vec::new();
+            while let Some(i) = rx.recv().await {
+                got.push(i);
+            }
+            got
+        });
+        sender.join().unwrap();
+        assert_eq!(got, (0..50).collect::<Vec<u32>>());
+        let (ready, ran_out) = outcomes(&hook);
+        assert!(
+            ready >= 5,
+            "{ready} windows ended on readiness, {ran_out} ran out"
+        );
+    }
+
+    #[test]
+    fn adapt_halves_grows_and_stops() {
+        let full = Duration::from_micros(80);
+        let long = Duration::from_millis(1);
+        let short = Duration::from_micros(30);
+        // Long sleeps after empty windows: halved, then nothing below 10 us.
+        assert_eq!(Adaptive::adapt(full, full, long), Duration::from_micros(40));
+        assert_eq!(
+            Adaptive::adapt(Duration::from_micros(40), full, long),
+            Duration::from_micros(20)
+        );
+        assert_eq!(
+            Adaptive::adapt(Duration::from_micros(20), full, long),
+            Duration::from_micros(10)
+        );
+        assert_eq!(
+            Adaptive::adapt(Duration::from_micros(10), full, long),
+            Duration::ZERO
+        );
+        // A sleep a full window would have cut short: doubled from 10 us.
+        assert_eq!(
+            Adaptive::adapt(Duration::ZERO, full, short),
+            Duration::from_micros(10)
+        );
+        assert_eq!(
+            Adaptive::adapt(Duration::from_micros(10), full, short),
+            Duration::from_micros(20)
+        );
+        assert_eq!(Adaptive::adapt(Duration::from_micros(60), full, full), full);
+        assert_eq!(Adaptive::adapt(full, full, short), full);
+    }
+
+    /// Work that comes in gaps far longer than the window: the windows
+    /// run out, the thread's window shrinks to nothing and it stops
+    /// polling, so most of the 40 waits poll not at all.
+    #[test]
+    fn long_gaps_stop_the_polling() {
+        let (rt, _, hook) = build_with(&mut current_thread(), Duration::from_micros(400)).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sender = std::thread::spawn(move || {
+            for i in 0..40u32 {
+                std::thread::sleep(Duration::from_millis(3));
+                tx.send(i).unwrap();
+            }
+        });
+        let n = rt.block_on(async move {
+            let mut n = 0;
+            while rx.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        });
+        sender.join().unwrap();
+        assert_eq!(n, 40);
+        let (ready, ran_out) = outcomes(&hook);
+        assert!(
+            ready + ran_out < 20,
+            "{ready} windows ended on readiness, {ran_out} ran out"
+        );
+    }
+
+    /// With nothing to wake it, a window runs its length and the thread
+    /// then sleeps: a timer far beyond the window still fires. (A hook that
+    /// took every poll for readiness would fail here.)
+    #[test]
+    fn idle_window_runs_out() {
+        let (rt, _, hook) = build_with(&mut current_thread(), Duration::from_micros(200)).unwrap();
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(30)).await });
+        let (_, ran_out) = outcomes(&hook);
+        assert!(ran_out >= 1);
+    }
+
+    #[test]
+    fn multi_thread_runtime() {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2).enable_all();
+        let (rt, s) = build(&mut b, Duration::from_micros(100)).unwrap();
+        assert_eq!(s, BusyPoll::On(Duration::from_micros(100)));
+        let n = rt.block_on(async {
+            let hs: Vec<_> = (0..8u64)
+                .map(|i| tokio::spawn(async move { i * 2 }))
+                .collect();
+            let mut n = 0;
+            for h in hs {
+                n += h.await.unwrap();
+            }
+            n
+        });
+        assert_eq!(n, 56);
+    }
+}
