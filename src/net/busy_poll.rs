@@ -65,7 +65,9 @@ pub enum BusyPoll {
 }
 
 /// Builds the runtime of `builder` with `window` of busy polling before
-/// each sleep of its threads (none if zero), and says what it set up.
+/// each sleep of its threads (none if zero), and says what it set up. The
+/// polling takes the builder's `on_thread_park` and `on_thread_unpark`
+/// hooks (tokio keeps one of each): hooks set before are replaced.
 ///
 /// Errors: `window` over [`MAX_BUSY_POLL`] (`InvalidInput`), or the error of
 /// `builder.build()`.
