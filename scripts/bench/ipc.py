@@ -61,6 +61,7 @@ from results import (
     ipc_pinned_rows,
     ipc_row,
     ipc_targets,
+    ipc_unpinned_floors,
 )
 
 SECS = env_float("BENCH_IPC_SECS", 0.5 if smoke() else 3)
@@ -77,6 +78,7 @@ IMPLS = [
 SERVE_ARGS = shlex.split(os.environ.get("BENCH_SERVE_ARGS", ""))
 # `uwire-nopoll`: uwire with busy polling (src/net/busy_poll.rs) off on
 # both sides, to show what the default 50us windows change.
+NOPOLL = ["--busy-poll", "0"]
 # 1,024 streams in flight on one connection need a stream limit above the
 # default 128 (the h2 and gRPC servers are given the same room).
 MAX_STREAMS = max([2048, *IN_FLIGHT])
@@ -126,7 +128,7 @@ CSV_HEADER = [
 def start_servers(procs: Procs, d: Path) -> dict[str, tuple[Path, int]]:
     """Starts every server; returns impl -> (socket, server pid)."""
     out = {}
-    for impl, extra in (("uwire", []), ("uwire-nopoll", ["--busy-poll", "0"])):
+    for impl, extra in (("uwire", []), ("uwire-nopoll", NOPOLL)):
         if impl not in IMPLS:
             continue
         sock = d / f"{impl}.sock"
@@ -175,7 +177,7 @@ def client_argv(impl: str, sock: Path, in_flight: int, body: int) -> list[str | 
     if impl == "uwire":
         return [UWIRE, "bench", *common]
     if impl == "uwire-nopoll":
-        return [UWIRE, "bench", *common, "--busy-poll", "0"]
+        return [UWIRE, "bench", *common, *NOPOLL]
     sub = {
         "hyper-h1": "h1-client",
         "hyper-h2": "h2-client",
@@ -279,7 +281,7 @@ def fmt_ms(us: float) -> str:
 
 def print_summary(csv_path: Path) -> bool:
     ms = ipc_medians([r for r in read_csv(csv_path) if r["rate"]])
-    floors = [m for m in ms if m.impl.startswith("floor-") and "@" not in m.impl]
+    floors = ipc_unpinned_floors(ms)
     if floors:
         print(
             "\nraw Unix-socket floors (two processes, 64-byte messages; stream: 64 KiB writes):"

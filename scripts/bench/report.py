@@ -28,6 +28,7 @@ from results import (
     ipc_pinned_rows,
     ipc_row,
     ipc_targets,
+    ipc_unpinned_floors,
     mem_targets,
     num,
 )
@@ -275,7 +276,7 @@ def ipc_section(
         "CPU: the server process from `/proc`, the client from its rusage, per request."
     )
     out += ["", f"![IPC req/s, tiny requests]({rel}/ipc-tiny.svg)", ""]
-    floors = [m for m in ms if m.impl.startswith("floor-") and "@" not in m.impl]
+    floors = ipc_unpinned_floors(ms)
     if floors:
         out += [
             "### Raw Unix-socket floors (`examples/bench_floor.rs`, two processes, no protocol)",

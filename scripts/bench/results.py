@@ -315,6 +315,11 @@ IPC_COLUMNS = [
 UWIRE_IMPLS = ("uwire", "uwire-nopoll")
 
 
+def ipc_unpinned_floors(ms: Sequence[IpcMedian]) -> list[IpcMedian]:
+    """The raw floors' medians, without the pinned ping-pong ones."""
+    return [m for m in ms if m.impl.startswith("floor-") and "@" not in m.impl]
+
+
 def ipc_floor_text(ms: Sequence[IpcMedian], m: IpcMedian) -> str:
     """A uwire median against its floor: the ping-pong round trip at one
     tiny request in flight (the pinned one for a pinned row), the batched
@@ -419,37 +424,35 @@ def ipc_targets(ms: Sequence[IpcMedian]) -> list[Target]:
             out.append(
                 Target(f"uwire / {peer}, 64 in flight, tiny", f"{r:.2f}x", goal, ok)
             )
-    if u1 is not None and pp is not None:
-        r = _ratio(pp.rate, u1.rate)
-        out.append(
-            Target(
-                "uwire 1 in flight round trip / raw ping-pong",
-                f"{r:.2f}x",
-                "<= 1.5x",
-                _check(r, 1.5, False),
-            )
+    # Round trips against the ping-pong floor: the target, then references
+    # with polling off and with both sides pinned.
+    round_trips = [
+        ("uwire 1 in flight round trip / raw ping-pong", u1, pp, True),
+        (
+            "same, busy polling off (`--busy-poll 0`)",
+            ipc_find(ms, "uwire-nopoll", 1, 0),
+            pp,
+            False,
+        ),
+    ]
+    round_trips += [
+        (
+            f"uwire 1 in flight round trip / raw ping-pong, {title} (pinned)",
+            ipc_find(ms, f"uwire@{pin}", 1, 0),
+            ipc_find(ms, f"floor-pingpong@{pin}"),
+            False,
         )
-    unp = ipc_find(ms, "uwire-nopoll", 1, 0)
-    if unp is not None and pp is not None:
-        r = _ratio(pp.rate, unp.rate)
-        out.append(
-            Target(
-                "same, busy polling off (`--busy-poll 0`)",
-                f"{r:.2f}x",
-                "(reference)",
-                None,
-            )
-        )
-    for pin, title in PLACEMENT_TITLES.items():
-        u, p = ipc_find(ms, f"uwire@{pin}", 1, 0), ipc_find(ms, f"floor-pingpong@{pin}")
+        for pin, title in PLACEMENT_TITLES.items()
+    ]
+    for what, u, p, target in round_trips:
         if u is not None and p is not None:
             r = _ratio(p.rate, u.rate)
             out.append(
                 Target(
-                    f"uwire 1 in flight round trip / raw ping-pong, {title} (pinned)",
+                    what,
                     f"{r:.2f}x",
-                    "(reference)",
-                    None,
+                    "<= 1.5x" if target else "(reference)",
+                    _check(r, 1.5, False) if target else None,
                 )
             )
     u64k = ipc_find(ms, "uwire", 64, 65536)

@@ -29,7 +29,10 @@ pub fn runtime(
 ) -> std::io::Result<tokio::runtime::Runtime> {
     let (rt, status) = busy_poll::build(builder.enable_all(), busy_poll)?;
     if status == BusyPoll::Unavailable {
-        eprintln!("uwire: --busy-poll is not available here (Linux only); running without it");
+        eprintln!(
+            "uwire: --busy-poll: the runtime's epoll instance was not found (Linux only); \
+             running without busy polling"
+        );
     }
     Ok(rt)
 }
