@@ -34,6 +34,10 @@
 //! `epoll_wait` returns at once if something arrived. A task woken from
 //! another thread writes the runtime's wake-up descriptor, which is in the
 //! same epoll instance, so it ends the window too.
+//!
+//! [`wait`] does the same for a thread that waits for work some other way
+//! (a blocking channel receive: the Python runtime's app threads), with
+//! the same adaptive window.
 
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -228,6 +232,41 @@ impl Adaptive {
     }
 }
 
+/// Busy polling for a thread that waits for work some other way than in a
+/// tokio runtime (a blocking channel receive, say): tries `take` until it
+/// gives something or this thread's window has passed, yielding the CPU
+/// between tries, and only then calls `block` (which waits for as long as
+/// it takes). The window adapts as a runtime thread's does (halved after a
+/// window that found nothing and a sleep longer than `full`, to nothing
+/// below an eighth; doubled after a shorter sleep), so a thread whose work
+/// comes seldom soon blocks at once. `full` zero blocks at once; over
+/// [`MAX_BUSY_POLL`] it is taken as [`MAX_BUSY_POLL`].
+///
+/// `take` must not block, and must give what `block` would have (a
+/// `try_recv` beside a `recv`). A thread should not use this while it also
+/// runs a runtime built by [`build`]: the two share the thread's window.
+pub fn wait<T>(
+    full: Duration,
+    mut take: impl FnMut() -> Option<T>,
+    block: impl FnOnce() -> T,
+) -> T {
+    let full = full.min(MAX_BUSY_POLL);
+    if full.is_zero() {
+        return block();
+    }
+    let w = Adaptive::window(full);
+    if !w.is_zero() {
+        if let Some(t) = spin(w, &mut take) {
+            Adaptive::parked(true);
+            return t;
+        }
+    }
+    Adaptive::parked(false);
+    let t = block();
+    Adaptive::unparked(full);
+    t
+}
+
 /// A descriptor of its own for the runtime's epoll instance `fd`.
 #[allow(unsafe_code)]
 fn duplicate(fd: i32) -> Option<rustix::fd::OwnedFd> {
@@ -246,18 +285,26 @@ fn poll_until_ready(fd: &rustix::fd::OwnedFd, window: Duration) -> bool {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    let start = Instant::now();
-    loop {
+    spin(window, || {
         let mut fds = [PollFd::new(fd, PollFlags::IN)];
         // Ready, or an error (which no further polling would mend).
-        if !matches!(poll(&mut fds, Some(&now)), Ok(0)) {
-            return true;
+        (!matches!(poll(&mut fds, Some(&now)), Ok(0))).then_some(())
+    })
+    .is_some()
+}
+
+/// Tries `take` until it gives something or `window` has passed, yielding
+/// the CPU between tries: a thread waiting for this CPU may be the peer
+/// the caller waits for (both on one CPU).
+fn spin<T>(window: Duration, mut take: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(t) = take() {
+            return Some(t);
         }
         if start.elapsed() >= window {
-            return false;
+            return None;
         }
-        // Lets a thread waiting for this CPU run: the peer this thread
-        // waits for may be that thread (both on one CPU).
         std::thread::yield_now();
     }
 }
@@ -482,5 +529,80 @@ mod tests {
             n
         });
         assert_eq!(n, 56);
+    }
+
+    /// `wait` on a fresh thread (whose window starts full), counting the
+    /// calls of `take` and of `block`.
+    fn waits(full: Duration, gaps: &[Duration]) -> (Vec<usize>, usize) {
+        let gaps = gaps.to_vec();
+        std::thread::spawn(move || {
+            let (tx, rx) = std::sync::mpsc::channel::<usize>();
+            let sender = std::thread::spawn({
+                let gaps = gaps.clone();
+                move || {
+                    for (i, g) in gaps.into_iter().enumerate() {
+                        std::thread::sleep(g);
+                        tx.send(i).unwrap();
+                    }
+                }
+            });
+            let (mut takes, mut blocks) = (Vec::new(), 0);
+            for i in 0..gaps.len() {
+                let mut tries = 0;
+                let got = wait(
+                    full,
+                    || {
+                        tries += 1;
+                        rx.try_recv().ok()
+                    },
+                    || {
+                        blocks += 1;
+                        rx.recv().unwrap()
+                    },
+                );
+                assert_eq!(got, i, "in order, none lost");
+                takes.push(tries);
+            }
+            sender.join().unwrap();
+            (takes, blocks)
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn wait_takes_what_comes_within_the_window() {
+        // A 10 ms window, work every 1 ms: every wait ends by `take`.
+        let (takes, blocks) = waits(Duration::from_millis(10), &[Duration::from_millis(1); 20]);
+        // (A sleep overslept by the whole window on a loaded box blocks.)
+        assert!(blocks <= 3, "blocked {blocks} times of 20: {takes:?}");
+        assert!(takes.iter().all(|&t| t >= 1));
+    }
+
+    #[test]
+    fn wait_without_a_window_blocks_at_once() {
+        let (takes, blocks) = waits(Duration::ZERO, &[Duration::from_millis(1); 5]);
+        assert_eq!(takes, [0; 5]);
+        assert_eq!(blocks, 5);
+    }
+
+    #[test]
+    fn wait_stops_spinning_when_work_is_sparse() {
+        // A 1 ms window, work every 4 ms: each window finds nothing and
+        // the sleep after it is longer than the full window, so the window
+        // halves until it is nothing (1, 1/2, 1/4, then 0): from then on
+        // `wait` blocks without trying.
+        let (takes, blocks) = waits(Duration::from_millis(1), &[Duration::from_millis(4); 12]);
+        assert_eq!(blocks, 12, "{takes:?}");
+        let spun = takes.iter().filter(|&&t| t > 0).count();
+        assert!(spun <= 4, "spun in {spun} of 12 waits: {takes:?}");
+        assert!(takes[6..].iter().all(|&t| t == 0), "{takes:?}");
+    }
+
+    #[test]
+    fn wait_caps_the_window() {
+        // Over the maximum: taken as the maximum, not refused.
+        let (_, blocks) = waits(MAX_BUSY_POLL * 10, &[Duration::from_millis(30)]);
+        assert_eq!(blocks, 1);
     }
 }

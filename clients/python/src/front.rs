@@ -12,9 +12,10 @@ use uwire::proxy::{self, ProxyConfig};
 /// `upstream` (`unix:/path` or `tcp:HOST:PORT`) through a pool of up to
 /// `connections` connections, until SIGTERM/SIGINT; then drains for up to
 /// `graceful_timeout` seconds. Blocks with the GIL released. `ready` (if
-/// given) is called with the bound address once listening.
+/// given) is called with the bound address once listening. Its threads
+/// poll for `busy_poll` seconds before they sleep (`--busy-poll`).
 #[pyfunction]
-#[pyo3(signature = (listen, upstream, connections, timeout, graceful_timeout, max_body_size, threads=2, ready=None))]
+#[pyo3(signature = (listen, upstream, connections, timeout, graceful_timeout, max_body_size, threads=2, ready=None, busy_poll=0.0))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_front(
     py: Python<'_>,
@@ -26,6 +27,7 @@ pub fn run_front(
     max_body_size: u64,
     threads: usize,
     ready: Option<Py<PyAny>>,
+    busy_poll: f64,
 ) -> PyResult<()> {
     let addr: std::net::SocketAddr = listen
         .parse()
@@ -46,11 +48,10 @@ pub fn run_front(
         ..ProxyConfig::default()
     };
     let client = Client::new(vec![up], ccfg).map_err(PyValueError::new_err)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()
-        .map_err(|e| PyOSError::new_err(e.to_string()))?;
+    let rt = crate::worker::polling_runtime(
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)),
+        crate::worker::busy_poll_window(busy_poll)?,
+    )?;
     let listener = rt
         .block_on(async {
             let mut signals = crate::signals::StopSignals::new()?;

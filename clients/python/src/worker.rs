@@ -4,7 +4,7 @@
 //! stops it.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use tokio::sync::watch;
+use uwire::net::busy_poll::{self, BusyPoll};
 use uwire::server::{Listener, ProtocolMode, Server, ServerConfig};
 
 use crate::table::{now_ms, SharedTable, Table, DRAINING, SERVING};
@@ -58,10 +59,42 @@ pub struct WorkerConfig {
     tunnel_max_duration: f64,
     master_pid: u32,
     slot: Option<usize>,
+    /// Seconds an idle thread polls for work before it sleeps (0: off).
+    busy_poll: f64,
 }
 
 fn secs(s: f64) -> Option<Duration> {
     (s > 0.0).then(|| Duration::from_secs_f64(s))
+}
+
+/// The `--busy-poll` window of `secs` seconds: 0 (off) to
+/// [`busy_poll::MAX_BUSY_POLL`].
+pub(crate) fn busy_poll_window(secs: f64) -> PyResult<Duration> {
+    let max = busy_poll::MAX_BUSY_POLL;
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= max => Ok(d),
+        _ => Err(PyValueError::new_err(format!(
+            "busy_poll {secs}: from 0 to {} seconds",
+            max.as_secs_f64()
+        ))),
+    }
+}
+
+/// Builds a runtime whose threads poll for `window` before they sleep
+/// (see `uwire::net::busy_poll`), warning where that cannot be set up.
+pub(crate) fn polling_runtime(
+    builder: &mut tokio::runtime::Builder,
+    window: Duration,
+) -> PyResult<tokio::runtime::Runtime> {
+    let (rt, polling) = busy_poll::build(builder.enable_all(), window)
+        .map_err(|e| PyOSError::new_err(e.to_string()))?;
+    if polling == BusyPoll::Unavailable {
+        tracing::warn!(
+            "busy polling: the runtime's epoll instance was not found (Linux only); \
+             running without it"
+        );
+    }
+    Ok(rt)
 }
 
 impl WorkerConfig {
@@ -146,10 +179,11 @@ pub fn serve(
         (Some(t), Some(i)) => Some((t.get().table.clone(), i)),
         _ => None,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| PyOSError::new_err(e.to_string()))?;
+    // The I/O thread polls its event loop before it sleeps, as `uwire
+    // serve` does (see `uwire::net::busy_poll`); the app threads watch
+    // their channel alike (`wsgi::next_job`).
+    let window = busy_poll_window(config.busy_poll)?;
+    let rt = polling_runtime(&mut tokio::runtime::Builder::new_current_thread(), window)?;
     let access = match &config.access_log {
         Some(p) if !p.is_empty() => {
             Some(Arc::new(AccessLog::open(p).map_err(|e| {
@@ -181,6 +215,8 @@ pub fn serve(
         handle: rt.handle().clone(),
         access,
         busy,
+        busy_poll: window,
+        watching: AtomicBool::new(false),
     });
     // An ASGI app runs on its event loop's thread, not on a pool.
     let (jobs, slots, handles) = wsgi::start_pool(shared, if asgi.is_some() { 0 } else { threads });

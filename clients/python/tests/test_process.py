@@ -365,6 +365,7 @@ def test_help_lists_every_flag() -> None:
         "--access-log",
         "--log-level",
         "--http",
+        "--busy-poll",
     ):
         assert flag in out, flag
     assert "UWIRE_WORKERS" in out
@@ -399,6 +400,60 @@ def test_reload_on_code_change(tmp: Path) -> None:
         time.sleep(1.1)  # a new mtime
         module.write_text(template.format("two"))
         wait_for(lambda: http_request(proxy.port, "GET", "/")[2] == b"two", 30, "the reload")
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_busy_poll_flag_and_its_limits() -> None:
+    from uwire.cli import parse_args
+
+    assert parse_args(["a:b"]).busy_poll == pytest.approx(200e-6)
+    assert parse_args(["--busy-poll", "0", "a:b"]).busy_poll == 0
+    assert parse_args(["--busy-poll", "10ms", "a:b"]).busy_poll == pytest.approx(0.01)
+    assert parse_args(["--busy-poll", "50us", "a:b"]).busy_poll == pytest.approx(50e-6)
+    assert parse_args(["a:b"], {"UWIRE_BUSY_POLL": "1ms"}).busy_poll == pytest.approx(1e-3)
+    for bad in ("10001us", "11ms", "-1us", "fast", "1h"):
+        with pytest.raises(SystemExit) as e:
+            parse_args(["--busy-poll", bad, "a:b"])
+        assert e.value.code == 2, bad
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    """utime + stime of `pids`, in clock ticks."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+@pytest.mark.parametrize("window", ["10ms", "0"])
+def test_busy_polling_serves_and_idles_without_spinning(tmp: Path, window: str) -> None:
+    # The longest window, four app threads (one watches the job channel at
+    # a time): every request answered, then an idle worker stops polling
+    # (each window that finds nothing halves the next; the worker's 100 ms
+    # housekeeping tick would otherwise start a 10 ms window every tick).
+    server = UwireServer(tmp, "pep_app:app", "--threads", "4", "--busy-poll", window, workers=2)
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    try:
+        load = Load(proxy.port, "/pid", threads=8, max_requests=400)
+        for t in load.threads:
+            t.join(120)
+        load.stop()
+        load.summary(f"--busy-poll {window}, 2 workers x 4 threads")
+        assert load.failed == 0, load.errors
+        assert load.ok == 400
+        time.sleep(1.0)
+        pids = server.worker_pids()
+        before = cpu_ticks(pids)
+        time.sleep(3.0)
+        spent = cpu_ticks(pids) - before
+        ticks = os.sysconf("SC_CLK_TCK")
+        assert spent < 0.1 * 3 * ticks, f"{spent} ticks in 3 s idle"
+        server.signal(signal.SIGTERM)
+        assert server.wait(30) == 0, server.log()
     finally:
         proxy.close()
         server.close()

@@ -205,6 +205,7 @@ class Arbiter:
             "tunnel_max_duration": cfg.tunnel_max_duration,
             "master_pid": self.master_pid,
             "slot": slot,
+            "busy_poll": cfg.busy_poll,
         }
 
     def child_reset(self) -> None:
@@ -319,6 +320,7 @@ class Arbiter:
                     cfg.max_body_size,
                     cfg.http_threads,
                     lambda addr: log.info("HTTP front on http://%s -> %s", addr, upstream),
+                    cfg.busy_poll,
                 )
                 code = 0
             except BaseException:

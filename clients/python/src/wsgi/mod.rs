@@ -53,6 +53,12 @@ pub(crate) struct App {
     pub(crate) access: Option<Arc<AccessLog>>,
     /// Busy-thread gauge in the shared table, if any.
     pub(crate) busy: Option<Arc<dyn Fn(i64) + Send + Sync>>,
+    /// How long an idle app thread watches for the next job before it
+    /// sleeps (`--busy-poll`; zero: it sleeps at once).
+    pub(crate) busy_poll: std::time::Duration,
+    /// Held by the one idle thread that watches for jobs; the others sleep
+    /// at once (more watchers would only burn CPU: one job wakes one).
+    pub(crate) watching: AtomicBool,
 }
 
 /// Starts `n` app threads; returns the job sender, the watchdog's view of
@@ -86,7 +92,7 @@ fn thread_main(app: &App, rx: &crossbeam_channel::Receiver<Job>, slot: &ThreadSl
         slot.ident.store(ident as u64, Ordering::Release);
         let mut cache = KeyCache::new();
         loop {
-            let Ok(job) = py.detach(|| rx.recv()) else {
+            let Ok(job) = py.detach(|| next_job(app, rx)) else {
                 break;
             };
             slot.busy_since_ms.store(now_ms().max(1), Ordering::Release);
@@ -111,6 +117,46 @@ fn thread_main(app: &App, rx: &crossbeam_channel::Receiver<Job>, slot: &ThreadSl
             }
         }
     })
+}
+
+/// The next job for an idle app thread (the GIL released). Waking a thread
+/// that sleeps on an idle CPU is the dearest step of a request at low
+/// concurrency on a VM that halts its idle CPUs (see
+/// `uwire::net::busy_poll`), so one idle thread at a time watches the
+/// channel for `--busy-poll` before it sleeps, and takes a job that comes
+/// meanwhile without that wake-up.
+fn next_job(
+    app: &App,
+    rx: &crossbeam_channel::Receiver<Job>,
+) -> Result<Job, crossbeam_channel::RecvError> {
+    use crossbeam_channel::TryRecvError;
+    if app.busy_poll.is_zero()
+        || app
+            .watching
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+    {
+        return rx.recv();
+    }
+    let mut watching = true;
+    let got = uwire::net::busy_poll::wait(
+        app.busy_poll,
+        || match rx.try_recv() {
+            Ok(job) => Some(Ok(job)),
+            Err(TryRecvError::Disconnected) => Some(Err(crossbeam_channel::RecvError)),
+            Err(TryRecvError::Empty) => None,
+        },
+        || {
+            // Sleeping: another idle thread may watch now.
+            app.watching.store(false, Ordering::Release);
+            watching = false;
+            rx.recv()
+        },
+    );
+    if watching {
+        app.watching.store(false, Ordering::Release);
+    }
+    got
 }
 
 /// The [`Handler`] the server runs: hands each request to the pool.
