@@ -45,6 +45,18 @@ bench_pip() {
   command -v "$tool" >/dev/null || bench_die "$tool is not on PATH after pip install $pkg"
 }
 
+# bench_pymod MODULE PACKAGE: pip-installs PACKAGE if python3 cannot
+# import MODULE (libraries, where bench_pip looks for a command).
+bench_pymod() {
+  local mod=$1 pkg=$2
+  python3 -c "import $mod" 2>/dev/null && return 0
+  python3 -m pip --version >/dev/null 2>&1 || bench_die "python module $mod is missing and so is pip (apt install python3-pip)"
+  echo "bench: pip install $pkg (for python module $mod)" >&2
+  python3 -m pip install -q --disable-pip-version-check "$pkg" 2>/dev/null ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages "$pkg"
+  python3 -c "import $mod" 2>/dev/null || bench_die "python module $mod still missing after pip install $pkg"
+}
+
 # bench_build: the uwire binary and the benchmark examples, release mode.
 bench_build() {
   command -v cargo >/dev/null || bench_die "cargo not found: install Rust (rustup)"
