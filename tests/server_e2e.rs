@@ -579,6 +579,85 @@ async fn get_(c: &uwire::net::SendRequest, target: &str) -> (u16, Bytes) {
     get(c, target).await.unwrap()
 }
 
+/// The accept gate is consulted before every accept and hears of uwire/1
+/// connections for as long as they are open, not of classic uwsgi ones
+/// (one request each, nothing lasting to balance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_gate_counts_uwire_connections_only() {
+    #[derive(Default)]
+    struct Counts {
+        readies: AtomicUsize,
+        opened: AtomicUsize,
+        open: AtomicUsize,
+    }
+    struct Gate(Arc<Counts>);
+    impl uwire::server::AcceptGate for Gate {
+        fn ready(&self) -> uwire::server::BoxFuture<()> {
+            self.0.readies.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::ready(()))
+        }
+        fn opened(&self) {
+            self.0.opened.fetch_add(1, Ordering::SeqCst);
+            self.0.open.fetch_add(1, Ordering::SeqCst);
+        }
+        fn closed(&self) {
+            self.0.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    bounded(async {
+        let counts = Arc::new(Counts::default());
+        let path = sock_path("gate");
+        let config = ServerConfig::default();
+        let listener = Listener::bind(&BindAddr::Unix(path.clone()), &config.bind)
+            .await
+            .unwrap();
+        let server = uwire::server::Server::new(config).with_gate(Gate(counts.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, Demo, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+
+        let c = connect(&path).await;
+        assert_eq!(get(&c, "/").await.unwrap().0, 200);
+        assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
+        assert_eq!(counts.open.load(Ordering::SeqCst), 1);
+
+        // Two classic uwsgi requests, a connection each: answered, not counted.
+        for _ in 0..2 {
+            let mut packet = Vec::new();
+            uwire::uwsgi::encode_packet(
+                0,
+                0,
+                &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/")],
+                &uwire::uwsgi::UwsgiLimits::default(),
+                &mut packet,
+            )
+            .unwrap();
+            let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut s, &packet)
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).await.unwrap();
+            assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        }
+        assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
+        assert!(counts.readies.load(Ordering::SeqCst) >= 3);
+
+        drop(c);
+        while counts.open.load(Ordering::SeqCst) != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
     bounded(async {
