@@ -8,9 +8,6 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use std::sync::Arc;
-
-use super::gate::{AcceptGate, GateGuard};
 use super::listener::Accepted;
 use super::pipeline::Ctx;
 use super::{uwire, uwsgi, ProtocolMode};
@@ -18,21 +15,10 @@ use crate::frame::preface;
 use crate::net::Rewind;
 
 /// Serves one accepted connection in the configured protocol, detecting it
-/// from the first bytes in `auto` mode. A uwire/1 connection is reported to
-/// `gate` for as long as it is open (see [`AcceptGate`]); a classic uwsgi
-/// one, one request and closed, is not.
-pub(crate) async fn serve<T: Accepted>(
-    mut io: T,
-    ctx: Ctx,
-    stop: watch::Receiver<bool>,
-    gate: Option<Arc<dyn AcceptGate>>,
-) {
-    let gated = || gate.as_ref().map(GateGuard::open);
+/// from the first bytes in `auto` mode.
+pub(crate) async fn serve<T: Accepted>(mut io: T, ctx: Ctx, stop: watch::Receiver<bool>) {
     match ctx.config.protocol {
-        ProtocolMode::Uwire => {
-            let _gated = gated();
-            uwire::serve(io, ctx, stop).await
-        }
+        ProtocolMode::Uwire => uwire::serve(io, ctx, stop).await,
         ProtocolMode::Uwsgi => uwsgi::serve(io, ctx, BytesMut::with_capacity(8 * 1024)).await,
         ProtocolMode::Auto => {
             // Read whatever has arrived (usually the whole uwsgi packet, or
@@ -60,7 +46,6 @@ pub(crate) async fn serve<T: Accepted>(
                 return;
             }
             if preface::is_uwire_first_byte(first[0]) {
-                let _gated = gated();
                 uwire::serve(Rewind::new(first.freeze(), io), ctx, stop).await
             } else {
                 uwsgi::serve(io, ctx, first).await

@@ -1,5 +1,5 @@
 //! An accept gate: a hook the accept loop consults before each `accept`,
-//! and tells about every uwire/1 connection it opens and closes.
+//! and tells about every connection it opens and closes.
 //!
 //! Several processes accepting on one shared listening socket (a pre-fork
 //! runtime such as the Python workers in `clients/python`) get connections
@@ -41,25 +41,16 @@ use super::handler::BoxFuture;
 /// Consulted by [`Server::serve`](super::Server::serve)'s accept loop.
 ///
 /// The loop awaits [`ready`](AcceptGate::ready) before every `accept`
-/// (shutdown interrupts the wait); the gate decides by resolving. Every
-/// uwire/1 connection is reported once through
-/// [`opened`](AcceptGate::opened), as soon as its protocol is known, and
+/// (shutdown interrupts the wait); the gate decides by resolving. Every accepted
+/// connection is reported once through [`opened`](AcceptGate::opened) and
 /// once through [`closed`](AcceptGate::closed) when its task ends (also
 /// when it is aborted at the drain deadline).
-///
-/// Classic uwsgi connections are not reported: each carries one request
-/// and closes (nginx's `uwsgi_pass`), so there is nothing lasting to
-/// balance, and reporting them made every worker's count change twice per
-/// request, each change waking the workers a gate held back (measured with
-/// the Python runtime's gate, nginx -> 2 workers at 32 connections: about
-/// 15% of a worker's CPU time went to the woken waiters' threads; without
-/// it the rate rose from about 19k to 25k requests a second).
 pub trait AcceptGate: Send + Sync + 'static {
     /// Resolves when the server may accept one more connection.
     fn ready(&self) -> BoxFuture<()>;
-    /// A uwire/1 connection was accepted.
+    /// A connection was accepted.
     fn opened(&self) {}
-    /// A uwire/1 connection reported through `opened` has closed.
+    /// A connection accepted earlier has closed.
     fn closed(&self) {}
 }
 

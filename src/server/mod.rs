@@ -102,7 +102,7 @@ impl Server {
         }
     }
 
-    /// Consults `gate` before every accept and reports each uwire/1 connection's
+    /// Consults `gate` before every accept and reports each connection's
     /// open and close to it (see [`AcceptGate`]).
     pub fn with_gate(mut self, gate: impl AcceptGate) -> Server {
         self.gate = Some(Arc::new(gate));
@@ -202,16 +202,17 @@ impl Server {
                 metrics: self.metrics.clone(),
             };
             let stop = stop_rx.clone();
-            let gate = self.gate.clone();
+            let gated = self.gate.as_ref().map(gate::GateGuard::open);
             // Boxed here, where it is made: a connection's future is a few
             // KiB (every protocol's state machine), and spawning it unboxed
             // copies it several times on its way into the task.
             conns.spawn(Box::pin(
                 async move {
                     let _permit = permit;
+                    let _gated = gated;
                     match stream {
-                        Accepted::Lazy(s) => detect::serve(s, ctx, stop, gate).await,
-                        Accepted::Socket(s) => detect::serve(s, ctx, stop, gate).await,
+                        Accepted::Lazy(s) => detect::serve(s, ctx, stop).await,
+                        Accepted::Socket(s) => detect::serve(s, ctx, stop).await,
                     }
                 }
                 .instrument(span),

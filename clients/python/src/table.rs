@@ -259,10 +259,9 @@ impl SharedTable {
     }
 }
 
-/// Balances uwire/1 connections across the workers sharing one listening
-/// socket: a worker accepts only while it carries no more of them than the
-/// least loaded serving worker (the server reports only uwire/1 connections
-/// to its gate; classic uwsgi ones carry one request each). Held back, it sleeps on the table's futex
+/// Balances connections across the workers sharing one listening socket:
+/// a worker accepts only while it carries no more connections than the
+/// least loaded serving worker. Held back, it sleeps on the table's futex
 /// (on a blocking thread), woken as soon as any count changes.
 pub(crate) struct Gate {
     pub(crate) table: Table,
