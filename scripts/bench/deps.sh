@@ -30,6 +30,13 @@ bench_apt() {
   command -v "$tool" >/dev/null || bench_die "$tool still missing after apt-get install $*"
 }
 
+# bench_pip_install ARGS...: python3 -m pip install ARGS, quietly; Debian's
+# system Python refuses global installs (PEP 668) unless told to.
+bench_pip_install() {
+  python3 -m pip install -q --disable-pip-version-check "$@" 2>/dev/null ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages "$@"
+}
+
 # bench_pip TOOL PACKAGE: pip-installs PACKAGE if TOOL is missing.
 bench_pip() {
   local tool=$1 pkg=$2
@@ -39,8 +46,7 @@ bench_pip() {
     bench_apt gcc build-essential python3-dev   # uWSGI builds from source
   fi
   echo "bench: pip install $pkg (for $tool)" >&2
-  python3 -m pip install -q --disable-pip-version-check "$pkg" 2>/dev/null ||
-    python3 -m pip install -q --disable-pip-version-check --break-system-packages "$pkg"
+  bench_pip_install "$pkg"
   command -v pyenv >/dev/null && pyenv rehash || true
   command -v "$tool" >/dev/null || bench_die "$tool is not on PATH after pip install $pkg"
 }
@@ -52,8 +58,7 @@ bench_pymod() {
   python3 -c "import $mod" 2>/dev/null && return 0
   python3 -m pip --version >/dev/null 2>&1 || bench_die "python module $mod is missing and so is pip (apt install python3-pip)"
   echo "bench: pip install $pkg (for python module $mod)" >&2
-  python3 -m pip install -q --disable-pip-version-check "$pkg" 2>/dev/null ||
-    python3 -m pip install -q --disable-pip-version-check --break-system-packages "$pkg"
+  bench_pip_install "$pkg"
   python3 -c "import $mod" 2>/dev/null || bench_die "python module $mod still missing after pip install $pkg"
 }
 

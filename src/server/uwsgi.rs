@@ -22,8 +22,9 @@ use crate::uwsgi::{encode_response_head, UwsgiDecoder, UwsgiError, UwsgiLimits};
 /// Request bodies are handed to the handler in chunks of at most this size.
 const CHUNK: usize = 64 * 1024;
 
-/// How long a bodiless request's handler runs before its connection is
-/// watched for the peer leaving (which cancels the handler). Measured with
+/// How long a bodiless request's handler runs (or its response body waits
+/// for its next chunk) before the connection is watched for the peer
+/// leaving (which cancels the handler). Measured with
 /// nginx -> the Python runtime at 32 connections: watching every connection
 /// from the start cost two `epoll_ctl` calls per request, about 7% of the
 /// I/O thread's time; a peer that leaves is noticed at most this much later.

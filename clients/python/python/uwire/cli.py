@@ -103,7 +103,7 @@ def _busy_poll(s: str) -> float:
     seconds), in seconds."""
     t = s.strip()
     num, unit = t, "s"
-    for u in ("us", "µs", "ms", "s"):
+    for u in _UNITS:  # "us" and "ms" before "s"
         if t.endswith(u):
             num, unit = t[: -len(u)], u
             break
