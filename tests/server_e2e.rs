@@ -579,6 +579,137 @@ async fn get_(c: &uwire::net::SendRequest, target: &str) -> (u16, Bytes) {
     get(c, target).await.unwrap()
 }
 
+/// The accept gate is consulted before every accept and hears of each
+/// connection three times: accepted, identified (uwire/1 or classic uwsgi,
+/// from its first bytes in `auto` mode, at once in a fixed mode; never for
+/// one that sends nothing), and closed, with what it was identified as.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_gate_hears_every_connection_open_identify_and_close() {
+    use uwire::server::{AcceptGate, BoxFuture, ConnProtocol, ProtocolMode};
+
+    #[derive(Default)]
+    struct Log {
+        readies: AtomicUsize,
+        events: std::sync::Mutex<Vec<String>>,
+    }
+    struct Gate(Arc<Log>);
+    impl AcceptGate for Gate {
+        fn ready(&self) -> BoxFuture<()> {
+            self.0.readies.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::ready(()))
+        }
+        fn opened(&self) {
+            self.0.events.lock().unwrap().push("opened".into());
+        }
+        fn identified(&self, protocol: ConnProtocol) {
+            self.0.events.lock().unwrap().push(format!("{protocol:?}"));
+        }
+        fn closed(&self, protocol: Option<ConnProtocol>) {
+            self.0
+                .events
+                .lock()
+                .unwrap()
+                .push(format!("closed {protocol:?}"));
+        }
+    }
+    impl Log {
+        /// Waits for `n` events and takes them.
+        async fn take(&self, n: usize) -> Vec<String> {
+            loop {
+                {
+                    let mut e = self.events.lock().unwrap();
+                    if e.len() >= n {
+                        return std::mem::take(&mut *e);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    async fn uwsgi_get(path: &std::path::Path) {
+        let mut packet = Vec::new();
+        uwire::uwsgi::encode_packet(
+            0,
+            0,
+            &[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/")],
+            &uwire::uwsgi::UwsgiLimits::default(),
+            &mut packet,
+        )
+        .unwrap();
+        let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, &packet)
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    }
+
+    bounded(async {
+        for mode in [ProtocolMode::Auto, ProtocolMode::Uwsgi, ProtocolMode::Uwire] {
+            let log = Arc::new(Log::default());
+            let path = sock_path(&format!("gate-{mode:?}"));
+            let config = ServerConfig {
+                protocol: mode,
+                uwsgi_head_timeout: Duration::from_millis(200),
+                ..ServerConfig::default()
+            };
+            let listener = Listener::bind(&BindAddr::Unix(path.clone()), &config.bind)
+                .await
+                .unwrap();
+            let server = uwire::server::Server::new(config).with_gate(Gate(log.clone()));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                server
+                    .serve(listener, Demo, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            });
+
+            if mode != ProtocolMode::Uwsgi {
+                let c = connect(&path).await;
+                assert_eq!(get(&c, "/").await.unwrap().0, 200);
+                assert_eq!(log.take(2).await, ["opened", "Uwire"]);
+                drop(c);
+                assert_eq!(log.take(1).await, ["closed Some(Uwire)"]);
+            }
+            if mode != ProtocolMode::Uwire {
+                uwsgi_get(&path).await;
+                assert_eq!(log.take(3).await, ["opened", "Uwsgi", "closed Some(Uwsgi)"]);
+            }
+            // A connection that sends nothing: identified at once in a fixed
+            // mode, never in `auto` (closed at the head timeout).
+            let silent = tokio::net::UnixStream::connect(&path).await.unwrap();
+            let events = match mode {
+                ProtocolMode::Auto => {
+                    let e = log.take(2).await;
+                    assert_eq!(e, ["opened", "closed None"]);
+                    e
+                }
+                _ => log.take(2).await,
+            };
+            assert_eq!(events[0], "opened", "{mode:?}");
+            drop(silent);
+            if mode != ProtocolMode::Auto {
+                let rest = log.take(1).await;
+                assert_eq!(
+                    [events[1].as_str(), rest[0].as_str()],
+                    match mode {
+                        ProtocolMode::Uwsgi => ["Uwsgi", "closed Some(Uwsgi)"],
+                        _ => ["Uwire", "closed Some(Uwire)"],
+                    }
+                );
+            }
+            let accepted = if mode == ProtocolMode::Auto { 3 } else { 2 };
+            assert!(log.readies.load(Ordering::SeqCst) > accepted, "{mode:?}");
+            let _ = stop.send(());
+            task.await.unwrap().unwrap();
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
     bounded(async {

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
+use super::gate::{ConnProtocol, GateGuard};
 use super::listener::Accepted;
 use super::pipeline::Ctx;
 use super::{uwire, uwsgi, ProtocolMode};
@@ -15,11 +16,29 @@ use crate::frame::preface;
 use crate::net::Rewind;
 
 /// Serves one accepted connection in the configured protocol, detecting it
-/// from the first bytes in `auto` mode.
-pub(crate) async fn serve<T: Accepted>(mut io: T, ctx: Ctx, stop: watch::Receiver<bool>) {
+/// from the first bytes in `auto` mode. The protocol is reported to the
+/// accept gate's guard once known; the guard reports the close when this
+/// returns.
+pub(crate) async fn serve<T: Accepted>(
+    mut io: T,
+    ctx: Ctx,
+    stop: watch::Receiver<bool>,
+    mut gated: Option<GateGuard>,
+) {
+    let mut identify = |protocol| {
+        if let Some(g) = gated.as_mut() {
+            g.identify(protocol);
+        }
+    };
     match ctx.config.protocol {
-        ProtocolMode::Uwire => uwire::serve(io, ctx, stop).await,
-        ProtocolMode::Uwsgi => uwsgi::serve(io, ctx, BytesMut::with_capacity(8 * 1024)).await,
+        ProtocolMode::Uwire => {
+            identify(ConnProtocol::Uwire);
+            uwire::serve(io, ctx, stop).await
+        }
+        ProtocolMode::Uwsgi => {
+            identify(ConnProtocol::Uwsgi);
+            uwsgi::serve(io, ctx, BytesMut::with_capacity(8 * 1024)).await
+        }
         ProtocolMode::Auto => {
             // Read whatever has arrived (usually the whole uwsgi packet, or
             // the uwire preface and SETTINGS) and classify by its first byte.
@@ -46,8 +65,10 @@ pub(crate) async fn serve<T: Accepted>(mut io: T, ctx: Ctx, stop: watch::Receive
                 return;
             }
             if preface::is_uwire_first_byte(first[0]) {
+                identify(ConnProtocol::Uwire);
                 uwire::serve(Rewind::new(first.freeze(), io), ctx, stop).await
             } else {
+                identify(ConnProtocol::Uwsgi);
                 uwsgi::serve(io, ctx, first).await
             }
         }

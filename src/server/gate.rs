@@ -1,5 +1,5 @@
 //! An accept gate: a hook the accept loop consults before each `accept`,
-//! and tells about every connection it opens and closes.
+//! and tells about every connection it opens, identifies and closes.
 //!
 //! Several processes accepting on one shared listening socket (a pre-fork
 //! runtime such as the Python workers in `clients/python`) get connections
@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicUsize, Ordering};
-//! use uwire::server::{AcceptGate, BoxFuture, Server, ServerConfig};
+//! use uwire::server::{AcceptGate, BoxFuture, ConnProtocol, Server, ServerConfig};
 //!
 //! /// Accepts at most 8 connections at a time (a toy policy).
 //! #[derive(Default)]
@@ -27,7 +27,7 @@
 //!         })
 //!     }
 //!     fn opened(&self) { self.0.fetch_add(1, Ordering::Relaxed); }
-//!     fn closed(&self) { self.0.fetch_sub(1, Ordering::Relaxed); }
+//!     fn closed(&self, _: Option<ConnProtocol>) { self.0.fetch_sub(1, Ordering::Relaxed); }
 //! }
 //!
 //! let server = Server::new(ServerConfig::default()).with_gate(AtMost8::default());
@@ -38,35 +38,72 @@ use std::sync::Arc;
 
 use super::handler::BoxFuture;
 
+/// What an accepted connection turned out to speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnProtocol {
+    /// uwire/1: multiplexed and usually long-lived (a proxy's pooled
+    /// connection).
+    Uwire,
+    /// Classic uwsgi: one request, then closed (nginx's `uwsgi_pass`).
+    Uwsgi,
+}
+
 /// Consulted by [`Server::serve`](super::Server::serve)'s accept loop.
 ///
 /// The loop awaits [`ready`](AcceptGate::ready) before every `accept`
-/// (shutdown interrupts the wait); the gate decides by resolving. Every accepted
-/// connection is reported once through [`opened`](AcceptGate::opened) and
-/// once through [`closed`](AcceptGate::closed) when its task ends (also
-/// when it is aborted at the drain deadline).
+/// (shutdown interrupts the wait); the gate decides by resolving. Every
+/// accepted connection is reported once through
+/// [`opened`](AcceptGate::opened), once through
+/// [`identified`](AcceptGate::identified) when its protocol is known (at
+/// once with a fixed [`ProtocolMode`](super::ProtocolMode), after its first
+/// bytes in `auto` mode; never for a connection that closes before sending
+/// any), and once through [`closed`](AcceptGate::closed) when its task ends
+/// (also when it is aborted at the drain deadline).
+///
+/// A gate that balances lasting load can so tell a proxy's long-lived
+/// uwire/1 connections from classic uwsgi ones, which carry one request
+/// each, and count a connection not identified yet as possibly lasting.
 pub trait AcceptGate: Send + Sync + 'static {
     /// Resolves when the server may accept one more connection.
     fn ready(&self) -> BoxFuture<()>;
-    /// A connection was accepted.
+    /// A connection was accepted; its protocol is not known yet.
     fn opened(&self) {}
-    /// A connection accepted earlier has closed.
-    fn closed(&self) {}
+    /// The protocol of a connection reported through `opened` is known.
+    fn identified(&self, _protocol: ConnProtocol) {}
+    /// A connection reported through `opened` has closed; `protocol` is
+    /// what it was identified as, if it was.
+    fn closed(&self, _protocol: Option<ConnProtocol>) {}
 }
 
-/// Reports the close of one connection to its gate when dropped.
-pub(crate) struct GateGuard(pub(crate) Arc<dyn AcceptGate>);
+/// One connection's standing with its gate: reports the open when made,
+/// the protocol once known, and the close when dropped.
+pub(crate) struct GateGuard {
+    gate: Arc<dyn AcceptGate>,
+    protocol: Option<ConnProtocol>,
+}
 
 impl GateGuard {
     /// Reports the open now; the close when the guard drops.
     pub(crate) fn open(gate: &Arc<dyn AcceptGate>) -> GateGuard {
         gate.opened();
-        GateGuard(gate.clone())
+        GateGuard {
+            gate: gate.clone(),
+            protocol: None,
+        }
+    }
+
+    /// Reports the connection's protocol (once; later calls are ignored).
+    pub(crate) fn identify(&mut self, protocol: ConnProtocol) {
+        if self.protocol.is_none() {
+            self.protocol = Some(protocol);
+            self.gate.identified(protocol);
+        }
     }
 }
 
 impl Drop for GateGuard {
     fn drop(&mut self) {
-        self.0.closed();
+        self.gate.closed(self.protocol);
     }
 }

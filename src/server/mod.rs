@@ -58,7 +58,7 @@ use crate::net::Socket;
 
 pub use blocking::{BlockingBody, BodySender, ResponseClosed};
 pub use config::*;
-pub use gate::AcceptGate;
+pub use gate::{AcceptGate, ConnProtocol};
 pub use handler::{
     from_service, handler_fn, Body, BodyError, BoxError, BoxFuture, Handler, HandlerFn, Request,
     Response, ResponseBody, ServiceHandler,
@@ -103,7 +103,7 @@ impl Server {
     }
 
     /// Consults `gate` before every accept and reports each connection's
-    /// open and close to it (see [`AcceptGate`]).
+    /// open, protocol and close to it (see [`AcceptGate`]).
     pub fn with_gate(mut self, gate: impl AcceptGate) -> Server {
         self.gate = Some(Arc::new(gate));
         self
@@ -209,10 +209,9 @@ impl Server {
             conns.spawn(Box::pin(
                 async move {
                     let _permit = permit;
-                    let _gated = gated;
                     match stream {
-                        Accepted::Lazy(s) => detect::serve(s, ctx, stop).await,
-                        Accepted::Socket(s) => detect::serve(s, ctx, stop).await,
+                        Accepted::Lazy(s) => detect::serve(s, ctx, stop, gated).await,
+                        Accepted::Socket(s) => detect::serve(s, ctx, stop, gated).await,
                     }
                 }
                 .instrument(span),

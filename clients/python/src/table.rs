@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use uwire::server::{AcceptGate, BoxFuture};
+use tokio::sync::Notify;
+use uwire::server::{AcceptGate, BoxFuture, ConnProtocol};
 
 /// Slot states.
 pub(crate) const FREE: u64 = 0;
@@ -156,21 +157,43 @@ impl Table {
         h.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Whether slot `me` may accept one more connection: it has no more
-    /// open connections than the least loaded serving worker.
-    pub(crate) fn may_accept(&self, me: usize) -> bool {
+    /// Whether slot `me` may accept one more connection, `pending` of its
+    /// open connections not identified yet (see [`Verdict`]).
+    pub(crate) fn may_accept(&self, me: usize, pending: u64) -> Verdict {
         let mine = self.slot(me);
         if mine.state.load(Ordering::Acquire) != SERVING {
-            return true;
+            return Verdict::Accept;
         }
+        let least = (0..self.len())
+            .filter(|i| *i != me)
+            .map(|i| self.slot(i))
+            .filter(|s| s.state.load(Ordering::Acquire) == SERVING)
+            .map(|s| s.connections.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX);
         let my = mine.connections.load(Ordering::Acquire);
-        (0..self.len()).all(|i| {
-            let s = self.slot(i);
-            i == me
-                || s.state.load(Ordering::Acquire) != SERVING
-                || s.connections.load(Ordering::Acquire) >= my
-        })
+        if my <= least {
+            Verdict::Accept
+        } else if my.saturating_sub(pending) <= least {
+            Verdict::AwaitOwn
+        } else {
+            Verdict::Held
+        }
     }
+}
+
+/// What [`Table::may_accept`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// No more connections than the least loaded serving worker.
+    Accept,
+    /// More, but only counting connections of this worker whose protocol
+    /// is not known yet: wait for them (a local wake-up) rather than for
+    /// the other workers.
+    AwaitOwn,
+    /// More lasting connections than the least loaded serving worker: wait
+    /// for a count to change anywhere.
+    Held,
 }
 
 /// The shared worker table, made by the master before it forks.
@@ -259,51 +282,135 @@ impl SharedTable {
     }
 }
 
-/// Balances connections across the workers sharing one listening socket:
-/// a worker accepts only while it carries no more connections than the
-/// least loaded serving worker. Held back, it sleeps on the table's futex
-/// (on a blocking thread), woken as soon as any count changes.
+/// Balances lasting connections across the workers sharing one listening
+/// socket: a worker accepts only while it carries no more open connections
+/// than the least loaded serving worker.
+///
+/// What counts is the connections that may last: uwire/1 ones (a proxy's
+/// pool: few, long-lived) and those whose protocol is not known yet.
+/// A classic uwsgi connection (nginx's `uwsgi_pass`: one request, then
+/// closed) stops counting as soon as it is identified, so nginx traffic
+/// goes in kernel accept order, as with uWSGI and gunicorn, and does not
+/// wake the workers held back twice per request.
+///
+/// Held back by lasting connections, a worker sleeps on the table's futex
+/// (on a blocking thread), woken when a count rises anywhere or one of its
+/// own lasting connections closes. Held back only by its own connections
+/// not identified yet, it waits for them on a local wake-up instead: the
+/// next accept waits for the previous connection's first bytes, so one
+/// worker cannot take a whole pool of new connections before it knows what
+/// they are.
 pub(crate) struct Gate {
-    pub(crate) table: Table,
-    pub(crate) me: usize,
+    table: Table,
+    me: usize,
+    own: Arc<Own>,
+}
+
+/// This worker's connections not identified yet.
+#[derive(Default)]
+struct Own {
+    pending: AtomicU64,
+    settled: Notify,
+}
+
+impl Gate {
+    /// The gate of slot `me`.
+    pub(crate) fn new(table: Table, me: usize) -> Gate {
+        Gate {
+            table,
+            me,
+            own: Arc::default(),
+        }
+    }
+
+    fn count(&self, by: i64) {
+        let c = &self.table.slot(self.me).connections;
+        if by > 0 {
+            c.fetch_add(by as u64, Ordering::AcqRel);
+        } else {
+            c.fetch_sub(by.unsigned_abs(), Ordering::AcqRel);
+        }
+    }
+
+    /// One connection of this worker is no longer pending.
+    fn settle(&self) {
+        self.own.pending.fetch_sub(1, Ordering::AcqRel);
+        self.own.settled.notify_one();
+    }
 }
 
 /// Longest sleep between re-checks (a worker that died holding the least
-/// load is released by the master, which bumps the epoch too).
+/// load is released by the master, which bumps the epoch too; a count that
+/// falls does not bump it, see `Gate::identified`).
 const GATE_RECHECK: Duration = Duration::from_millis(50);
 
 impl AcceptGate for Gate {
     fn ready(&self) -> BoxFuture<()> {
-        if self.table.may_accept(self.me) {
+        let pending = self.own.pending.load(Ordering::Acquire);
+        if self.table.may_accept(self.me, pending) == Verdict::Accept {
             return Box::pin(std::future::ready(()));
         }
         let table = self.table.clone();
         let me = self.me;
+        let own = self.own.clone();
         Box::pin(async move {
-            let _ = tokio::task::spawn_blocking(move || loop {
-                let seen = table.header().epoch.load(Ordering::Acquire);
-                if table.may_accept(me) {
-                    return;
+            loop {
+                // Registered before the check, so a settle in between is
+                // not missed.
+                let settled = own.settled.notified();
+                match table.may_accept(me, own.pending.load(Ordering::Acquire)) {
+                    Verdict::Accept => return,
+                    Verdict::AwaitOwn => {
+                        let _ = tokio::time::timeout(GATE_RECHECK, settled).await;
+                    }
+                    Verdict::Held => {
+                        let (table, own) = (table.clone(), own.clone());
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let seen = table.header().epoch.load(Ordering::Acquire);
+                            let pending = own.pending.load(Ordering::Acquire);
+                            if table.may_accept(me, pending) == Verdict::Held {
+                                table.wait(seen, GATE_RECHECK);
+                            }
+                        })
+                        .await;
+                    }
                 }
-                table.wait(seen, GATE_RECHECK);
-            })
-            .await;
+            }
         })
     }
 
+    /// Counts the new connection as lasting until identified, and wakes the
+    /// workers held back: this one now carries more.
     fn opened(&self) {
-        self.table
-            .slot(self.me)
-            .connections
-            .fetch_add(1, Ordering::AcqRel);
+        self.own.pending.fetch_add(1, Ordering::AcqRel);
+        self.count(1);
         self.table.bump();
     }
 
-    fn closed(&self) {
-        self.table
-            .slot(self.me)
-            .connections
-            .fetch_sub(1, Ordering::AcqRel);
-        self.table.bump();
+    /// A uwire/1 connection keeps its count. A classic uwsgi one drops it,
+    /// without a bump: a count that falls makes no other worker less loaded
+    /// than before, so none held back could accept now.
+    fn identified(&self, protocol: ConnProtocol) {
+        if protocol != ConnProtocol::Uwire {
+            self.count(-1);
+        }
+        self.settle();
+    }
+
+    /// A lasting connection's close bumps the epoch: this worker's own
+    /// loop, held back on the futex, may accept again.
+    fn closed(&self, protocol: Option<ConnProtocol>) {
+        match protocol {
+            Some(ConnProtocol::Uwire) => {
+                self.count(-1);
+                self.table.bump();
+            }
+            Some(_) => {}
+            None => {
+                self.count(-1);
+                self.settle();
+                self.table.bump();
+            }
+        }
     }
 }

@@ -262,10 +262,7 @@ pub fn serve(
             }
             let mut server = Server::new(server_config);
             if let Some((t, i)) = &table {
-                server = server.with_gate(crate::table::Gate {
-                    table: t.clone(),
-                    me: *i,
-                });
+                server = server.with_gate(crate::table::Gate::new(t.clone(), *i));
             }
             let mut tasks = tokio::task::JoinSet::new();
             for l in listeners {
