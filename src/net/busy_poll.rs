@@ -36,8 +36,9 @@
 //! same epoll instance, so it ends the window too.
 //!
 //! [`wait`] does the same for a thread that waits for work some other way
-//! (a blocking channel receive: the Python runtime's app threads), with
-//! the same adaptive window.
+//! (a blocking channel receive: the Python runtime's app threads), and
+//! [`LoopWatch`] for a thread that runs an event loop of its own (the
+//! Python runtime's asyncio loop), with the same adaptive window.
 
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -267,6 +268,81 @@ pub fn wait<T>(
     t
 }
 
+/// Busy polling for a thread that runs an event loop of its own, which
+/// cannot be told to poll before it sleeps (an asyncio loop, uvloop's
+/// included) but can be kept from sleeping: after its work, the loop runs
+/// [`tick`](LoopWatch::tick) as a callback and schedules it again for its
+/// next turn for as long as it says so. A loop with a callback ready polls
+/// its selector without sleeping, so each turn looks at everything the
+/// loop watches; when the window has passed, the loop stops scheduling
+/// the callback and sleeps in its selector as usual.
+///
+/// The window adapts as [`wait`]'s does, by the same per-thread state
+/// (halved after a window that found nothing and a sleep longer than the
+/// full window, to nothing below an eighth; doubled after a shorter
+/// sleep): the loop calls [`took`](LoopWatch::took) whenever it takes
+/// work, which also starts the window afresh. Use one per thread, on that thread only, and not on a
+/// thread that also runs a runtime built by [`build`] or calls [`wait`].
+#[derive(Debug)]
+pub struct LoopWatch {
+    full: Duration,
+    /// The end of the window being polled, if one is.
+    until: Option<Instant>,
+}
+
+impl LoopWatch {
+    /// A watch with windows of at most `full` (none if zero); over
+    /// [`MAX_BUSY_POLL`] it is taken as [`MAX_BUSY_POLL`].
+    pub fn new(full: Duration) -> LoopWatch {
+        LoopWatch {
+            full: full.min(MAX_BUSY_POLL),
+            until: None,
+        }
+    }
+
+    /// One turn of the watch: whether the loop should run it again on its
+    /// next turn rather than sleep. `ready` says that work has arrived
+    /// (the loop will find it this turn), which ends the window. Yields the
+    /// CPU while the window lasts: the peer the loop waits for may want it.
+    pub fn tick(&mut self, ready: bool) -> bool {
+        if self.full.is_zero() {
+            return false;
+        }
+        if ready {
+            if self.until.take().is_some() {
+                Adaptive::parked(true);
+            }
+            return false;
+        }
+        let until = *self
+            .until
+            .get_or_insert_with(|| Instant::now() + Adaptive::window(self.full));
+        if Instant::now() < until {
+            std::thread::yield_now();
+            return true;
+        }
+        // Nothing came: the loop sleeps now.
+        self.until = None;
+        Adaptive::parked(false);
+        false
+    }
+
+    /// The loop has taken work. A window being polled ends there, having
+    /// caught it: the next [`tick`](LoopWatch::tick) starts a new one, so
+    /// the window counts from the loop's last work rather than running
+    /// down while the loop is busy. After a sleep, the window adapts to
+    /// how long the loop slept.
+    pub fn took(&mut self) {
+        if self.full.is_zero() {
+            return;
+        }
+        Adaptive::unparked(self.full);
+        if self.until.take().is_some() {
+            Adaptive::parked(true);
+        }
+    }
+}
+
 /// A descriptor of its own for the runtime's epoll instance `fd`.
 #[allow(unsafe_code)]
 fn duplicate(fd: i32) -> Option<rustix::fd::OwnedFd> {
@@ -343,6 +419,49 @@ mod tests {
         let mut b = tokio::runtime::Builder::new_current_thread();
         b.enable_all();
         b
+    }
+
+    #[test]
+    fn loop_watch_polls_its_window_then_lets_the_loop_sleep() {
+        std::thread::spawn(|| {
+            let full = Duration::from_millis(2);
+            let mut w = LoopWatch::new(full);
+            // Work arriving ends the window at once.
+            assert!(w.tick(false));
+            assert!(!w.tick(true));
+            // Nothing arriving: the loop turns until the window has passed.
+            let start = Instant::now();
+            let mut turns = 0;
+            while w.tick(false) {
+                turns += 1;
+            }
+            assert!(start.elapsed() >= full, "{:?}", start.elapsed());
+            assert!(turns > 0);
+            // Work taken within a window starts it afresh.
+            w.took();
+            assert!(w.tick(false));
+            std::thread::sleep(full * 3 / 4);
+            w.took();
+            let taken = Instant::now();
+            while w.tick(false) {}
+            assert!(taken.elapsed() >= full, "{:?}", taken.elapsed());
+            // Long sleeps after empty windows shrink the window to nothing:
+            // the loop then sleeps at once.
+            for _ in 0..8 {
+                std::thread::sleep(full * 3);
+                w.took();
+                while w.tick(false) {}
+            }
+            assert!(!w.tick(false));
+            // A short sleep grows it again.
+            w.took();
+            assert!(w.tick(false));
+            // A zero window never polls; an over-long one is capped.
+            assert!(!LoopWatch::new(Duration::ZERO).tick(false));
+            assert_eq!(LoopWatch::new(Duration::from_secs(1)).full, MAX_BUSY_POLL);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

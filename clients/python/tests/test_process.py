@@ -429,16 +429,27 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
-@pytest.mark.parametrize("window", ["10ms", "0"])
-def test_busy_polling_serves_and_idles_without_spinning(tmp: Path, window: str) -> None:
-    # The longest window, four app threads (one watches the job channel at
-    # a time): every request answered, then an idle worker stops polling
-    # (each window that finds nothing halves the next; the worker's 100 ms
-    # housekeeping tick would otherwise start a 10 ms window every tick).
-    server = UwireServer(tmp, "pep_app:app", "--threads", "4", "--busy-poll", window, workers=2)
+@pytest.mark.parametrize(
+    ("window", "app", "path"),
+    [
+        ("10ms", "pep_app:app", "/pid"),
+        ("0", "pep_app:app", "/pid"),
+        ("10ms", "fastapi_site:app", "/"),
+    ],
+    ids=["wsgi-10ms", "wsgi-0", "asgi-10ms"],
+)
+def test_busy_polling_serves_and_idles_without_spinning(
+    tmp: Path, window: str, app: str, path: str
+) -> None:
+    # The longest window: every request answered, then an idle worker stops
+    # polling (each window that finds nothing halves the next; the worker's
+    # 100 ms housekeeping tick would otherwise start a 10 ms window every
+    # tick). WSGI: four app threads, one watching the job channel at a
+    # time. ASGI: the event loop's thread polls too.
+    server = UwireServer(tmp, app, "--threads", "4", "--busy-poll", window, workers=2)
     proxy = UwireProxy(tmp, f"unix:{server.sock}")
     try:
-        load = Load(proxy.port, "/pid", threads=8, max_requests=400)
+        load = Load(proxy.port, path, threads=8, max_requests=400)
         for t in load.threads:
             t.join(120)
         load.stop()

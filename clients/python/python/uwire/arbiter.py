@@ -278,7 +278,7 @@ class Arbiter:
             # Concurrency comes from the loop, not threads; WebSockets hold
             # their stream for their lifetime.
             config = dict(config, max_streams=ASGI_STREAMS)
-        worker = AsgiWorker(app, self.cfg.lifespan)
+        worker = AsgiWorker(app, self.cfg.lifespan, self.cfg.busy_poll)
         try:
             worker.start()
         except LifespanFailed as e:

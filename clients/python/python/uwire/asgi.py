@@ -61,12 +61,20 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 class AsgiWorker:
-    """Runs ``app`` on an event loop thread and feeds it from ``bridge``."""
+    """Runs ``app`` on an event loop thread and feeds it from ``bridge``.
 
-    def __init__(self, app: AsgiApp, lifespan: str = "auto") -> None:
+    With ``busy_poll`` (seconds, see ``--busy-poll``) the loop does not go
+    to sleep at once after its work: a callback keeps it turning (polling
+    its selector without sleeping) until the bridge has an event or the
+    window has passed, so a request that arrives meanwhile does not have to
+    wake the loop's thread. The window adapts as the I/O thread's does."""
+
+    def __init__(self, app: AsgiApp, lifespan: str = "auto", busy_poll: float = 0.0) -> None:
         self.app = app
         self.lifespan_mode = lifespan
-        self.bridge = _native.Bridge()
+        self.bridge = _native.Bridge(busy_poll)
+        self._polls = busy_poll > 0
+        self._watching = False
         self.loop = new_event_loop()
         self.state: dict[str, Any] = {}
         self._waiters: dict[int, asyncio.Future[Any]] = {}
@@ -119,6 +127,15 @@ class AsgiWorker:
                 fut = self._waiters.pop(a, None)
                 if fut is not None and not fut.done():
                     fut.set_result(b)
+        if self._polls and not self._watching:
+            self._watching = True
+            self.loop.call_soon(self._watch)
+
+    def _watch(self) -> None:
+        if self.bridge.watch():
+            self.loop.call_soon(self._watch)
+        else:
+            self._watching = False
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)

@@ -325,7 +325,8 @@ _OPTIONS: list[tuple[tuple[str, ...], str, Optional[Callable[[str], Any]], str, 
         ("--busy-poll",),
         "busy_poll",
         _busy_poll,
-        "How long an idle worker (its I/O thread and one idle app thread) and the "
+        "How long an idle worker (its I/O thread, and one idle app thread or its ASGI "
+        "event loop) and the "
         "--http front keep watching for work before they sleep: 0 (off) to 10ms, "
         "e.g. 200us, 1ms. Waking a sleeping thread is the dearest step of a request "
         "at low concurrency on VMs that halt idle CPUs; watching spends idle CPU "

@@ -25,6 +25,7 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use tokio::sync::oneshot;
+use uwire::net::busy_poll::LoopWatch;
 use uwire::server::{websocket, BoxError, BoxFuture, Handler, Request, Response};
 
 pub use http::HttpExchange;
@@ -89,12 +90,16 @@ impl BridgeInner {
 #[pyclass(frozen, module = "uwire._native")]
 pub struct Bridge {
     pub(crate) inner: Arc<BridgeInner>,
+    /// The loop thread's busy polling (`--busy-poll`), see `watch`.
+    watch: Mutex<LoopWatch>,
 }
 
 #[pymethods]
 impl Bridge {
     #[new]
-    fn new() -> PyResult<Bridge> {
+    #[pyo3(signature = (busy_poll = 0.0))]
+    fn new(busy_poll: f64) -> PyResult<Bridge> {
+        let window = crate::worker::busy_poll_window(busy_poll)?;
         // SAFETY: plain system call; the result is checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -111,6 +116,21 @@ impl Bridge {
                 handle: OnceLock::new(),
                 root_path: OnceLock::new(),
             }),
+            watch: Mutex::new(LoopWatch::new(window)),
+        })
+    }
+
+    /// One turn of the loop's busy polling, run as a callback after the
+    /// loop's work: whether to run it again on the next turn (the loop then
+    /// polls its selector without sleeping) rather than let the loop sleep.
+    /// It ends when an event is queued (the loop's reader takes it this
+    /// turn) or the `busy_poll` window has passed (see
+    /// `uwire::net::busy_poll::LoopWatch`). Loop thread only.
+    fn watch(&self, py: Python<'_>) -> bool {
+        let ready = self.inner.signaled.load(Ordering::SeqCst);
+        py.detach(|| {
+            let mut w = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+            w.tick(ready)
         })
     }
 
@@ -123,6 +143,9 @@ impl Bridge {
     /// `("websocket", exchange)`, or `(token, value)` for a parked
     /// operation (see the `receive`/`send` methods of the exchanges).
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        // Work taken: the polling window starts afresh (and adapts, after
+        // a sleep in the selector).
+        self.watch.lock().unwrap_or_else(|e| e.into_inner()).took();
         // Order matters: the eventfd is reset before the flag, so a push
         // that lands after the flag is cleared writes it again (a wakeup
         // is never lost; at worst one is spurious).
