@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import smoke
+
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "scripts" / "bench"
 PY = sys.executable
@@ -797,12 +799,22 @@ def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--secs", type=int, default=8, help="seconds per wrk run (8)")
+    # BENCH_SMOKE=1 (scripts/test): every setup once, briefly, so the
+    # script keeps working; the figures mean nothing.
+    quick = smoke()
+    p.add_argument(
+        "--secs", type=int, default=1 if quick else 8, help="seconds per wrk run (8)"
+    )
     p.add_argument("--conns", type=int, default=32, help="wrk connections (32)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    p.add_argument(
+        "--rounds", type=int, default=1 if quick else 3, help="interleaved rounds (3)"
+    )
     p.add_argument("--ipc-threads", type=int, default=8, help="IPC client threads (8)")
     p.add_argument(
-        "--ipc-secs", type=float, default=5.0, help="seconds per IPC run (5)"
+        "--ipc-secs",
+        type=float,
+        default=0.5 if quick else 5.0,
+        help="seconds per IPC run (5)",
     )
     p.add_argument("--skip-http", action="store_true")
     p.add_argument(
@@ -814,12 +826,15 @@ def main() -> int:
     p.add_argument("--skip-ipc", action="store_true")
     p.add_argument("--skip-asgi", action="store_true")
     p.add_argument(
-        "--ws-procs", type=int, default=2, help="WebSocket client processes (2)"
+        "--ws-procs",
+        type=int,
+        default=1 if quick else 2,
+        help="WebSocket client processes (2)",
     )
     p.add_argument(
         "--ws-sockets",
         type=int,
-        default=16,
+        default=2 if quick else 16,
         help="WebSocket sockets per client process (16)",
     )
     args = p.parse_args()
