@@ -271,6 +271,7 @@ def test_app_error_while_streaming_cuts_the_response(stack: Stack, front: int) -
         ("/bad-header-name", "invalid response header name"),
         ("/hop-by-hop", "hop-by-hop header"),
         ("/bad-status", "invalid status"),
+        ("/non-latin1-header", "is not ISO-8859-1"),
         ("/str-body", "must yield bytes"),
         ("/no-start", "without calling start_response"),
     ],
@@ -281,6 +282,13 @@ def test_invalid_responses_are_500_and_logged(stack: Stack, path: str, needle: s
     assert "x-bad" not in headers and "injected" not in headers
     assert b"should not be sent" not in body
     wait_for(lambda: needle in stack.raw.log(), 10, f"log line {needle!r}")
+
+
+def test_response_header_values_are_latin1_native_strings(stack: Stack) -> None:
+    status, headers, body = http_request(stack.raw_proxy.port, "GET", "/latin1-header")
+    assert (status, body) == (200, b"ok")
+    # http.client reads header bytes as latin-1: the byte 0xE9 is U+00E9.
+    assert headers["x-name"] == "caf\u00e9"
 
 
 def test_head_has_no_body_and_keeps_content_length(stack: Stack, front: int) -> None:

@@ -8,6 +8,7 @@
 //! out with its head in one write; anything else streams through a bounded
 //! channel, so a slow client slows the app instead of growing memory.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -120,10 +121,12 @@ impl Pending {
         }
     }
 
-    fn build(&self, body: ResponseBody) -> Response {
+    /// The response, taking the head's fields: it is built once, when the
+    /// head goes out (nothing reads them after).
+    fn build(&mut self, body: ResponseBody) -> Response {
         let mut r = Response::new(body);
         *r.status_mut() = self.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        *r.headers_mut() = self.headers.clone();
+        *r.headers_mut() = std::mem::take(&mut self.headers);
         r
     }
 
@@ -304,15 +307,26 @@ pub(crate) fn send_chunk(py: Python<'_>, p: &Shared, chunk: Bytes, sized_whole: 
     }
 }
 
-fn latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+/// The bytes of a native string (PEP 3333: code points up to U+00FF, one
+/// byte each). ASCII, the usual case, is borrowed as it is.
+fn latin1<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
     let s = s
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?;
-    let s = s.to_cow()?;
-    s.chars()
+    let text = s.to_cow()?;
+    if text.is_ascii() {
+        return Ok(match text {
+            Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+            Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+        });
+    }
+    text.chars()
         .map(|c| u8::try_from(u32::from(c)).ok())
         .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| PyValueError::new_err(format!("{what} {s:?} is not ISO-8859-1 (latin-1)")))
+        .map(Cow::Owned)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("{what} {text:?} is not ISO-8859-1 (latin-1)"))
+        })
 }
 
 /// Parses and checks `start_response`'s status and headers.
@@ -352,8 +366,9 @@ fn parse_head(
                 "each response header must be a (name, value) tuple",
             ));
         }
-        let name = latin1(&pair.get_item(0)?, "header name")?;
-        let value = latin1(&pair.get_item(1)?, "header value")?;
+        let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+        let name = latin1(&name, "header name")?;
+        let value = latin1(&value, "header value")?;
         if !uwire::frame::is_valid_name(&name) {
             return Err(PyValueError::new_err(format!(
                 "invalid response header name {:?}",

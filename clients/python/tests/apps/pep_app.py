@@ -104,6 +104,13 @@ def raw(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/bad-status":
         start_response("200", [("Content-Type", "text/plain")])
         return [b"should not be sent"]
+    if path == "/latin1-header":
+        # Native strings: U+00E9 goes out as the byte 0xE9 (PEP 3333).
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Name", "caf\u00e9")])
+        return [b"ok"]
+    if path == "/non-latin1-header":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Bad", "\u20ac")])
+        return [b"should not be sent"]
     if path == "/str-body":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return ["not bytes"]  # type: ignore[list-item]
