@@ -281,8 +281,9 @@ pub fn wait<T>(
 /// (halved after a window that found nothing and a sleep longer than the
 /// full window, to nothing below an eighth; doubled after a shorter
 /// sleep): the loop calls [`took`](LoopWatch::took) whenever it takes
-/// work, which also starts the window afresh. Use one per thread, on that thread only, and not on a
-/// thread that also runs a runtime built by [`build`] or calls [`wait`].
+/// work, which also starts the window afresh. Use one per thread, on that
+/// thread only, and not on a thread that also runs a runtime built by
+/// [`build`] or calls [`wait`].
 #[derive(Debug)]
 pub struct LoopWatch {
     full: Duration,
@@ -309,9 +310,7 @@ impl LoopWatch {
             return false;
         }
         if ready {
-            if self.until.take().is_some() {
-                Adaptive::parked(true);
-            }
+            self.caught();
             return false;
         }
         let until = *self
@@ -337,6 +336,12 @@ impl LoopWatch {
             return;
         }
         Adaptive::unparked(self.full);
+        self.caught();
+    }
+
+    /// Work came while a window was being polled: it ends, having caught
+    /// it (the loop did not sleep).
+    fn caught(&mut self) {
         if self.until.take().is_some() {
             Adaptive::parked(true);
         }
