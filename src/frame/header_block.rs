@@ -422,7 +422,14 @@ impl HeaderBlockBuilder {
     /// has no NUL, CR or LF), so the field is not validated a second time.
     #[cfg(feature = "net")]
     pub fn push_field(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> &mut Self {
-        let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
+        self.push_checked(name.as_str().as_bytes(), value.as_bytes())
+    }
+
+    /// Appends a field its caller has already checked: `name` a token of
+    /// at most 65,535 bytes, `value` without NUL, CR or LF (what
+    /// [`push`](Self::push) would check a second time).
+    #[inline]
+    pub(crate) fn push_checked(&mut self, name: &[u8], value: &[u8]) -> &mut Self {
         debug_assert!(name.len() <= u16::MAX as usize && is_valid_name(name));
         debug_assert!(value.len() <= u32::MAX as usize && is_valid_value(value));
         self.append(name, value);

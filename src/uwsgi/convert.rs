@@ -7,9 +7,11 @@ use memchr::memchr;
 use super::packet::UwsgiRequest;
 use super::util::{decodes_to, is_clean, is_token, parse_u64, percent_decode, percent_encode_path};
 use super::{lossy, UwsgiError};
+use crate::environ::cgi::is_reserved_var;
 use crate::frame::{HeaderBlock, HeaderBlockBuilder, HttpVersion, RequestHead};
 
-/// Vars that become fields of the head rather than parameters.
+/// Vars that become fields of the head rather than parameters, in the
+/// order of the array `to_request_head` fills.
 const CONSUMED: [&[u8]; 14] = [
     b"REQUEST_METHOD",
     b"REQUEST_URI",
@@ -27,17 +29,31 @@ const CONSUMED: [&[u8]; 14] = [
     b"CONTENT_LENGTH",
 ];
 
-/// `HTTP_*` vars that never become headers, whatever their value.
-///
-/// * `HTTP_PROXY`: httpoxy (CVE-2016-5385 and siblings). nginx maps a
-///   client's `Proxy` header to `HTTP_PROXY` like any other; turned into a
-///   `Proxy` header it would be dropped again by the environ builder, but
-///   it is dropped here already so no consumer of the head ever sees it.
-/// * `HTTP_CONTENT_LENGTH`, `HTTP_CONTENT_TYPE`: nginx sends the client's
-///   headers as these next to its own `CONTENT_LENGTH`/`CONTENT_TYPE`
-///   params. Framing follows `CONTENT_LENGTH` only (as uWSGI does) and the
-///   type follows `CONTENT_TYPE`; a second copy could only contradict them.
-const DROPPED: [&[u8]; 3] = [b"HTTP_PROXY", b"HTTP_CONTENT_LENGTH", b"HTTP_CONTENT_TYPE"];
+/// Which of [`CONSUMED`] `key` is, if any. Length, first and last byte
+/// pick the candidate (one jump table, where comparing with each name in
+/// turn cost about 30 instructions a var), then one comparison of a known
+/// length confirms it.
+#[inline]
+fn consumed(key: &[u8]) -> Option<usize> {
+    let (&first, &last) = (key.first()?, key.last()?);
+    Some(match (key.len(), first, last) {
+        (14, b'R', b'D') if key == b"REQUEST_METHOD" => 0,
+        (11, b'R', b'I') if key == b"REQUEST_URI" => 1,
+        (9, b'P', b'O') if key == b"PATH_INFO" => 2,
+        (12, b'Q', b'G') if key == b"QUERY_STRING" => 3,
+        (15, b'S', b'L') if key == b"SERVER_PROTOCOL" => 4,
+        (14, b'R', b'E') if key == b"REQUEST_SCHEME" => 5,
+        (12, b'U', b'E') if key == b"UWSGI_SCHEME" => 6,
+        (5, b'H', b'S') if key == b"HTTPS" => 7,
+        (11, b'R', b'R') if key == b"REMOTE_ADDR" => 8,
+        (11, b'R', b'T') if key == b"REMOTE_PORT" => 9,
+        (11, b'S', b'E') if key == b"SERVER_NAME" => 10,
+        (11, b'S', b'T') if key == b"SERVER_PORT" => 11,
+        (12, b'C', b'E') if key == b"CONTENT_TYPE" => 12,
+        (14, b'C', b'H') if key == b"CONTENT_LENGTH" => 13,
+        _ => return None,
+    })
+}
 
 /// `HTTP_USER_AGENT` → `User-Agent`: the suffix after `HTTP_`, each
 /// `_`-separated word capitalised, joined with `-`. `None` when the suffix
@@ -89,7 +105,8 @@ fn push_header(headers: &mut HeaderBlockBuilder, suffix: &[u8], value: &[u8]) {
         }
     };
     write_header_name(suffix, name);
-    headers.push(name, value).expect("valid header");
+    // Letters, digits and `-` (a token) and a value checked by the caller.
+    headers.push_checked(name, value);
 }
 
 /// `SERVER_PROTOCOL` to a version; `UNSPECIFIED` when unknown.
@@ -106,10 +123,10 @@ fn version(v: &[u8]) -> HttpVersion {
 
 fn port(name: &'static str, v: Option<&[u8]>) -> Result<u16, UwsgiError> {
     match v {
-        None => Ok(0),
-        Some([]) => Ok(0),
-        Some(v) => parse_u64(v)
-            .filter(|_| v.len() <= 5)
+        None | Some([]) => Ok(0),
+        Some(v) => (v.len() <= 5)
+            .then(|| parse_u64(v))
+            .flatten()
             .and_then(|n| u16::try_from(n).ok())
             .ok_or_else(|| UwsgiError::InvalidPort {
                 name,
@@ -193,7 +210,7 @@ impl UwsgiRequest {
     /// (those are dropped), is [`UwsgiError::InvalidVarName`]. Then
     /// `REQUEST_METHOD`, `REMOTE_PORT`, `SERVER_PORT` and `CONTENT_LENGTH`.
     pub fn to_request_head(&self) -> Result<RequestHead, UwsgiError> {
-        let mut last: [Option<&[u8]>; 14] = [None; 14];
+        let mut last: [Option<&[u8]>; CONSUMED.len()] = [None; CONSUMED.len()];
         let mut params = HeaderBlock::builder();
         let vars = self.vars();
         let mut http: Vec<(&[u8], &[u8])> = Vec::with_capacity(vars.len());
@@ -205,17 +222,32 @@ impl UwsgiRequest {
                     detail: "value contains NUL, CR or LF",
                 });
             }
-            if let Some(i) = CONSUMED.iter().position(|c| *c == k) {
+            if let Some(i) = consumed(k) {
                 last[i] = Some(v);
             } else if k.starts_with(b"HTTP_") {
-                if DROPPED.contains(&k) {
+                // Never a header (`crate::environ::cgi::RESERVED`):
+                //
+                // * `HTTP_PROXY`: httpoxy (CVE-2016-5385 and siblings).
+                //   nginx maps a client's `Proxy` header to `HTTP_PROXY`
+                //   like any other; turned into a `Proxy` header it would
+                //   be dropped again by the environ builder, but it is
+                //   dropped here already so no consumer of the head sees it.
+                // * `HTTP_CONTENT_LENGTH`, `HTTP_CONTENT_TYPE`: nginx sends
+                //   the client's headers as these next to its own
+                //   `CONTENT_LENGTH`/`CONTENT_TYPE` params. Framing follows
+                //   `CONTENT_LENGTH` only (as uWSGI does) and the type
+                //   follows `CONTENT_TYPE`; a second copy could only
+                //   contradict them.
+                if is_reserved_var(k) {
                     continue;
                 }
                 if let Some(suffix) = header_suffix(k) {
                     http.push((suffix, v));
                 }
             } else if is_token(k) {
-                params.push(k, v).expect("token name and clean value");
+                // A key fits a name (at most 65,535 bytes) and the value
+                // was checked above.
+                params.push_checked(k, v);
             } else {
                 return Err(UwsgiError::InvalidVarName { name: lossy(k) });
             }
@@ -294,7 +326,7 @@ impl UwsgiRequest {
                 .sum::<usize>();
         let mut headers = HeaderBlock::builder_with_capacity(size);
         if let Some(ct) = content_type {
-            headers.push(b"Content-Type", ct).expect("valid header");
+            headers.push_checked(b"Content-Type", ct);
         }
         let mut authority = Bytes::new();
         for (suffix, value) in &http {
@@ -313,15 +345,15 @@ impl UwsgiRequest {
                     None => true,
                 };
             if !same {
-                params.push(b"REQUEST_URI", uri).expect("clean");
+                params.push_checked(b"REQUEST_URI", uri);
             }
         }
         if let Some(pi) = path_info_param {
-            params.push(b"PATH_INFO", pi).expect("empty value");
+            params.push_checked(b"PATH_INFO", pi);
         }
         if let Some(p) = protocol.filter(|p| !p.is_empty()) {
             if p != version.as_protocol_str().as_bytes() {
-                params.push(b"SERVER_PROTOCOL", p).expect("clean");
+                params.push_checked(b"SERVER_PROTOCOL", p);
             }
         }
 
@@ -395,6 +427,29 @@ mod tests {
         assert_eq!(n(b"HTTPX"), None);
     }
 
+    /// Every name [`consumed`] knows maps to its own index, and names
+    /// that share a length and both end bytes with one of them do not.
+    #[test]
+    fn consumed_vars() {
+        for (i, name) in CONSUMED.iter().enumerate() {
+            assert_eq!(consumed(name), Some(i), "{}", lossy(name));
+            let mut near = name.to_vec();
+            near[1] ^= 0x20;
+            assert_eq!(consumed(&near), None, "{}", lossy(&near));
+        }
+        for other in [
+            &b""[..],
+            b"H",
+            b"HTTP_HOST",
+            b"DOCUMENT_ROOT",
+            b"REMOTE_USER",
+            b"SERVER_SOFTWARE",
+            b"request_method",
+        ] {
+            assert_eq!(consumed(other), None, "{}", lossy(other));
+        }
+    }
+
     #[test]
     fn ports() {
         let b = |s: &'static str| Bytes::from_static(s.as_bytes());
@@ -402,7 +457,11 @@ mod tests {
         assert_eq!(port("P", Some(&b(""))), Ok(0));
         assert_eq!(port("P", Some(&b("65535"))), Ok(65535));
         assert_eq!(port("P", Some(&b("080"))), Ok(80));
-        for bad in ["65536", "-1", "x", " 80", "000080"] {
+        assert_eq!(port("P", Some(&b("00000"))), Ok(0));
+        assert_eq!(port("P", Some(&b("7"))), Ok(7));
+        for bad in [
+            "65536", "99999", "-1", "+80", "x", " 80", "80 ", "8:0", "000080", "1e3", "٨٠",
+        ] {
             assert_eq!(
                 port("P", Some(&b(bad))).unwrap_err().class(),
                 "invalid_port",

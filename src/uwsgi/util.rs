@@ -47,11 +47,17 @@ pub(crate) fn percent_encode_path(decoded: &[u8]) -> Bytes {
 
 /// A plain decimal (ASCII digits only, at least one) that fits in 64 bits.
 pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+    if s.is_empty() {
         return None;
     }
-    s.iter().try_fold(0u64, |acc, &d| {
-        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    // One pass: each byte checked as it is added (a pass to check, then
+    // one to add, cost twice as much on the ports of every request).
+    s.iter().try_fold(0u64, |acc, &b| {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(d))
     })
 }
 
