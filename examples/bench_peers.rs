@@ -31,13 +31,10 @@ mod bench;
 #[path = "../src/bin/uwire/duration.rs"]
 mod duration;
 
-#[path = "../src/bin/uwire/mi.rs"]
-mod mi;
-
 /// The allocator of the `uwire` binary, so the peers and uwire differ in
 /// their protocol stacks, not in malloc.
 #[global_allocator]
-static ALLOC: mi::Mi = mi::Mi;
+static ALLOC: uwire::alloc::Mi = uwire::alloc::Mi;
 
 use std::convert::Infallible;
 use std::future::Future;

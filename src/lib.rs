@@ -32,6 +32,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "mimalloc")]
+pub mod alloc;
 #[cfg(feature = "net")]
 pub mod client;
 pub mod codec;

@@ -20,6 +20,13 @@ mod table;
 mod worker;
 mod wsgi;
 
+/// mimalloc for the module's own (Rust) allocations; Python's objects stay
+/// with Python's allocator. glibc's malloc cost a WSGI worker about 6,000
+/// instructions a request (12-14% of all it did, the app included;
+/// `scripts/bench-cost python`), much of it consolidating its free lists.
+#[global_allocator]
+static ALLOC: uwire::alloc::Mi = uwire::alloc::Mi;
+
 use bytes::Bytes;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;

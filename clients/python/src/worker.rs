@@ -164,9 +164,10 @@ pub fn serve(
     asgi: Option<Py<crate::asgi::Bridge>>,
 ) -> PyResult<&'static str> {
     let server_config = config.server_config()?;
-    // A few threads allocate here (the I/O thread, app threads that take
-    // turns under the GIL): two malloc arenas are plenty, and each arena
-    // more is resident memory per worker.
+    // Python's larger blocks come from glibc's malloc (the module's own
+    // from mimalloc), on the few threads that run Python here (app threads
+    // that take turns under the GIL): two malloc arenas are plenty, and
+    // each arena more is resident memory per worker.
     // SAFETY: mallopt has no preconditions; a failure leaves the default.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
@@ -256,6 +257,9 @@ pub fn serve(
 
     let outcome: std::io::Result<DrainReason> = py.detach(move || {
         let result = rt.block_on(async move {
+            // The I/O thread hands its free pages back once a second, as
+            // the `uwire` binary's serving threads do.
+            uwire::alloc::spawn_upkeep();
             let mut listeners = Vec::with_capacity(fds.len());
             for fd in &fds {
                 listeners.push(inherited(*fd)?);

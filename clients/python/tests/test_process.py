@@ -371,6 +371,27 @@ def test_help_lists_every_flag() -> None:
     assert "UWIRE_WORKERS" in out
 
 
+@pytest.mark.parametrize("user_value", [None, "1"])
+def test_native_allocator_options_and_the_environment(user_value: str | None) -> None:
+    """The native module's allocator (mimalloc) loads with transparent huge
+    pages off unless the user asked for them (mimalloc reports its options
+    with MIMALLOC_VERBOSE), and the environment is left as it was found."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
+    env["MIMALLOC_VERBOSE"] = "1"
+    if user_value is not None:
+        env["MIMALLOC_ALLOW_THP"] = user_value
+    code = "import os, uwire; print(repr(os.environ.get('MIMALLOC_ALLOW_THP')))"
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert run.stdout.strip() == repr(user_value)
+    want = user_value or "0"
+    assert f"option 'allow_thp': {want}" in run.stderr, run.stderr
+
+
 def test_preload_imports_in_the_master(tmp: Path) -> None:
     server = UwireServer(tmp, "pep_app:app", "--preload", workers=2)
     proxy = UwireProxy(tmp, f"unix:{server.sock}")

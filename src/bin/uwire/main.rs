@@ -4,8 +4,6 @@ mod alloc;
 mod bench;
 mod config_file;
 mod duration;
-#[cfg(not(uwire_system_alloc))]
-mod mi;
 mod proxy;
 mod selftest;
 mod serve;

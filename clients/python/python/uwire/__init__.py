@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+# First: the native module loads with its allocator's options.
+from . import _preload  # noqa: F401  # isort: skip
 from . import errors
 from ._native import FileWrapper
 from .client import AsyncClient, AsyncResponse, Client, Response

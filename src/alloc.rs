@@ -1,7 +1,25 @@
-//! mimalloc as the global allocator, asked for an alignment only when a
-//! type needs more than a word's. The `uwire` binary's allocator, and the
-//! IPC benchmark peers' (examples/bench_peers.rs includes this file), so
-//! the two differ in their protocol stacks, not in malloc.
+//! mimalloc as a global allocator ([`Mi`]), and the upkeep that hands a
+//! quiet serving thread's free pages back to the system
+//! ([`spawn_upkeep`]).
+//!
+//! The `uwire` binary, the IPC benchmark peers (examples/bench_peers.rs,
+//! so they and uwire differ in their protocol stacks, not in malloc) and
+//! the Python package's native module all use it:
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static ALLOC: uwire::alloc::Mi = uwire::alloc::Mi;
+//! ```
+//!
+//! Per-thread free lists make the allocations of a request (a boxed head,
+//! a stream's pipeline, header blocks) markedly cheaper than glibc's,
+//! whose larger size classes take its slow path: with `scripts/bench-cost`,
+//! about 6,000 instructions a request in a Python worker (12-14% of all
+//! it does, the app's Python included). Only the `mimalloc` feature
+//! builds this module.
+
+// An allocator is C calls and raw blocks: each `unsafe` says why it holds.
+#![allow(unsafe_code)]
 
 /// Every mimalloc block is aligned to a word at least (its size classes
 /// are multiples of one).
@@ -16,6 +34,7 @@ const WORD: usize = std::mem::size_of::<usize>();
 /// over-allocating path, about 200 instructions more than `mi_malloc`.
 /// Almost every Rust allocation needs a word's alignment or less, which
 /// any mimalloc block has.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Mi;
 
 // SAFETY: every request is served by mimalloc, with the alignment asked
@@ -68,6 +87,36 @@ unsafe impl std::alloc::GlobalAlloc for Mi {
             }
         }
     }
+}
+
+/// How often a serving thread hands freed memory back (see [`spawn_upkeep`]).
+#[cfg(feature = "net")]
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Spawns, on the current (serving) runtime, a task that once a second
+/// asks mimalloc to return this thread's free pages to the system.
+///
+/// mimalloc purges free pages lazily, from later allocations on the same
+/// thread. A server that turns quiet after a burst (thousands of
+/// connections opened, answered, then idle with their buffers released)
+/// would keep those pages resident for as long as it stays quiet. The
+/// collection walks the thread's pages: microseconds, once a second.
+///
+/// # Panics
+///
+/// Outside a tokio runtime (as `tokio::spawn` does).
+#[cfg(feature = "net")]
+pub fn spawn_upkeep() {
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // SAFETY: `mi_collect` has no preconditions; it works on the
+            // calling thread's own heap, which this task runs on.
+            unsafe { libmimalloc_sys::mi_collect(false) };
+        }
+    });
 }
 
 #[cfg(test)]
