@@ -30,12 +30,7 @@ bench_apt() {
   command -v "$tool" >/dev/null || bench_die "$tool still missing after apt-get install $*"
 }
 
-# bench_pip_install ARGS...: python3 -m pip install ARGS, quietly; Debian's
-# system Python refuses global installs (PEP 668) unless told to.
-bench_pip_install() {
-  python3 -m pip install -q --disable-pip-version-check "$@" 2>/dev/null ||
-    python3 -m pip install -q --disable-pip-version-check --break-system-packages "$@"
-}
+. scripts/lib/pip.sh
 
 # bench_pip TOOL PACKAGE: pip-installs PACKAGE if TOOL is missing.
 bench_pip() {
@@ -46,7 +41,7 @@ bench_pip() {
     bench_apt gcc build-essential python3-dev   # uWSGI builds from source
   fi
   echo "bench: pip install $pkg (for $tool)" >&2
-  bench_pip_install "$pkg"
+  pip_install "$pkg"
   command -v pyenv >/dev/null && pyenv rehash || true
   command -v "$tool" >/dev/null || bench_die "$tool is not on PATH after pip install $pkg"
 }
@@ -58,8 +53,19 @@ bench_pymod() {
   python3 -c "import $mod" 2>/dev/null && return 0
   python3 -m pip --version >/dev/null 2>&1 || bench_die "python module $mod is missing and so is pip (apt install python3-pip)"
   echo "bench: pip install $pkg (for python module $mod)" >&2
-  bench_pip_install "$pkg"
+  pip_install "$pkg"
   python3 -c "import $mod" 2>/dev/null || bench_die "python module $mod still missing after pip install $pkg"
+}
+
+# bench_uwire_python: the uwire Python package, built from clients/python,
+# if python3 cannot import it (an installed one is used as it is: after
+# changing clients/python, reinstall it with
+#   CARGO_TARGET_DIR=$PWD/clients/python/target pip install --force-reinstall --no-deps ./clients/python).
+bench_uwire_python() {
+  python3 -c 'import uwire' 2>/dev/null && return 0
+  bench_pymod maturin maturin
+  echo "bench: pip install ./clients/python" >&2
+  CARGO_TARGET_DIR="$PWD/clients/python/target" pip_install ./clients/python
 }
 
 # bench_build: the uwire binary and the benchmark examples, release mode.
