@@ -16,11 +16,11 @@ import os
 
 _THP = "MIMALLOC_ALLOW_THP"
 
-if _THP in os.environ:
-    from . import _native
-else:
+_ours = _THP not in os.environ
+if _ours:
     os.environ[_THP] = "0"
-    try:
-        from . import _native  # noqa: F401
-    finally:
+try:
+    from . import _native  # noqa: F401
+finally:
+    if _ours:
         del os.environ[_THP]
