@@ -1128,3 +1128,29 @@ async fn proxy_reset_cancels_the_handler_and_the_body_stream() {
     })
     .await
 }
+
+/// A request whose head ends its stream has no body, and its handler can
+/// tell at once, before reading (the Python runtime answers such requests
+/// on its I/O thread); a request with a body is not at its end until read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bodiless_request_is_at_its_end_on_arrival() {
+    bounded(async {
+        let h = handler_fn(|mut req: Request| async move {
+            let at_end = http_body::Body::is_end_stream(req.body_mut());
+            let body = req.body_mut().to_bytes().await?;
+            let after = http_body::Body::is_end_stream(req.body_mut());
+            Ok::<_, BoxError>(Response::new(
+                format!("{at_end} {} {after}", body.len()).into(),
+            ))
+        });
+        let srv = TestServer::start("bodiless-end", ServerConfig::default(), h).await;
+        let c = srv.client().await;
+        let r = request(&c, head("GET", "/"), None).await.unwrap();
+        assert_eq!(r, (200, Bytes::from("true 0 true")));
+        let r = request(&c, head("POST", "/"), Some(Bytes::from("abc")))
+            .await
+            .unwrap();
+        assert_eq!(r, (200, Bytes::from("false 3 true")));
+    })
+    .await
+}

@@ -284,10 +284,18 @@ impl Incoming {
     /// read brought in before it lets the driver write, so their answers
     /// leave together.
     pub fn try_accept(&mut self) -> Option<IncomingRequest> {
-        let (id, head) = self.shared.lock().incoming.pop_front()?;
+        let mut g = self.shared.lock();
+        let (id, head) = g.incoming.pop_front()?;
+        // A head that ended its stream has no body: say so before anyone
+        // reads it (`RecvStream::is_end`), so a server can tell a request
+        // without a body from one whose body is yet to come.
+        let ended = g.slots.get(&id).is_some_and(|s| {
+            s.recv_end && s.chunks.is_empty() && s.trailers.is_none() && s.gone.is_none()
+        });
+        drop(g);
         Some(IncomingRequest {
             head,
-            body: RecvStream::new(id, self.shared.clone(), false),
+            body: RecvStream::new(id, self.shared.clone(), false).ended(ended),
             responder: Responder::new(id, self.shared.clone()),
         })
     }

@@ -80,6 +80,11 @@ impl RecvQueue {
         }
     }
 
+    /// Whether no bytes wait.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.gathered.as_ref().is_none_or(|g| g.is_empty())
+    }
+
     /// Drops everything unread; returns how many bytes that was.
     pub(crate) fn clear(&mut self) -> usize {
         let gathered = self.gathered.take().map_or(0, |g| g.len());

@@ -265,6 +265,13 @@ impl RecvStream {
         }
     }
 
+    /// Marks the body as read to its end already (a request whose head
+    /// ended the stream: it has none).
+    pub(crate) fn ended(mut self, ended: bool) -> RecvStream {
+        self.done = ended;
+        self
+    }
+
     /// The stream id.
     pub fn id(&self) -> StreamId {
         self.id
@@ -343,7 +350,8 @@ impl RecvStream {
         self.trailers.as_ref()
     }
 
-    /// Whether the body has been read to the end (or failed).
+    /// Whether the body has been read to the end (or failed). A request
+    /// whose head ended its stream is at its end from the start.
     pub fn is_end(&self) -> bool {
         self.done
     }

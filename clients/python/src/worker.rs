@@ -4,7 +4,7 @@
 //! stops it.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,9 +218,18 @@ pub fn serve(
         busy,
         busy_poll: window,
         watching: AtomicBool::new(false),
+        queued: AtomicUsize::new(0),
+        writes: AtomicBool::new(false),
     });
-    // An ASGI app runs on its event loop's thread, not on a pool.
-    let (jobs, slots, handles) = wsgi::start_pool(shared, if asgi.is_some() { 0 } else { threads });
+    // An ASGI app runs on its event loop's thread, not on a pool. A WSGI
+    // app with one thread also runs on this one, the I/O thread, where it
+    // can (`wsgi::Inline`).
+    let inline = asgi.is_none() && threads == 1;
+    let pool = if asgi.is_some() { 0 } else { threads };
+    let (jobs, slots, handles) = wsgi::start_pool(shared.clone(), pool, inline);
+    // This thread runs the I/O loop below.
+    let inline = inline.then(|| Arc::new(wsgi::Inline::here(slots.clone(), pool)));
+    let io_side = inline.clone().map(|i| (i, shared.clone(), jobs.clone()));
 
     let (stop_tx, stop_rx) = watch::channel::<Option<DrainReason>>(None);
     let stop_tx = Arc::new(stop_tx);
@@ -249,14 +258,19 @@ pub fn serve(
             bytes::Bytes::from(config.root_path.clone().into_bytes()),
             on_request,
         )),
-        None => AnyHandler::Wsgi(WsgiHandler { jobs, on_request }),
+        None => AnyHandler::Wsgi(WsgiHandler {
+            app: shared,
+            jobs,
+            on_request,
+            inline,
+        }),
     };
     let timeout_ms = (config.timeout * 1000.0) as u64;
     let grace_ms = (config.timeout_grace.max(0.0) * 1000.0) as u64;
     let master_pid = config.master_pid;
 
     let outcome: std::io::Result<DrainReason> = py.detach(move || {
-        let result = rt.block_on(async move {
+        let main = async move {
             // The I/O thread hands its free pages back once a second, as
             // the `uwire` binary's serving threads do.
             uwire::alloc::spawn_upkeep();
@@ -280,8 +294,19 @@ pub fn serve(
                 });
             }
             drop(handler);
-            // Registered before the master can see this worker serving.
-            let signals = crate::signals::StopSignals::new()?;
+            // Signals, heartbeat and watchdog run on a thread of their own:
+            // this one may be running the app (`wsgi::Inline`). Its signal
+            // handlers are registered before the master can see this
+            // worker serving.
+            let control = spawn_control(Control {
+                stop_tx: stop_tx.clone(),
+                stop_rx: stop_rx.clone(),
+                table: table.clone(),
+                slots: slots.clone(),
+                timeout_ms,
+                grace_ms,
+                master_pid,
+            })?;
             if let Some((t, i)) = &table {
                 let s = t.slot(*i);
                 s.pid.store(std::process::id() as u64, Ordering::Release);
@@ -290,16 +315,6 @@ pub fn serve(
                 t.bump();
             }
             tracing::info!(threads, "worker serving");
-            let control = tokio::spawn(control(Control {
-                signals,
-                stop_tx: stop_tx.clone(),
-                stop_rx: stop_rx.clone(),
-                table: table.clone(),
-                slots: slots.clone(),
-                timeout_ms,
-                grace_ms,
-                master_pid,
-            }));
             let mut failed = None;
             while let Some(r) = tasks.join_next().await {
                 match r {
@@ -314,12 +329,17 @@ pub fn serve(
                         .is_some()
                 });
             }
-            control.abort();
+            control.stop();
             match failed {
                 Some(e) => Err(e),
                 None => Ok((*stop_rx.borrow()).unwrap_or(DrainReason::Signal)),
             }
-        });
+        };
+        let result = match &io_side {
+            Some((inline, app, jobs)) => inline.drive(&rt, app, jobs, main),
+            None => rt.block_on(main),
+        };
+        drop(io_side);
         drop(rt);
         // The job channel is closed now: idle app threads exit. A thread
         // still stuck in the app is left behind (the process exits).
@@ -356,7 +376,6 @@ impl uwire::server::Handler for AnyHandler {
 
 /// What the control task watches.
 struct Control {
-    signals: crate::signals::StopSignals,
     stop_tx: Arc<watch::Sender<Option<DrainReason>>>,
     stop_rx: watch::Receiver<Option<DrainReason>>,
     table: Option<(Table, usize)>,
@@ -366,10 +385,68 @@ struct Control {
     master_pid: u32,
 }
 
+/// The control thread, running [`control`].
+struct ControlThread {
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ControlThread {
+    /// Ends the control task and waits for its thread.
+    fn stop(mut self) {
+        self.done.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts [`control`] on a thread and runtime of its own, once its signal
+/// handlers are registered.
+fn spawn_control(c: Control) -> std::io::Result<ControlThread> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let thread = std::thread::Builder::new()
+        .name("uwire-control".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let signals = match crate::signals::StopSignals::new() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                tokio::select! {
+                    _ = control(c, signals) => {}
+                    _ = done_rx => {}
+                }
+            });
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(ControlThread {
+            done: Some(done_tx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::other("the control thread failed to start")),
+    }
+}
+
 /// Signals, heartbeat, the stuck-thread watchdog and the orphan check.
-async fn control(c: Control) {
+async fn control(c: Control, mut signals: crate::signals::StopSignals) {
     let Control {
-        mut signals,
         stop_tx,
         mut stop_rx,
         table,

@@ -21,15 +21,16 @@ from uwire import _native
 
 
 class Stack:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, threads: str) -> None:
         self.tmp = tmp
+        self.threads = threads
         self.markers = tmp / "markers"
         self.markers.mkdir()
         self.server = UwireServer(
             tmp,
             "pep_app:app",
             "--threads",
-            "4",
+            threads,
             "--timeout",
             "20",
             env={"UWIRE_TEST_MARKERS": str(self.markers)},
@@ -64,11 +65,14 @@ class Stack:
                 p.close()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    d = Path("/tmp") / f"uwp-{os.getpid()}"
+@pytest.fixture(scope="module", params=["4", "1"], ids=["threads4", "threads1"])
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """Two workers with 4 app threads, then with 1, which runs requests
+    without a body on the worker's I/O thread where it can."""
+    threads = str(request.param)
+    d = Path("/tmp") / f"uwp-{os.getpid()}-{threads}"
     d.mkdir(exist_ok=True)
-    s = Stack(d)
+    s = Stack(d, threads)
     yield s
     s.close()
     log = s.server.log()
@@ -135,7 +139,8 @@ def test_environ_same_over_both_protocols(stack: Stack) -> None:
     assert a["QUERY_STRING"] == "x=1&y=%20"
     assert a["CONTENT_LENGTH"] == "3"
     assert a["wsgi.version"] == [1, 0]
-    assert a["wsgi.multithread"] is True and a["wsgi.multiprocess"] is True
+    assert a["wsgi.multithread"] is (stack.threads != "1")
+    assert a["wsgi.multiprocess"] is True
     assert a["wsgi.input_terminated"] is True and a["wsgi.run_once"] is False
     assert a["REMOTE_ADDR"] == "127.0.0.1"
 
@@ -200,6 +205,29 @@ def test_readline_and_iteration(front: int) -> None:
 def test_write_callable(front: int) -> None:
     status, _, body = http_request(front, "GET", "/write")
     assert (status, body) == (200, b"written then returned\n")
+
+
+def test_write_more_chunks_than_in_flight(front: int) -> None:
+    status, _, body = http_request(front, "GET", "/write-many?n=64")
+    assert status == 200
+    assert body == b"".join(b"%05d" % i + b"." * 1019 for i in range(64))
+
+
+def test_chunks_go_out_as_the_app_yields(front: int) -> None:
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", front, timeout=30)
+    try:
+        conn.request("GET", "/yield-slowly?s=2")
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.read(6) == b"first\n"
+        first = time.monotonic() - started
+        assert r.read() == b"second\n"
+        total = time.monotonic() - started
+    finally:
+        conn.close()
+    # The first chunk did not wait for the second.
+    assert first < 1.5 and total >= 2, (first, total)
 
 
 def test_start_response_during_first_iteration(front: int) -> None:
@@ -381,3 +409,12 @@ def test_ipc_client_reaches_the_app_directly(stack: Stack) -> None:
     assert (r.status, r.read()) == (200, b"abc")
     r = c.request("GET", "/hello")
     assert r.header("content-length") == "6" and r.read() == b"hello\n"
+
+
+def test_app_calls_another_service_with_the_ipc_client(stack: Stack, front: int) -> None:
+    # With one app thread the app runs on the worker's I/O thread: the
+    # client's own runtime must be free to block on there too.
+    target = f"/relay?sock={stack.raw.sock}&path=/hello"
+    for _ in range(3):
+        status, _, body = http_request(front, "GET", target)
+        assert (status, body) == (200, b"200 hello\n")

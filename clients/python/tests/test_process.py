@@ -204,7 +204,10 @@ def test_max_rss_recycles_without_failures(tmp: Path) -> None:
         server.close()
 
 
-def test_timeout_interrupts_python_code(tmp: Path) -> None:
+@pytest.mark.parametrize("threads", ["2", "1"])
+def test_timeout_interrupts_python_code(tmp: Path, threads: str) -> None:
+    # With one thread, the bodiless requests below run on the worker's I/O
+    # thread: the watchdog, on a thread of its own, interrupts it there.
     markers = tmp / "markers"
     markers.mkdir()
     server = UwireServer(
@@ -213,7 +216,7 @@ def test_timeout_interrupts_python_code(tmp: Path) -> None:
         "--timeout",
         "2",
         "--threads",
-        "2",
+        threads,
         env={"UWIRE_TEST_MARKERS": str(markers)},
         workers=1,
     )
@@ -243,6 +246,26 @@ def test_timeout_interrupts_python_code(tmp: Path) -> None:
         conn.close()
         assert 1.5 < time.monotonic() - started < 15
         wait_for(lambda: "closed after" in (markers / "tstream").read_text(), 10, "close()")
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_write_on_the_io_thread_then_the_pool(tmp: Path) -> None:
+    # One app thread: the first request runs on the I/O thread, whose
+    # write() calls outrun the chunks in flight; those kept back go out
+    # after, in order, and later requests go to the app thread.
+    server = UwireServer(tmp, "pep_app:app", "--threads", "1", workers=1)
+    proxy = UwireProxy(tmp, f"unix:{server.sock}")
+    want = b"".join(b"%05d" % i + b"." * 1019 for i in range(200))
+    try:
+        for _ in range(3):
+            status, _, body = http_request(proxy.port, "GET", "/write-many?n=200")
+            assert (status, body) == (200, want)
+        wait_for(lambda: "the app calls write()" in server.log(), 10, "the log line")
+        assert server.log().count("the app calls write()") == 1
+        status, _, body = http_request(proxy.port, "GET", "/hello")
+        assert (status, body) == (200, b"hello\n")
     finally:
         proxy.close()
         server.close()

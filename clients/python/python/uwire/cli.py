@@ -170,7 +170,8 @@ _OPTIONS: list[tuple[tuple[str, ...], str, Optional[Callable[[str], Any]], str, 
         ("--threads",),
         "threads",
         _positive_int,
-        "Python threads per worker running the app. Default 1.",
+        "Python threads per worker running the app. Default 1 (requests without "
+        "a body then run on the worker's I/O thread where they can).",
         "value",
     ),
     (

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use uwire::environ::Environ;
 
-use super::response::{lock, send_chunk, Shared};
+use super::response::{lock, send_chunk, Sent, Shared};
 
 /// Largest chunk read from a wrapped file at once.
 const MAX_FILE_CHUNK: usize = 256 * 1024;
@@ -110,7 +110,7 @@ impl FileWrapper {
                 break;
             }
             pos += buf.len() as i64;
-            if !send_chunk(py, p, Bytes::from(buf), false) {
+            if send_chunk(py, p, Bytes::from(buf), false) == Sent::Gone {
                 break;
             }
         }

@@ -33,11 +33,15 @@ pub struct Input {
 
 impl Input {
     pub(crate) fn new(body: Body, handle: tokio::runtime::Handle) -> Input {
+        // A body known to be empty is never waited for: reads see its end
+        // at once (and on the I/O thread, which runs bodiless requests
+        // itself, no read may wait).
+        let ended = http_body::Body::is_end_stream(&body);
         Input {
             state: Mutex::new(State {
-                body: Some(body),
+                body: (!ended).then_some(body),
                 buf: BytesMut::new(),
-                eof: false,
+                eof: ended,
                 failed: None,
                 failure: None,
             }),

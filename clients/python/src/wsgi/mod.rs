@@ -7,14 +7,14 @@ mod extras;
 mod input;
 mod response;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{PyAssertionError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 use tokio::sync::oneshot;
 use uwire::server::{BoxError, BoxFuture, Handler, Request, Response};
 
@@ -26,12 +26,44 @@ pub(crate) use response::Reply;
 pub use response::{StartResponse, Write};
 
 use crate::table::now_ms;
-use response::{lock, send_chunk, Pending, Shared};
+use response::{lock, send_chunk, Pending, Sent, Shared};
 
-/// One request for the pool.
-pub(crate) struct Job {
-    req: Request,
-    reply: oneshot::Sender<Reply>,
+/// One piece of work for the pool.
+pub(crate) enum Job {
+    /// A request to run.
+    Call {
+        req: Request,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// The rest of a request the I/O thread began ([`Inline`]) and could
+    /// not finish without waiting for the client.
+    Resume(Resume),
+}
+
+/// A call whose app has returned its iterable, and where its response
+/// stands: what [`Inline`] hands to the pool when the client reads slower
+/// than the app answers (the I/O thread must never wait for its own
+/// connections).
+pub(crate) struct Resume {
+    iterable: Py<PyAny>,
+    at: At,
+    pending: Shared,
+    input: Py<Input>,
+    env: uwire::environ::Environ,
+    started: Instant,
+}
+
+/// Where the response to a call stands.
+enum At {
+    /// Nothing of the iterable taken yet.
+    Start,
+    /// Iterating (`sized_one`: the iterable said it has one item).
+    Iter {
+        iter: Py<PyIterator>,
+        sized_one: bool,
+    },
+    /// The iterable is exhausted; chunks still wait to be handed over.
+    End,
 }
 
 /// What the watchdog knows of one app thread.
@@ -59,20 +91,33 @@ pub(crate) struct App {
     /// Held by the one idle thread that watches for jobs; the others sleep
     /// at once (more watchers would only burn CPU: one job wakes one).
     pub(crate) watching: AtomicBool,
+    /// Jobs queued for the pool or running there: the I/O thread runs a
+    /// request itself only when there are none ([`Inline`]).
+    pub(crate) queued: AtomicUsize,
+    /// The app called `write()` on the I/O thread, whose output waits for
+    /// the call to return there: from then on every request goes to the
+    /// pool, where `write()` streams as it is called.
+    pub(crate) writes: AtomicBool,
 }
 
 /// Starts `n` app threads; returns the job sender, the watchdog's view of
-/// each thread, and their join handles.
+/// each thread (and of the I/O thread after them, with `io_slot`), and
+/// their join handles.
 pub(crate) fn start_pool(
     app: Arc<App>,
     n: usize,
+    io_slot: bool,
 ) -> (
     crossbeam_channel::Sender<Job>,
     Arc<Vec<ThreadSlot>>,
     Vec<std::thread::JoinHandle<()>>,
 ) {
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-    let slots: Arc<Vec<ThreadSlot>> = Arc::new((0..n).map(|_| ThreadSlot::default()).collect());
+    let slots: Arc<Vec<ThreadSlot>> = Arc::new(
+        (0..n + usize::from(io_slot))
+            .map(|_| ThreadSlot::default())
+            .collect(),
+    );
     let handles = (0..n)
         .map(|i| {
             let (app, rx, slots) = (app.clone(), rx.clone(), slots.clone());
@@ -95,28 +140,47 @@ fn thread_main(app: &App, rx: &crossbeam_channel::Receiver<Job>, slot: &ThreadSl
             let Ok(job) = py.detach(|| next_job(app, rx)) else {
                 break;
             };
-            slot.busy_since_ms.store(now_ms().max(1), Ordering::Release);
-            if let Some(b) = &app.busy {
-                b(1);
-            }
-            run_job(py, app, &mut cache, job);
-            if let Some(b) = &app.busy {
-                b(-1);
-            }
-            // With the GIL held, as the watchdog is when it interrupts: a
-            // pending interrupt meant for this job never hits the next.
-            slot.busy_since_ms.store(0, Ordering::Release);
-            if slot.interrupted.swap(false, Ordering::AcqRel) {
-                // SAFETY: the thread is attached; NULL clears a pending
-                // asynchronous exception of this thread.
-                unsafe {
-                    pyo3::ffi::PyThreadState_SetAsyncExc(ident as _, std::ptr::null_mut());
-                }
-                // Also clear it if it was already raised and is set now.
-                let _ = PyErr::take(py);
-            }
+            run_watched(py, app, &mut cache, slot, job, None);
+            app.queued.fetch_sub(1, Ordering::AcqRel);
         }
     })
+}
+
+/// Runs `job` on this thread as the watchdog's `slot` (busy from now until
+/// it ends), then clears an interrupt the watchdog may have sent it.
+/// `inline`: the pool's queue when this is the I/O thread ([`Inline`]).
+fn run_watched(
+    py: Python<'_>,
+    app: &App,
+    cache: &mut KeyCache,
+    slot: &ThreadSlot,
+    job: Job,
+    inline: Option<&crossbeam_channel::Sender<Job>>,
+) {
+    slot.busy_since_ms.store(now_ms().max(1), Ordering::Release);
+    if let Some(b) = &app.busy {
+        b(1);
+    }
+    match job {
+        Job::Call { req, reply } => call(py, app, cache, req, reply, inline),
+        Job::Resume(r) => resume(py, app, r),
+    }
+    if let Some(b) = &app.busy {
+        b(-1);
+    }
+    // With the GIL held, as the watchdog is when it interrupts: a pending
+    // interrupt meant for this job never hits the next.
+    slot.busy_since_ms.store(0, Ordering::Release);
+    if slot.interrupted.swap(false, Ordering::AcqRel) {
+        let ident = slot.ident.load(Ordering::Acquire);
+        // SAFETY: the thread is attached; NULL clears a pending
+        // asynchronous exception of this thread.
+        unsafe {
+            pyo3::ffi::PyThreadState_SetAsyncExc(ident as _, std::ptr::null_mut());
+        }
+        // Also clear it if it was already raised and is set now.
+        let _ = PyErr::take(py);
+    }
 }
 
 /// The next job for an idle app thread (the GIL released). Waking a thread
@@ -159,21 +223,145 @@ fn next_job(
     got
 }
 
-/// The [`Handler`] the server runs: hands each request to the pool.
+/// The [`Handler`] the server runs: hands each request to the pool, or
+/// runs it on the I/O thread itself ([`Inline`]).
 #[derive(Clone)]
 pub(crate) struct WsgiHandler {
+    pub(crate) app: Arc<App>,
     pub(crate) jobs: crossbeam_channel::Sender<Job>,
     /// Called once per request, before it is queued.
     pub(crate) on_request: Arc<dyn Fn() + Send + Sync>,
+    /// Set when the app has one thread (`--threads 1`).
+    pub(crate) inline: Option<Arc<Inline>>,
+}
+
+/// Runs requests on the I/O thread when the app has a single thread, as
+/// uWSGI's one-threaded workers do: a request without a body, arriving
+/// while the pool's thread has nothing queued or running, is answered
+/// without crossing to another thread and back (two wake-ups per request,
+/// the dearest part of a short one). The app still runs one request at a
+/// time: a request with a body (whose reads wait for the connection), or
+/// one arriving while the pool is busy, goes to the pool's thread, and a
+/// streaming response is handed to it once its head is out (the I/O
+/// thread never waits for its own connections, nor delays a chunk).
+/// `write()` is the exception: its output waits for the call to return,
+/// and from then on the app runs on the pool's thread.
+///
+/// The app runs between turns of the event loop ([`Inline::drive`]), not
+/// inside one of its tasks: code it calls may run a runtime of its own
+/// (the `uwire.Client`, say) and block on it.
+pub(crate) struct Inline {
+    /// The watchdog's view of the I/O thread (`--timeout` interrupts it
+    /// as any app thread; the control thread keeps watching meanwhile).
+    slots: Arc<Vec<ThreadSlot>>,
+    /// Which of `slots` is the I/O thread's.
+    slot: usize,
+    /// Requests the handler set aside for the I/O thread, in order.
+    queue: Mutex<std::collections::VecDeque<Job>>,
+    /// Set when `queue` gets one: the event loop yields to run it.
+    ready: tokio::sync::Notify,
+}
+
+impl Inline {
+    /// The I/O thread's runner; it is the calling thread, whose Python
+    /// thread ident goes into `slots[slot]`.
+    pub(crate) fn here(slots: Arc<Vec<ThreadSlot>>, slot: usize) -> Inline {
+        // SAFETY: no precondition (the ident of the calling thread).
+        let ident = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
+        slots[slot].ident.store(ident as u64, Ordering::Release);
+        Inline {
+            slots,
+            slot,
+            queue: Mutex::new(std::collections::VecDeque::new()),
+            ready: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Runs `main` on `rt` (this thread), and between its turns the
+    /// requests set aside for this thread: each as soon as the event loop
+    /// yields, unless the pool got work meanwhile (then it queues there,
+    /// so the app never runs two requests at once).
+    pub(crate) fn drive<F: std::future::Future>(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        app: &App,
+        jobs: &crossbeam_channel::Sender<Job>,
+        main: F,
+    ) -> F::Output {
+        let mut main = std::pin::pin!(main);
+        let mut cache = KeyCache::new();
+        loop {
+            let done = rt.block_on(async {
+                tokio::select! {
+                    biased;
+                    out = &mut main => Some(out),
+                    () = self.ready.notified() => None,
+                }
+            });
+            if let Some(out) = done {
+                return out;
+            }
+            Python::attach(|py| loop {
+                let Some(job) = self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop_front()
+                else {
+                    break;
+                };
+                // Only this thread queues work for the pool: when it has
+                // none, it stays idle until this job is done.
+                if app.queued.load(Ordering::Acquire) != 0 {
+                    queue_for_pool(app, jobs, job);
+                    continue;
+                }
+                let slot = &self.slots[self.slot];
+                run_watched(py, app, &mut cache, slot, job, Some(jobs));
+            });
+        }
+    }
+}
+
+/// Queues `job` for the pool (counted in `App::queued`). If the pool has
+/// stopped (the worker is exiting), the job is dropped: its request ends
+/// as the app thread's dropped one.
+fn queue_for_pool(app: &App, jobs: &crossbeam_channel::Sender<Job>, job: Job) -> bool {
+    app.queued.fetch_add(1, Ordering::AcqRel);
+    match jobs.send(job) {
+        Ok(()) => true,
+        Err(_) => {
+            app.queued.fetch_sub(1, Ordering::AcqRel);
+            false
+        }
+    }
 }
 
 impl Handler for WsgiHandler {
-    fn call(&self, req: Request) -> BoxFuture<Result<Response, BoxError>> {
+    fn call(&self, mut req: Request) -> BoxFuture<Result<Response, BoxError>> {
         (self.on_request)();
         let (tx, rx) = oneshot::channel();
-        let sent = self.jobs.send(Job { req, reply: tx });
+        let here = self.inline.as_ref().filter(|_| {
+            http_body::Body::is_end_stream(req.body_mut())
+                && req.upgrade_protocol().is_none()
+                && self.app.queued.load(Ordering::Acquire) == 0
+                && !self.app.writes.load(Ordering::Relaxed)
+        });
+        let job = Job::Call { req, reply: tx };
+        let sent = match here {
+            Some(inline) => {
+                inline
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(job);
+                inline.ready.notify_one();
+                true
+            }
+            None => queue_for_pool(&self.app, &self.jobs, job),
+        };
         Box::pin(async move {
-            if sent.is_err() {
+            if !sent {
                 return Err("the app threads have stopped".into());
             }
             match rx.await {
@@ -185,12 +373,21 @@ impl Handler for WsgiHandler {
     }
 }
 
-fn run_job(py: Python<'_>, app: &App, cache: &mut KeyCache, job: Job) {
+/// Runs one request: builds the environ, calls the app, then hands its
+/// response over ([`complete`]). `inline`: the pool's queue when this is
+/// the I/O thread, which must hand the rest over rather than wait.
+fn call(
+    py: Python<'_>,
+    app: &App,
+    cache: &mut KeyCache,
+    req: Request,
+    reply: oneshot::Sender<Reply>,
+    inline: Option<&crossbeam_channel::Sender<Job>>,
+) {
     let started = Instant::now();
-    let Job { req, reply } = job;
     let (head, env, body) = req.into_parts();
     let is_head = head.method.as_ref() == b"HEAD";
-    let pending: Shared = Arc::new(Mutex::new(Pending::new(reply, is_head)));
+    let pending: Shared = Arc::new(Mutex::new(Pending::new(reply, is_head, inline.is_some())));
     let input = match Bound::new(py, Input::new(body, app.handle.clone())) {
         Ok(i) => i,
         Err(e) => {
@@ -198,7 +395,7 @@ fn run_job(py: Python<'_>, app: &App, cache: &mut KeyCache, job: Job) {
             return;
         }
     };
-    let result = (|| -> PyResult<()> {
+    let called = (|| -> PyResult<Bound<'_, PyAny>> {
         let environ = environ::build(py, &env, cache, &app.consts, input.clone().into_any())?;
         let sr = Bound::new(
             py,
@@ -206,85 +403,150 @@ fn run_job(py: Python<'_>, app: &App, cache: &mut KeyCache, job: Job) {
                 pending: pending.clone(),
             },
         )?;
-        let iterable = app.app.bind(py).call1((environ, sr))?;
-        let driven = drive(py, &iterable, &pending);
-        // PEP 3333: close() is called whatever happened (normal end, app
-        // error, client gone, timeout).
-        let plain =
-            iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
-        // A list or tuple has no close(): skip the lookup (and the
-        // AttributeError it would build).
-        let closed = if plain {
-            Ok(())
-        } else {
-            match iterable.getattr(pyo3::intern!(py, "close")) {
-                Ok(close) => close.call0().map(drop),
-                Err(_) => Ok(()),
-            }
-        };
-        driven.and(closed)
+        app.app.bind(py).call1((environ, sr))
     })();
-    if let Err(e) = result {
-        fail(py, &pending, Some(input.get()), e);
+    if inline.is_some() && lock(&pending).wrote() && !app.writes.swap(true, Ordering::Relaxed) {
+        tracing::info!(
+            "the app calls write(): its requests run on the app thread from now on, \
+             where write() streams as it is called"
+        );
     }
-    if let Some(log) = &app.access {
-        let st = lock(&pending);
-        log.log(&env, st.sent_status, st.sent, started.elapsed());
+    let iterable = match called {
+        Ok(i) => i,
+        Err(e) => {
+            fail(py, &pending, Some(input.get()), e);
+            log(app, &pending, &env, started);
+            return;
+        }
+    };
+    let rest = Resume {
+        iterable: iterable.unbind(),
+        at: At::Start,
+        pending,
+        input: input.unbind(),
+        env,
+        started,
+    };
+    complete(py, app, rest, inline);
+}
+
+/// The rest of a call the I/O thread handed over: what it could not hand
+/// over without waiting goes first, then the iterable from where it was.
+fn resume(py: Python<'_>, app: &App, rest: Resume) {
+    if !response::take_over(py, &rest.pending) {
+        // The client went away meanwhile: nothing more is pulled.
+        let rest = Resume {
+            at: At::End,
+            ..rest
+        };
+        return conclude(py, app, rest, Ok(()));
+    }
+    complete(py, app, rest, None);
+}
+
+/// Pulls the iterable, then closes it and logs the request; on the I/O
+/// thread (`inline`), hands the call to the pool instead where the next
+/// chunk would have to wait for the client.
+fn complete(
+    py: Python<'_>,
+    app: &App,
+    mut rest: Resume,
+    inline: Option<&crossbeam_channel::Sender<Job>>,
+) {
+    let at = std::mem::replace(&mut rest.at, At::End);
+    let driven = drive(
+        py,
+        rest.iterable.bind(py),
+        at,
+        &rest.pending,
+        inline.is_some(),
+    );
+    match (driven, inline) {
+        (Ok(Some(at)), Some(jobs)) => {
+            rest.at = at;
+            let pending = rest.pending.clone();
+            if !queue_for_pool(app, jobs, Job::Resume(rest)) {
+                // The pool has stopped (the worker is exiting): the
+                // response ends cut short.
+                lock(&pending).fail_stream("the worker stopped");
+            }
+        }
+        (driven, _) => conclude(py, app, rest, driven.map(drop)),
     }
 }
 
-/// Pulls the iterable and hands its chunks over.
-fn drive(py: Python<'_>, iterable: &Bound<'_, PyAny>, p: &Shared) -> PyResult<()> {
-    let whole =
+/// Ends a call: PEP 3333's close() (whatever happened: normal end, app
+/// error, client gone, timeout), the failure answered, the access log.
+fn conclude(py: Python<'_>, app: &App, rest: Resume, driven: PyResult<()>) {
+    let iterable = rest.iterable.bind(py);
+    // A list or tuple has no close(): skip the lookup (and the
+    // AttributeError it would build).
+    let plain =
         iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
-    if whole && !lock(p).head_sent() {
-        // A list or tuple: the whole body is known now; it goes out with
-        // its head in one write, with its length announced.
-        let items: Vec<Bound<'_, PyAny>> = iterable.try_iter()?.collect::<PyResult<_>>()?;
-        let mut chunks = Vec::with_capacity(items.len());
-        let mut total = 0;
-        for item in &items {
-            let b = as_bytes(item)?;
-            total += b.as_bytes().len();
-            chunks.push(b);
+    let closed = if plain {
+        Ok(())
+    } else {
+        match iterable.getattr(pyo3::intern!(py, "close")) {
+            Ok(close) => close.call0().map(drop),
+            Err(_) => Ok(()),
         }
-        let mut st = lock(p);
-        if !st.started() {
-            return Err(PyAssertionError::new_err(
-                "the app returned without calling start_response",
-            ));
-        }
-        let body = match chunks.as_slice() {
-            [] => Bytes::new(),
-            [one] => Bytes::copy_from_slice(one.as_bytes()),
-            many => {
-                let mut b = BytesMut::with_capacity(total);
-                for c in many {
-                    b.extend_from_slice(c.as_bytes());
-                }
-                b.freeze()
+    };
+    if let Err(e) = driven.and(closed) {
+        fail(py, &rest.pending, Some(rest.input.get()), e);
+    }
+    log(app, &rest.pending, &rest.env, rest.started);
+}
+
+fn log(app: &App, pending: &Shared, env: &uwire::environ::Environ, started: Instant) {
+    if let Some(log) = &app.access {
+        let st = lock(pending);
+        log.log(env, st.sent_status, st.sent, started.elapsed());
+    }
+}
+
+/// Pulls the iterable from `at` and hands its chunks over. `Some` (only
+/// `inline`): where it stopped because the next chunk would have waited.
+fn drive(
+    py: Python<'_>,
+    iterable: &Bound<'_, PyAny>,
+    at: At,
+    p: &Shared,
+    inline: bool,
+) -> PyResult<Option<At>> {
+    let (mut iter, sized_one) = match at {
+        At::End => return end(p, inline),
+        At::Iter { iter, sized_one } => (iter.into_bound(py), sized_one),
+        At::Start => {
+            let whole = iterable.is_exact_instance_of::<PyList>()
+                || iterable.is_exact_instance_of::<PyTuple>();
+            if whole && !lock(p).head_sent() {
+                send_whole(iterable, p)?;
+                return Ok(None);
             }
-        };
-        st.send_full(body);
-        return Ok(());
-    }
-    if let Ok(fw) = iterable.cast::<FileWrapper>() {
-        if fw.get().stream_file(py, p)? {
-            return finish(p);
+            if let Ok(fw) = iterable.cast::<FileWrapper>() {
+                if inline {
+                    // Its reads and sends wait: the pool streams it.
+                    return Ok(Some(At::Start));
+                }
+                if fw.get().stream_file(py, p)? {
+                    return finish(p).map(|()| None);
+                }
+            }
+            // PEP 3333: "if the iterable returned by the application has a
+            // len() of 1, then the server can automatically determine
+            // Content-Length".
+            let sized_one = iterable
+                .hasattr(pyo3::intern!(py, "__len__"))
+                .unwrap_or(false)
+                && iterable.len().is_ok_and(|n| n == 1);
+            (iterable.try_iter()?, sized_one)
         }
-    }
-    // PEP 3333: "if the iterable returned by the application has a len()
-    // of 1, then the server can automatically determine Content-Length".
-    let sized_one = iterable
-        .hasattr(pyo3::intern!(py, "__len__"))
-        .unwrap_or(false)
-        && iterable.len().is_ok_and(|n| n == 1);
-    let mut iter = iterable.try_iter()?;
+    };
     loop {
         if lock(p).cancelled() {
             // The client went away (RESET) or the deadline passed: pull no
             // more chunks.
-            return Ok(());
+            return Ok(None);
         }
         let Some(item) = iter.next() else { break };
         let item = item?;
@@ -297,16 +559,72 @@ fn drive(py: Python<'_>, iterable: &Bound<'_, PyAny>, p: &Shared) -> PyResult<()
                 "the app yielded body data before calling start_response",
             ));
         }
-        if !send_chunk(py, p, Bytes::copy_from_slice(b.as_bytes()), sized_one) {
-            return Ok(());
+        match send_chunk(py, p, Bytes::copy_from_slice(b.as_bytes()), sized_one) {
+            Sent::Gone => return Ok(None),
+            Sent::Kept => {
+                return Ok(Some(At::Iter {
+                    iter: iter.unbind(),
+                    sized_one,
+                }))
+            }
+            Sent::Taken => {}
         }
         let st = lock(p);
         if st.head_sent() && st.no_body() {
             // HEAD, 204, 304: the head is out and no body may follow.
             break;
         }
+        if inline && st.head_sent() && !st.is_complete() {
+            // A streaming body: the head and this chunk go out now, while
+            // the pool's thread pulls the next (which may take its time).
+            return Ok(Some(At::Iter {
+                iter: iter.unbind(),
+                sized_one,
+            }));
+        }
     }
-    finish(p)
+    end(p, inline)
+}
+
+/// The iterable is exhausted: ends the response, unless chunks kept back
+/// on the I/O thread still wait to be handed over.
+fn end(p: &Shared, inline: bool) -> PyResult<Option<At>> {
+    if inline && lock(p).has_kept() {
+        return Ok(Some(At::End));
+    }
+    finish(p).map(|()| None)
+}
+
+/// A list or tuple: the whole body is known now; it goes out with its head
+/// in one write, with its length announced.
+fn send_whole(iterable: &Bound<'_, PyAny>, p: &Shared) -> PyResult<()> {
+    let items: Vec<Bound<'_, PyAny>> = iterable.try_iter()?.collect::<PyResult<_>>()?;
+    let mut chunks = Vec::with_capacity(items.len());
+    let mut total = 0;
+    for item in &items {
+        let b = as_bytes(item)?;
+        total += b.as_bytes().len();
+        chunks.push(b);
+    }
+    let mut st = lock(p);
+    if !st.started() {
+        return Err(PyAssertionError::new_err(
+            "the app returned without calling start_response",
+        ));
+    }
+    let body = match chunks.as_slice() {
+        [] => Bytes::new(),
+        [one] => Bytes::copy_from_slice(one.as_bytes()),
+        many => {
+            let mut b = BytesMut::with_capacity(total);
+            for c in many {
+                b.extend_from_slice(c.as_bytes());
+            }
+            b.freeze()
+        }
+    };
+    st.send_full(body);
+    Ok(())
 }
 
 fn finish(p: &Shared) -> PyResult<()> {
@@ -349,7 +667,12 @@ fn fail(py: Python<'_>, p: &Shared, input: Option<&Input>, err: PyErr) {
                 } else if !(gone || tx.is_closed()) {
                     log_exception(py, &err, "error handling request; answering 500");
                 }
-                let _ = tx.send(Reply::Response(response::internal_error()));
+                let answer = if timed_out {
+                    response::deadline_exceeded()
+                } else {
+                    response::internal_error()
+                };
+                let _ = tx.send(Reply::Response(answer));
             }
         }
         None => {

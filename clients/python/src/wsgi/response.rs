@@ -9,7 +9,9 @@
 //! channel, so a slow client slows the app instead of growing memory.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -71,10 +73,34 @@ pub(crate) struct Pending {
     /// body, or Content-Length reached): further chunks are dropped.
     complete: bool,
     warned_excess: bool,
+    /// Set when the streaming body ends in an error ([`fail_stream`]),
+    /// read by its [`ChunkBody`] once the channel closes.
+    ///
+    /// [`fail_stream`]: Pending::fail_stream
+    failed: Option<Arc<AtomicBool>>,
+    /// Run by the I/O thread, which must never wait for its connections
+    /// (`crate::wsgi::Inline`): a chunk that finds the channel full is
+    /// kept back here instead, for the pool's thread to hand over.
+    inline: bool,
+    /// Chunks kept back (in order, after everything in the channel).
+    kept: VecDeque<Bytes>,
+    /// `write()` was called on the I/O thread.
+    wrote: bool,
+}
+
+/// What became of a chunk handed to [`send_chunk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Handed over.
+    Taken,
+    /// Kept back: the channel is full and this is the I/O thread.
+    Kept,
+    /// Nobody will read it any more (the client went away).
+    Gone,
 }
 
 impl Pending {
-    pub(crate) fn new(reply: oneshot::Sender<Reply>, is_head: bool) -> Pending {
+    pub(crate) fn new(reply: oneshot::Sender<Reply>, is_head: bool, inline: bool) -> Pending {
         Pending {
             status: None,
             headers: HeaderMap::new(),
@@ -87,7 +113,21 @@ impl Pending {
             is_head,
             complete: false,
             warned_excess: false,
+            failed: None,
+            inline,
+            kept: VecDeque::new(),
+            wrote: false,
         }
+    }
+
+    /// `write()` was called on the I/O thread.
+    pub(crate) fn wrote(&self) -> bool {
+        self.wrote
+    }
+
+    /// Chunks wait, kept back on the I/O thread.
+    pub(crate) fn has_kept(&self) -> bool {
+        !self.kept.is_empty()
     }
 
     pub(crate) fn head_sent(&self) -> bool {
@@ -186,8 +226,15 @@ impl Pending {
             return;
         }
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let failed = Arc::new(AtomicBool::new(false));
         self.chunks = Some(tx);
-        let r = self.build(ResponseBody::new(ChunkBody { first, rx }));
+        self.failed = Some(failed.clone());
+        let r = self.build(ResponseBody::new(ChunkBody {
+            first,
+            rx,
+            failed,
+            errored: false,
+        }));
         self.send_reply(Reply::Response(r));
     }
 
@@ -195,10 +242,17 @@ impl Pending {
     /// or the connection closed early (classic uwsgi).
     pub(crate) fn fail_stream(&mut self, why: &str) -> bool {
         self.complete = true;
+        self.kept.clear();
         match self.chunks.take() {
-            Some(tx) => tx
-                .try_send(Err(Box::new(AppError(why.to_string()))))
-                .is_ok(),
+            Some(tx) => {
+                // The flag tells the body even when the channel is full and
+                // the error cannot follow the chunks in it.
+                if let Some(f) = &self.failed {
+                    f.store(true, Ordering::Release);
+                }
+                let _ = tx.try_send(Err(Box::new(AppError(why.to_string()))));
+                true
+            }
             None => false,
         }
     }
@@ -265,10 +319,11 @@ pub(crate) fn lock(p: &Shared) -> std::sync::MutexGuard<'_, Pending> {
 }
 
 /// Hands `chunk` over, sending the head first if it has not gone out.
-/// Blocks (GIL released) while the channel is full. Returns `false` when
-/// nobody will read it any more (the client went away).
-pub(crate) fn send_chunk(py: Python<'_>, p: &Shared, chunk: Bytes, sized_whole: bool) -> bool {
-    let tx = {
+/// Blocks (GIL released) while the channel is full, except on the I/O
+/// thread, which keeps the chunk back instead ([`Sent::Kept`]).
+pub(crate) fn send_chunk(py: Python<'_>, p: &Shared, chunk: Bytes, sized_whole: bool) -> Sent {
+    let taken = |ok: bool| if ok { Sent::Taken } else { Sent::Gone };
+    let (tx, chunk) = {
         let mut st = lock(p);
         if !st.head_sent {
             let whole = sized_whole
@@ -277,34 +332,69 @@ pub(crate) fn send_chunk(py: Python<'_>, p: &Shared, chunk: Bytes, sized_whole: 
                     .is_some_and(|d| d == chunk.len() as u64 && !st.no_body());
             if st.no_body() && !whole {
                 st.open_stream(None);
-                return true;
+                return Sent::Taken;
             }
             if whole {
-                return st.send_full(chunk);
+                return taken(st.send_full(chunk));
             }
             let Some(chunk) = st.clip(chunk) else {
                 st.open_stream(None);
-                return true;
+                return Sent::Taken;
             };
             st.sent += chunk.len() as u64;
             st.open_stream(Some(chunk));
-            return true;
+            return Sent::Taken;
         }
         let Some(chunk) = st.clip(chunk) else {
-            return !st.cancelled();
+            return taken(!st.cancelled());
         };
         let Some(tx) = st.chunks.clone() else {
-            return false;
+            return Sent::Gone;
         };
         st.sent += chunk.len() as u64;
+        if st.inline {
+            // Behind chunks already kept back, or kept back itself if the
+            // channel is full: the I/O thread must not wait.
+            if !st.kept.is_empty() {
+                st.kept.push_back(chunk);
+                return Sent::Kept;
+            }
+            return match tx.try_send(Ok(chunk)) {
+                Ok(()) => Sent::Taken,
+                Err(mpsc::error::TrySendError::Full(Ok(chunk))) => {
+                    st.kept.push_back(chunk);
+                    Sent::Kept
+                }
+                Err(_) => Sent::Gone,
+            };
+        }
         (tx, chunk)
     };
-    let (tx, chunk) = tx;
     match tx.try_send(Ok(chunk)) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-        Err(mpsc::error::TrySendError::Full(item)) => py.detach(|| tx.blocking_send(item).is_ok()),
+        Ok(()) => Sent::Taken,
+        Err(mpsc::error::TrySendError::Closed(_)) => Sent::Gone,
+        Err(mpsc::error::TrySendError::Full(item)) => {
+            taken(py.detach(|| tx.blocking_send(item).is_ok()))
+        }
     }
+}
+
+/// The pool's thread takes over a response the I/O thread began: the
+/// chunks kept back go first, waiting (GIL released) as the client reads.
+/// `false` when nobody will read them any more.
+pub(crate) fn take_over(py: Python<'_>, p: &Shared) -> bool {
+    let (tx, kept) = {
+        let mut st = lock(p);
+        st.inline = false;
+        (st.chunks.clone(), std::mem::take(&mut st.kept))
+    };
+    if kept.is_empty() {
+        return true;
+    }
+    let Some(tx) = tx else {
+        return false;
+    };
+    py.detach(|| kept.into_iter().all(|c| tx.blocking_send(Ok(c)).is_ok()))
 }
 
 /// The bytes of a native string (PEP 3333: code points up to U+00FF, one
@@ -480,16 +570,22 @@ impl Write {
         let data = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
-        if !lock(&self.pending).started() {
-            return Err(PyAssertionError::new_err(
-                "write() called before start_response",
-            ));
+        {
+            let mut st = lock(&self.pending);
+            if !st.started() {
+                return Err(PyAssertionError::new_err(
+                    "write() called before start_response",
+                ));
+            }
+            st.wrote |= st.inline;
         }
         let chunk = Bytes::copy_from_slice(data.as_bytes());
         if chunk.is_empty() {
             return Ok(());
         }
-        if !send_chunk(py, &self.pending, chunk, false) {
+        // Kept back on the I/O thread (its channel full) counts as
+        // handed over: write() cannot wait there.
+        if send_chunk(py, &self.pending, chunk, false) == Sent::Gone {
             return Err(errors::new(
                 py,
                 "ClientDisconnected",
@@ -504,6 +600,10 @@ impl Write {
 struct ChunkBody {
     first: Option<Bytes>,
     rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+    /// The app failed after the head went out ([`Pending::fail_stream`]).
+    failed: Arc<AtomicBool>,
+    /// An error was returned already.
+    errored: bool,
 }
 
 impl http_body::Body for ChunkBody {
@@ -517,7 +617,20 @@ impl http_body::Body for ChunkBody {
         if let Some(b) = self.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(b))));
         }
-        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+        let next = match std::task::ready!(self.rx.poll_recv(cx)) {
+            Some(r) => Some(r),
+            // Closed: a failure must not look like the body's end, even if
+            // its error found the channel full.
+            None if self.failed.load(Ordering::Acquire) && !self.errored => Some(Err(Box::new(
+                AppError("the app failed after sending the response head".into()),
+            )
+                as BoxError)),
+            None => None,
+        };
+        if matches!(next, Some(Err(_))) {
+            self.errored = true;
+        }
+        Poll::Ready(next.map(|r| r.map(Frame::data)))
     }
 }
 
@@ -543,11 +656,13 @@ impl http_body::Body for NoBody {
 
 /// The plain 500 answered when the app fails before its head went out.
 pub(crate) fn internal_error() -> Response {
-    let mut r = Response::new(ResponseBody::from("internal server error\n"));
-    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
+    uwire::server::text_response(500, "internal server error")
+}
+
+/// The 504 answered when `--timeout` interrupted the app before its head
+/// went out, as the runtime answers when the request deadline passes
+/// first (on the I/O thread, whose deadline timer waits for the app, the
+/// watchdog's interrupt comes first).
+pub(crate) fn deadline_exceeded() -> Response {
+    uwire::server::text_response(504, "request deadline exceeded")
 }

@@ -198,6 +198,36 @@ def inner(environ: dict[str, Any], start_response: StartResponse) -> Iterable[by
         write(b"written ")
         write(b"then ")
         return [b"returned\n"]
+    if path == "/write-many":
+        # More write() calls than the chunks in flight between the app and
+        # the connection: each 1 KiB chunk names its number.
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        for i in range(int(q.get("n", "64"))):
+            write(b"%05d" % i + b"." * 1019)
+        return []
+    if path == "/yield-slowly":
+        # The first chunk must reach the client while the app waits.
+
+        def slowly() -> Iterator[bytes]:
+            yield b"first\n"
+            time.sleep(float(q.get("s", "2")))
+            yield b"second\n"
+
+        # (nginx would buffer the response otherwise.)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Accel-Buffering", "no")])
+        return slowly()
+    if path == "/relay":
+        # An app calling another uwire service with the IPC client (its
+        # own runtime, blocked on) while it answers.
+        import uwire
+
+        c = uwire.Client(f"unix:{q['sock']}")
+        try:
+            r = c.request("GET", q.get("path", "/"))
+            got = r.read()
+        finally:
+            c.close()
+        return text(start_response, f"{r.status} {got.decode()}")
     if path == "/late-start":
 
         def late() -> Iterator[bytes]:
