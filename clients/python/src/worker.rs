@@ -387,17 +387,15 @@ struct Control {
 
 /// The control thread, running [`control`].
 struct ControlThread {
-    done: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    done: tokio::sync::oneshot::Sender<()>,
 }
 
 impl ControlThread {
-    /// Ends the control task and waits for its thread.
-    fn stop(mut self) {
-        self.done.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Ends the control task. Its thread is not waited for: a watchdog
+    /// check of its may be waiting for the GIL, which a stuck app thread
+    /// can hold for good (the process exits anyway).
+    fn stop(self) {
+        drop(self.done);
     }
 }
 
@@ -406,7 +404,7 @@ impl ControlThread {
 fn spawn_control(c: Control) -> std::io::Result<ControlThread> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
-    let thread = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("uwire-control".into())
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -435,10 +433,7 @@ fn spawn_control(c: Control) -> std::io::Result<ControlThread> {
             });
         })?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(ControlThread {
-            done: Some(done_tx),
-            thread: Some(thread),
-        }),
+        Ok(Ok(())) => Ok(ControlThread { done: done_tx }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(std::io::Error::other("the control thread failed to start")),
     }
