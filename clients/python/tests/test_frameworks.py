@@ -21,7 +21,7 @@ APP_SPECS = {"flask": "flask_site:application", "django": "djsite.wsgi:applicati
 
 
 class Site:
-    def __init__(self, kind: str, tmp: Path) -> None:
+    def __init__(self, kind: str, tmp: Path, threads: str) -> None:
         self.kind = kind
         self.tmp = tmp
         env = {"DJSITE_DB": str(tmp / "db.sqlite3"), "DJANGO_SETTINGS_MODULE": "djsite.settings"}
@@ -48,7 +48,7 @@ class Site:
                 timeout=120,
             )
         self.server = UwireServer(
-            tmp, APP_SPECS[kind], "--threads", "2", env=env, workers=2, name=kind
+            tmp, APP_SPECS[kind], "--threads", threads, env=env, workers=2, name=kind
         )
         self.proxy = UwireProxy(tmp, f"unix:{self.server.sock}", name=f"{kind}-proxy")
         self.nginx: Nginx | None = None
@@ -66,11 +66,18 @@ class Site:
                 p.close()
 
 
-@pytest.fixture(scope="module", params=["flask", "django"])
+@pytest.fixture(
+    scope="module",
+    params=[("flask", "2"), ("django", "2"), ("flask", "1"), ("django", "1")],
+    ids=["flask-threads2", "django-threads2", "flask-threads1", "django-threads1"],
+)
 def site(request: pytest.FixtureRequest) -> Iterator[Site]:
-    d = Path("/tmp") / f"uwf-{os.getpid()}-{request.param}"
+    """Each app with two app threads, and with one (the default), which
+    answers requests without a body on the worker's I/O thread."""
+    kind, threads = request.param
+    d = Path("/tmp") / f"uwf-{os.getpid()}-{kind}-{threads}"
     d.mkdir(exist_ok=True)
-    s = Site(request.param, d)
+    s = Site(kind, d, threads)
     yield s
     s.close()
     log = s.server.log()
