@@ -68,14 +68,8 @@ pub use listener::{
     DEFAULT_SOCKET_MODE,
 };
 pub use metrics::{ErrorKind, Metrics, Snapshot, LATENCY_BUCKETS};
+pub use pipeline::text_response;
 pub use upgrade::{OnUpgrade, UpgradeError, Upgraded};
-
-/// A plain-text response: `status`, with `msg` and a newline as its body.
-/// The runtime answers so itself (504 `request deadline exceeded` when the
-/// request deadline passes); a handler can answer alike.
-pub fn text_response(status: u16, msg: &str) -> Response {
-    pipeline::simple(status, msg)
-}
 
 /// A uwire server: configuration plus the metrics its connections update.
 #[derive(Clone)]

@@ -150,8 +150,11 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// A small plain-text response (refusals and failures).
-pub(crate) fn simple(status: u16, msg: &str) -> Response {
+/// A plain-text response: `status`, with `msg` and a newline as its body.
+/// The runtime answers its refusals and failures so (504 `request deadline
+/// exceeded` when the request deadline passes, say); a handler can answer
+/// alike.
+pub fn text_response(status: u16, msg: &str) -> Response {
     let mut r = Response::new(ResponseBody::from(format!("{msg}\n")));
     *r.status_mut() =
         http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -240,7 +243,7 @@ async fn accept_upgrade<S: Sink>(ctx: &Ctx, sink: &mut S, response: Response, of
             status = response.status().as_u16(),
             "handler accepted an upgrade without keeping Request::upgrade(); answering 500"
         );
-        return respond(ctx, sink, simple(500, "internal server error"), None).await;
+        return respond(ctx, sink, text_response(500, "internal server error"), None).await;
     }
     let (parts, _body) = response.into_parts();
     let head = ResponseHead {
@@ -279,11 +282,11 @@ async fn run_handler<S: Sink>(
     let checked = match environ::check(&head, &ctx.config.environ) {
         Err(e) => {
             ctx.metrics.error(ErrorKind::BadRequest);
-            return Outcome::Respond(simple(400, &format!("bad request: {e}")));
+            return Outcome::Respond(text_response(400, &format!("bad request: {e}")));
         }
         Ok(_) if head.body_length.is_some_and(|n| n > max_body) => {
             ctx.metrics.error(ErrorKind::BodyTooLarge);
-            return Outcome::Respond(simple(413, "request body too large"));
+            return Outcome::Respond(text_response(413, "request body too large"));
         }
         Ok(built) => built,
     };
@@ -315,19 +318,19 @@ async fn run_handler<S: Sink>(
     let response = match outcome {
         None => {
             ctx.metrics.error(ErrorKind::Deadline);
-            return Outcome::Respond(simple(504, "request deadline exceeded"));
+            return Outcome::Respond(text_response(504, "request deadline exceeded"));
         }
         Some(Err(_panic)) => {
             ctx.metrics.error(ErrorKind::HandlerPanic);
             tracing::error!("handler panicked; answering 500");
-            return Outcome::Respond(simple(500, "internal server error"));
+            return Outcome::Respond(text_response(500, "internal server error"));
         }
         Some(Ok(Err(e))) => match body_error_in(&*e) {
             Some(e) => return body_failed(ctx, e),
             None => {
                 ctx.metrics.error(ErrorKind::HandlerError);
                 tracing::warn!(error = %e, "handler error; answering 500");
-                return Outcome::Respond(simple(500, "internal server error"));
+                return Outcome::Respond(text_response(500, "internal server error"));
             }
         },
         Some(Ok(Ok(resp))) => resp,
@@ -343,14 +346,14 @@ async fn run_handler<S: Sink>(
             status = response.status().as_u16(),
             "handler returned an interim (1xx) status as its final response; answering 500"
         );
-        return Outcome::Respond(simple(500, "internal server error"));
+        return Outcome::Respond(text_response(500, "internal server error"));
     }
     match within(deadline, sink.head_ready()).await {
         Some(Ok(())) => Outcome::Respond(response),
         Some(Err(e)) => body_failed(ctx, &e),
         None => {
             ctx.metrics.error(ErrorKind::Deadline);
-            Outcome::Respond(simple(504, "request deadline exceeded"))
+            Outcome::Respond(text_response(504, "request deadline exceeded"))
         }
     }
 }
@@ -359,13 +362,15 @@ async fn run_handler<S: Sink>(
 fn body_failed(ctx: &Ctx, e: &BodyError) -> Outcome {
     match e {
         // Counted by the body when it hit the limit.
-        BodyError::TooLarge { .. } => Outcome::Respond(simple(413, "request body too large")),
+        BodyError::TooLarge { .. } => {
+            Outcome::Respond(text_response(413, "request body too large"))
+        }
         // The peer sent less than it announced and stopped: its request is
         // malformed, and whatever the handler made of a part of it must not
         // pass for the answer to the whole.
         BodyError::Incomplete { expected, got } => {
             ctx.metrics.error(ErrorKind::BadRequest);
-            Outcome::Respond(simple(
+            Outcome::Respond(text_response(
                 400,
                 &format!("bad request: body ended after {got} of {expected} bytes"),
             ))

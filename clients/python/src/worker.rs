@@ -228,8 +228,15 @@ pub fn serve(
     let pool = if asgi.is_some() { 0 } else { threads };
     let (jobs, slots, handles) = wsgi::start_pool(shared.clone(), pool, inline);
     // This thread runs the I/O loop below.
-    let inline = inline.then(|| Arc::new(wsgi::Inline::here(slots.clone(), pool)));
-    let io_side = inline.clone().map(|i| (i, shared.clone(), jobs.clone()));
+    let inline = inline.then(|| {
+        Arc::new(wsgi::Inline::here(
+            shared.clone(),
+            jobs.clone(),
+            slots.clone(),
+            pool,
+        ))
+    });
+    let io_side = inline.clone();
 
     let (stop_tx, stop_rx) = watch::channel::<Option<DrainReason>>(None);
     let stop_tx = Arc::new(stop_tx);
@@ -336,9 +343,10 @@ pub fn serve(
             }
         };
         let result = match &io_side {
-            Some((inline, app, jobs)) => inline.drive(&rt, app, jobs, main),
+            Some(inline) => inline.drive(&rt, main),
             None => rt.block_on(main),
         };
+        // Its hold on the job channel too: idle app threads exit below.
         drop(io_side);
         drop(rt);
         // The job channel is closed now: idle app threads exit. A thread

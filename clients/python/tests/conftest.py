@@ -293,6 +293,12 @@ http {{
         return f"http://127.0.0.1:{self.port}"
 
 
+def written(n: int) -> bytes:
+    """What pep_app's ``/write-many?n=N`` sends: N 1 KiB chunks, each
+    starting with its number."""
+    return b"".join(b"%05d" % i + b"." * 1019 for i in range(n))
+
+
 def http_request(
     port: int,
     method: str,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Load, UwireProxy, UwireServer, free_port, http_request, wait_for
+from conftest import Load, UwireProxy, UwireServer, free_port, http_request, wait_for, written
 
 
 def pids_of(load: Load) -> dict[int, int]:
@@ -257,7 +257,7 @@ def test_write_on_the_io_thread_then_the_pool(tmp: Path) -> None:
     # after, in order, and later requests go to the app thread.
     server = UwireServer(tmp, "pep_app:app", "--threads", "1", workers=1)
     proxy = UwireProxy(tmp, f"unix:{server.sock}")
-    want = b"".join(b"%05d" % i + b"." * 1019 for i in range(200))
+    want = written(200)
     try:
         for _ in range(3):
             status, _, body = http_request(proxy.port, "GET", "/write-many?n=200")

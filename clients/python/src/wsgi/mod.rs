@@ -251,6 +251,9 @@ pub(crate) struct WsgiHandler {
 /// inside one of its tasks: code it calls may run a runtime of its own
 /// (the `uwire.Client`, say) and block on it.
 pub(crate) struct Inline {
+    app: Arc<App>,
+    /// The pool's queue, for what the I/O thread does not run itself.
+    jobs: crossbeam_channel::Sender<Job>,
     /// The watchdog's view of the I/O thread (`--timeout` interrupts it
     /// as any app thread; the control thread keeps watching meanwhile).
     slots: Arc<Vec<ThreadSlot>>,
@@ -265,11 +268,18 @@ pub(crate) struct Inline {
 impl Inline {
     /// The I/O thread's runner; it is the calling thread, whose Python
     /// thread ident goes into `slots[slot]`.
-    pub(crate) fn here(slots: Arc<Vec<ThreadSlot>>, slot: usize) -> Inline {
+    pub(crate) fn here(
+        app: Arc<App>,
+        jobs: crossbeam_channel::Sender<Job>,
+        slots: Arc<Vec<ThreadSlot>>,
+        slot: usize,
+    ) -> Inline {
         // SAFETY: no precondition (the ident of the calling thread).
         let ident = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
         slots[slot].ident.store(ident as u64, Ordering::Release);
         Inline {
+            app,
+            jobs,
             slots,
             slot,
             queue: Mutex::new(std::collections::VecDeque::new()),
@@ -284,10 +294,9 @@ impl Inline {
     pub(crate) fn drive<F: std::future::Future>(
         &self,
         rt: &tokio::runtime::Runtime,
-        app: &App,
-        jobs: &crossbeam_channel::Sender<Job>,
         main: F,
     ) -> F::Output {
+        let (app, jobs) = (&*self.app, &self.jobs);
         let mut main = std::pin::pin!(main);
         let mut cache = KeyCache::new();
         loop {
@@ -435,10 +444,6 @@ fn call(
 fn resume(py: Python<'_>, app: &App, rest: Resume) {
     if !response::take_over(py, &rest.pending) {
         // The client went away meanwhile: nothing more is pulled.
-        let rest = Resume {
-            at: At::End,
-            ..rest
-        };
         return conclude(py, app, rest, Ok(()));
     }
     complete(py, app, rest, None);
@@ -481,9 +486,7 @@ fn conclude(py: Python<'_>, app: &App, rest: Resume, driven: PyResult<()>) {
     let iterable = rest.iterable.bind(py);
     // A list or tuple has no close(): skip the lookup (and the
     // AttributeError it would build).
-    let plain =
-        iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
-    let closed = if plain {
+    let closed = if is_list_or_tuple(iterable) {
         Ok(())
     } else {
         match iterable.getattr(pyo3::intern!(py, "close")) {
@@ -517,9 +520,7 @@ fn drive(
         At::End => return end(p, inline),
         At::Iter { iter, sized_one } => (iter.into_bound(py), sized_one),
         At::Start => {
-            let whole = iterable.is_exact_instance_of::<PyList>()
-                || iterable.is_exact_instance_of::<PyTuple>();
-            if whole && !lock(p).head_sent() {
+            if is_list_or_tuple(iterable) && !lock(p).head_sent() {
                 send_whole(iterable, p)?;
                 return Ok(None);
             }
@@ -593,6 +594,11 @@ fn end(p: &Shared, inline: bool) -> PyResult<Option<At>> {
         return Ok(Some(At::End));
     }
     finish(p).map(|()| None)
+}
+
+/// A list or tuple exactly (not a subclass, which may define close()).
+fn is_list_or_tuple(iterable: &Bound<'_, PyAny>) -> bool {
+    iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>()
 }
 
 /// A list or tuple: the whole body is known now; it goes out with its head

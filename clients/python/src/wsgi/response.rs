@@ -323,7 +323,7 @@ pub(crate) fn lock(p: &Shared) -> std::sync::MutexGuard<'_, Pending> {
 /// thread, which keeps the chunk back instead ([`Sent::Kept`]).
 pub(crate) fn send_chunk(py: Python<'_>, p: &Shared, chunk: Bytes, sized_whole: bool) -> Sent {
     let taken = |ok: bool| if ok { Sent::Taken } else { Sent::Gone };
-    let (tx, chunk) = {
+    let (tx, item) = {
         let mut st = lock(p);
         if !st.head_sent {
             let whole = sized_whole
@@ -352,31 +352,23 @@ pub(crate) fn send_chunk(py: Python<'_>, p: &Shared, chunk: Bytes, sized_whole: 
             return Sent::Gone;
         };
         st.sent += chunk.len() as u64;
-        if st.inline {
-            // Behind chunks already kept back, or kept back itself if the
-            // channel is full: the I/O thread must not wait.
-            if !st.kept.is_empty() {
+        // On the I/O thread, which must not wait: behind chunks already
+        // kept back, or kept back itself if the channel is full.
+        if st.inline && !st.kept.is_empty() {
+            st.kept.push_back(chunk);
+            return Sent::Kept;
+        }
+        match tx.try_send(Ok(chunk)) {
+            Ok(()) => return Sent::Taken,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Sent::Gone,
+            Err(mpsc::error::TrySendError::Full(Ok(chunk))) if st.inline => {
                 st.kept.push_back(chunk);
                 return Sent::Kept;
             }
-            return match tx.try_send(Ok(chunk)) {
-                Ok(()) => Sent::Taken,
-                Err(mpsc::error::TrySendError::Full(Ok(chunk))) => {
-                    st.kept.push_back(chunk);
-                    Sent::Kept
-                }
-                Err(_) => Sent::Gone,
-            };
+            Err(mpsc::error::TrySendError::Full(item)) => (tx, item),
         }
-        (tx, chunk)
     };
-    match tx.try_send(Ok(chunk)) {
-        Ok(()) => Sent::Taken,
-        Err(mpsc::error::TrySendError::Closed(_)) => Sent::Gone,
-        Err(mpsc::error::TrySendError::Full(item)) => {
-            taken(py.detach(|| tx.blocking_send(item).is_ok()))
-        }
-    }
+    taken(py.detach(|| tx.blocking_send(item).is_ok()))
 }
 
 /// The pool's thread takes over a response the I/O thread began: the
