@@ -237,6 +237,7 @@ pub fn serve(
         ))
     });
     let io_side = inline.clone();
+    let stand_in = inline.as_ref().map(|i| i.stand_in());
 
     let (stop_tx, stop_rx) = watch::channel::<Option<DrainReason>>(None);
     let stop_tx = Arc::new(stop_tx);
@@ -313,6 +314,7 @@ pub fn serve(
                 timeout_ms,
                 grace_ms,
                 master_pid,
+                stand_in,
             })?;
             if let Some((t, i)) = &table {
                 let s = t.slot(*i);
@@ -391,6 +393,8 @@ struct Control {
     timeout_ms: u64,
     grace_ms: u64,
     master_pid: u32,
+    /// Drives the event loop while the app runs long on the I/O thread.
+    stand_in: Option<Arc<wsgi::StandIn>>,
 }
 
 /// The control thread, running [`control`].
@@ -457,6 +461,7 @@ async fn control(c: Control, mut signals: crate::signals::StopSignals) {
         timeout_ms,
         grace_ms,
         master_pid,
+        stand_in,
     } = c;
     let stop = |reason: DrainReason| {
         stop_tx.send_if_modified(|r| r.is_none().then(|| *r = Some(reason)).is_some());
@@ -479,6 +484,9 @@ async fn control(c: Control, mut signals: crate::signals::StopSignals) {
             _ = signals.recv() => stop(DrainReason::Signal),
             _ = stop_rx.changed() => {}
             _ = tick.tick() => {
+                if let Some(s) = &stand_in {
+                    s.nudge();
+                }
                 if let Some((t, i)) = &table {
                     t.slot(*i).heartbeat_ms.store(now_ms(), Ordering::Release);
                 }

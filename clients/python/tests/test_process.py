@@ -251,6 +251,63 @@ def test_timeout_interrupts_python_code(tmp: Path, threads: str) -> None:
         server.close()
 
 
+def test_a_long_request_on_the_io_thread_keeps_the_connections_served(tmp: Path) -> None:
+    # One app thread: a bodiless request runs on the worker's I/O thread,
+    # which then reads none of its connections. The proxy PINGs a
+    # connection after --upstream-keepalive of silence and closes it, with
+    # the requests in flight on it, if no answer comes within
+    # --upstream-ping-timeout: a stand-in thread must drive the event loop
+    # while the app runs long. Everything shares one upstream connection.
+    import concurrent.futures
+
+    def timed(
+        port: int, method: str, path: str, body: bytes | None = None
+    ) -> tuple[tuple[int, dict[str, str], bytes], float]:
+        r = http_request(port, method, path, body)
+        return r, time.monotonic()
+
+    server = UwireServer(tmp, "pep_app:app", "--threads", "1", workers=1)
+    proxy = UwireProxy(
+        tmp,
+        f"unix:{server.sock}",
+        "--upstream-keepalive",
+        "300ms",
+        "--upstream-ping-timeout",
+        "700ms",
+        "--connections-per-upstream",
+        "1",
+    )
+    try:
+        assert http_request(proxy.port, "GET", "/hello")[0] == 200
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            started = time.monotonic()
+            slow = pool.submit(timed, proxy.port, "GET", "/sleep?s=3")
+            time.sleep(0.5)
+            # Arriving while the app runs: they wait for it (one request at
+            # a time with one thread), on the same connection. The POST
+            # goes to the app thread, the GET to the I/O thread.
+            body = b"x" * 100_000
+            post = pool.submit(timed, proxy.port, "POST", "/echo", body)
+            get = pool.submit(timed, proxy.port, "GET", "/hello")
+            (status, _, data), slow_done = slow.result(timeout=30)
+            assert (status, data[:5]) == (200, b"slept"), data
+            assert slow_done - started >= 3
+            (status, _, data), post_done = post.result(timeout=30)
+            assert (status, data) == (200, body)
+            (status, _, _), get_done = get.result(timeout=30)
+            assert status == 200
+            # Not run beside the slow one: the app has one thread.
+            assert min(post_done, get_done) > slow_done - 0.1
+        assert "upstream request failed" not in proxy.log(), proxy.log()
+        # And the connection stays healthy afterwards.
+        time.sleep(1.5)
+        assert http_request(proxy.port, "GET", "/hello")[0] == 200
+        assert "upstream request failed" not in proxy.log(), proxy.log()
+    finally:
+        proxy.close()
+        server.close()
+
+
 def test_write_on_the_io_thread_then_the_pool(tmp: Path) -> None:
     # One app thread: the first request runs on the I/O thread, whose
     # write() calls outrun the chunks in flight; those kept back go out

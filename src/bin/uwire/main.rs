@@ -180,4 +180,46 @@ mod tests {
         assert_eq!(a.app_config().conn.write_batch, 64);
         assert!(Cli::try_parse_from(["uwire", "serve", "--write-batch", "-1"]).is_err());
     }
+
+    #[test]
+    fn upstream_keepalive_and_ping_timeout_reach_the_client_config() {
+        use std::time::Duration;
+        let Command::Proxy(a) = parse(&["proxy", "--upstream", "unix:/a"]) else {
+            unreachable!()
+        };
+        let c = a.front.configs().0.conn;
+        assert_eq!(c.keepalive_interval, Some(uwire::client::DEFAULT_KEEPALIVE));
+        assert_eq!(c.ping_timeout, uwire::conn::DEFAULT_PING_TIMEOUT);
+        let Command::Proxy(a) = parse(&[
+            "proxy",
+            "--upstream",
+            "unix:/a",
+            "--upstream-keepalive",
+            "0",
+            "--upstream-ping-timeout",
+            "1500ms",
+        ]) else {
+            unreachable!()
+        };
+        let c = a.front.configs().0.conn;
+        assert_eq!(c.keepalive_interval, None);
+        assert_eq!(c.ping_timeout, Duration::from_millis(1500));
+        let Command::Quickstart(a) = parse(&["quickstart", "--upstream-keepalive", "2s"]) else {
+            unreachable!()
+        };
+        assert_eq!(
+            a.front.configs().0.conn.keepalive_interval,
+            Some(Duration::from_secs(2))
+        );
+        // A zero ping timeout would fail every connection at its first PING.
+        assert!(Cli::try_parse_from([
+            "uwire",
+            "proxy",
+            "--upstream",
+            "unix:/a",
+            "--upstream-ping-timeout",
+            "0"
+        ])
+        .is_err());
+    }
 }

@@ -108,6 +108,15 @@ pub struct FrontArgs {
     /// Time allowed for connecting to an upstream, retries included.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// A PING goes to a uwire/1 upstream connection after this long
+    /// without a frame from it, idle or not (0 = never): a peer that died
+    /// without closing the socket is found.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub upstream_keepalive: Duration,
+    /// A uwire/1 upstream connection whose PING stays unanswered this long
+    /// is closed, and the requests in flight on it fail (502).
+    #[arg(long, default_value = "20s", value_parser = parse_nonzero_duration)]
+    pub upstream_ping_timeout: Duration,
     /// Pooled connections per upstream.
     #[arg(long, default_value_t = uwire::client::DEFAULT_MAX_CONNECTIONS_PER_UPSTREAM)]
     pub connections_per_upstream: usize,
@@ -175,6 +184,16 @@ pub struct FrontArgs {
     pub access_log_flush: Duration,
 }
 
+/// Parses `--upstream-ping-timeout`: a duration, not zero (every
+/// connection would fail at its first PING).
+fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(d)
+}
+
 /// The parsed `--compress` list.
 #[derive(Debug, Clone)]
 pub struct Algorithms(pub Vec<Algorithm>);
@@ -200,6 +219,9 @@ impl FrontArgs {
             ..ClientConfig::default()
         };
         c.conn.write_batch = self.write_batch;
+        c.conn.keepalive_interval =
+            (!self.upstream_keepalive.is_zero()).then_some(self.upstream_keepalive);
+        c.conn.ping_timeout = self.upstream_ping_timeout;
         let mut compression = CompressionConfig {
             algorithms: self.compress.0.clone(),
             min_size: self.compress_min_size,

@@ -260,9 +260,113 @@ pub(crate) struct Inline {
     /// Which of `slots` is the I/O thread's.
     slot: usize,
     /// Requests the handler set aside for the I/O thread, in order.
-    queue: Mutex<std::collections::VecDeque<Job>>,
+    queue: Mutex<std::collections::VecDeque<Aside>>,
     /// Set when `queue` gets one: the event loop yields to run it.
     ready: tokio::sync::Notify,
+    /// Drives the event loop while the app runs long here.
+    stand_in: Arc<StandIn>,
+}
+
+/// A request the handler set aside for the I/O thread.
+enum Aside {
+    /// To run there, if the pool is still idle when its turn comes.
+    Run(Job),
+    /// To pass on to the pool when its turn comes: it arrived while the
+    /// I/O thread ran the app (on the [`StandIn`]'s watch), and the app
+    /// runs one request at a time.
+    Pass(Job),
+}
+
+/// How long the I/O thread may run the app, its event loop left alone,
+/// before the [`StandIn`] drives the loop.
+pub(crate) const STAND_IN_AFTER_MS: u64 = 200;
+
+/// While the I/O thread runs the app ([`Inline`]), no connection of the
+/// worker is read or written: nor are PINGs answered, and a client that
+/// PINGs an upstream connection after a silence (`uwire proxy` does)
+/// closes it, with the requests in flight on it, when no answer comes.
+/// So when the app has run there for [`STAND_IN_AFTER_MS`], a thread of
+/// this worker's takes the event loop over (a current-thread runtime runs
+/// on whichever thread calls `block_on`) until the I/O thread comes back.
+/// Requests arriving meanwhile are set aside for the I/O thread as usual
+/// ([`Aside`]). The stand-in sleeps otherwise: the control thread's
+/// 100 ms tick wakes it ([`StandIn::nudge`]), so a short request pays
+/// nothing for it.
+#[derive(Default)]
+pub(crate) struct StandIn {
+    /// When the I/O thread left its event loop to run the app (`now_ms`);
+    /// 0 while it is in the loop.
+    away_since_ms: AtomicU64,
+    /// The stand-in drives the loop, or is about to.
+    driving: AtomicBool,
+    /// Told when the I/O thread comes back.
+    back: tokio::sync::Notify,
+    /// The worker is stopping: the stand-in thread ends.
+    stop: AtomicBool,
+    /// The stand-in thread, to wake it.
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl StandIn {
+    /// Wakes the stand-in if the I/O thread has run the app for
+    /// [`STAND_IN_AFTER_MS`] and nobody drives its event loop.
+    pub(crate) fn nudge(&self) {
+        if self.away_long() && !self.driving.load(Ordering::SeqCst) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    fn away(&self) -> bool {
+        self.away_since_ms.load(Ordering::SeqCst) != 0
+    }
+
+    fn away_long(&self) -> bool {
+        let since = self.away_since_ms.load(Ordering::SeqCst);
+        since != 0 && now_ms().saturating_sub(since) >= STAND_IN_AFTER_MS
+    }
+
+    /// The I/O thread leaves its event loop to run the app.
+    fn leave(&self) {
+        self.away_since_ms.store(now_ms().max(1), Ordering::SeqCst);
+    }
+
+    /// The I/O thread is back: a stand-in driving the loop gives it up.
+    /// (With `take_over`'s checks, one of the two sides sees the other:
+    /// both use sequentially consistent stores and loads.)
+    fn come_back(&self) {
+        self.away_since_ms.store(0, Ordering::SeqCst);
+        if self.driving.load(Ordering::SeqCst) {
+            self.back.notify_one();
+        }
+    }
+
+    /// The stand-in thread: sleeps until nudged, then drives `rt` while
+    /// the I/O thread is away.
+    fn run(&self, rt: &tokio::runtime::Runtime) {
+        loop {
+            std::thread::park();
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            if !self.away_long() {
+                continue;
+            }
+            self.driving.store(true, Ordering::SeqCst);
+            if self.away() {
+                tracing::debug!("the app runs long on the I/O thread: driving its event loop");
+                // A stale permit of `back` (from an earlier turn) only
+                // makes the loop check again.
+                rt.block_on(async {
+                    while self.away() {
+                        self.back.notified().await;
+                    }
+                });
+            }
+            self.driving.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Inline {
@@ -284,7 +388,22 @@ impl Inline {
             slot,
             queue: Mutex::new(std::collections::VecDeque::new()),
             ready: tokio::sync::Notify::new(),
+            stand_in: Arc::default(),
         }
+    }
+
+    /// What the control thread nudges ([`StandIn::nudge`]).
+    pub(crate) fn stand_in(&self) -> Arc<StandIn> {
+        self.stand_in.clone()
+    }
+
+    /// Queues `aside` for this thread and has the event loop yield to it.
+    fn set_aside(&self, aside: Aside) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(aside);
+        self.ready.notify_one();
     }
 
     /// Runs `main` on `rt` (this thread), and between its turns the
@@ -297,38 +416,64 @@ impl Inline {
         main: F,
     ) -> F::Output {
         let (app, jobs) = (&*self.app, &self.jobs);
+        let stand_in = &*self.stand_in;
         let mut main = std::pin::pin!(main);
         let mut cache = KeyCache::new();
-        loop {
-            let done = rt.block_on(async {
-                tokio::select! {
-                    biased;
-                    out = &mut main => Some(out),
-                    () = self.ready.notified() => None,
+        std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name("uwire-stand-in".into())
+                .spawn_scoped(scope, || stand_in.run(rt));
+            match spawned {
+                Ok(t) => {
+                    let _ = stand_in.thread.set(t.thread().clone());
                 }
-            });
-            if let Some(out) = done {
-                return out;
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "no stand-in thread: a long request on the I/O thread stalls its connections"
+                ),
             }
-            Python::attach(|py| loop {
-                let Some(job) = self
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .pop_front()
-                else {
-                    break;
-                };
-                // Only this thread queues work for the pool: when it has
-                // none, it stays idle until this job is done.
-                if app.queued.load(Ordering::Acquire) != 0 {
-                    queue_for_pool(app, jobs, job);
-                    continue;
+            let out = loop {
+                let done = rt.block_on(async {
+                    tokio::select! {
+                        biased;
+                        out = &mut main => Some(out),
+                        () = self.ready.notified() => None,
+                    }
+                });
+                if let Some(out) = done {
+                    break out;
                 }
-                let slot = &self.slots[self.slot];
-                run_watched(py, app, &mut cache, slot, job, Some(jobs));
-            });
-        }
+                stand_in.leave();
+                Python::attach(|py| loop {
+                    let Some(aside) = self
+                        .queue
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop_front()
+                    else {
+                        break;
+                    };
+                    // Only this thread queues work for the pool while it
+                    // runs the app: when the pool has none, it stays idle
+                    // until this job is done.
+                    match aside {
+                        Aside::Run(job) if app.queued.load(Ordering::Acquire) == 0 => {
+                            let slot = &self.slots[self.slot];
+                            run_watched(py, app, &mut cache, slot, job, Some(jobs));
+                        }
+                        Aside::Run(job) | Aside::Pass(job) => {
+                            queue_for_pool(app, jobs, job);
+                        }
+                    }
+                });
+                stand_in.come_back();
+            };
+            stand_in.stop.store(true, Ordering::Release);
+            if let Some(t) = stand_in.thread.get() {
+                t.unpark();
+            }
+            out
+        })
     }
 }
 
@@ -357,17 +502,18 @@ impl Handler for WsgiHandler {
                 && !self.app.writes.load(Ordering::Relaxed)
         });
         let job = Job::Call { req, reply: tx };
-        let sent = match here {
-            Some(inline) => {
-                inline
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_back(job);
-                inline.ready.notify_one();
+        let sent = match (here, &self.inline) {
+            (Some(inline), _) => {
+                inline.set_aside(Aside::Run(job));
                 true
             }
-            None => queue_for_pool(&self.app, &self.jobs, job),
+            // The stand-in runs this: the I/O thread runs the app, and the
+            // pool may not start beside it.
+            (None, Some(inline)) if inline.stand_in.away() => {
+                inline.set_aside(Aside::Pass(job));
+                true
+            }
+            (None, _) => queue_for_pool(&self.app, &self.jobs, job),
         };
         Box::pin(async move {
             if !sent {
