@@ -420,6 +420,56 @@ async fn many_concurrent_requests_share_two_connections() {
     .await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_spread_over_the_pool_before_sharing_a_connection() {
+    // The app allows 128 streams per connection (as an ASGI worker does),
+    // yet 4 requests at once open 4 connections: each to whichever worker
+    // process accepts it, so a pool in front of several workers gets work
+    // to all of them rather than to the one that accepted the first.
+    bounded(async {
+        let mut scfg = ServerConfig::default();
+        scfg.conn.max_concurrent_streams = 128;
+        let app = App::start_with("spread", scfg).await;
+        let proxy = Proxy::start(
+            vec![app.upstream()],
+            ClientConfig {
+                max_connections_per_upstream: 4,
+                ..ClientConfig::default()
+            },
+            ProxyConfig::default(),
+        )
+        .await;
+        let c = http_client();
+        // One at a time: one connection.
+        for _ in 0..3 {
+            assert_eq!(get(&c, &proxy.url("/environ")).await.status, 200);
+        }
+        assert_eq!(proxy.client.connections_opened(), [1]);
+        let burst = |n: usize| {
+            let mut set = JoinSet::new();
+            for i in 0..n {
+                let (c, url) = (c.clone(), proxy.url(&format!("/slow?ms=300&id={i}")));
+                set.spawn(async move { get(&c, &url).await.status });
+            }
+            set
+        };
+        let mut set = burst(4);
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap(), 200);
+        }
+        assert_eq!(proxy.client.connections_opened(), [4]);
+        assert_eq!(app.metrics.snapshot().connections_total, 4);
+        // Past the pool's size, connections are shared: no fifth.
+        let mut set = burst(12);
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap(), 200);
+        }
+        assert_eq!(proxy.client.connections_opened(), [4]);
+        assert_eq!(proxy.client.connection_counts(), [4]);
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------
 // Cancellation, deadlines
 // ---------------------------------------------------------------------------

@@ -156,14 +156,16 @@ impl UpstreamState {
         match best {
             None => Pick::Connect,
             Some(c) => {
-                let limit = c
-                    .sender
-                    .peer_max_concurrent_streams()
-                    .unwrap_or(crate::conn::DEFAULT_MAX_CONCURRENT_STREAMS);
+                // Every connection busy and room for another: connect, so
+                // concurrent requests spread over up to `max_conns`
+                // connections before they share one. Filling a connection
+                // to the peer's stream limit first would send them all to
+                // whichever worker process accepted it: an ASGI worker
+                // allows 128 streams, and took a whole pool's load while
+                // its siblings idled. Past that, the least busy connection
+                // takes the stream, queueing it at the peer's limit.
                 let usable = conns.iter().filter(mine).count();
-                if c.inflight.load(Ordering::Acquire) < limit || usable >= max_conns {
-                    // Below the peer's limit, or the pool is full and the
-                    // connection queues the stream until one ends.
+                if c.inflight.load(Ordering::Acquire) == 0 || usable >= max_conns {
                     Pick::Use(self.lease(c))
                 } else {
                     Pick::Connect

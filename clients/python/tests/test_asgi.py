@@ -232,6 +232,51 @@ def test_http_front_serves_asgi(tmpdir_asgi: Path) -> None:
         srv.close()
 
 
+@pytest.mark.parametrize("front", ["proxy", "http"])
+def test_concurrent_requests_reach_every_worker(tmpdir_asgi: Path, front: str) -> None:
+    # An ASGI worker allows 128 streams per uwire/1 connection: a pool that
+    # filled one connection before opening the next sent everything to the
+    # worker that accepted the first, and the others idled. Requests that
+    # overlap must spread over both workers, WebSockets too.
+    port = free_port()
+    args = ("--http", f"127.0.0.1:{port}") if front == "http" else ()
+    srv = UwireServer(tmpdir_asgi, "starlette_ws:app", *args, workers=2, name=f"spread-{front}")
+    proxy = None
+    try:
+        if front == "http":
+            wait_for(lambda: "HTTP front on" in srv.log(), 30, "the front")
+        else:
+            proxy = UwireProxy(tmpdir_asgi, f"unix:{srv.sock}", name=f"spread-{front}-proxy")
+            port = proxy.port
+        # (With --http, the front is the master's child too.)
+        wait_for(lambda: len(srv.worker_pids()) == 2 + (front == "http"), 30, "two workers")
+        children = set(srv.worker_pids())
+
+        async def http() -> set[str]:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+                rs = await asyncio.gather(*(c.get("/pid?s=0.5") for _ in range(8)))
+            return {r.text for r in rs}
+
+        async def ws() -> set[str]:
+            async def one() -> str:
+                async with websockets.connect(f"ws://127.0.0.1:{port}/wspid") as c:
+                    await c.send("pid?")
+                    got = str(await c.recv())
+                    await asyncio.sleep(0.5)
+                    await c.send("bye")
+                    return got
+
+            return set(await asyncio.gather(*(one() for _ in range(8))))
+
+        for run in (http, ws):
+            served = {int(p) for p in asyncio.run(asyncio.wait_for(run(), 60))}
+            assert len(served) == 2 and served <= children, (run.__name__, served, children)
+    finally:
+        if proxy is not None:
+            proxy.close()
+        srv.close()
+
+
 # ---- Starlette WebSockets ----------------------------------------------------
 
 

@@ -182,6 +182,29 @@ mod tests {
     }
 
     #[test]
+    fn connections_per_upstream_defaults() {
+        let four = uwire::client::DEFAULT_MAX_CONNECTIONS_PER_UPSTREAM;
+        let Command::Proxy(a) = parse(&["proxy", "--upstream", "unix:/a"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.front.configs().0.max_connections_per_upstream, four);
+        // One thread: the quickstart's app runs on the front's thread.
+        let Command::Quickstart(a) = parse(&["quickstart"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.configs().0.max_connections_per_upstream, 1);
+        let Command::Quickstart(a) = parse(&["quickstart", "--threads", "2"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.configs().0.max_connections_per_upstream, four);
+        let Command::Quickstart(a) = parse(&["quickstart", "--connections-per-upstream", "3"])
+        else {
+            unreachable!()
+        };
+        assert_eq!(a.configs().0.max_connections_per_upstream, 3);
+    }
+
+    #[test]
     fn upstream_keepalive_and_ping_timeout_reach_the_client_config() {
         use std::time::Duration;
         let Command::Proxy(a) = parse(&["proxy", "--upstream", "unix:/a"]) else {

@@ -117,9 +117,14 @@ pub struct FrontArgs {
     /// is closed, and the requests in flight on it fail (502).
     #[arg(long, default_value = "20s", value_parser = parse_nonzero_duration)]
     pub upstream_ping_timeout: Duration,
-    /// Pooled connections per upstream.
-    #[arg(long, default_value_t = uwire::client::DEFAULT_MAX_CONNECTIONS_PER_UPSTREAM)]
-    pub connections_per_upstream: usize,
+    /// Pooled uwire/1 connections per upstream (per serving thread).
+    /// Concurrent requests spread over them before two share one, so an
+    /// upstream of several worker processes (`python -m uwire --workers N`)
+    /// gets work on each; 1 multiplexes every request over one connection,
+    /// which costs a single-process upstream less. [default: 4; 1 for
+    /// `quickstart` with one thread, whose app runs on that thread]
+    #[arg(long)]
+    pub connections_per_upstream: Option<usize>,
     /// Requests queued on one upstream connection within a scheduler turn
     /// that go out in one write (0 or 1: each at once).
     #[arg(long, default_value_t = uwire::conn::DEFAULT_WRITE_BATCH)]
@@ -213,7 +218,9 @@ impl FrontArgs {
         let mut c = ClientConfig {
             request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
             connect_timeout: self.connect_timeout,
-            max_connections_per_upstream: self.connections_per_upstream,
+            max_connections_per_upstream: self
+                .connections_per_upstream
+                .unwrap_or(uwire::client::DEFAULT_MAX_CONNECTIONS_PER_UPSTREAM),
             balance: self.balance,
             uwsgi_buffer_size: self.uwsgi_buffer_size,
             ..ClientConfig::default()
@@ -433,6 +440,18 @@ pub struct QuickstartArgs {
 }
 
 impl QuickstartArgs {
+    /// The front's configurations. With one thread the app runs on the
+    /// front's own thread: spreading requests over several connections to
+    /// it would only make each write carry fewer frames, so the pool keeps
+    /// one unless `--connections-per-upstream` says otherwise.
+    pub(crate) fn configs(&self) -> (ClientConfig, ProxyConfig) {
+        let (mut c, p) = self.front.configs();
+        if self.front.connections_per_upstream.is_none() && self.front.threads == 1 {
+            c.max_connections_per_upstream = 1;
+        }
+        (c, p)
+    }
+
     /// The app half's configuration: built-in defaults, with the front's
     /// write batching (it answers the front's requests).
     pub(crate) fn app_config(&self) -> ServerConfig {
@@ -452,7 +471,7 @@ pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
     let scfg = args.app_config();
     let app_listener = Listener::bind(&BindAddr::Unix(sock.clone()), &scfg.bind).await?;
     let server = Server::new(scfg);
-    let (ccfg, pcfg) = args.front.configs();
+    let (ccfg, pcfg) = args.configs();
     let client = Client::new(
         vec![Upstream {
             protocol: uwire::client::Protocol::Uwire,

@@ -1,7 +1,8 @@
 """A Starlette app for the WebSocket tests: echo (text and binary), a
 broadcast room, and a route that notes when its client disconnects; plus
 an HTTP route that streams until the client goes away (the disconnect is
-noted in ``$ASGI_EVENTS``)."""
+noted in ``$ASGI_EVENTS``), and one that answers its worker's pid after a
+pause (which worker served it) and a WebSocket that does the same."""
 
 from __future__ import annotations
 
@@ -87,10 +88,24 @@ async def hello(request: Request) -> PlainTextResponse:
     return PlainTextResponse("Hello, world!")
 
 
+async def pid(request: Request) -> PlainTextResponse:
+    await asyncio.sleep(float(request.query_params.get("s", "0")))
+    return PlainTextResponse(str(os.getpid()))
+
+
+async def wspid(ws: WebSocket) -> None:
+    await ws.accept()
+    await ws.receive_text()
+    await ws.send_text(str(os.getpid()))
+    await ws.receive_text()
+
+
 app = Starlette(
     routes=[
         Route("/", hello),
         Route("/forever", forever),
+        Route("/pid", pid),
+        WebSocketRoute("/wspid", wspid),
         WebSocketRoute("/ws", echo),
         WebSocketRoute("/room", room),
         WebSocketRoute("/refuse", refuse),
