@@ -11,8 +11,8 @@ IPC (8 client threads, POST /echo with 64 bytes, client and server in separate p
 ASGI (wrk GET /, a Starlette and a FastAPI hello; and a WebSocket echo,
 msgs/s of round trips from the websockets client; 2 workers each):
   uwire proxy -> python -m uwire (uwire/1)      nginx -> python -m uwire (classic uwsgi)
-  nginx -> uvicorn (httptools, uvloop; UDS)     uvicorn direct    Granian ASGI direct
-  hypercorn direct (uvloop)
+  python -m uwire --http (one command)          nginx -> uvicorn (httptools, uvloop; UDS)
+  uvicorn direct    Granian ASGI direct         hypercorn direct (uvloop)
 RSS per worker for every server.
 """
 
@@ -233,6 +233,39 @@ def uwire_bin() -> str:
     return str(REPO / "target" / "release" / "uwire")
 
 
+def start_uwire_http(
+    procs: Procs, tag: str, app: str, interface: str
+) -> tuple[int, list[int]]:
+    """`python -m uwire --http` (one command: the HTTP front and 2 workers);
+    its port and its workers' pids."""
+    port = free_port()
+    master = procs.start(
+        f"uwire-http-{tag}",
+        [
+            PY,
+            "-m",
+            "uwire",
+            "--workers",
+            "2",
+            "--http",
+            f"127.0.0.1:{port}",
+            "--interface",
+            interface,
+            "--log-level",
+            "warning",
+            "--timeout",
+            "0",
+            app,
+        ],
+    )
+    wait_http(port)
+    time.sleep(1.0)
+    # The front is a child too (the first started); report the workers only
+    # (the front's own RSS is the proxy's).
+    kids = children(master.pid)
+    return port, sorted(kids)[1:] if len(kids) > 2 else kids
+
+
 def http_targets(app_wsgi: str, tag: str) -> list[Target]:
     """The servers for one app (`module:callable` inside scripts/bench)."""
 
@@ -284,30 +317,7 @@ def http_targets(app_wsgi: str, tag: str) -> list[Target]:
         return start
 
     def uwire_http(procs: Procs, tmp: Path) -> tuple[int, list[int]]:
-        port = free_port()
-        master = procs.start(
-            f"uwire-http-{tag}",
-            [
-                PY,
-                "-m",
-                "uwire",
-                "--workers",
-                "2",
-                "--http",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-                "--timeout",
-                "0",
-                app_wsgi,
-            ],
-        )
-        wait_http(port)
-        time.sleep(1.0)
-        # The front is a child too; report the workers only (the front's own
-        # RSS is the proxy's).
-        kids = children(master.pid)
-        return port, sorted(kids)[1:] if len(kids) > 2 else kids
+        return start_uwire_http(procs, tag, app_wsgi, "wsgi")
 
     def uwsgi(threads: int) -> Callable[[Procs, Path], tuple[int, list[int]]]:
         def start(procs: Procs, tmp: Path) -> tuple[int, list[int]]:
@@ -465,6 +475,9 @@ def asgi_targets(app: str, tag: str) -> list[Target]:
 
         return start
 
+    def uwire_http(procs: Procs, tmp: Path) -> tuple[int, list[int]]:
+        return start_uwire_http(procs, tag, app, "asgi")
+
     def uvicorn(behind_nginx: bool) -> Callable[[Procs, Path], tuple[int, list[int]]]:
         def start(procs: Procs, tmp: Path) -> tuple[int, list[int]]:
             port = free_port()
@@ -557,6 +570,7 @@ def asgi_targets(app: str, tag: str) -> list[Target]:
     return [
         Target(f"{tag}: uwire proxy -> uwire python (uwire/1)", uwire_py("proxy")),
         Target(f"{tag}: nginx -> uwire python (uwsgi)", uwire_py("nginx")),
+        Target(f"{tag}: uwire python --http (one command)", uwire_http),
         Target(f"{tag}: nginx -> uvicorn", uvicorn(True)),
         Target(f"{tag}: uvicorn direct", uvicorn(False)),
         Target(f"{tag}: Granian ASGI direct", granian),
