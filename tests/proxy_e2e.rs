@@ -358,22 +358,29 @@ async fn chunked_request_bodies_stream_through() {
     .await
 }
 
+/// An app allowing 128 streams per connection (an ASGI worker's number),
+/// behind a proxy whose pool holds up to `conns` connections to it.
+async fn behind_a_pool_of(name: &str, conns: usize) -> (App, Proxy) {
+    let mut scfg = ServerConfig::default();
+    scfg.conn.max_concurrent_streams = 128;
+    let app = App::start_with(name, scfg).await;
+    let proxy = Proxy::start(
+        vec![app.upstream()],
+        ClientConfig {
+            max_connections_per_upstream: conns,
+            ..ClientConfig::default()
+        },
+        ProxyConfig::default(),
+    )
+    .await;
+    (app, proxy)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_requests_share_two_connections() {
     bounded(async {
         const N: usize = 500;
-        let mut scfg = ServerConfig::default();
-        scfg.conn.max_concurrent_streams = 128;
-        let app = App::start_with("many", scfg).await;
-        let proxy = Proxy::start(
-            vec![app.upstream()],
-            ClientConfig {
-                max_connections_per_upstream: 2,
-                ..ClientConfig::default()
-            },
-            ProxyConfig::default(),
-        )
-        .await;
+        let (app, proxy) = behind_a_pool_of("many", 2).await;
         let c = http_client();
         let started = Instant::now();
         let mut set = JoinSet::new();
@@ -427,18 +434,7 @@ async fn concurrent_requests_spread_over_the_pool_before_sharing_a_connection() 
     // process accepts it, so a pool in front of several workers gets work
     // to all of them rather than to the one that accepted the first.
     bounded(async {
-        let mut scfg = ServerConfig::default();
-        scfg.conn.max_concurrent_streams = 128;
-        let app = App::start_with("spread", scfg).await;
-        let proxy = Proxy::start(
-            vec![app.upstream()],
-            ClientConfig {
-                max_connections_per_upstream: 4,
-                ..ClientConfig::default()
-            },
-            ProxyConfig::default(),
-        )
-        .await;
+        let (app, proxy) = behind_a_pool_of("spread", 4).await;
         let c = http_client();
         // One at a time: one connection.
         for _ in 0..3 {

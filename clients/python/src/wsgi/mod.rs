@@ -333,8 +333,9 @@ impl StandIn {
     }
 
     /// The I/O thread is back: a stand-in driving the loop gives it up.
-    /// (With `take_over`'s checks, one of the two sides sees the other:
-    /// both use sequentially consistent stores and loads.)
+    /// (This stores `away_since_ms` then loads `driving`; [`StandIn::run`]
+    /// stores `driving` then loads `away_since_ms`, all sequentially
+    /// consistent, so one of the two sides sees the other.)
     fn come_back(&self) {
         self.away_since_ms.store(0, Ordering::SeqCst);
         if self.driving.load(Ordering::SeqCst) {
@@ -507,7 +508,7 @@ impl Handler for WsgiHandler {
                 inline.set_aside(Aside::Run(job));
                 true
             }
-            // The stand-in runs this: the I/O thread runs the app, and the
+            // Called on the stand-in: the I/O thread runs the app, and the
             // pool may not start beside it.
             (None, Some(inline)) if inline.stand_in.away() => {
                 inline.set_aside(Aside::Pass(job));
