@@ -20,6 +20,10 @@
 //! (see `Adaptive`): where the work comes in gaps longer than the window,
 //! the polling finds nothing, and the window shrinks to nothing, so a
 //! thread with sparse work (or none) sleeps at once and costs no CPU time.
+//! A window also ends, and the thread's window drops to nothing, when the
+//! CPUs have more runnable threads than they can run, besides the
+//! process's own polling threads (see `oversubscribed`): polling would take
+//! their time, and a busy machine has no halted CPU to save a wake-up on.
 //! While it polls, the thread yields its CPU to any other thread that wants
 //! it (the peer it waits for may be on the same CPU). Timers are not
 //! watched: one due during a window fires when the window ends (at most
@@ -202,6 +206,12 @@ impl Adaptive {
         CURRENT.with(|c| c.get().unwrap_or(full).min(full))
     }
 
+    /// Some thread waits for a CPU (see [`oversubscribed`]): no window
+    /// until a short sleep grows it again from an eighth.
+    fn contended() {
+        CURRENT.with(|c| c.set(Some(Duration::ZERO)));
+    }
+
     /// After the window: if nothing came, the thread goes to sleep now.
     fn parked(ready: bool) {
         ASLEEP.with(|a| a.set((!ready).then(Instant::now)));
@@ -287,8 +297,9 @@ pub fn wait<T>(
 #[derive(Debug)]
 pub struct LoopWatch {
     full: Duration,
-    /// The end of the window being polled, if one is.
-    until: Option<Instant>,
+    /// The end of the window being polled, if one is (the thread counts
+    /// as polling meanwhile).
+    until: Option<(Instant, Polling)>,
 }
 
 impl LoopWatch {
@@ -313,10 +324,18 @@ impl LoopWatch {
             self.caught();
             return false;
         }
-        let until = *self
+        let until = self
             .until
-            .get_or_insert_with(|| Instant::now() + Adaptive::window(self.full));
-        if Instant::now() < until {
+            .get_or_insert_with(|| {
+                (
+                    Instant::now() + Adaptive::window(self.full),
+                    Polling::start(),
+                )
+            })
+            .0;
+        if oversubscribed() {
+            Adaptive::contended();
+        } else if Instant::now() < until {
             std::thread::yield_now();
             return true;
         }
@@ -376,9 +395,11 @@ fn poll_until_ready(fd: &rustix::fd::OwnedFd, window: Duration) -> bool {
 
 /// Tries `take` until it gives something or `window` has passed, yielding
 /// the CPU between tries: a thread waiting for this CPU may be the peer
-/// the caller waits for (both on one CPU).
+/// the caller waits for (both on one CPU). Ends the window when some
+/// thread waits for a CPU (see [`oversubscribed`]).
 fn spin<T>(window: Duration, mut take: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
+    let _polling = Polling::start();
     loop {
         if let Some(t) = take() {
             return Some(t);
@@ -386,8 +407,127 @@ fn spin<T>(window: Duration, mut take: impl FnMut() -> Option<T>) -> Option<T> {
         if start.elapsed() >= window {
             return None;
         }
+        if oversubscribed() {
+            Adaptive::contended();
+            return None;
+        }
         std::thread::yield_now();
     }
+}
+
+/// The threads of this process polling now.
+static POLLING: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// One thread counted in [`POLLING`] while it lives.
+#[derive(Debug)]
+struct Polling;
+
+impl Polling {
+    fn start() -> Polling {
+        POLLING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Polling
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        POLLING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How often a process reads the kernel's count of runnable threads
+/// while its threads poll.
+const RUNNABLE_CHECK: Duration = Duration::from_millis(1);
+
+/// Whether the CPUs have more runnable threads than they can run, besides
+/// this process's polling threads: the kernel's count of runnable threads
+/// (`/proc/loadavg`) less those ([`POLLING`]), over the online CPUs; read
+/// at most once per [`RUNNABLE_CHECK`] in a process. `false` where it
+/// cannot be read.
+///
+/// Then polling takes time from threads with work, and keeps its CPU from
+/// going idle, which is when the kernel pulls a waiting thread over from
+/// another CPU; and it saves nothing, as the wake-up it avoids is dear only
+/// on a halted CPU, and a busy machine has none. Measured: `python -m uwire
+/// --http` in a session of its own (so in a scheduling group of its own),
+/// its front polling on two threads and its workers on theirs, lost two
+/// thirds of its WebSocket echo rate against a client in another session.
+///
+/// Runnable threads as many as the CPUs still let a thread poll: another
+/// process's polling threads cannot be told from threads with work, and
+/// one request in flight between two polling processes and a client (three
+/// runnable threads on two CPUs) is where polling gains most.
+fn oversubscribed() -> bool {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    #[cfg(test)]
+    if let Some(over) = tests::LOAD.with(|l| l.get()) {
+        return over;
+    }
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    static CHECKED_AT_US: AtomicU64 = AtomicU64::new(0);
+    static OVER: AtomicBool = AtomicBool::new(false);
+    let now = EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1;
+    let last = CHECKED_AT_US.load(Ordering::Relaxed);
+    if last != 0 && now - last.min(now) < RUNNABLE_CHECK.as_micros() as u64 {
+        return OVER.load(Ordering::Relaxed);
+    }
+    if CHECKED_AT_US
+        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        // Another thread reads it now.
+        return OVER.load(Ordering::Relaxed);
+    }
+    let ours = POLLING.load(Ordering::Relaxed);
+    let over = runnable().is_some_and(|(running, cpus)| running.saturating_sub(ours) > cpus);
+    OVER.store(over, Ordering::Relaxed);
+    over
+}
+
+/// The kernel's count of runnable threads and the online CPUs.
+#[cfg(target_os = "linux")]
+fn runnable() -> Option<(u32, u32)> {
+    use std::os::unix::fs::FileExt;
+    static LOADAVG: OnceLock<Option<(std::fs::File, u32)>> = OnceLock::new();
+    let (file, cpus) = LOADAVG
+        .get_or_init(|| {
+            let file = std::fs::File::open("/proc/loadavg").ok()?;
+            let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+            Some((file, online_cpus(&online)?))
+        })
+        .as_ref()?;
+    let mut buf = [0u8; 128];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    Some((running_threads(&buf[..n])?, *cpus))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn runnable() -> Option<(u32, u32)> {
+    None
+}
+
+/// The runnable count of a `/proc/loadavg` line: `0.50 0.40 0.30 3/250 12345`
+/// gives 3.
+fn running_threads(loadavg: &[u8]) -> Option<u32> {
+    let field = loadavg.split(|&b| b == b' ').nth(3)?;
+    let running = field.split(|&b| b == b'/').next()?;
+    std::str::from_utf8(running).ok()?.parse().ok()
+}
+
+/// The number of CPUs in a `/sys/devices/system/cpu/online` list such as
+/// `0-3,6,8-9`.
+fn online_cpus(list: &str) -> Option<u32> {
+    let mut n = 0;
+    for part in list.trim().split(',') {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<u32>().ok()?.checked_sub(a.parse().ok()?)? + 1,
+            None => {
+                part.parse::<u32>().ok()?;
+                1
+            }
+        };
+    }
+    (n > 0).then_some(n)
 }
 
 /// The process's epoll instances (by descriptor), or `None` where they
@@ -420,6 +560,18 @@ mod tests {
     use std::io::Write;
     use tokio::io::AsyncReadExt;
 
+    thread_local! {
+        /// What `oversubscribed` says on this thread, if set: tests of
+        /// the windows would otherwise depend on the load of the machine
+        /// (other tests run beside them).
+        pub(super) static LOAD: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// Sets what `oversubscribed` says on this thread.
+    fn machine_busy(over: bool) {
+        LOAD.with(|l| l.set(Some(over)));
+    }
+
     fn current_thread() -> tokio::runtime::Builder {
         let mut b = tokio::runtime::Builder::new_current_thread();
         b.enable_all();
@@ -429,6 +581,7 @@ mod tests {
     #[test]
     fn loop_watch_polls_its_window_then_lets_the_loop_sleep() {
         std::thread::spawn(|| {
+            machine_busy(false);
             let full = Duration::from_millis(2);
             let mut w = LoopWatch::new(full);
             // Work arriving ends the window at once.
@@ -505,6 +658,7 @@ mod tests {
     /// for a few: were readiness not seen, none would.
     #[test]
     fn readiness_ends_the_window() {
+        machine_busy(false);
         let (rt, s, hook) = build_with(&mut current_thread(), MAX_BUSY_POLL).unwrap();
         assert_eq!(s, BusyPoll::On(MAX_BUSY_POLL));
         let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -540,6 +694,7 @@ mod tests {
     /// `readiness_ends_the_window`.
     #[test]
     fn remote_wake_ends_the_window() {
+        machine_busy(false);
         let (rt, _, hook) = build_with(&mut current_thread(), MAX_BUSY_POLL).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let sender = std::thread::spawn(move || {
@@ -601,6 +756,7 @@ mod tests {
     /// polling, so most of the 40 waits poll not at all.
     #[test]
     fn long_gaps_stop_the_polling() {
+        machine_busy(false);
         let (rt, _, hook) = build_with(&mut current_thread(), Duration::from_micros(400)).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let sender = std::thread::spawn(move || {
@@ -630,6 +786,7 @@ mod tests {
     /// took every poll for readiness would fail here.)
     #[test]
     fn idle_window_runs_out() {
+        machine_busy(false);
         let (rt, _, hook) = build_with(&mut current_thread(), Duration::from_micros(200)).unwrap();
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(30)).await });
         let (_, ran_out) = outcomes(&hook);
@@ -660,6 +817,7 @@ mod tests {
     fn waits(full: Duration, gaps: &[Duration]) -> (Vec<usize>, usize) {
         let gaps = gaps.to_vec();
         std::thread::spawn(move || {
+            machine_busy(false);
             let (tx, rx) = std::sync::mpsc::channel::<usize>();
             let sender = std::thread::spawn({
                 let gaps = gaps.clone();
@@ -728,5 +886,137 @@ mod tests {
         // Over the maximum: taken as the maximum, not refused.
         let (_, blocks) = waits(MAX_BUSY_POLL * 10, &[Duration::from_millis(30)]);
         assert_eq!(blocks, 1);
+    }
+
+    #[test]
+    fn a_busy_machine_ends_the_windows() {
+        std::thread::spawn(|| {
+            machine_busy(true);
+            // `wait`: one try, then it blocks, however long the window.
+            let (tx, rx) = std::sync::mpsc::channel::<u32>();
+            let sender = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                tx.send(7).unwrap();
+            });
+            let (mut tries, mut blocked) = (0, false);
+            let got = wait(
+                MAX_BUSY_POLL,
+                || {
+                    tries += 1;
+                    rx.try_recv().ok()
+                },
+                || {
+                    blocked = true;
+                    rx.recv().unwrap()
+                },
+            );
+            sender.join().unwrap();
+            assert_eq!((got, tries, blocked), (7, 1, true));
+            // The thread's window is now nothing: the next wait does not
+            // try at all, even with the machine idle again.
+            machine_busy(false);
+            let (tx, rx) = std::sync::mpsc::channel::<u32>();
+            tx.send(8).unwrap();
+            let mut tries = 0;
+            let got = wait(
+                MAX_BUSY_POLL,
+                || {
+                    tries += 1;
+                    rx.try_recv().ok()
+                },
+                || rx.recv().unwrap(),
+            );
+            assert_eq!((got, tries), (8, 0));
+            // A short sleep (this one) grows it again from an eighth.
+            let (_, blocks) = {
+                let mut blocks = 0;
+                let (tx, rx) = std::sync::mpsc::channel::<u32>();
+                tx.send(9).unwrap();
+                let got = wait(
+                    MAX_BUSY_POLL,
+                    || rx.try_recv().ok(),
+                    || {
+                        blocks += 1;
+                        rx.recv().unwrap()
+                    },
+                );
+                (got, blocks)
+            };
+            assert_eq!(blocks, 0, "polled again after a short sleep");
+            // `LoopWatch`: the loop sleeps at its first idle turn.
+            machine_busy(true);
+            let mut w = LoopWatch::new(MAX_BUSY_POLL);
+            w.took();
+            assert!(!w.tick(false));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The same through a runtime's park hook: with the machine busy, no
+    /// window ends on readiness, as none is polled (compare
+    /// `remote_wake_ends_the_window`).
+    #[test]
+    fn a_busy_machine_stops_a_runtimes_polling() {
+        machine_busy(true);
+        let (rt, _, hook) = build_with(&mut current_thread(), MAX_BUSY_POLL).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sender = std::thread::spawn(move || {
+            for i in 0..20u32 {
+                std::thread::sleep(Duration::from_millis(2));
+                tx.send(i).unwrap();
+            }
+        });
+        let n = rt.block_on(async move {
+            let mut n = 0;
+            while rx.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        });
+        sender.join().unwrap();
+        assert_eq!(n, 20);
+        let (ready, _) = outcomes(&hook);
+        assert_eq!(ready, 0);
+    }
+
+    #[test]
+    fn reads_the_kernels_counts() {
+        assert_eq!(running_threads(b"0.50 0.40 0.30 3/250 12345\n"), Some(3));
+        assert_eq!(running_threads(b"0.00 0.01 0.05 12/1000 1\n"), Some(12));
+        assert_eq!(running_threads(b"0.50 0.40 0.30\n"), None);
+        assert_eq!(running_threads(b"a b c x/2 1"), None);
+        assert_eq!(online_cpus("0-1\n"), Some(2));
+        assert_eq!(online_cpus("0"), Some(1));
+        assert_eq!(online_cpus("0-3,6,8-9"), Some(7));
+        assert_eq!(online_cpus("3-1"), None);
+        assert_eq!(online_cpus(""), None);
+        // The live files: this thread is running, and so are the threads
+        // spinning beside it.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinners: Vec<_> = (0..cpus + 2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        let got = runnable();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for s in spinners {
+            s.join().unwrap();
+        }
+        let (running, online) = got.expect("/proc/loadavg and the online CPUs");
+        assert!(online >= cpus, "{online} online, {cpus} available");
+        assert!(
+            running > cpus + 1,
+            "{running} runnable with {} spinning",
+            cpus + 2
+        );
     }
 }
