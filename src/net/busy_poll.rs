@@ -74,9 +74,11 @@ pub enum BusyPoll {
 }
 
 /// Builds the runtime of `builder` with `window` of busy polling before
-/// each sleep of its threads (none if zero), and says what it set up. The
-/// polling takes the builder's `on_thread_park` and `on_thread_unpark`
-/// hooks (tokio keeps one of each): hooks set before are replaced.
+/// each sleep of its threads (none if zero), and says what it set up,
+/// logging a warning (`tracing`) where polling was asked for and is
+/// [`Unavailable`](BusyPoll::Unavailable). The polling takes the builder's
+/// `on_thread_park` and `on_thread_unpark` hooks (tokio keeps one of
+/// each): hooks set before are replaced.
 ///
 /// Errors: `window` over [`MAX_BUSY_POLL`] (`InvalidInput`), or the error of
 /// `builder.build()`.
@@ -84,7 +86,14 @@ pub fn build(
     builder: &mut tokio::runtime::Builder,
     window: Duration,
 ) -> io::Result<(tokio::runtime::Runtime, BusyPoll)> {
-    build_with(builder, window).map(|(rt, s, _)| (rt, s))
+    let (rt, status, _) = build_with(builder, window)?;
+    if status == BusyPoll::Unavailable {
+        tracing::warn!(
+            "busy polling: the runtime's epoll instance was not found (Linux only); \
+             running without it"
+        );
+    }
+    Ok((rt, status))
 }
 
 /// What the park hook needs, shared with it.

@@ -12,7 +12,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use tokio::sync::watch;
-use uwire::net::busy_poll::{self, BusyPoll};
+use uwire::net::busy_poll;
 use uwire::server::{Listener, ProtocolMode, Server, ServerConfig};
 
 use crate::table::{now_ms, SharedTable, Table, DRAINING, SERVING};
@@ -81,20 +81,15 @@ pub(crate) fn busy_poll_window(secs: f64) -> PyResult<Duration> {
 }
 
 /// Builds a runtime whose threads poll for `window` before they sleep
-/// (see `uwire::net::busy_poll`), warning where that cannot be set up.
+/// (see `uwire::net::busy_poll::build`, which warns where that cannot be
+/// set up).
 pub(crate) fn polling_runtime(
     builder: &mut tokio::runtime::Builder,
     window: Duration,
 ) -> PyResult<tokio::runtime::Runtime> {
-    let (rt, polling) = busy_poll::build(builder.enable_all(), window)
-        .map_err(|e| PyOSError::new_err(e.to_string()))?;
-    if polling == BusyPoll::Unavailable {
-        tracing::warn!(
-            "busy polling: the runtime's epoll instance was not found (Linux only); \
-             running without it"
-        );
-    }
-    Ok(rt)
+    busy_poll::build(builder.enable_all(), window)
+        .map(|(rt, _)| rt)
+        .map_err(|e| PyOSError::new_err(e.to_string()))
 }
 
 impl WorkerConfig {

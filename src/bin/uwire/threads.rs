@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use uwire::net::busy_poll::{self, BusyPoll};
+use uwire::net::busy_poll;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -21,20 +21,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub const DEFAULT_THREADS: usize = 1;
 
 /// Builds a runtime from `builder` (I/O and time enabled) with `busy_poll`
-/// of busy polling before its threads sleep; says so on standard error
-/// where busy polling was asked for and is not available.
+/// of busy polling before its threads sleep (`busy_poll::build`, which
+/// warns where it is not available).
 pub fn runtime(
     mut builder: tokio::runtime::Builder,
     busy_poll: Duration,
 ) -> std::io::Result<tokio::runtime::Runtime> {
-    let (rt, status) = busy_poll::build(builder.enable_all(), busy_poll)?;
-    if status == BusyPoll::Unavailable {
-        eprintln!(
-            "uwire: --busy-poll: the runtime's epoll instance was not found (Linux only); \
-             running without busy polling"
-        );
-    }
-    Ok(rt)
+    busy_poll::build(builder.enable_all(), busy_poll).map(|(rt, _)| rt)
 }
 
 /// The `--busy-poll` window of a server with `threads` serving threads:
