@@ -47,6 +47,7 @@ pub(crate) use deadline::{within, within_for};
 pub(crate) use rewind::Rewind;
 pub mod socket;
 mod stream;
+pub mod threads;
 mod tunnel;
 pub(crate) mod unix;
 mod wqueue;

@@ -361,13 +361,33 @@ def test_timeout_recycles_a_worker_whose_thread_is_stuck(tmp: Path) -> None:
         server.close()
 
 
+def serving_threads(pid: int) -> list[str]:
+    """Names of the extra serving threads (``uwire-N``) of process ``pid``."""
+    out = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (t / "comm").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith("uwire-") and name[len("uwire-") :].isdigit():
+            out.append(name)
+    return sorted(out)
+
+
 def test_http_front_serves_the_app(tmp: Path) -> None:
     port = free_port()
-    server = UwireServer(tmp, "pep_app:app", "--http", f"127.0.0.1:{port}", workers=2)
+    server = UwireServer(
+        tmp, "pep_app:app", "--http", f"127.0.0.1:{port}", "--http-threads", "3", workers=2
+    )
     try:
         wait_for(lambda: "HTTP front on" in server.log(), 30, "the front")
         status, _, body = http_request(port, "GET", "/hello")
         assert (status, body) == (200, b"hello\n")
+        # The front serves thread-per-core, as `uwire proxy --threads 3`:
+        # its first thread and two more, each with its own runtime.
+        fronts = [p for p in server.worker_pids() if serving_threads(p)]
+        assert len(fronts) == 1, server.worker_pids()
+        assert serving_threads(fronts[0]) == ["uwire-1", "uwire-2"]
         load = Load(port, "/pid", threads=8, max_requests=400)
         for t in load.threads:
             t.join(120)
@@ -445,6 +465,8 @@ def test_help_lists_every_flag() -> None:
         "--access-log",
         "--log-level",
         "--http",
+        "--http-threads",
+        "--http-connections",
         "--busy-poll",
     ):
         assert flag in out, flag

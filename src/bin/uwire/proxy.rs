@@ -378,9 +378,9 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let busy_poll = crate::threads::busy_poll(args.front.busy_poll, args.front.threads);
     let others = crate::threads::spawn(args.front.threads, busy_poll, {
         let front = front.clone();
-        let shared = share_tcp(&listener, args.front.threads)?;
+        let shared = crate::threads::share_tcp(&listener, args.front.threads)?;
         move |_i, stop| {
-            let l = take_tcp(&shared)?;
+            let l = crate::threads::take_tcp(&shared)?;
             let front = front.clone();
             Ok(async move { Ok(front.serve(l, stop.wait()).await?) })
         }
@@ -397,33 +397,6 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     joined?;
     eprintln!("uwire proxy: shut down cleanly");
     Ok(())
-}
-
-/// Handles on `listener` for the `n - 1` extra serving threads.
-type TcpHandoff = std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpListener>>>;
-
-fn share_tcp(listener: &tokio::net::TcpListener, n: usize) -> Result<TcpHandoff, BoxError> {
-    use std::os::fd::AsFd;
-    let handles = (1..n)
-        .map(|_| {
-            listener
-                .as_fd()
-                .try_clone_to_owned()
-                .map(std::net::TcpListener::from)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(std::sync::Arc::new(std::sync::Mutex::new(handles)))
-}
-
-/// One handle from `share_tcp`, registered with this thread's runtime.
-fn take_tcp(handoff: &TcpHandoff) -> Result<tokio::net::TcpListener, BoxError> {
-    let l = handoff
-        .lock()
-        .map_err(|_| "listener handoff poisoned")?
-        .pop()
-        .ok_or("no listener left for a serving thread")?;
-    l.set_nonblocking(true)?;
-    Ok(tokio::net::TcpListener::from_std(l)?)
 }
 
 /// Options of `uwire quickstart`.
@@ -499,19 +472,15 @@ pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
     let busy_poll = crate::threads::busy_poll(args.front.busy_poll, args.front.threads);
     let others = crate::threads::spawn(args.front.threads, busy_poll, {
         let (front, server) = (front.clone(), server.clone());
-        let tcp = share_tcp(&listener, args.front.threads)?;
-        let apps: Vec<_> = (1..args.front.threads)
-            .map(|_| app_listener.share())
-            .collect::<Result<_, _>>()?;
-        let apps = Arc::new(std::sync::Mutex::new(apps));
+        let tcp = crate::threads::share_tcp(&listener, args.front.threads)?;
+        let apps = crate::threads::Handoff::new(
+            (1..args.front.threads)
+                .map(|_| app_listener.share())
+                .collect::<Result<_, _>>()?,
+        );
         move |_i, stop| {
-            let l = take_tcp(&tcp)?;
-            let a = apps
-                .lock()
-                .map_err(|_| "listener handoff poisoned")?
-                .pop()
-                .ok_or("no listener left for a serving thread")?;
-            let a = Listener::from_shared(a)?;
+            let l = crate::threads::take_tcp(&tcp)?;
+            let a = Listener::from_shared(apps.take()?)?;
             let (front, server) = (front.clone(), server.clone());
             Ok(async move { serve_both(&front, l, &server, a, stop).await })
         }

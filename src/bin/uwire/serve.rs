@@ -215,17 +215,13 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let busy_poll = crate::threads::busy_poll(args.busy_poll, args.threads);
     let others = crate::threads::spawn(args.threads, busy_poll, {
         let server = server.clone();
-        let shared: Vec<_> = (1..args.threads)
-            .map(|_| listener.share())
-            .collect::<Result<_, _>>()?;
-        let shared = std::sync::Arc::new(std::sync::Mutex::new(shared));
+        let shared = crate::threads::Handoff::new(
+            (1..args.threads)
+                .map(|_| listener.share())
+                .collect::<Result<_, _>>()?,
+        );
         move |_i, stop| {
-            let l = shared
-                .lock()
-                .map_err(|_| "listener handoff poisoned")?
-                .pop()
-                .ok_or("no listener left for a serving thread")?;
-            let l = Listener::from_shared(l)?;
+            let l = Listener::from_shared(shared.take()?)?;
             let server = server.clone();
             Ok(async move { Ok(server.serve(l, Demo, stop.wait()).await?) })
         }

@@ -45,7 +45,7 @@ class Config:
     log_level: str = "info"
     http: Optional[str] = None
     http_connections: int = 0
-    http_threads: int = 2
+    http_threads: int = 1
     busy_poll: float = 200e-6
     max_streams: int = 0
     max_body_size: int = 1 << 30
@@ -311,7 +311,7 @@ _OPTIONS: list[tuple[tuple[str, ...], str, Optional[Callable[[str], Any]], str, 
         ("--http-connections",),
         "http_connections",
         _non_negative_int,
-        "uwire/1 connections the --http front keeps to the workers. Default: "
+        "uwire/1 connections each --http front thread keeps to the workers. Default: "
         "twice the workers, at least 4.",
         "value",
     ),
@@ -319,7 +319,11 @@ _OPTIONS: list[tuple[tuple[str, ...], str, Optional[Callable[[str], Any]], str, 
         ("--http-threads",),
         "http_threads",
         _positive_int,
-        "I/O threads of the --http front. Default 2.",
+        "I/O threads of the --http front, each with its own event loop, share of "
+        "the listening socket and connections to the workers (as `uwire proxy "
+        "--threads`). Default 1, as uwire proxy's: one front thread kept up with "
+        "2 workers on 2 cores and beat two; raise it where the front has cores to "
+        "spare. With more than one the front does not busy-poll.",
         "value",
     ),
     (
@@ -328,11 +332,13 @@ _OPTIONS: list[tuple[tuple[str, ...], str, Optional[Callable[[str], Any]], str, 
         _busy_poll,
         "How long an idle worker (its I/O thread, and one idle app thread or its ASGI "
         "event loop) and the "
-        "--http front keep watching for work before they sleep: 0 (off) to 10ms, "
+        "--http front (with one thread) keep watching for work before they sleep: "
+        "0 (off) to 10ms, "
         "e.g. 200us, 1ms. Waking a sleeping thread is the dearest step of a request "
         "at low concurrency on VMs that halt idle CPUs; watching spends idle CPU "
         "time instead, and stops by itself where work comes seldom (each thread's "
-        "window halves after one that found nothing). Default 200us: about the "
+        "window halves after one that found nothing) or the machine has more "
+        "runnable threads than CPUs. Default 200us: about the "
         "time a request takes through a proxy and back, so an app thread done "
         "with one request still watches when the next one comes.",
         "value",
