@@ -13,16 +13,17 @@ use uwire::proxy::{self, ProxyConfig};
 
 /// Serves HTTP on `listen` (`HOST:PORT`), forwarding over uwire/1 to
 /// `upstream` (`unix:/path` or `tcp:HOST:PORT`) through a pool of up to
-/// `connections` connections, until SIGTERM/SIGINT; then drains for up to
-/// `graceful_timeout` seconds. Blocks with the GIL released. `ready` (if
-/// given) is called with the bound address once listening. Serves on
-/// `threads` threads, thread-per-core; with one, it polls for `busy_poll`
-/// seconds before it sleeps (`--busy-poll`), with more it does not, as
-/// `uwire proxy --threads N` does not by default: threads sharing one
-/// listening socket would not share its connections (the one still
-/// polling takes each new one), and measured on 2 cores, a WebSocket echo
-/// through 2 polling threads went at 10.6k msgs/s, through 2 threads that
-/// did not poll 15.3k, through 1 polling thread 16.8-19.5k.
+/// `connections` connections per thread, until SIGTERM/SIGINT; then
+/// drains for up to `graceful_timeout` seconds. Blocks with the GIL
+/// released. `ready` (if given) is called with the bound address once
+/// listening. Serves on `threads` threads, thread-per-core; with one, it
+/// polls for `busy_poll` seconds before it sleeps (`--busy-poll`), with
+/// more it does not, as `uwire proxy --threads N` does not by default:
+/// threads sharing one listening socket would not share its connections
+/// (the one still polling takes each new one), and measured on 2 cores, a
+/// WebSocket echo through 2 polling threads went at 10.6k msgs/s, through
+/// 2 threads that did not poll 15.3k, through 1 polling thread
+/// 16.8-19.5k.
 #[pyfunction]
 #[pyo3(signature = (listen, upstream, connections, timeout, graceful_timeout, max_body_size, threads=1, ready=None, busy_poll=0.0))]
 #[allow(clippy::too_many_arguments)]
