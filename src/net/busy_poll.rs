@@ -477,7 +477,7 @@ fn oversubscribed() -> bool {
     static OVER: AtomicBool = AtomicBool::new(false);
     let now = EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1;
     let last = CHECKED_AT_US.load(Ordering::Relaxed);
-    if last != 0 && now - last.min(now) < RUNNABLE_CHECK.as_micros() as u64 {
+    if last != 0 && now.saturating_sub(last) < RUNNABLE_CHECK.as_micros() as u64 {
         return OVER.load(Ordering::Relaxed);
     }
     if CHECKED_AT_US
@@ -698,17 +698,13 @@ mod tests {
         );
     }
 
-    /// A task woken from another thread ends the window too (the runtime's
-    /// wake-up descriptor is in the polled epoll instance); counted as in
-    /// `readiness_ends_the_window`.
-    #[test]
-    fn remote_wake_ends_the_window() {
-        machine_busy(false);
-        let (rt, _, hook) = build_with(&mut current_thread(), MAX_BUSY_POLL).unwrap();
+    /// Runs `rt` until `n` numbers, sent one every `gap` from another
+    /// thread, have arrived; what arrived, in order.
+    fn fed(rt: &tokio::runtime::Runtime, n: u32, gap: Duration) -> Vec<u32> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let sender = std::thread::spawn(move || {
-            for i in 0..50u32 {
-                std::thread::sleep(Duration::from_millis(2));
+            for i in 0..n {
+                std::thread::sleep(gap);
                 tx.send(i).unwrap();
             }
         });
@@ -720,6 +716,17 @@ mod tests {
             got
         });
         sender.join().unwrap();
+        got
+    }
+
+    /// A task woken from another thread ends the window too (the runtime's
+    /// wake-up descriptor is in the polled epoll instance); counted as in
+    /// `readiness_ends_the_window`.
+    #[test]
+    fn remote_wake_ends_the_window() {
+        machine_busy(false);
+        let (rt, _, hook) = build_with(&mut current_thread(), MAX_BUSY_POLL).unwrap();
+        let got = fed(&rt, 50, Duration::from_millis(2));
         assert_eq!(got, (0..50).collect::<Vec<u32>>());
         let (ready, ran_out) = outcomes(&hook);
         assert!(
@@ -767,22 +774,7 @@ mod tests {
     fn long_gaps_stop_the_polling() {
         machine_busy(false);
         let (rt, _, hook) = build_with(&mut current_thread(), Duration::from_micros(400)).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let sender = std::thread::spawn(move || {
-            for i in 0..40u32 {
-                std::thread::sleep(Duration::from_millis(3));
-                tx.send(i).unwrap();
-            }
-        });
-        let n = rt.block_on(async move {
-            let mut n = 0;
-            while rx.recv().await.is_some() {
-                n += 1;
-            }
-            n
-        });
-        sender.join().unwrap();
-        assert_eq!(n, 40);
+        assert_eq!(fed(&rt, 40, Duration::from_millis(3)).len(), 40);
         let (ready, ran_out) = outcomes(&hook);
         assert!(
             ready + ran_out < 20,
@@ -969,22 +961,7 @@ mod tests {
     fn a_busy_machine_stops_a_runtimes_polling() {
         machine_busy(true);
         let (rt, _, hook) = build_with(&mut current_thread(), MAX_BUSY_POLL).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let sender = std::thread::spawn(move || {
-            for i in 0..20u32 {
-                std::thread::sleep(Duration::from_millis(2));
-                tx.send(i).unwrap();
-            }
-        });
-        let n = rt.block_on(async move {
-            let mut n = 0;
-            while rx.recv().await.is_some() {
-                n += 1;
-            }
-            n
-        });
-        sender.join().unwrap();
-        assert_eq!(n, 20);
+        assert_eq!(fed(&rt, 20, Duration::from_millis(2)).len(), 20);
         let (ready, _) = outcomes(&hook);
         assert_eq!(ready, 0);
     }
