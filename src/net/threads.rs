@@ -17,23 +17,16 @@
 //! use uwire::net::threads;
 //! let n = 2;
 //! let handles = threads::share_tcp(&listener, n)?;
-//! let others = threads::spawn(n, Duration::ZERO, || {}, {
+//! let extra = {
 //!     let front = front.clone();
-//!     move |_i, stop| {
+//!     move |_i, stop: threads::Stop| {
 //!         let l = threads::take_tcp(&handles)?;
 //!         let front = front.clone();
 //!         Ok(async move { Ok(front.serve(l, stop.wait()).await?) })
 //!     }
-//! })?;
-//! let stop_all = others.stopper();
-//! let served = front
-//!     .serve(listener, async move {
-//!         shutdown.await;
-//!         let _ = stop_all.send(true);
-//!     })
-//!     .await;
-//! others.join().await?;
-//! served?;
+//! };
+//! let here = |stop: threads::Stop| async move { Ok(front.serve(listener, stop.wait()).await?) };
+//! threads::serve(n, Duration::ZERO, || {}, extra, here, shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -157,6 +150,48 @@ where
     Ok(Workers { handles, stop: tx })
 }
 
+/// Serves on the calling thread and `n - 1` more until `shutdown`
+/// resolves: [`spawn`]s the extra threads with `work` (see there for
+/// `busy_poll` and `on_start`), runs `here(stop)` on this thread, and once
+/// `shutdown` resolves tells every thread to stop. It returns when all
+/// have finished; the first error wins, this thread's first.
+///
+/// Should this thread's serving end on its own (an error), the others are
+/// told to stop as well: a process never lingers half served.
+pub async fn serve<W, Fut, H, HFut, S>(
+    n: usize,
+    busy_poll: Duration,
+    on_start: fn(),
+    work: W,
+    here: H,
+    shutdown: S,
+) -> Result<(), BoxError>
+where
+    W: Fn(usize, Stop) -> Result<Fut, BoxError> + Send + Clone + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + 'static,
+    H: FnOnce(Stop) -> HFut,
+    HFut: Future<Output = Result<(), BoxError>>,
+    S: Future<Output = ()>,
+{
+    let others = spawn(n, busy_poll, on_start, work)?;
+    let stop_all = others.stopper();
+    let served = {
+        let here = here(Stop(stop_all.subscribe()));
+        tokio::pin!(here, shutdown);
+        tokio::select! {
+            r = &mut here => r,
+            () = &mut shutdown => {
+                let _ = stop_all.send(true);
+                here.await
+            }
+        }
+    };
+    let _ = stop_all.send(true);
+    let joined = others.join().await;
+    served?;
+    joined
+}
+
 /// Values handed to the serving threads, one each (listener handles made
 /// before the threads start).
 #[derive(Debug)]
@@ -218,7 +253,7 @@ mod tests {
 
     /// Three threads serve one listening socket, each on its own runtime:
     /// connections made to it are answered, whichever thread accepts them,
-    /// and a stop sent from the first thread ends them all.
+    /// and the shutdown ends them all.
     #[test]
     fn threads_share_a_listener_and_stop_together() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -246,7 +281,19 @@ mod tests {
             let addr = l.local_addr().unwrap();
             let handles = share_tcp(&l, 3).unwrap();
             static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let others = spawn(
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let clients = tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for _ in 0..30 {
+                    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let mut who = String::new();
+                    c.read_to_string(&mut who).await.unwrap();
+                    answered.push(who);
+                }
+                let _ = tx.send(());
+                answered
+            });
+            serve(
                 3,
                 Duration::ZERO,
                 || {
@@ -256,26 +303,54 @@ mod tests {
                     let l = take_tcp(&handles)?;
                     Ok(answer(l, stop))
                 },
+                |stop| answer(l, stop),
+                async move {
+                    let _ = rx.await;
+                },
             )
+            .await
             .unwrap();
-            let (tx, rx) = watch::channel(false);
-            let first = tokio::spawn(answer(l, Stop::from(rx)));
-            let mut answered = Vec::new();
-            for _ in 0..30 {
-                let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-                let mut who = String::new();
-                c.read_to_string(&mut who).await.unwrap();
-                answered.push(who);
-            }
-            let _ = tx.send(true);
-            let _ = others.stopper().send(true);
-            first.await.unwrap().unwrap();
-            others.join().await.unwrap();
+            let answered = clients.await.unwrap();
             assert_eq!(STARTED.load(std::sync::atomic::Ordering::SeqCst), 2);
             answered
         });
         assert_eq!(answered.len(), 30);
         assert!(answered.iter().all(|w| w.starts_with("ThreadId(")));
+    }
+
+    /// This thread's serving fails while the others wait for a stop: they
+    /// are told to stop, and the error is what `serve` returns (where it
+    /// would otherwise wait for a shutdown that never comes).
+    #[test]
+    fn a_failing_first_thread_stops_the_others() {
+        // On a thread of its own: should the others never stop, the test
+        // fails at the timeout instead of waiting with them.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = runtime(
+                tokio::runtime::Builder::new_current_thread(),
+                Duration::ZERO,
+            )
+            .unwrap();
+            let served = rt.block_on(serve(
+                3,
+                Duration::ZERO,
+                || {},
+                |_i, stop: Stop| {
+                    Ok(async move {
+                        stop.wait().await;
+                        Ok(())
+                    })
+                },
+                |_stop| async { Err::<(), BoxError>("no more accepting".into()) },
+                std::future::pending(),
+            ));
+            let _ = tx.send(served.map_err(|e| e.to_string()));
+        });
+        let served = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the other threads stopped");
+        assert_eq!(served.unwrap_err(), "no more accepting");
     }
 
     #[test]

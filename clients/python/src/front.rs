@@ -91,24 +91,18 @@ pub fn run_front(
         rt.block_on(async move {
             uwire::alloc::spawn_upkeep();
             let handles = serving::share_tcp(&listener, threads)?;
-            let others = serving::spawn(threads, window, uwire::alloc::spawn_upkeep, {
+            let extra = {
                 let front = front.clone();
-                move |_i, stop| {
+                move |_i, stop: serving::Stop| {
                     let l = serving::take_tcp(&handles)?;
                     let front = front.clone();
                     Ok(async move { Ok(front.serve(l, stop.wait()).await?) })
                 }
-            })?;
-            let stop_all = others.stopper();
-            let served = front
-                .serve(listener, async move {
-                    shutdown.await;
-                    let _ = stop_all.send(true);
-                })
-                .await;
-            let joined = others.join().await;
-            served?;
-            joined
+            };
+            let here =
+                |stop: serving::Stop| async move { Ok(front.serve(listener, stop.wait()).await?) };
+            let upkeep = uwire::alloc::spawn_upkeep;
+            serving::serve(threads, window, upkeep, extra, here, shutdown).await
         })
     })
     .map_err(|e: serving::BoxError| PyOSError::new_err(e.to_string()))

@@ -15,6 +15,7 @@ use uwire::proxy::{self, Front, ProxyConfig, TlsFiles};
 use uwire::server::{demo::Demo, BindAddr, Listener, Server, ServerConfig};
 
 use crate::duration::{parse_busy_poll, parse_duration};
+use crate::threads::ON_START;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -375,26 +376,22 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             }
         });
     }
-    let busy_poll = crate::threads::busy_poll(args.front.busy_poll, args.front.threads);
-    let others = crate::threads::spawn(args.front.threads, busy_poll, {
+    let n = args.front.threads;
+    let busy_poll = crate::threads::busy_poll(args.front.busy_poll, n);
+    let extra = {
         let front = front.clone();
-        let shared = crate::threads::share_tcp(&listener, args.front.threads)?;
-        move |_i, stop| {
+        let shared = crate::threads::share_tcp(&listener, n)?;
+        move |_i, stop: crate::threads::Stop| {
             let l = crate::threads::take_tcp(&shared)?;
             let front = front.clone();
             Ok(async move { Ok(front.serve(l, stop.wait()).await?) })
         }
-    })?;
-    let stop_all = others.stopper();
-    let stop = async move {
-        shutdown.await;
-        let _ = stop_all.send(true);
     };
-    let served = front.serve(listener, stop).await;
-    let joined = others.join().await;
+    let here =
+        |stop: crate::threads::Stop| async move { Ok(front.serve(listener, stop.wait()).await?) };
+    let served = uwire::net::threads::serve(n, busy_poll, ON_START, extra, here, shutdown).await;
     let _ = stop_tx.send(true);
     served?;
-    joined?;
     eprintln!("uwire proxy: shut down cleanly");
     Ok(())
 }
@@ -469,12 +466,13 @@ pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
     let front = Arc::new(Front::new(client, pcfg)?);
     // Every thread serves both halves: its front's upstream connections go
     // to the app socket, which any thread's runtime may accept.
-    let busy_poll = crate::threads::busy_poll(args.front.busy_poll, args.front.threads);
-    let others = crate::threads::spawn(args.front.threads, busy_poll, {
+    let n = args.front.threads;
+    let busy_poll = crate::threads::busy_poll(args.front.busy_poll, n);
+    let extra = {
         let (front, server) = (front.clone(), server.clone());
-        let tcp = crate::threads::share_tcp(&listener, args.front.threads)?;
+        let tcp = crate::threads::share_tcp(&listener, n)?;
         let apps = crate::threads::Handoff::new(
-            (1..args.front.threads)
+            (1..n)
                 .map(|_| app_listener.share())
                 .collect::<Result<_, _>>()?,
         );
@@ -484,25 +482,10 @@ pub async fn quickstart(args: QuickstartArgs) -> Result<(), BoxError> {
             let (front, server) = (front.clone(), server.clone());
             Ok(async move { serve_both(&front, l, &server, a, stop).await })
         }
-    })?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_all = others.stopper();
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_all.send(true);
-        let _ = stop_tx.send(true);
-    });
-    let served = serve_both(
-        &front,
-        listener,
-        &server,
-        app_listener,
-        crate::threads::Stop::from(stop_rx),
-    )
-    .await;
-    let joined = others.join().await;
-    served?;
-    joined?;
+    };
+    let here =
+        |stop| async move { serve_both(&front, listener, &server, app_listener, stop).await };
+    uwire::net::threads::serve(n, busy_poll, ON_START, extra, here, shutdown).await?;
     println!("uwire quickstart: stopped");
     Ok(())
 }

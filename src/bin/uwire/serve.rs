@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uwire::server::{demo::Demo, BindAddr, Listener, Metrics, Server, ServerConfig};
 
 use crate::duration::{parse_busy_poll, parse_duration};
+use crate::threads::ON_START;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -212,29 +213,23 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             }
         });
     }
-    let busy_poll = crate::threads::busy_poll(args.busy_poll, args.threads);
-    let others = crate::threads::spawn(args.threads, busy_poll, {
+    let n = args.threads;
+    let busy_poll = crate::threads::busy_poll(args.busy_poll, n);
+    let extra = {
         let server = server.clone();
         let shared = crate::threads::Handoff::new(
-            (1..args.threads)
-                .map(|_| listener.share())
-                .collect::<Result<_, _>>()?,
+            (1..n).map(|_| listener.share()).collect::<Result<_, _>>()?,
         );
-        move |_i, stop| {
+        move |_i, stop: crate::threads::Stop| {
             let l = Listener::from_shared(shared.take()?)?;
             let server = server.clone();
             Ok(async move { Ok(server.serve(l, Demo, stop.wait()).await?) })
         }
-    })?;
-    let stop_all = others.stopper();
-    let stop = async move {
-        shutdown.await;
-        let _ = stop_all.send(true);
     };
-    let served = server.serve(listener, Demo, stop).await;
-    let joined = others.join().await;
-    served?;
-    joined?;
+    let here = |stop: crate::threads::Stop| async move {
+        Ok(server.serve(listener, Demo, stop.wait()).await?)
+    };
+    uwire::net::threads::serve(n, busy_poll, ON_START, extra, here, shutdown).await?;
     eprintln!("uwire: shut down cleanly");
     Ok(())
 }

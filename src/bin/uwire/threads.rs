@@ -2,11 +2,14 @@
 //! ([`uwire::net::threads`]): the `--threads` and `--busy-poll` defaults,
 //! and every serving thread's allocator upkeep.
 
-use std::future::Future;
 use std::time::Duration;
 
 use uwire::net::busy_poll;
-pub use uwire::net::threads::{runtime, share_tcp, take_tcp, BoxError, Handoff, Stop, Workers};
+pub use uwire::net::threads::{runtime, share_tcp, take_tcp, Handoff, Stop};
+
+/// What each extra serving thread starts with: the allocator's upkeep (as
+/// the first thread has, from `main`).
+pub const ON_START: fn() = crate::alloc::spawn_upkeep;
 
 /// The `--threads` default: one. Measured on 2 cores with the front and the
 /// runtime on the same machine, one thread each beat two (each process
@@ -34,14 +37,4 @@ pub fn parse_threads(s: &str) -> Result<usize, String> {
         Ok(n) if (1..=1024).contains(&n) => Ok(n),
         _ => Err(format!("--threads {s:?}: a number of threads, 1 to 1024")),
     }
-}
-
-/// [`uwire::net::threads::spawn`], each extra thread with the allocator's
-/// upkeep (as the first thread has, from `main`).
-pub fn spawn<W, Fut>(n: usize, busy_poll: Duration, work: W) -> std::io::Result<Workers>
-where
-    W: Fn(usize, Stop) -> Result<Fut, BoxError> + Send + Clone + 'static,
-    Fut: Future<Output = Result<(), BoxError>> + 'static,
-{
-    uwire::net::threads::spawn(n, busy_poll, crate::alloc::spawn_upkeep, work)
 }
