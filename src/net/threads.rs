@@ -15,18 +15,11 @@
 //! #               -> Result<(), uwire::net::threads::BoxError> {
 //! use std::time::Duration;
 //! use uwire::net::threads;
-//! let n = 2;
-//! let handles = threads::share_tcp(&listener, n)?;
-//! let extra = {
+//! let serve_one = move |l, stop: threads::Stop| {
 //!     let front = front.clone();
-//!     move |_i, stop: threads::Stop| {
-//!         let l = threads::take_tcp(&handles)?;
-//!         let front = front.clone();
-//!         Ok(async move { Ok(front.serve(l, stop.wait()).await?) })
-//!     }
+//!     async move { Ok(front.serve(l, stop.wait()).await?) }
 //! };
-//! let here = |stop: threads::Stop| async move { Ok(front.serve(listener, stop.wait()).await?) };
-//! threads::serve(n, Duration::ZERO, || {}, extra, here, shutdown).await?;
+//! threads::serve_tcp(2, Duration::ZERO, || {}, listener, serve_one, shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -186,10 +179,35 @@ where
             }
         }
     };
+    // This thread is done, shut down or failed on its own: the others stop
+    // too (a second `true` after a shutdown changes nothing).
     let _ = stop_all.send(true);
     let joined = others.join().await;
     served?;
     joined
+}
+
+/// [`serve`] on one TCP listening socket: every thread, this one included,
+/// runs `serve_one` on its own handle of `listener` ([`share_tcp`]).
+pub async fn serve_tcp<F, Fut>(
+    n: usize,
+    busy_poll: Duration,
+    on_start: fn(),
+    listener: tokio::net::TcpListener,
+    serve_one: F,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BoxError>
+where
+    F: Fn(tokio::net::TcpListener, Stop) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + 'static,
+{
+    let handles = share_tcp(&listener, n)?;
+    let extra = {
+        let serve_one = serve_one.clone();
+        move |_i, stop| Ok(serve_one(take_tcp(&handles)?, stop))
+    };
+    let here = |stop| serve_one(listener, stop);
+    serve(n, busy_poll, on_start, extra, here, shutdown).await
 }
 
 /// Values handed to the serving threads, one each (listener handles made
@@ -279,7 +297,6 @@ mod tests {
         let answered = rt.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
-            let handles = share_tcp(&l, 3).unwrap();
             static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let clients = tokio::spawn(async move {
@@ -293,17 +310,14 @@ mod tests {
                 let _ = tx.send(());
                 answered
             });
-            serve(
+            serve_tcp(
                 3,
                 Duration::ZERO,
                 || {
                     STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 },
-                move |_i, stop| {
-                    let l = take_tcp(&handles)?;
-                    Ok(answer(l, stop))
-                },
-                |stop| answer(l, stop),
+                l,
+                answer,
                 async move {
                     let _ = rx.await;
                 },

@@ -90,19 +90,12 @@ pub fn run_front(
     py.detach(|| {
         rt.block_on(async move {
             uwire::alloc::spawn_upkeep();
-            let handles = serving::share_tcp(&listener, threads)?;
-            let extra = {
+            let serve_one = move |l, stop: serving::Stop| {
                 let front = front.clone();
-                move |_i, stop: serving::Stop| {
-                    let l = serving::take_tcp(&handles)?;
-                    let front = front.clone();
-                    Ok(async move { Ok(front.serve(l, stop.wait()).await?) })
-                }
+                async move { Ok(front.serve(l, stop.wait()).await?) }
             };
-            let here =
-                |stop: serving::Stop| async move { Ok(front.serve(listener, stop.wait()).await?) };
             let upkeep = uwire::alloc::spawn_upkeep;
-            serving::serve(threads, window, upkeep, extra, here, shutdown).await
+            serving::serve_tcp(threads, window, upkeep, listener, serve_one, shutdown).await
         })
     })
     .map_err(|e: serving::BoxError| PyOSError::new_err(e.to_string()))

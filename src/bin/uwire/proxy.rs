@@ -378,18 +378,12 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     }
     let n = args.front.threads;
     let busy_poll = crate::threads::busy_poll(args.front.busy_poll, n);
-    let extra = {
+    let serve_one = move |l, stop: crate::threads::Stop| {
         let front = front.clone();
-        let shared = crate::threads::share_tcp(&listener, n)?;
-        move |_i, stop: crate::threads::Stop| {
-            let l = crate::threads::take_tcp(&shared)?;
-            let front = front.clone();
-            Ok(async move { Ok(front.serve(l, stop.wait()).await?) })
-        }
+        async move { Ok(front.serve(l, stop.wait()).await?) }
     };
-    let here =
-        |stop: crate::threads::Stop| async move { Ok(front.serve(listener, stop.wait()).await?) };
-    let served = uwire::net::threads::serve(n, busy_poll, ON_START, extra, here, shutdown).await;
+    let served =
+        uwire::net::threads::serve_tcp(n, busy_poll, ON_START, listener, serve_one, shutdown).await;
     let _ = stop_tx.send(true);
     served?;
     eprintln!("uwire proxy: shut down cleanly");
