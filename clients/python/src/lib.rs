@@ -8,6 +8,12 @@
 //!   shared worker table ([`table::SharedTable`]) and the HTTP front
 //!   ([`front::run_front`]);
 //! * the IPC client ([`client`]), on `uwire::client`.
+//!
+//! Every Rust item here is private (the module's API is Python's), so these
+//! docs are built with `cargo doc --document-private-items`, as `.ci/run`
+//! does, and the crate's own links may name private items.
+
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod asgi;
 mod bind;

@@ -7,6 +7,8 @@ import asyncio
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,6 +42,27 @@ def py_server() -> Iterator[UwireServer]:
     yield s
     s.close()
     shutil.rmtree(d, ignore_errors=True)
+
+
+def test_the_client_classes_load_on_first_use() -> None:
+    # `import uwire` (the master, a WSGI worker) does not import asyncio;
+    # the client's names bring it when first asked for.
+    code = (
+        "import sys, uwire\n"
+        "assert 'asyncio' not in sys.modules, 'asyncio imported'\n"
+        "assert 'Client' in dir(uwire)\n"
+        "from uwire import AsyncClient, Client\n"
+        "import uwire.client as c\n"
+        "assert (Client, AsyncClient) == (c.Client, c.AsyncClient)\n"
+        "assert uwire.Response is c.Response and 'asyncio' in sys.modules\n"
+        "try:\n"
+        "    uwire.Nothing\n"
+        "except AttributeError as e:\n"
+        "    print(e)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "module 'uwire' has no attribute 'Nothing'"
 
 
 def test_get_and_headers(rust_sock: Path) -> None:

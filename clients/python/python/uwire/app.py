@@ -1,9 +1,11 @@
-"""Finding the WSGI application named on the command line."""
+"""Finding the application named on the command line, and telling WSGI
+from ASGI."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import os
 import sys
 from typing import Any, Callable
@@ -66,3 +68,13 @@ def load(spec: str) -> WsgiApp:
     if not callable(app):
         raise AppImportError(f"{spec!r} is not callable (got {type(app).__name__})")
     return app  # type: ignore[no-any-return]
+
+
+def is_asgi(app: Any) -> bool:
+    """Whether ``app`` looks like an ASGI 3.0 callable: a coroutine function,
+    or an object whose ``__call__`` is one (Starlette, FastAPI, Django's
+    ASGIHandler). It lives here, not in :mod:`uwire.asgi`, so that a WSGI
+    worker tells its app apart without importing asyncio."""
+    if inspect.iscoroutinefunction(app):
+        return True
+    return callable(app) and inspect.iscoroutinefunction(type(app).__call__)

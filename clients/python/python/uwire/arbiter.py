@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import _native
-from .app import AppImportError, WsgiApp, load
+from .app import AppImportError, WsgiApp, is_asgi, load
 from .cli import Config
 
 log = logging.getLogger("uwire")
@@ -267,8 +267,6 @@ class Arbiter:
         """``--interface``, with ``auto`` resolved for ``app``."""
         if self.cfg.interface != "auto":
             return self.cfg.interface
-        from .asgi import is_asgi
-
         return "asgi" if is_asgi(app) else "wsgi"
 
     def asgi_worker_main(self, app: Any, fds: list[int], config: dict[str, Any]) -> int:

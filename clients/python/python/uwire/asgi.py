@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib
-import inspect
 import itertools
 import logging
 import threading
@@ -37,15 +36,6 @@ class ClientDisconnected(OSError):
 
 class LifespanFailed(Exception):
     """The app reported (or, with ``--lifespan on``, caused) a failed startup."""
-
-
-def is_asgi(app: Any) -> bool:
-    """Whether ``app`` looks like an ASGI 3.0 callable: a coroutine function,
-    or an object whose ``__call__`` is one (Starlette, FastAPI, Django's
-    ASGIHandler)."""
-    if inspect.iscoroutinefunction(app):
-        return True
-    return callable(app) and inspect.iscoroutinefunction(type(app).__call__)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
