@@ -139,9 +139,57 @@ fn method_bytes(m: &http::Method) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
+/// What the head needs of a request's fields, found in one pass over
+/// them (two hashed lookups would cost more than the pass, which sizes
+/// the header block anyway).
+struct Fields<'a> {
+    /// The first `Host` field.
+    host: Option<&'a http::HeaderValue>,
+    /// The first `Content-Length` field.
+    content_length: Option<&'a http::HeaderValue>,
+    /// The header block's size, before the appended fields.
+    size: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// Scans `headers`.
+    fn of(headers: &'a http::HeaderMap) -> Fields<'a> {
+        let mut f = Fields {
+            host: None,
+            content_length: None,
+            size: 0,
+        };
+        for (n, v) in headers {
+            if *n == http::header::HOST {
+                f.host.get_or_insert(v);
+            } else if *n == http::header::CONTENT_LENGTH {
+                f.content_length.get_or_insert(v);
+            }
+            f.size += field_size(n, v);
+        }
+        f
+    }
+}
+
+/// A field's size in a header block.
+fn field_size(n: &http::HeaderName, v: &http::HeaderValue) -> usize {
+    6 + n.as_str().len() + v.len()
+}
+
 /// Builds the request head from the parts of an `http::Request`.
+#[cfg(any(test, fuzzing))]
 pub(crate) fn request_head(
     parts: &http::request::Parts,
+    body_length: Option<u64>,
+    meta: Option<&RequestMeta>,
+) -> Result<RequestHead, Error> {
+    request_head_of(parts, &Fields::of(&parts.headers), body_length, meta)
+}
+
+/// [`request_head`] for `parts` whose headers `fields` scanned.
+fn request_head_of(
+    parts: &http::request::Parts,
+    fields: &Fields<'_>,
     body_length: Option<u64>,
     meta: Option<&RequestMeta>,
 ) -> Result<RequestHead, Error> {
@@ -156,10 +204,7 @@ pub(crate) fn request_head(
     let uri = &parts.uri;
     let authority: &[u8] = match uri.authority() {
         Some(a) => a.as_str().as_bytes(),
-        None => parts
-            .headers
-            .get(http::header::HOST)
-            .map_or(&[], |h| h.as_bytes()),
+        None => fields.host.map_or(&[], |h| h.as_bytes()),
     };
     let path = match uri.path() {
         "" | "/" => None,
@@ -173,9 +218,12 @@ pub(crate) fn request_head(
             .iter()
             .chain(meta.append_headers.iter().map(|(n, v)| (n, v)))
     };
-    let fields: usize = all_fields()
-        .map(|(n, v)| 6 + n.as_str().len() + v.len())
-        .sum();
+    let fields = fields.size
+        + meta
+            .append_headers
+            .iter()
+            .map(|(n, v)| field_size(n, v))
+            .sum::<usize>();
     // The head's text fields and its header block share one buffer: one
     // allocation, and cloning the head (a retry keeps it) only counts
     // references instead of copying each `Vec`-backed field into a shared
@@ -249,10 +297,10 @@ pub(crate) fn request_head(
     })
 }
 
-fn body_length<B: HttpBody>(parts: &http::request::Parts, body: &B) -> Option<u64> {
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
+/// The body's length: what the request's `Content-Length` field
+/// (`declared`) says, else what the body knows of itself.
+fn body_length<B: HttpBody>(declared: Option<&http::HeaderValue>, body: &B) -> Option<u64> {
+    let declared = declared
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
     // A bodiless request without Content-Length gets no length at all
@@ -397,8 +445,9 @@ impl Client {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
-        let len = body_length(&parts, &body);
-        let head = match request_head(&parts, len, meta) {
+        let fields = Fields::of(&parts.headers);
+        let len = body_length(fields.content_length, &body);
+        let head = match request_head_of(&parts, &fields, len, meta) {
             Ok(head) => head,
             Err(e) => return Either::Left(std::future::ready(Err(e))),
         };

@@ -205,11 +205,15 @@ pub(crate) struct LogContext {
 pub(crate) struct Tracked {
     inner: ProxyBody,
     _in_flight: InFlight,
-    log: Option<LogContext>,
+    log: Option<Box<LogContext>>,
 }
 
 impl Tracked {
-    pub(crate) fn new(inner: ProxyBody, in_flight: InFlight, log: Option<LogContext>) -> Tracked {
+    pub(crate) fn new(
+        inner: ProxyBody,
+        in_flight: InFlight,
+        log: Option<Box<LogContext>>,
+    ) -> Tracked {
         Tracked {
             inner,
             _in_flight: in_flight,

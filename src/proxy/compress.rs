@@ -173,10 +173,12 @@ pub(crate) fn may_apply(
     accept: &AcceptEncoding,
     resp: &http::Response<ProxyBody>,
 ) -> bool {
+    // The predicate first: most answers are too small, and it stops at
+    // their length; the two lookups below would find nothing on most.
     let h = resp.headers();
-    let may_compress = !h.contains_key(header::CONTENT_ENCODING)
-        && !h.contains_key(header::CONTENT_RANGE)
-        && predicate.should_compress(resp);
+    let may_compress = predicate.should_compress(resp)
+        && !h.contains_key(header::CONTENT_ENCODING)
+        && !h.contains_key(header::CONTENT_RANGE);
     may_compress || accept.refuses_some()
 }
 

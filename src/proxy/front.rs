@@ -44,10 +44,11 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     http::header::EXPECT,
 ];
 
-/// The index of `n` in [`HOP_BY_HOP`], or 9 and 10 for the forwarding
-/// fields (a string match compiles to length and byte comparisons: cheaper
-/// than comparing eleven names).
-fn hop_by_hop_index(n: &HeaderName) -> Option<usize> {
+/// The bit of `n` in a [`spot`] mask: its index in [`HOP_BY_HOP`] (bits
+/// 0 to 8), or one of the `SPOT_` bits for the other fields the front
+/// looks up (a string match compiles to length and byte comparisons:
+/// cheaper than comparing thirteen names).
+fn field_index(n: &HeaderName) -> Option<usize> {
     Some(match n.as_str() {
         "connection" => 0,
         "keep-alive" => 1,
@@ -58,41 +59,52 @@ fn hop_by_hop_index(n: &HeaderName) -> Option<usize> {
         "upgrade" => 6,
         "proxy-authenticate" => 7,
         "expect" => 8,
-        // Not hop-by-hop: the forwarding fields, spotted in the same pass
-        // (see `strip_and_spot`).
+        // Not hop-by-hop: fields the front reads (see `spot`).
         "x-forwarded-for" => 9,
         "x-forwarded-proto" => 10,
+        "content-length" => 11,
+        "accept-encoding" => 12,
         _ => return None,
     })
 }
 
-/// The bits of `strip_and_spot`'s answer for the forwarding fields.
+/// The bits of a [`spot`] mask the front tests.
+const SPOT_CONNECTION: u16 = 1;
+const SPOT_UPGRADE: u16 = 1 << 6;
+const SPOT_EXPECT: u16 = 1 << 8;
+/// The nine hop-by-hop fields.
+const SPOT_HOP_BY_HOP: u16 = (1 << 9) - 1;
 const SPOT_XFF: u16 = 1 << 9;
 const SPOT_XFP: u16 = 1 << 10;
+const SPOT_CONTENT_LENGTH: u16 = 1 << 11;
+const SPOT_ACCEPT_ENCODING: u16 = 1 << 12;
+
+/// Which of the fields the front looks at (the hop-by-hop fields, the
+/// forwarding fields, `Content-Length`, `Accept-Encoding`) `headers`
+/// has, in one pass over the names: a hashed lookup of an absent name
+/// costs as much as of a present one, and most requests carry none of
+/// them. A bit may outlive its field (a field `Connection` lists is
+/// removed later): that costs a lookup that finds nothing. No field the
+/// mask tracks is added to a request after it is made.
+fn spot(headers: &HeaderMap) -> u16 {
+    headers
+        .keys()
+        .filter_map(field_index)
+        .fold(0u16, |m, i| m | 1 << i)
+}
 
 /// Removes hop-by-hop fields, including any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip_and_spot(headers);
+    strip(headers, spot(headers));
 }
 
-/// [`strip_hop_by_hop`], answering which forwarding fields the message
-/// had ([`SPOT_XFF`], [`SPOT_XFP`]; one that `Connection` listed is gone
-/// since), so the forwarding step needs no lookup of an absent name.
-fn strip_and_spot(headers: &mut HeaderMap) -> u16 {
-    // Which of the nine (and of the two forwarding fields) are here, in one
-    // pass over the names: most messages carry none, a browser's only
-    // `Connection` (and a hashed removal of an absent name costs as much as
-    // of a present one).
-    let seen = headers
-        .keys()
-        .filter_map(hop_by_hop_index)
-        .fold(0u16, |m, i| m | 1 << i);
-    let spotted = seen & (SPOT_XFF | SPOT_XFP);
-    let present = seen & !spotted;
+/// [`strip_hop_by_hop`] for `headers` whose [`spot`] mask is `seen`.
+fn strip(headers: &mut HeaderMap, seen: u16) {
+    let present = seen & SPOT_HOP_BY_HOP;
     if present == 0 {
-        return spotted;
+        return;
     }
-    if present & 1 != 0 {
+    if present & SPOT_CONNECTION != 0 {
         // The names `Connection` lists (usually `keep-alive` or `close`,
         // with no such field) are made into names only when the message
         // has such a field.
@@ -114,7 +126,6 @@ fn strip_and_spot(headers: &mut HeaderMap) -> u16 {
             headers.remove(n);
         }
     }
-    spotted
 }
 
 /// An IP address as a header value (`192.0.2.1`, `2001:db8::1`).
@@ -217,6 +228,7 @@ pub(crate) fn handle(
     mut req: Request<Incoming>,
 ) -> impl Future<Output = Response<ProxyBody>> + Send {
     let in_flight = conn.activity.start();
+    let seen = spot(req.headers());
     let http1 = req.version() < http::Version::HTTP_2;
     let raw_head = if http1 {
         conn.activity.take_head()
@@ -225,7 +237,7 @@ pub(crate) fn handle(
     };
     // The client the app (and the log) sees.
     let trusted = shared.config.forwarded_allow_ips.contains(conn.peer.ip());
-    let client = if trusted {
+    let client = if trusted && seen & SPOT_XFF != 0 {
         shared.config.forwarded_allow_ips.client(
             conn.peer,
             req.headers()
@@ -238,54 +250,80 @@ pub(crate) fn handle(
     };
     let tls = conn.tls
         || (trusted
+            && seen & SPOT_XFP != 0
             && forwarded::proto_is_https(
                 req.headers()
                     .get_all(&X_FORWARDED_PROTO)
                     .iter()
                     .map(HeaderValue::as_bytes),
             ));
-    // Only the access log reads the clock here.
-    let log = shared.access_log.as_ref().map(|l| LogContext {
-        started: Instant::now(),
-        log: l.clone(),
-        record: record_for(&req, client, tls),
+    // Only the access log reads the clock here. Boxed: a record is a few
+    // hundred bytes, and without the log the future and the response
+    // body would carry its room anyway.
+    let log = shared.access_log.as_ref().map(|l| {
+        Box::new(LogContext {
+            started: Instant::now(),
+            log: l.clone(),
+            record: record_for(&req, client, tls),
+        })
     });
-    let offer = super::upgrade::offer(&req);
-    let routed = route(&shared, &mut req, raw_head);
-    async move {
-        let resp = match routed {
-            Routed::Done(r) => r,
-            // Boxed: a file's future is large and most requests never make one.
-            Routed::Static(i) => Box::pin(shared.statics.serve(i, &req)).await,
-            Routed::App => {
-                let svc = AppService {
-                    shared: shared.clone(),
-                    conn: conn.clone(),
-                    client,
-                    tls,
-                    offer: offer.clone(),
+    // (Both fields or no offer.)
+    let offer = if seen & (SPOT_CONNECTION | SPOT_UPGRADE) == SPOT_CONNECTION | SPOT_UPGRADE {
+        super::upgrade::offer(&req)
+    } else {
+        None
+    };
+    // The request is handed on (or dropped) here, before the future is
+    // made: the future holds only the answer's future, not the request
+    // (a few hundred bytes, copied each time the future moves).
+    let next = match route(&shared, &mut req, raw_head) {
+        Routed::Done(r) => Next::Done(r),
+        // Boxed: a file's future is large and most requests never make one.
+        Routed::Static(i) => {
+            let shared = shared.clone();
+            Next::Boxed(Box::pin(async move { shared.statics.serve(i, &req).await }))
+        }
+        Routed::App => {
+            let svc = AppService {
+                shared: shared.clone(),
+                conn: conn.clone(),
+                client,
+                tls,
+                offer: offer.clone(),
+                seen,
+            };
+            // HEAD answers carry the identity length; compressing them
+            // would describe a body that is never sent.
+            // Nor is a 101 (an upgrade offer's answer) compressed.
+            let compress =
+                shared.compress.is_some() && req.method() != http::Method::HEAD && offer.is_none();
+            // Boxed (the forwarding future is a few hundred bytes: inline,
+            // it would make this one as large), as is the compression
+            // layer, which most responses skip.
+            if compress {
+                let accept = if seen & SPOT_ACCEPT_ENCODING != 0 {
+                    super::compress::AcceptEncoding::of(req.headers())
+                } else {
+                    super::compress::AcceptEncoding::default()
                 };
-                // HEAD answers carry the identity length; compressing them
-                // would describe a body that is never sent.
-                // Nor is a 101 (an upgrade offer's answer) compressed.
-                let compress = shared
-                    .compress
-                    .as_ref()
-                    .filter(|_| req.method() != http::Method::HEAD && offer.is_none());
-                // Boxed (the forwarding future is a few KiB: inline, it would
-                // make this one as large), as is the compression layer, which
-                // most responses skip.
-                if let Some(pred) = compress {
-                    let accept = super::compress::AcceptEncoding::of(req.headers());
-                    let resp = svc.forward_boxed(req).await;
-                    if super::compress::may_apply(pred, &accept, &resp) {
+                Next::Compress(svc.forward_boxed(req), accept)
+            } else {
+                Next::Boxed(svc.forward_boxed(req))
+            }
+        }
+    };
+    async move {
+        let resp = match next {
+            Next::Done(r) => r,
+            Next::Boxed(f) => f.await,
+            Next::Compress(f, accept) => {
+                let resp = f.await;
+                match shared.compress.as_ref() {
+                    Some(pred) if super::compress::may_apply(pred, &accept, &resp) => {
                         let config = &shared.config.compression;
                         Box::pin(super::compress::apply(config, pred, accept, resp)).await
-                    } else {
-                        resp
                     }
-                } else {
-                    svc.forward_boxed(req).await
+                    _ => resp,
                 }
             }
         };
@@ -313,6 +351,20 @@ pub(crate) fn handle(
         }
         Response::from_parts(parts, Tracked::new(body, in_flight, log).boxed_unsync())
     }
+}
+
+/// A boxed future of an answer.
+type Answer = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+
+/// What [`handle`]'s future waits for.
+enum Next {
+    /// Nothing: answered already.
+    Done(Response<ProxyBody>),
+    /// The static mount's or the app's answer.
+    Boxed(Answer),
+    /// The app's answer, then the compression layer's (for a client that
+    /// accepts these codings).
+    Compress(Answer, super::compress::AcceptEncoding),
 }
 
 /// Where a request goes.
@@ -415,14 +467,13 @@ struct AppService {
     tls: bool,
     /// The request's upgrade offer ([`super::upgrade::offer`]).
     offer: Option<Bytes>,
+    /// The request's [`spot`] mask.
+    seen: u16,
 }
 
 impl AppService {
     /// [`forward`](Self::forward), boxed.
-    fn forward_boxed(
-        self,
-        req: Request<Incoming>,
-    ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> {
+    fn forward_boxed(self, req: Request<Incoming>) -> Answer {
         Box::pin(self.forward(req))
     }
 
@@ -449,9 +500,10 @@ impl AppService {
     /// request's metadata and body guard.
     fn prepare(&self, mut req: Request<Incoming>) -> Prepared {
         let cfg = &self.shared.config;
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
+        let seen = self.seen;
+        let declared = (seen & SPOT_CONTENT_LENGTH != 0)
+            .then(|| req.headers().get(http::header::CONTENT_LENGTH))
+            .flatten()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > cfg.max_body_size) {
@@ -462,13 +514,14 @@ impl AppService {
         }
         let scheme = if self.tls { "https" } else { "http" };
         let expects_continue = req.version() == http::Version::HTTP_11
+            && seen & SPOT_EXPECT != 0
             && req
                 .headers()
                 .get(http::header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let offer = self.offer.clone();
         let headers = req.headers_mut();
-        let spotted = strip_and_spot(headers);
+        strip(headers, seen);
         // The forwarding fields go after the request's own (the client's
         // head encoder appends them): inserting them into the map would
         // hash them and, for a request with few fields, grow it.
@@ -481,7 +534,7 @@ impl AppService {
             let peer = &self.conn.peer_ip;
             // (`contains_key` and `remove`, not `entry`: an entry reserves
             // room for an insert, and that can grow the map.)
-            let forwarded = if spotted & SPOT_XFF != 0 {
+            let forwarded = if seen & SPOT_XFF != 0 {
                 let mut value: Vec<u8> = Vec::new();
                 for prev in headers.get_all(&X_FORWARDED_FOR) {
                     let prev = prev.as_bytes().trim_ascii();
@@ -502,7 +555,7 @@ impl AppService {
         }
         if cfg.x_forwarded_proto {
             // What the client said is replaced, never passed on.
-            if spotted & SPOT_XFP != 0 {
+            if seen & SPOT_XFP != 0 {
                 headers.remove(&X_FORWARDED_PROTO);
             }
             append_headers.push((X_FORWARDED_PROTO, HeaderValue::from_static(scheme)));
@@ -815,20 +868,22 @@ mod tests {
     fn each_hop_by_hop_field_alone_is_stripped() {
         // The fast check and the removal list must agree.
         for (i, n) in HOP_BY_HOP.iter().enumerate() {
-            assert_eq!(hop_by_hop_index(n), Some(i), "{n}");
+            assert_eq!(field_index(n), Some(i), "{n}");
             let mut h = HeaderMap::new();
             h.insert(n.clone(), HeaderValue::from_static("1"));
             h.insert("x-keep", HeaderValue::from_static("1"));
             strip_hop_by_hop(&mut h);
             assert_eq!(h.len(), 1, "{n}: {h:?}");
         }
-        assert_eq!(hop_by_hop_index(&http::header::HOST), None);
+        assert_eq!(field_index(&http::header::HOST), None);
     }
 
-    /// The forwarding fields are reported, never stripped (unless
-    /// `Connection` lists them), and nothing else is reported.
+    /// The mask reports the forwarding fields, `Content-Length` and
+    /// `Accept-Encoding` beside the hop-by-hop fields, in any case, and
+    /// nothing else; stripping removes only the hop-by-hop fields (and
+    /// what `Connection` lists).
     #[test]
-    fn the_forwarding_fields_are_spotted_in_the_stripping_pass() {
+    fn the_looked_up_fields_are_spotted_in_one_pass() {
         let map = |pairs: &[(&'static str, &'static str)]| {
             let mut h = HeaderMap::new();
             for (n, v) in pairs {
@@ -836,19 +891,35 @@ mod tests {
             }
             h
         };
+        let spot_strip = |h: &mut HeaderMap| {
+            let seen = spot(h);
+            strip(h, seen);
+            seen
+        };
         let mut h = map(&[("host", "a"), ("x-forwarded-protocol", "x")]);
-        assert_eq!(strip_and_spot(&mut h), 0);
+        assert_eq!(spot_strip(&mut h), 0);
         assert_eq!(h.len(), 2);
         let mut h = map(&[("X-Forwarded-For", "192.0.2.1"), ("te", "trailers")]);
-        assert_eq!(strip_and_spot(&mut h), SPOT_XFF);
+        assert_eq!(spot_strip(&mut h), SPOT_XFF | 1 << 3);
         assert_eq!(h.len(), 1, "only the hop-by-hop field goes: {h:?}");
         let mut h = map(&[("x-forwarded-proto", "https"), ("x-forwarded-for", "a")]);
-        assert_eq!(strip_and_spot(&mut h), SPOT_XFF | SPOT_XFP);
+        assert_eq!(spot_strip(&mut h), SPOT_XFF | SPOT_XFP);
         assert_eq!(h.len(), 2);
+        let mut h = map(&[
+            ("Content-Length", "3"),
+            ("accept-encoding", "gzip"),
+            ("Expect", "100-continue"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(
+            spot_strip(&mut h),
+            SPOT_CONTENT_LENGTH | SPOT_ACCEPT_ENCODING | SPOT_EXPECT | SPOT_UPGRADE
+        );
+        assert_eq!(h.len(), 2, "{h:?}");
         // Listed in `Connection`: stripped, and still reported (the
         // forwarding step then finds nothing to keep).
         let mut h = map(&[("connection", "x-forwarded-for"), ("x-forwarded-for", "a")]);
-        assert_eq!(strip_and_spot(&mut h), SPOT_XFF);
+        assert_eq!(spot_strip(&mut h), SPOT_CONNECTION | SPOT_XFF);
         assert!(h.is_empty(), "{h:?}");
     }
 

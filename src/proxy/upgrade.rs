@@ -84,7 +84,7 @@ pub(crate) fn spawn(
     down: oneshot::Receiver<TimedIo<Stream>>,
     mut up: Upgraded,
     in_flight: InFlight,
-    log: Option<LogContext>,
+    log: Option<Box<LogContext>>,
 ) {
     tokio::spawn(async move {
         let _in_flight = in_flight;
