@@ -18,7 +18,12 @@
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -162,17 +167,85 @@ async fn until_drained<F: Future>(
     drain: &mut watch::Receiver<bool>,
 ) -> F::Output {
     let mut fut = pin!(fut);
-    let mut signal = pin!(drain.wait_for(|d| *d));
-    let mut signalled = false;
+    let mut signal = pin!(Signal::new(drain.wait_for(|d| *d)));
     poll_fn(|cx| {
         // An error means the server is gone: drain as well.
-        if !signalled && signal.as_mut().poll(cx).is_ready() {
-            signalled = true;
+        if signal.as_mut().poll_fired(cx) {
             act.drain();
         }
         fut.as_mut().poll(cx)
     })
     .await
+}
+
+pin_project_lite::pin_project! {
+    /// The drain signal's future, polled only when it has woken: each
+    /// poll of a watch's wait registers with its waiter list (a lock), and
+    /// a connection is polled a few times per request. The future is
+    /// polled with a waker of its own, which notes the wake-up and wakes
+    /// the connection's task.
+    struct Signal<F> {
+        #[pin]
+        fut: F,
+        bridge: Arc<Bridge>,
+        waker: Waker,
+        // Answered true once.
+        done: bool,
+    }
+}
+
+/// [`Signal`]'s waker.
+struct Bridge {
+    /// The signal's future woke (true at first: it has not been polled).
+    woken: AtomicBool,
+    /// The task polling the connection.
+    task: AtomicWaker,
+}
+
+impl Wake for Bridge {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future> Signal<F> {
+    fn new(fut: F) -> Self {
+        let bridge = Arc::new(Bridge {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Signal {
+            fut,
+            waker: Waker::from(bridge.clone()),
+            bridge,
+            done: false,
+        }
+    }
+
+    /// Whether the signal came with this poll (once; false after).
+    fn poll_fired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        let this = self.project();
+        if *this.done {
+            return false;
+        }
+        // Registered before the flag is read: a wake-up after the read
+        // wakes this task.
+        this.bridge.task.register(cx.waker());
+        if !this.bridge.woken.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let mut own = Context::from_waker(this.waker);
+        if this.fut.poll(&mut own).is_ready() {
+            *this.done = true;
+            return true;
+        }
+        false
+    }
 }
 
 /// Serves an HTTP/2 connection; draining sends a graceful GOAWAY.
@@ -188,11 +261,9 @@ async fn serve_h2<S>(
     S::Future: Send + 'static,
 {
     let mut conn = pin!(builders.h2.serve_connection(TokioIo::new(io), svc));
-    let mut signal = pin!(drain.wait_for(|d| *d));
-    let mut signalled = false;
+    let mut signal = pin!(Signal::new(drain.wait_for(|d| *d)));
     let result = poll_fn(|cx| {
-        if !signalled && signal.as_mut().poll(cx).is_ready() {
-            signalled = true;
+        if signal.as_mut().poll_fired(cx) {
             conn.as_mut().graceful_shutdown();
         }
         conn.as_mut().poll(cx)
@@ -259,8 +330,11 @@ mod tests {
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let act = svc_act.clone();
             let tx = tx.clone();
+            // In flight from the call, as the front's handler is (the
+            // reader relies on it: see `ConnActivity::start`).
+            let busy = act.start();
             async move {
-                let _busy = act.start();
+                let _busy = busy;
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -467,5 +541,67 @@ mod tests {
             .await
             .unwrap();
         responses(&mut s.client, &["/a"]).await;
+    }
+
+    /// The last request to finish does not wake the reader (that would
+    /// poll the connection once more per request): the reader parked while
+    /// the request ran keeps a check-back timer, which sees the idle phase
+    /// and arms its deadline from when the request ended. A request longer
+    /// than the check-back (here the release delay) re-arms it on the way.
+    #[tokio::test]
+    async fn the_idle_phase_after_a_slow_request_counts_from_its_end() {
+        let mut s = served().await;
+        s.client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        responses(&mut s.client, &["/slow"]).await;
+        assert_eq!(s.act.releases(), 0, "released before the request ended");
+        tokio::time::sleep(RELEASE * 4).await;
+        assert_eq!(s.act.releases(), 1, "released once idle");
+        s.client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        responses(&mut s.client, &["/a"]).await;
+        // The next idle phase releases again.
+        tokio::time::sleep(RELEASE * 4).await;
+        assert_eq!(s.act.releases(), 2);
+    }
+
+    /// Counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The signal wakes the task when the watch moves, fires once it says
+    /// true (or the sender is gone), and only then.
+    #[tokio::test]
+    async fn the_drain_signal_wakes_the_task_and_fires_once() {
+        for gone in [false, true] {
+            let (tx, mut rx) = watch::channel(false);
+            let mut signal = pin!(Signal::new(rx.wait_for(|d| *d)));
+            let count = Arc::new(Count(Default::default()));
+            let waker = std::task::Waker::from(count.clone());
+            let mut cx = std::task::Context::from_waker(&waker);
+            let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(!signal.as_mut().poll_fired(&mut cx));
+            assert!(!signal.as_mut().poll_fired(&mut cx));
+            tx.send(false).unwrap();
+            assert_eq!(woken(), 1, "a change wakes the task");
+            assert!(!signal.as_mut().poll_fired(&mut cx), "still false");
+            if gone {
+                drop(tx);
+            } else {
+                tx.send(true).unwrap();
+            }
+            assert_eq!(woken(), 2);
+            assert!(signal.as_mut().poll_fired(&mut cx), "gone: {gone}");
+            assert!(!signal.as_mut().poll_fired(&mut cx), "once");
+        }
     }
 }

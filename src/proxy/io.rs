@@ -122,9 +122,13 @@ impl AsyncWrite for Stream {
 #[derive(Debug, Default)]
 pub(crate) struct ConnActivity {
     in_flight: AtomicUsize,
-    /// Bumped each time the last in-flight request finishes.
+    /// Bumped each time the last in-flight request finishes (the reader
+    /// starts an idle phase when it sees it move).
     epoch: AtomicU64,
-    /// The reader, woken when the connection turns idle.
+    /// When the last in-flight request finished: the idle phase's
+    /// deadlines count from here.
+    idle_since: Mutex<Option<Instant>>,
+    /// The reader, woken when the server starts draining.
     reader: AtomicWaker,
     /// HTTP/1: the bytes read while no request was in flight (the next
     /// request head, bounded).
@@ -141,7 +145,13 @@ pub(crate) struct ConnActivity {
 }
 
 impl ConnActivity {
-    /// Marks a request in flight until the guard drops.
+    /// Marks a request in flight until the guard drops. Called when the
+    /// service is called (not later, in its future): the reader reads the
+    /// head, and then, with the request in flight, keeps a check-back
+    /// timer instead of being woken when it ends (see [`InFlight`]'s
+    /// drop). A request that started and ended between two reads that
+    /// both saw the connection idle would leave the timer at the earlier
+    /// phase's deadline (a later release or close, never none).
     pub(crate) fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
@@ -198,8 +208,18 @@ pub(crate) struct InFlight(Arc<ConnActivity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The reader is not woken to arm the idle deadline: it keeps a
+            // check-back timer while requests are in flight (see
+            // `TimedIo::poll_read`). A wake-up here would poll the
+            // connection once more per request for nothing: HTTP/1 has its
+            // read of the connection parked by then (hyper's end-of-stream
+            // watch while the request runs), and would only park it again.
+            *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             self.0.epoch.fetch_add(1, Ordering::AcqRel);
-            self.0.reader.wake();
+            if self.0.is_draining() {
+                // The connection ends now (`poll_read`), not at the check-back.
+                self.0.reader.wake();
+            }
         }
     }
 }
@@ -294,6 +314,14 @@ impl<T> TimedIo<T> {
     /// the drain) would drop it.
     fn between_requests(&self) -> bool {
         !self.head_started && self.write_deadline.is_none()
+    }
+
+    /// How long an idle phase lasts at most before its first deadline (a
+    /// release, or the keep-alive close).
+    fn check_back(&self) -> Duration {
+        self.t
+            .release
+            .map_or(self.t.keepalive, |r| r.min(self.t.keepalive))
     }
 
     fn note_bytes(&mut self, bytes: &[u8], idle: bool) {
@@ -403,7 +431,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                 } else {
                     this.t.keepalive
                 };
-                let now = Instant::now();
+                // From when the last request finished: the reader may see
+                // the idle phase only at its check-back.
+                let since = *this
+                    .act
+                    .idle_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let now = since.filter(|_| epoch != 0).unwrap_or_else(Instant::now);
                 this.read_deadline = Some(now + wait);
                 // Released once per idle phase, and only between requests.
                 this.release_deadline = this.t.release.filter(|r| *r < wait).map(|r| now + r);
@@ -429,6 +464,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
             Poll::Pending => {}
         }
         let Some(close_at) = this.read_deadline.filter(|_| idle) else {
+            // Requests in flight: no deadline applies, but a timer stays
+            // armed so that the reader looks again no later than an idle
+            // phase starting now would end (or release), since the last
+            // request to finish does not wake it. Under load the timer set
+            // earlier already fires before that: it is left alone, and only
+            // re-armed when it fires (or would fire too late).
+            let limit = Instant::now() + this.check_back();
+            if this.read_timer.is_elapsed() || this.read_timer.deadline() > limit {
+                this.read_timer.as_mut().reset(limit);
+            }
+            // Fired before any request finished: looked at again on its
+            // next poll, which this wake-up makes.
+            if this.read_timer.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
             return Poll::Pending;
         };
         // The release applies to a known HTTP/1 connection between requests.
