@@ -380,6 +380,13 @@ mod tests {
         }
     }
 
+    /// Sends `GET path` and reads its response.
+    async fn get(client: &mut TcpStream, path: &str) -> String {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        client.write_all(head.as_bytes()).await.unwrap();
+        responses(client, &[path]).await
+    }
+
     /// Reads until `n` complete responses (each ends with its path line).
     async fn responses(client: &mut TcpStream, paths: &[&str]) -> String {
         let mut got = Vec::new();
@@ -410,11 +417,7 @@ mod tests {
         // Nothing is released before the first request: hyper is not built.
         tokio::time::sleep(RELEASE * 3).await;
         assert_eq!(s.act.releases(), 0);
-        s.client
-            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let text = responses(&mut s.client, &["/a"]).await;
+        let text = get(&mut s.client, "/a").await;
         assert!(!text.contains("connection: close"), "{text}");
         tokio::time::sleep(RELEASE * 4).await;
         assert_eq!(s.act.releases(), 1, "released once while idle");
@@ -452,11 +455,7 @@ mod tests {
     #[tokio::test]
     async fn an_upgrade_after_a_release_gets_the_connection_with_its_early_bytes() {
         let mut s = served().await;
-        s.client
-            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        responses(&mut s.client, &["/a"]).await;
+        get(&mut s.client, "/a").await;
         tokio::time::sleep(RELEASE * 4).await;
         assert_eq!(s.act.releases(), 1);
         // The client's first tunnel bytes ride in the same write as the head.
@@ -536,11 +535,7 @@ mod tests {
         // Once it is out and the connection idles, the release comes.
         tokio::time::sleep(RELEASE * 4).await;
         assert_eq!(s.act.releases(), 1);
-        s.client
-            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        responses(&mut s.client, &["/a"]).await;
+        get(&mut s.client, "/a").await;
     }
 
     /// The last request to finish does not wake the reader (that would
@@ -551,19 +546,11 @@ mod tests {
     #[tokio::test]
     async fn the_idle_phase_after_a_slow_request_counts_from_its_end() {
         let mut s = served().await;
-        s.client
-            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        responses(&mut s.client, &["/slow"]).await;
+        get(&mut s.client, "/slow").await;
         assert_eq!(s.act.releases(), 0, "released before the request ended");
         tokio::time::sleep(RELEASE * 4).await;
         assert_eq!(s.act.releases(), 1, "released once idle");
-        s.client
-            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        responses(&mut s.client, &["/a"]).await;
+        get(&mut s.client, "/a").await;
         // The next idle phase releases again.
         tokio::time::sleep(RELEASE * 4).await;
         assert_eq!(s.act.releases(), 2);
