@@ -238,6 +238,15 @@ pub(crate) struct IoTimeouts {
     pub(crate) release: Option<Duration>,
 }
 
+impl IoTimeouts {
+    /// How long an idle phase lasts at most before its first deadline (a
+    /// release, or the keep-alive close).
+    fn check_back(&self) -> Duration {
+        self.release
+            .map_or(self.keepalive, |r| r.min(self.keepalive))
+    }
+}
+
 /// Enforces the connection timeouts (see the module docs).
 pub(crate) struct TimedIo<T> {
     inner: T,
@@ -249,6 +258,12 @@ pub(crate) struct TimedIo<T> {
     h2: Option<bool>,
     sniffed: usize,
     epoch: u64,
+    /// How far ahead the check-back timer is set while requests are in
+    /// flight: the check-back delay at first, doubled each time it fires
+    /// before they end (up to the keep-alive timeout), so a long response
+    /// (a stream of events) wakes the reader a few times, not every
+    /// check-back; back to the delay when the connection idles.
+    busy_wait: Duration,
     /// A byte of the next request head has arrived in this idle phase.
     head_started: bool,
     /// The kept head bytes reach the end of the head (or the bound).
@@ -281,6 +296,7 @@ impl<T> TimedIo<T> {
             h2,
             sniffed: 0,
             epoch: 0,
+            busy_wait: t.check_back(),
             head_started: false,
             head_complete: false,
             read_deadline: None,
@@ -314,14 +330,6 @@ impl<T> TimedIo<T> {
     /// the drain) would drop it.
     fn between_requests(&self) -> bool {
         !self.head_started && self.write_deadline.is_none()
-    }
-
-    /// How long an idle phase lasts at most before its first deadline (a
-    /// release, or the keep-alive close).
-    fn check_back(&self) -> Duration {
-        self.t
-            .release
-            .map_or(self.t.keepalive, |r| r.min(self.t.keepalive))
     }
 
     fn note_bytes(&mut self, bytes: &[u8], idle: bool) {
@@ -421,6 +429,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
             let epoch = this.act.epoch.load(Ordering::Acquire);
             if epoch != this.epoch {
                 this.epoch = epoch;
+                this.busy_wait = this.t.check_back();
                 this.head_started = false;
                 this.head_complete = false;
                 this.read_deadline = None;
@@ -470,7 +479,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
             // request to finish does not wake it. Under load the timer set
             // earlier already fires before that: it is left alone, and only
             // re-armed when it fires (or would fire too late).
-            let limit = Instant::now() + this.check_back();
+            if this.read_timer.is_elapsed() {
+                this.busy_wait = (this.busy_wait * 2).min(this.t.keepalive);
+            }
+            let limit = Instant::now() + this.busy_wait;
             if this.read_timer.is_elapsed() || this.read_timer.deadline() > limit {
                 this.read_timer.as_mut().reset(limit);
             }
