@@ -297,7 +297,7 @@ pub(crate) fn handle(
             // Nor is a 101 (an upgrade offer's answer) compressed.
             let compress =
                 shared.compress.is_some() && req.method() != http::Method::HEAD && offer.is_none();
-            // Boxed (the forwarding future is a few hundred bytes: inline,
+            // Boxed (the forwarding future is about a KiB: inline,
             // it would make this one as large), as is the compression
             // layer, which most responses skip.
             if compress {
