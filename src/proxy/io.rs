@@ -479,11 +479,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
             // request to finish does not wake it. Under load the timer set
             // earlier already fires before that: it is left alone, and only
             // re-armed when it fires (or would fire too late).
-            if this.read_timer.is_elapsed() {
+            let fired = this.read_timer.is_elapsed();
+            if fired {
                 this.busy_wait = (this.busy_wait * 2).min(this.t.keepalive);
             }
             let limit = Instant::now() + this.busy_wait;
-            if this.read_timer.is_elapsed() || this.read_timer.deadline() > limit {
+            if fired || this.read_timer.deadline() > limit {
                 this.read_timer.as_mut().reset(limit);
             }
             // Fired before any request finished: looked at again on its
