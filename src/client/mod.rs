@@ -408,7 +408,7 @@ impl Client {
     pub fn request<B>(
         &self,
         req: http::Request<B>,
-    ) -> impl Future<Output = Result<http::Response<Body>, Error>> + Send + '_
+    ) -> impl Future<Output = Result<http::Response<Body>, Error>> + Send + 'static
     where
         B: HttpBody + Send + 'static,
         B::Data: Buf + Send,
@@ -425,7 +425,7 @@ impl Client {
         &self,
         req: http::Request<B>,
         meta: &RequestMeta,
-    ) -> impl Future<Output = Result<http::Response<Body>, Error>> + Send + '_
+    ) -> impl Future<Output = Result<http::Response<Body>, Error>> + Send + 'static
     where
         B: HttpBody + Send + 'static,
         B::Data: Buf + Send,
@@ -438,7 +438,7 @@ impl Client {
         &self,
         req: http::Request<B>,
         meta: Option<&RequestMeta>,
-    ) -> impl Future<Output = Result<http::Response<Body>, Error>> + Send + '_
+    ) -> impl Future<Output = Result<http::Response<Body>, Error>> + Send + 'static
     where
         B: HttpBody + Send + 'static,
         B::Data: Buf + Send,
@@ -481,30 +481,35 @@ impl Client {
         offer: Option<upgrade::Upgrade>,
         end_stream: bool,
         body: B,
-    ) -> impl Future<Output = Result<http::Response<Body>, Error>> + Send + '_
+    ) -> impl Future<Output = Result<http::Response<Body>, Error>> + Send + 'static
     where
         B: HttpBody + Send + 'static,
         B::Data: Buf + Send,
         B::Error: Into<BoxError>,
     {
         let mut body = Some(body);
+        // The future owns a handle on the client (one reference count), so
+        // it borrows nothing: a caller can box or store it without keeping
+        // the client borrowed, and need not keep its own state beside it.
+        let client = self.clone();
         async move {
-            let cfg = &self.inner.config;
+            let this = &client;
+            let cfg = &this.inner.config;
             let deadline = cfg.request_timeout.map(|d| tokio::time::Instant::now() + d);
             let mut tried: u64 = 0;
             let mut attempts = 0;
             loop {
-                let Some(i) = self.pick(tried) else {
+                let Some(i) = this.pick(tried) else {
                     return Err(Error::new(Kind::NoUpstream));
                 };
                 if i < 64 {
                     tried |= 1 << i;
                 }
-                let up = self.inner.upstreams[i].clone();
+                let up = this.inner.upstreams[i].clone();
                 let attempt = async {
                     match up.addr.protocol {
                         Protocol::Uwire => {
-                            self.send_uwire(&up, &head, end_stream, &mut body, offer.as_ref())
+                            this.send_uwire(&up, &head, end_stream, &mut body, offer.as_ref())
                                 .await
                         }
                         Protocol::Uwsgi if head.upgrade.is_some() => Err(Error::with(
@@ -547,9 +552,9 @@ impl Client {
                         // (GOAWAY from a restarting app) or a dead pooled
                         // connection may retry the same one.
                         let retryable = e.is_retryable() && body.is_some();
-                        let budget = self.inner.upstreams.len().max(MIN_SAFE_RETRIES);
+                        let budget = this.inner.upstreams.len().max(MIN_SAFE_RETRIES);
                         if retryable && attempts <= budget {
-                            let all = self.inner.upstreams.len().min(64);
+                            let all = this.inner.upstreams.len().min(64);
                             if tried.count_ones() as usize >= all {
                                 if e.is_connect() {
                                     return Err(e);
@@ -649,8 +654,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
-        let client = self.clone();
-        Box::pin(async move { client.request(req).await })
+        Box::pin(self.request(req))
     }
 }
 
