@@ -146,6 +146,47 @@ async fn a_partial_head_then_silence_gets_408() {
     .await
 }
 
+/// On a kept-alive connection, the next request's head is timed from its
+/// first byte too (each idle phase starts its own head timer), not by the
+/// far longer keep-alive timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_second_head_gets_408_at_the_header_timeout() {
+    bounded(async {
+        let (_app, proxy) = setup(ProxyConfig {
+            keepalive_timeout: Duration::from_secs(60),
+            ..short()
+        })
+        .await;
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !first.ends_with(b"hello") {
+            let n = within(
+                Duration::from_secs(10),
+                "the first response",
+                s.read(&mut buf),
+            )
+            .await
+            .unwrap();
+            assert!(n > 0, "closed after {first:?}");
+            first.extend_from_slice(&buf[..n]);
+        }
+        assert!(first.starts_with(b"HTTP/1.1 200 "), "{first:?}");
+        let start = Instant::now();
+        s.write_all(b"GET /hel").await.unwrap();
+        let (got, end) = read_to_close(&mut s).await;
+        assert!(
+            String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408 "),
+            "{got:?}"
+        );
+        assert_at_edge("partial second head", start, end, T);
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keepalive_connection_is_closed_quietly() {
     bounded(async {

@@ -264,6 +264,13 @@ pub(crate) struct TimedIo<T> {
     /// (a stream of events) wakes the reader a few times, not every
     /// check-back; back to the delay when the connection idles.
     busy_wait: Duration,
+    /// The read timer fires no later than a check-back set now would
+    /// (`now + busy_wait`): set from an earlier time with the current
+    /// `busy_wait` or less. The busy path then leaves it alone without
+    /// reading the clock.
+    busy_armed: bool,
+    /// When this idle phase's deadlines count from.
+    phase_start: Instant,
     /// A byte of the next request head has arrived in this idle phase.
     head_started: bool,
     /// The kept head bytes reach the end of the head (or the bound).
@@ -297,6 +304,8 @@ impl<T> TimedIo<T> {
             sniffed: 0,
             epoch: 0,
             busy_wait: t.check_back(),
+            busy_armed: false,
+            phase_start: now,
             head_started: false,
             head_complete: false,
             read_deadline: None,
@@ -354,11 +363,22 @@ impl<T> TimedIo<T> {
         }
         if !self.head_started {
             self.head_started = true;
-            self.read_deadline = Some(Instant::now() + self.t.header);
-        }
-        if self.head_complete {
+            // The head timeout starts with its first byte; a head that
+            // arrives whole in this read needs none (hyper dispatches it
+            // now), which spares a clock read per request.
+            if !self.keep_head(bytes) {
+                self.read_deadline = Some(Instant::now() + self.t.header);
+            }
             return;
         }
+        if !self.head_complete {
+            self.keep_head(bytes);
+        }
+    }
+
+    /// Keeps `bytes` of the request head for the framing checks (up to
+    /// its end, within the bound). Whether the head's end was found.
+    fn keep_head(&mut self, bytes: &[u8]) -> bool {
         let mut head = self.act.head.lock().unwrap_or_else(|e| e.into_inner());
         let mut bytes = bytes;
         if head.is_empty() {
@@ -367,7 +387,7 @@ impl<T> TimedIo<T> {
             // its end.
             bytes = super::conformance::skip_empty_lines(bytes);
             if bytes.is_empty() {
-                return;
+                return false;
             }
         }
         let room = self.t.max_head.saturating_sub(head.len());
@@ -379,6 +399,7 @@ impl<T> TimedIo<T> {
         if end.is_some() || head.len() >= self.t.max_head {
             self.head_complete = true;
         }
+        end.is_some()
     }
 }
 
@@ -429,7 +450,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
             let epoch = this.act.epoch.load(Ordering::Acquire);
             if epoch != this.epoch {
                 this.epoch = epoch;
-                this.busy_wait = this.t.check_back();
+                let check_back = this.t.check_back();
+                if this.busy_wait != check_back {
+                    // Shorter again: a timer set with the longer wait may
+                    // fire too late for it.
+                    this.busy_wait = check_back;
+                    this.busy_armed = false;
+                }
                 this.head_started = false;
                 this.head_complete = false;
                 this.read_deadline = None;
@@ -448,6 +475,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 let now = since.filter(|_| epoch != 0).unwrap_or_else(Instant::now);
+                this.phase_start = now;
                 this.read_deadline = Some(now + wait);
                 // Released once per idle phase, and only between requests.
                 this.release_deadline = this.t.release.filter(|r| *r < wait).map(|r| now + r);
@@ -483,9 +511,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
             if fired {
                 this.busy_wait = (this.busy_wait * 2).min(this.t.keepalive);
             }
-            let limit = Instant::now() + this.busy_wait;
-            if fired || this.read_timer.deadline() > limit {
-                this.read_timer.as_mut().reset(limit);
+            if fired || !this.busy_armed {
+                let limit = Instant::now() + this.busy_wait;
+                if fired || this.read_timer.deadline() > limit {
+                    this.read_timer.as_mut().reset(limit);
+                }
+                this.busy_armed = true;
             }
             // Fired before any request finished: looked at again on its
             // next poll, which this wake-up makes.
@@ -502,6 +533,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
         if this.read_timer.deadline() != deadline {
             this.read_timer.as_mut().reset(deadline);
         }
+        // An idle phase's first deadline is at most a check-back from its
+        // start (`check_back`): the busy path that follows (the request
+        // this phase's bytes start) then needs no timer of its own.
+        this.busy_armed = deadline <= this.phase_start + this.busy_wait;
         if this.read_timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
