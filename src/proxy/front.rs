@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::Either;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -296,22 +295,21 @@ pub(crate) fn handle(
             // HEAD answers carry the identity length; compressing them
             // would describe a body that is never sent.
             // Nor is a 101 (an upgrade offer's answer) compressed.
-            let compress =
-                shared.compress.is_some() && req.method() != http::Method::HEAD && offer.is_none();
-            // Boxed (with the upstream's future boxed inside, the
-            // forwarding future is small, but moving it into this one
-            // costs more in copies than the allocation), as is the
-            // compression layer, which most responses skip.
-            if compress {
-                let accept = if seen & SPOT_ACCEPT_ENCODING != 0 {
+            // The forwarding future is boxed (with the upstream's future
+            // boxed inside, it is small, but moving it into this one cost
+            // more in copies than the allocation), as is the compression
+            // layer, which most responses skip.
+            let compress = (shared.compress.is_some()
+                && req.method() != http::Method::HEAD
+                && offer.is_none())
+            .then(|| {
+                if seen & SPOT_ACCEPT_ENCODING != 0 {
                     super::compress::AcceptEncoding::of(req.headers())
                 } else {
                     super::compress::AcceptEncoding::default()
-                };
-                Next::Compress(svc.forward_boxed(req), accept)
-            } else {
-                Next::Boxed(svc.forward_boxed(req))
-            }
+                }
+            });
+            svc.forward(req, compress)
         }
     };
     async move {
@@ -474,27 +472,32 @@ struct AppService {
 }
 
 impl AppService {
-    /// [`forward`](Self::forward), boxed.
-    fn forward_boxed(self, req: Request<Incoming>) -> Answer {
-        Box::pin(self.forward(req))
-    }
-
-    /// Forwards `req` to the app. The request is made ready here, before
-    /// the future is (see [`handle`]): the future holds only what lives
-    /// across its awaits (the boxed upstream future and the body's
-    /// watchers), not this service or the request, which is dropped before
-    /// hyper reads again (so its read buffer is reclaimed, not replaced).
-    fn forward(self, req: Request<Incoming>) -> impl Future<Output = Response<ProxyBody>> + Send {
-        match self.prepare(req) {
-            Prepared::Done(r) => Either::Left(std::future::ready(r)),
-            Prepared::Send(s) => Either::Right(Either::Left(self.send(s))),
-            // Boxed: rare, and its state would widen every request's.
-            Prepared::Buffer(b) => Either::Right(Either::Right(Box::pin(async move {
+    /// Forwards `req` to the app: the answer's future, boxed (then the
+    /// compression layer's, given the client's codings), or the answer now
+    /// when the request is refused before it goes anywhere. The request is
+    /// made ready here, before the future is (see [`handle`]): the future
+    /// holds only what lives across its awaits (the boxed upstream future
+    /// and the body's watchers), not this service or the request, which is
+    /// dropped before hyper reads again (so its read buffer is reclaimed,
+    /// not replaced).
+    fn forward(
+        self,
+        req: Request<Incoming>,
+        compress: Option<super::compress::AcceptEncoding>,
+    ) -> Next {
+        let answer: Answer = match self.prepare(req) {
+            Prepared::Done(r) => return Next::Done(r),
+            Prepared::Send(s) => Box::pin(self.send(s)),
+            Prepared::Buffer(b) => Box::pin(async move {
                 match self.buffer_body(b).await {
                     Ok(s) => self.send(s).await,
                     Err(r) => r,
                 }
-            }))),
+            }),
+        };
+        match compress {
+            Some(accept) => Next::Compress(answer, accept),
+            None => Next::Boxed(answer),
         }
     }
 
