@@ -64,6 +64,24 @@ fn assert_at_edge(what: &str, start: Instant, end: Instant, t: Duration) {
     );
 }
 
+/// A connection that has had one `GET /hello` answered (`200 hello`),
+/// kept alive for what the test does next.
+async fn answered_once(addr: std::net::SocketAddr) -> RawConn {
+    let mut c = RawConn::connect(addr).await;
+    c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let r = within(
+        Duration::from_secs(10),
+        "the first response",
+        c.read_response(false),
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    c
+}
+
 async fn hello_works(proxy: &Proxy) {
     let r = within(
         Duration::from_secs(10),
@@ -157,27 +175,10 @@ async fn a_partial_second_head_gets_408_at_the_header_timeout() {
             ..short()
         })
         .await;
-        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-        s.write_all(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
-        let mut first = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !first.ends_with(b"hello") {
-            let n = within(
-                Duration::from_secs(10),
-                "the first response",
-                s.read(&mut buf),
-            )
-            .await
-            .unwrap();
-            assert!(n > 0, "closed after {first:?}");
-            first.extend_from_slice(&buf[..n]);
-        }
-        assert!(first.starts_with(b"HTTP/1.1 200 "), "{first:?}");
+        let mut c = answered_once(proxy.addr).await;
         let start = Instant::now();
-        s.write_all(b"GET /hel").await.unwrap();
-        let (got, end) = read_to_close(&mut s).await;
+        c.send(b"GET /hel").await.unwrap();
+        let (got, end) = read_to_close(&mut c.io).await;
         assert!(
             String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408 "),
             "{got:?}"
@@ -195,12 +196,7 @@ async fn an_idle_keepalive_connection_is_closed_quietly() {
             ..short()
         })
         .await;
-        let mut c = RawConn::connect(proxy.addr).await;
-        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
-        let r = c.read_response(false).await.unwrap();
-        assert_eq!(r.status, 200);
+        let mut c = answered_once(proxy.addr).await;
         let start = Instant::now();
         // Still usable before the timeout.
         tokio::time::sleep(T / 4).await;

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from common import (
     exit_on_sigterm,
     free_port,
     log,
+    median,
     smoke,
     table,
     wait_http,
@@ -168,7 +168,7 @@ def main() -> None:
 
 def report(runs: list[Run], old: Path, new: Path, args: list[str]) -> None:
     def med(which: str, f: str) -> float:
-        return statistics.median(getattr(r, f) for r in runs if r.which == which)
+        return median([getattr(r, f) for r in runs if r.which == which])
 
     fields = [
         ("req/s", "rps", 0),
