@@ -603,10 +603,64 @@ async fn request_deadline_gives_504() {
         let r = get(&c, &proxy.url("/slow?ms=10&id=ok")).await;
         assert_eq!((r.status, r.text().as_str()), (200, "slow ok"));
         assert_eq!(proxy.client.ejected(), [false]);
+        // The late stream was reset, not its connection.
+        assert_eq!(proxy.client.connections_opened(), [1]);
         wait_until(Duration::from_secs(3), "outstanding back to 0", || {
             proxy.client.outstanding() == [0]
         })
         .await;
+    })
+    .await
+}
+
+/// The deadline also bounds the wait for room under the app's stream
+/// limit: one stream allowed, taken by an endless response, one pooled
+/// connection allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_deadline_covers_the_wait_for_a_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        let mut scfg = ServerConfig::default();
+        scfg.conn.max_concurrent_streams = 1;
+        let app = App::start_with("deadline-room", scfg).await;
+        let proxy = Proxy::start(
+            vec![app.upstream()],
+            ClientConfig {
+                request_timeout: Some(Duration::from_millis(300)),
+                max_connections_per_upstream: 1,
+                ..ClientConfig::default()
+            },
+            ProxyConfig::default(),
+        )
+        .await;
+        // An endless response holds the only stream (its head came in
+        // time, so no deadline applies to it any more).
+        let mut drip = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        drip.write_all(b"GET /drip?ms=50 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("drip 1") {
+            let mut buf = [0u8; 1024];
+            let n = drip.read(&mut buf).await.unwrap();
+            assert!(n > 0, "drip ended: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(seen.starts_with(b"HTTP/1.1 200"));
+        let c = http_client();
+        let t = Instant::now();
+        let r = get(&c, &proxy.url("/hello")).await;
+        let took = t.elapsed();
+        assert_eq!(r.status, 504, "{}", r.text());
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_secs(3),
+            "504 after {took:?}"
+        );
+        // The stream frees up when its client leaves.
+        drop(drip);
+        let r = get(&c, &proxy.url("/hello")).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+        assert_eq!(proxy.client.connections_opened(), [1]);
     })
     .await
 }

@@ -11,7 +11,7 @@
 //! | 2, 3    | a well-formed peer frame built from the next bytes            |
 //! | 4       | advance the clock, then `handle_timeout`                      |
 //! | 5       | jump to `poll_timeout()`, then `handle_timeout`               |
-//! | 6, 7, 8 | a local action (open_stream, send_data, go_away, ...)         |
+//! | 6, 7, 8 | a local action (open_stream, send_data, a deadline, ...)      |
 //! | 9       | `handle_eof`                                                  |
 //!
 //! Peer bytes go through a `Codec` (the engine's own limits, no preface) into
@@ -560,8 +560,13 @@ impl Harness {
                 self.conn.set_drain_deadline(now + d);
             }
             _ => {
-                // Query methods must not panic either.
+                // A response deadline (ignored unless `id` is a client
+                // stream waiting for its head); query methods must not
+                // panic either.
                 let id = self.pick_id(inp);
+                let d = Duration::from_millis(u64::from(inp.u16()));
+                trace!("action   set_response_deadline({id}, +{d:?})");
+                self.conn.set_response_deadline(id, now + d);
                 let _ = self.conn.can_open_stream();
                 let _ = self.conn.active_streams();
                 let _ = self.conn.send_buffered(id);
@@ -644,6 +649,9 @@ impl Harness {
                     self.conn.release_capacity(id, data.len());
                 }
                 Event::Closed { .. } => self.closed_events += 1,
+                Event::ResponseTimeout { id } => {
+                    assert_eq!(self.role, Role::Client, "server timed out {id}");
+                }
                 _ => {}
             }
         }

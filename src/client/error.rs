@@ -56,6 +56,8 @@ impl Error {
             Kind::NotSent
         } else if e.is_refused() {
             Kind::Refused
+        } else if e.is_timeout() {
+            Kind::Timeout
         } else if e.is_reset() {
             Kind::Reset(e.reason().unwrap_or(Reason::INTERNAL_ERROR))
         } else if e.is_protocol() {

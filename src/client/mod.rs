@@ -495,6 +495,10 @@ impl Client {
         async move {
             let this = &client;
             let cfg = &this.inner.config;
+            // The deadline bounds each attempt up to the response head:
+            // the wait for it is timed by the connection's own timer (a
+            // queue entry, not a timer per request); a connect, or a wait
+            // for room under the stream limit, arms a timer of its own.
             let deadline = cfg.request_timeout.map(|d| tokio::time::Instant::now() + d);
             let mut tried: u64 = 0;
             let mut attempts = 0;
@@ -506,34 +510,24 @@ impl Client {
                     tried |= 1 << i;
                 }
                 let up = this.inner.upstreams[i].clone();
-                let attempt = async {
-                    match up.addr.protocol {
-                        Protocol::Uwire => {
-                            this.send_uwire(&up, &head, end_stream, &mut body, offer.as_ref())
-                                .await
-                        }
-                        Protocol::Uwsgi if head.upgrade.is_some() => Err(Error::with(
-                            Kind::InvalidRequest,
-                            "upgrades (WebSocket) are carried only to uwire/1 upstreams",
-                        )),
-                        // Boxed: its state would otherwise widen every uwire/1
-                        // request's future too.
-                        Protocol::Uwsgi => {
-                            Box::pin(uwsgi::request(&up, &head, &mut body, cfg)).await
-                        }
+                let result = match up.addr.protocol {
+                    Protocol::Uwire => {
+                        this.send_uwire(&up, &head, end_stream, &mut body, offer.as_ref(), deadline)
+                            .await
                     }
-                };
-                // One await point either way, so the attempt's state is laid
-                // out once in this future, not once per branch. The timer is
-                // inline (`net::within` would box it): an upstream answer
-                // always takes a wait, so it would be allocated every time.
-                let attempt = match deadline {
-                    Some(d) => Either::Left(tokio::time::timeout_at(d, attempt)),
-                    None => Either::Right(attempt.map(Ok)),
-                };
-                let result = match attempt.await {
-                    Ok(r) => r,
-                    Err(_) => Err(Error::new(Kind::Timeout)),
+                    Protocol::Uwsgi if head.upgrade.is_some() => Err(Error::with(
+                        Kind::InvalidRequest,
+                        "upgrades (WebSocket) are carried only to uwire/1 upstreams",
+                    )),
+                    // Boxed: its state would otherwise widen every uwire/1
+                    // request's future too.
+                    Protocol::Uwsgi => {
+                        Box::pin(by_deadline(
+                            deadline,
+                            uwsgi::request(&up, &head, &mut body, cfg),
+                        ))
+                        .await
+                    }
                 };
                 match result {
                     Ok(resp) => {
@@ -578,6 +572,7 @@ impl Client {
         end_stream: bool,
         body: &mut Option<B>,
         offer: Option<&upgrade::Upgrade>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<http::Response<Body>, Error>
     where
         B: HttpBody + Send + 'static,
@@ -588,14 +583,14 @@ impl Client {
             Some(lease) => lease,
             // Boxed: connecting is rare, and its state would widen every
             // request's future.
-            None => Box::pin(up.checkout(&self.inner.config)).await?,
+            None => Box::pin(by_deadline(deadline, up.checkout(&self.inner.config))).await?,
         };
         let method = offer.map(|_| head.method.clone()).unwrap_or_default();
-        let (mut send, response) = lease
+        let open = lease
             .sender
-            .send_request_ref(head, end_stream)
-            .await
-            .map_err(Error::from_net)?;
+            .send_request_ref(head, end_stream, deadline.map(|d| d.into_std()));
+        let (mut send, response) =
+            by_deadline(deadline, open.map(|r| r.map_err(Error::from_net))).await?;
         if let Some(offer) = offer {
             let (rhead, recv) = response.await.map_err(Error::from_net)?;
             let mut builder = http::Response::builder().status(rhead.status);
@@ -632,6 +627,33 @@ impl Client {
             .body(Body::uwire(recv, lease.guard))
             .map_err(|e| Error::with(Kind::Upstream, e))
     }
+}
+
+/// `fut`, failed with [`Kind::Timeout`] once `deadline` passes. The timer
+/// is made only if `fut` is not ready when first polled: most waits bounded
+/// this way (a pooled connection's checkout, a stream under the peer's
+/// limit) end at once, and a tokio timer registered and cancelled costs
+/// more than the wait.
+async fn by_deadline<T>(
+    deadline: Option<tokio::time::Instant>,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let Some(deadline) = deadline else {
+        return fut.await;
+    };
+    let mut fut = std::pin::pin!(fut);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Error::new(Kind::Timeout))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// A boxed response future.

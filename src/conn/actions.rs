@@ -14,6 +14,10 @@ use crate::frame::{
     StreamId,
 };
 
+/// Stale response deadlines tolerated beyond twice the open streams before
+/// a sweep (see [`Connection::set_response_deadline`]).
+pub(super) const DEADLINE_SWEEP_MARGIN: usize = 32;
+
 impl Connection {
     /// Client only: opens a stream with `head`; `end_stream` when the request
     /// has no body. Needs the peer's SETTINGS, respects its
@@ -172,6 +176,35 @@ impl Connection {
         stream.send = SendState::Ending;
         self.schedule(id);
         Ok(())
+    }
+
+    /// Client: gives stream `id` until `at` for its final RESPONSE. If it
+    /// has not arrived by then, [`Connection::handle_timeout`] resets the
+    /// stream (RESET with `CANCEL`) and emits
+    /// [`Event::ResponseTimeout`](crate::conn::Event::ResponseTimeout).
+    /// Every deadline is served by the connection's one timer
+    /// ([`Connection::poll_timeout`]): a stream costs a queue entry, not a
+    /// timer of its own. Ignored for a stream that is unknown or already
+    /// has its final head; of several deadlines for one stream, the
+    /// earliest applies.
+    pub fn set_response_deadline(&mut self, id: StreamId, at: Instant) {
+        if self.role != Role::Client || self.closed || !self.awaits_head(id) {
+            return;
+        }
+        // Every entry is behind a stream that was open when it was added:
+        // sweeping the stale ones once they outnumber the open streams
+        // (plus a margin) keeps the queue within twice the streams, at a
+        // cost spread over the insertions since the last sweep.
+        if self.head_deadlines.len() >= 2 * self.streams.len() + DEADLINE_SWEEP_MARGIN {
+            let mut q = std::mem::take(&mut self.head_deadlines);
+            q.retain(|&(_, s)| self.awaits_head(s));
+            self.head_deadlines = q;
+        }
+        // In deadline order; with one timeout per client the new one is
+        // almost always the latest.
+        let at_or_before = self.head_deadlines.iter().rposition(|&(t, _)| t <= at);
+        let i = at_or_before.map_or(0, |i| i + 1);
+        self.head_deadlines.insert(i, (at, id));
     }
 
     /// Resets `id`: drops its queued data and sends RESET(`reason`). No

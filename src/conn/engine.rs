@@ -55,6 +55,12 @@ pub struct Connection {
     pub(super) updates: VecDeque<StreamId>,
     pub(super) sched: Scheduler,
     pub(super) events: VecDeque<Event>,
+    /// Client: when streams must have their final RESPONSE
+    /// ([`Connection::set_response_deadline`]), earliest first. The front
+    /// entry's stream still awaits its head (entries of streams answered
+    /// or gone are dropped when they reach the front); the rest may be
+    /// stale, and are swept when they outnumber the open streams.
+    pub(super) head_deadlines: VecDeque<(Instant, StreamId)>,
     /// `None` when the configured timeout is too large to represent.
     pub(super) settings_deadline: Option<Instant>,
     pub(super) last_recv: Instant,
@@ -99,6 +105,7 @@ impl Connection {
             updates: VecDeque::new(),
             sched: Scheduler::default(),
             events: VecDeque::new(),
+            head_deadlines: VecDeque::new(),
             settings_deadline: now.checked_add(config.settings_timeout),
             last_recv: now,
             pings: VecDeque::new(),
@@ -212,11 +219,15 @@ impl Connection {
         if let Some(d) = self.drain_notice {
             at(d);
         }
+        if let Some(&(d, _)) = self.head_deadlines.front() {
+            at(d);
+        }
         t
     }
 
     /// Fires the timers due at `now`: settings timeout, ping timeout, drain
-    /// deadline, keepalive PING.
+    /// deadline, response deadlines, keepalive PING. Calling it early (or
+    /// twice) is harmless: only what is due fires.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.closed {
             return;
@@ -279,6 +290,10 @@ impl Connection {
                 }
                 return self.close(None);
             }
+        }
+        self.expire_response_deadlines(now);
+        if self.closed {
+            return;
         }
         // "Optional keepalive: after keepalive_interval of silence send PING"
         if self.keepalive_due().is_some_and(|k| now >= k) {
@@ -394,6 +409,7 @@ impl Connection {
         }
         self.closed = true;
         self.sched = Scheduler::default();
+        self.head_deadlines.clear();
         self.updates.clear();
         self.pings.clear();
         self.events.push_back(Event::Closed { error });
@@ -405,7 +421,53 @@ impl Connection {
         if let Some(which) = s.sched {
             self.sched.forget(which, &self.streams);
         }
+        self.settle_response_deadline(id);
         Some(s)
+    }
+
+    /// Whether `id` is an open stream still waiting for its final RESPONSE.
+    pub(super) fn awaits_head(&self, id: StreamId) -> bool {
+        self.streams
+            .get(id)
+            .is_some_and(|s| s.recv == RecvState::AwaitHead)
+    }
+
+    /// Stream `id` stopped waiting for its final RESPONSE (it came, or the
+    /// stream is gone): if its deadline is the first one, that entry and
+    /// the stale ones behind it go. Answers mostly come in request order,
+    /// so the queue stays as short as the streams in flight.
+    pub(super) fn settle_response_deadline(&mut self, id: StreamId) {
+        if self.head_deadlines.front().is_some_and(|&(_, f)| f == id) {
+            self.head_deadlines.pop_front();
+            while let Some(&(_, f)) = self.head_deadlines.front() {
+                if self.awaits_head(f) {
+                    break;
+                }
+                self.head_deadlines.pop_front();
+            }
+        }
+    }
+
+    /// Resets every stream whose response deadline has passed at `now`
+    /// (RESET `CANCEL`, [`Event::ResponseTimeout`]).
+    fn expire_response_deadlines(&mut self, now: Instant) {
+        let mut expired = false;
+        while let Some(&(at, id)) = self.head_deadlines.front() {
+            if self.awaits_head(id) && now < at {
+                break;
+            }
+            self.head_deadlines.pop_front();
+            if self.awaits_head(id) {
+                self.remove_stream(id, Recent::Reset);
+                self.control
+                    .push_back(Reset::new(id, Reason::CANCEL).into());
+                self.events.push_back(Event::ResponseTimeout { id });
+                expired = true;
+            }
+        }
+        if expired {
+            self.maybe_finish_drain();
+        }
     }
 
     /// A stream error caused by a peer frame: RESET(`reason`) for `id`,

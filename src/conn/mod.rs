@@ -136,6 +136,13 @@ pub enum Event {
         /// Whether the peer ended it.
         remote: bool,
     },
+    /// Client side: the stream's final RESPONSE had not arrived by the
+    /// deadline set with [`Connection::set_response_deadline`]. The engine
+    /// reset the stream (a RESET with `CANCEL` is queued) and forgot it.
+    ResponseTimeout {
+        /// The stream.
+        id: StreamId,
+    },
     /// Both halves of the stream finished normally; per-stream state can be
     /// freed.
     StreamClosed {

@@ -297,7 +297,8 @@ impl Connection {
         }
         // "RESPONSE(1xx)* then exactly one final RESPONSE"; a 101 answering
         // an upgrade offer is final (section 7.5).
-        if !head.is_interim(s.upgrade) {
+        let is_final = !head.is_interim(s.upgrade);
+        if is_final {
             s.recv = if end_stream {
                 RecvState::Closed
             } else {
@@ -309,6 +310,9 @@ impl Connection {
             head,
             end_stream,
         });
+        if is_final {
+            self.settle_response_deadline(id);
+        }
         if end_stream {
             self.maybe_close(id);
         }

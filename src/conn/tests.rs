@@ -133,3 +133,157 @@ fn sanitized_config_never_panics() {
         f => panic!("{f:?}"),
     }
 }
+
+/// The frames waiting to go out.
+fn transmitted(c: &mut Connection) -> Vec<Frame> {
+    std::iter::from_fn(|| c.poll_transmit()).collect()
+}
+
+fn events(c: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+fn final_response(c: &mut Connection, id: StreamId, end_stream: bool, now: Instant) {
+    c.handle_frame(
+        Response::new(id, ResponseHead::new(200), end_stream).into(),
+        now,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_response_deadline_resets_only_a_stream_still_waiting_for_its_head() {
+    let (mut c, now) = client();
+    let s = std::time::Duration::from_secs(1);
+    let a = c.open_stream(head(), true).unwrap();
+    let b = c.open_stream(head(), true).unwrap();
+    let d = c.open_stream(head(), true).unwrap();
+    c.set_response_deadline(a, now + s);
+    c.set_response_deadline(b, now + 2 * s);
+    c.set_response_deadline(d, now + 3 * s);
+    transmitted(&mut c);
+    assert_eq!(c.poll_timeout(), Some(now + s));
+    // Answered: its deadline goes, the next one is the connection's.
+    final_response(&mut c, a, false, now);
+    assert_eq!(c.poll_timeout(), Some(now + 2 * s));
+    // An interim head is not the answer.
+    c.handle_frame(Response::new(d, ResponseHead::new(103), false).into(), now)
+        .unwrap();
+    events(&mut c);
+    // Early: nothing fires.
+    c.handle_timeout(now + 2 * s - std::time::Duration::from_millis(1));
+    assert!(events(&mut c).is_empty());
+    assert!(transmitted(&mut c).is_empty());
+    c.handle_timeout(now + 2 * s);
+    assert_eq!(events(&mut c), vec![Event::ResponseTimeout { id: b }]);
+    assert_eq!(
+        transmitted(&mut c),
+        vec![Frame::Reset(crate::frame::Reset::new(b, Reason::CANCEL))]
+    );
+    assert!(c.streams.get(b).is_none());
+    assert_eq!(c.streams.recent(b), Some(Recent::Reset));
+    // The answered stream is untouched, and the interim-only one times out.
+    assert_eq!(states(&c, 1), (RecvState::Body, SendState::Done));
+    assert_eq!(c.poll_timeout(), Some(now + 3 * s));
+    c.handle_timeout(now + 10 * s);
+    assert_eq!(events(&mut c), vec![Event::ResponseTimeout { id: d }]);
+    assert_eq!(c.poll_timeout(), None);
+    // A late RESPONSE for a timed-out stream is ignored, not an error.
+    final_response(&mut c, b, true, now + 10 * s);
+    assert!(!c.is_closed());
+    assert_eq!(states(&c, 1), (RecvState::Body, SendState::Done));
+}
+
+#[test]
+fn response_deadlines_keep_deadline_order_whatever_order_they_are_set_in() {
+    let (mut c, now) = client();
+    let s = std::time::Duration::from_secs(1);
+    let a = c.open_stream(head(), true).unwrap();
+    let b = c.open_stream(head(), true).unwrap();
+    c.set_response_deadline(a, now + 5 * s);
+    c.set_response_deadline(b, now + 2 * s);
+    // A second, earlier deadline for one stream: the earliest applies.
+    c.set_response_deadline(a, now + 3 * s);
+    assert_eq!(c.poll_timeout(), Some(now + 2 * s));
+    c.handle_timeout(now + 2 * s);
+    assert_eq!(events(&mut c), vec![Event::ResponseTimeout { id: b }]);
+    assert_eq!(c.poll_timeout(), Some(now + 3 * s));
+    c.handle_timeout(now + 3 * s);
+    assert_eq!(events(&mut c), vec![Event::ResponseTimeout { id: a }]);
+    // Its later entry is stale: dropped, nothing more fires.
+    c.handle_timeout(now + 5 * s);
+    assert!(events(&mut c).is_empty());
+    assert!(c.head_deadlines.is_empty());
+}
+
+#[test]
+fn a_response_deadline_is_ignored_where_it_cannot_apply() {
+    let (mut c, now) = client();
+    let a = c.open_stream(head(), true).unwrap();
+    final_response(&mut c, a, false, now);
+    // Already answered; unknown; and on a server.
+    c.set_response_deadline(a, now);
+    c.set_response_deadline(StreamId::new(99), now);
+    assert!(c.head_deadlines.is_empty());
+    let (mut srv, now) = server();
+    srv.handle_frame(Request::new(StreamId::new(1), head(), true).into(), now)
+        .unwrap();
+    srv.set_response_deadline(StreamId::new(1), now);
+    assert!(srv.head_deadlines.is_empty());
+    assert_eq!(srv.poll_timeout(), None);
+}
+
+#[test]
+fn a_stream_reset_before_its_deadline_leaves_no_timer_behind() {
+    let (mut c, now) = client();
+    let a = c.open_stream(head(), true).unwrap();
+    c.set_response_deadline(a, now + std::time::Duration::from_secs(1));
+    c.handle_frame(crate::frame::Reset::new(a, Reason::CANCEL).into(), now)
+        .unwrap();
+    assert_eq!(c.poll_timeout(), None);
+    let b = c.open_stream(head(), true).unwrap();
+    c.set_response_deadline(b, now + std::time::Duration::from_secs(1));
+    c.reset_stream(b, Reason::CANCEL).unwrap();
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn response_deadlines_stay_bounded_behind_a_stream_that_is_never_answered() {
+    let (mut c, now) = client();
+    let s = std::time::Duration::from_secs(1);
+    // The first stream waits (a long poll) while 5,000 others come and go
+    // behind it, answered out of the deadlines' order.
+    let slow = c.open_stream(head(), true).unwrap();
+    c.set_response_deadline(slow, now + 60 * s);
+    let mut most = 0;
+    for i in 0..5_000u32 {
+        let id = c.open_stream(head(), true).unwrap();
+        c.set_response_deadline(
+            id,
+            now + 60 * s + std::time::Duration::from_micros(u64::from(i)),
+        );
+        final_response(&mut c, id, true, now);
+        transmitted(&mut c);
+        events(&mut c);
+        most = most.max(c.head_deadlines.len());
+    }
+    // Twice the open streams (here at most 2) plus the sweep margin.
+    assert!(
+        most <= 2 * 2 + super::actions::DEADLINE_SWEEP_MARGIN,
+        "{most}"
+    );
+    assert_eq!(c.poll_timeout(), Some(now + 60 * s));
+    c.handle_timeout(now + 61 * s);
+    assert_eq!(events(&mut c), vec![Event::ResponseTimeout { id: slow }]);
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn response_deadlines_go_with_the_connection() {
+    let (mut c, now) = client();
+    let a = c.open_stream(head(), true).unwrap();
+    c.set_response_deadline(a, now + std::time::Duration::from_secs(1));
+    c.handle_eof();
+    assert!(c.head_deadlines.is_empty());
+    assert_eq!(c.poll_timeout(), None);
+}

@@ -400,10 +400,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         let over = {
             let mut g = self.shared.lock();
             let over = self.st.step_engine(&self.shared, &mut g);
-            // Arm the engine's timer for its next deadline.
+            // Arm the timer for the engine's next deadline. It is only ever
+            // moved earlier: the deadline moves later all the time (the
+            // keep-alive after each read, the first response deadline as
+            // each answer comes), and moving the timer with it would take
+            // it out of tokio's timer wheel and put it back every round. A
+            // timer that fires early costs one look (`handle_timeout` does
+            // only what is due), then it is armed again. With no deadline
+            // left it goes: a timer kept is polled every round.
             match g.engine.poll_timeout().map(tokio::time::Instant::from_std) {
                 Some(at) => match &mut self.st.timer {
-                    Some((t, sleep)) if *t != at => {
+                    Some((t, sleep)) if at < *t => {
                         sleep.as_mut().reset(at);
                         *t = at;
                     }

@@ -26,6 +26,9 @@ pub(crate) enum Kind {
     /// input at a frame boundary): routine for an idle pooled connection,
     /// never a protocol error.
     PeerClosed,
+    /// The response did not come by the deadline given when the request
+    /// was sent; the stream was reset (`CANCEL`).
+    TimedOut,
     /// The transport failed.
     Io(io::Error),
     /// The peer broke the protocol; the connection was closed.
@@ -78,6 +81,12 @@ impl Error {
         matches!(self.kind, Kind::PeerClosed)
     }
 
+    /// Whether the response head did not arrive by the request's deadline
+    /// (the stream was reset).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::TimedOut)
+    }
+
     /// Whether the transport failed.
     pub fn is_io(&self) -> bool {
         matches!(self.kind, Kind::Io(_))
@@ -128,6 +137,7 @@ impl fmt::Display for Error {
                 f.write_str("connection closed before the request was sent (safe to retry)")
             }
             Kind::PeerClosed => f.write_str("connection closed by the peer"),
+            Kind::TimedOut => f.write_str("no response by the request's deadline"),
             Kind::Io(e) => write!(f, "i/o error: {e}"),
             Kind::Protocol(e) => write!(f, "protocol error: {e}"),
             Kind::User(e) => write!(f, "misuse: {e}"),

@@ -57,7 +57,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
@@ -159,7 +159,7 @@ impl SendRequest {
         let mut head = Some(head);
         async move {
             let id = std::future::poll_fn(|cx| {
-                self.poll_open(cx, end_stream, || {
+                self.poll_open(cx, end_stream, None, || {
                     head.take().expect("polled after completion")
                 })
             })
@@ -172,21 +172,34 @@ impl SendRequest {
     /// caller's (it is copied when the stream opens): the future holds a
     /// reference rather than the head, and a caller that keeps the head
     /// anyway (to retry elsewhere) does not store it twice.
+    ///
+    /// With a `response_deadline`, a response head that has not come by
+    /// then fails the [`ResponseFuture`] with an error whose
+    /// [`is_timeout`](Error::is_timeout) is true, and the stream is reset
+    /// (`CANCEL`). The connection's driver serves every such deadline with
+    /// its one timer, so none is registered per request. The wait for room
+    /// under the peer's stream limit is not bounded by it.
     pub(crate) async fn send_request_ref(
         &self,
         head: &RequestHead,
         end_stream: bool,
+        response_deadline: Option<Instant>,
     ) -> Result<(SendStream, ResponseFuture), Error> {
-        let id = std::future::poll_fn(|cx| self.poll_open(cx, end_stream, || head.clone())).await?;
+        let id = std::future::poll_fn(|cx| {
+            self.poll_open(cx, end_stream, response_deadline, || head.clone())
+        })
+        .await?;
         Ok(self.opened(id, end_stream))
     }
 
     /// Opens the stream if the peer's limit allows (`head` is called then,
-    /// once); otherwise waits for room.
+    /// once), with its response deadline if one is given; otherwise waits
+    /// for room.
     fn poll_open(
         &self,
         cx: &mut Context<'_>,
         end_stream: bool,
+        response_deadline: Option<Instant>,
         head: impl FnOnce() -> RequestHead,
     ) -> Poll<Result<StreamId, Error>> {
         let mut g = self.shared.lock();
@@ -198,6 +211,9 @@ impl SendRequest {
             let h = head();
             let upgrade = h.upgrade.is_some();
             let id = g.engine.open_stream(h, end_stream)?;
+            if let Some(at) = response_deadline {
+                g.engine.set_response_deadline(id, at);
+            }
             g.new_slot(id, false);
             // Counted now, not at the driver's next look: whether the
             // driver waits for the turn's end to write depends on it.

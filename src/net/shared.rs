@@ -235,6 +235,15 @@ pub(crate) enum Gone {
     Finished,
     /// Still open when the connection ended.
     Lost,
+    /// Reset locally: no response by the request's deadline.
+    TimedOut,
+}
+
+impl Gone {
+    /// Ended abnormally (reset, timed out, or lost with the connection).
+    pub(crate) fn is_abnormal(self) -> bool {
+        self != Gone::Finished
+    }
 }
 
 /// One stream's shared state.
@@ -332,6 +341,7 @@ impl Inner {
         match slot.and_then(|s| s.gone) {
             Some(Gone::Reset(Reason::REFUSED_STREAM, _)) => Error::new(Kind::Refused),
             Some(Gone::Reset(r, remote)) => Error::new(Kind::Reset(r, remote)),
+            Some(Gone::TimedOut) => Error::new(Kind::TimedOut),
             Some(Gone::Finished) | Some(Gone::Lost) | None => self.conn_error(),
         }
     }
@@ -497,6 +507,12 @@ impl Inner {
             Event::StreamReset { id, reason, remote } => {
                 if let Some(s) = self.slots.get_mut(&id) {
                     s.gone = Some(Gone::Reset(reason, remote));
+                    s.wake_all();
+                }
+            }
+            Event::ResponseTimeout { id } => {
+                if let Some(s) = self.slots.get_mut(&id) {
+                    s.gone = Some(Gone::TimedOut);
                     s.wake_all();
                 }
             }

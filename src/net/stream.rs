@@ -61,7 +61,11 @@ impl SendStream {
         }
         {
             let mut g = self.shared.lock();
-            if let Some(Gone::Reset(..) | Gone::Lost) = g.slots.get(&self.id).and_then(|s| s.gone) {
+            if g.slots
+                .get(&self.id)
+                .and_then(|s| s.gone)
+                .is_some_and(Gone::is_abnormal)
+            {
                 let e = g.stream_error(g.slots.get(&self.id));
                 return Err(e);
             }
@@ -80,7 +84,7 @@ impl SendStream {
             let buffered = g.engine.send_buffered(id);
             let gone = g.slots.get(&id).and_then(|s| s.gone);
             match gone {
-                Some(Gone::Reset(..)) | Some(Gone::Lost) => {
+                Some(Gone::Reset(..) | Gone::Lost | Gone::TimedOut) => {
                     return Poll::Ready(Err(g.stream_error(g.slots.get(&id))))
                 }
                 // Finished: everything was written.
@@ -123,7 +127,11 @@ impl SendStream {
         }
         let id = self.id;
         let mut g = self.shared.lock();
-        if let Some(Gone::Reset(..) | Gone::Lost) = g.slots.get(&id).and_then(|s| s.gone) {
+        if g.slots
+            .get(&id)
+            .and_then(|s| s.gone)
+            .is_some_and(Gone::is_abnormal)
+        {
             return Poll::Ready(Err(g.stream_error(g.slots.get(&id))));
         }
         if g.end.is_some() {
@@ -156,7 +164,11 @@ impl SendStream {
         self.finished = true;
         {
             let mut g = self.shared.lock();
-            if let Some(Gone::Reset(..) | Gone::Lost) = g.slots.get(&self.id).and_then(|s| s.gone) {
+            if g.slots
+                .get(&self.id)
+                .and_then(|s| s.gone)
+                .is_some_and(Gone::is_abnormal)
+            {
                 return Err(g.stream_error(g.slots.get(&self.id)));
             }
             if g.end.is_some() {
