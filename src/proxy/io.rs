@@ -33,7 +33,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::net::Rewind;
@@ -247,6 +247,61 @@ impl IoTimeouts {
     }
 }
 
+/// A tokio [`Sleep`] that is not polled again by the task it already
+/// wakes. The reader polls its timer on every read that finds no bytes,
+/// twice per request (in flight, then idle), and a poll takes the timer
+/// wheel's waker slot each time; while the deadline stands and the same
+/// task polls, a look at whether it fired says the same.
+struct ReadTimer {
+    sleep: Pin<Box<Sleep>>,
+    /// The waker of the last poll that found the timer pending, until the
+    /// deadline moves.
+    armed_for: Option<Waker>,
+}
+
+impl ReadTimer {
+    fn new(at: Instant) -> ReadTimer {
+        ReadTimer {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            armed_for: None,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.sleep.deadline()
+    }
+
+    fn is_elapsed(&self) -> bool {
+        self.sleep.is_elapsed()
+    }
+
+    fn reset(&mut self, at: Instant) {
+        self.sleep.as_mut().reset(at);
+        self.armed_for = None;
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let armed = self
+            .armed_for
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if armed && !self.sleep.is_elapsed() {
+            return Poll::Pending;
+        }
+        // A poll made with the task's budget spent answers `Pending`
+        // without taking the waker slot: only one made with budget left
+        // counts as arming the timer.
+        let registers = tokio::task::coop::has_budget_remaining();
+        let p = self.sleep.as_mut().poll(cx);
+        match p {
+            Poll::Pending if registers && !armed => self.armed_for = Some(cx.waker().clone()),
+            Poll::Pending => {}
+            Poll::Ready(()) => self.armed_for = None,
+        }
+        p
+    }
+}
+
 /// Enforces the connection timeouts (see the module docs).
 pub(crate) struct TimedIo<T> {
     inner: T,
@@ -278,7 +333,7 @@ pub(crate) struct TimedIo<T> {
     read_deadline: Option<Instant>,
     /// When this idle phase releases hyper's state (HTTP/1).
     release_deadline: Option<Instant>,
-    read_timer: Pin<Box<Sleep>>,
+    read_timer: ReadTimer,
     write_deadline: Option<Instant>,
     write_timer: Pin<Box<Sleep>>,
 }
@@ -310,7 +365,7 @@ impl<T> TimedIo<T> {
             head_complete: false,
             read_deadline: None,
             release_deadline: None,
-            read_timer: Box::pin(tokio::time::sleep_until(now)),
+            read_timer: ReadTimer::new(now),
             write_deadline: None,
             write_timer: Box::pin(tokio::time::sleep_until(now)),
         }
@@ -514,13 +569,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
             if fired || !this.busy_armed {
                 let limit = Instant::now() + this.busy_wait;
                 if fired || this.read_timer.deadline() > limit {
-                    this.read_timer.as_mut().reset(limit);
+                    this.read_timer.reset(limit);
                 }
                 this.busy_armed = true;
             }
             // Fired before any request finished: looked at again on its
             // next poll, which this wake-up makes.
-            if this.read_timer.as_mut().poll(cx).is_ready() {
+            if this.read_timer.poll(cx).is_ready() {
                 cx.waker().wake_by_ref();
             }
             return Poll::Pending;
@@ -531,13 +586,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
             .filter(|_| this.h2 == Some(false) && this.between_requests());
         let deadline = release_at.map_or(close_at, |r| r.min(close_at));
         if this.read_timer.deadline() != deadline {
-            this.read_timer.as_mut().reset(deadline);
+            this.read_timer.reset(deadline);
         }
         // An idle phase's first deadline is at most a check-back from its
         // start (`check_back`): the busy path that follows (the request
         // this phase's bytes start) then needs no timer of its own.
         this.busy_armed = deadline <= this.phase_start + this.busy_wait;
-        if this.read_timer.as_mut().poll(cx).is_pending() {
+        if this.read_timer.poll(cx).is_pending() {
             return Poll::Pending;
         }
         if release_at.is_some_and(|r| r < close_at) {
@@ -657,7 +712,57 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::head_end;
+    use super::{head_end, ReadTimer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// A waker that counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_timer_wakes_the_task_that_polled_it_last() {
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let (mut ca, mut cb) = (Context::from_waker(&wa), Context::from_waker(&wb));
+        let soon = || Instant::now() + Duration::from_millis(30);
+        let mut t = ReadTimer::new(soon());
+        assert!(t.poll(&mut ca).is_pending());
+        assert!(t.poll(&mut ca).is_pending());
+        // Another task polls it: that one is woken, not the first.
+        assert!(t.poll(&mut cb).is_pending());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(b.0.load(Ordering::SeqCst), 1);
+        assert_eq!(a.0.load(Ordering::SeqCst), 0);
+        assert!(t.poll(&mut cb).is_ready());
+        assert!(t.poll(&mut cb).is_ready());
+        // Moved: armed again by the next poll.
+        t.reset(soon());
+        assert!(t.poll(&mut ca).is_pending());
+        assert!(t.poll(&mut ca).is_pending());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(a.0.load(Ordering::SeqCst), 1);
+        assert!(t.poll(&mut ca).is_ready());
+        // Moved while armed, before it fired.
+        t.reset(soon() + Duration::from_secs(60));
+        assert!(t.poll(&mut ca).is_pending());
+        t.reset(soon());
+        assert!(t.poll(&mut ca).is_pending());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(a.0.load(Ordering::SeqCst), 2);
+        assert!(t.poll(&mut ca).is_ready());
+    }
 
     /// `head_end` on `bytes` with nothing before them.
     fn end(bytes: &[u8]) -> Option<usize> {
