@@ -131,7 +131,7 @@ def e2e_targets(ms: Sequence[E2eMedian], conns: int = 32) -> list[Target]:
     uw = _find(ms, "nginx-uwsgi", "get", conns)
     static = _find(ms, "nginx-static", "get", conns)
     qs = _find(ms, "quickstart", "get", conns)
-    for setup in ("proxy-serve", "proxy-serve-1t"):
+    for setup in ("proxy-serve", "proxy-serve-1t", "proxy-serve-nopoll"):
         ps = _find(ms, setup, "get", conns)
         if ps is None:
             continue

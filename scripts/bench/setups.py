@@ -383,6 +383,19 @@ class Setups:
                     one_args,
                 )
             ]
+        if self.want("proxy-serve-nopoll"):
+            s = self.add(
+                Setup(
+                    "proxy-serve-nopoll",
+                    "same as proxy-serve, busy polling off in both (`--busy-poll 0`)",
+                )
+            )
+            s.port = free_port()
+            nopoll = ["--busy-poll", "0"]
+            s.roles["serve"] = [self.serve("serve-np", d / "np.sock", None, nopoll)]
+            s.roles["proxy"] = [
+                self.proxy("proxy-np", s.port, f"unix:{d / 'np.sock'}", None, nopoll)
+            ]
         if self.want("nginx-serve"):
             s = self.add(
                 Setup(
