@@ -505,7 +505,7 @@ def render(indir: Path, out: Path, chart_dir: Path) -> None:
         "## How to run",
         "",
         "```sh",
-        "scripts/bench-all                # the four suites below, then this report (~25 min)",
+        "scripts/bench-all                # the four suites below, then this report (~30 min)",
         "scripts/bench-ipc                # IPC: uwire/1 vs hyper HTTP/1.1, h2, tonic, raw socket floors",
         "scripts/bench-e2e                # end to end through a front, wrk",
         "scripts/bench-mem                # resident memory per idle connection / in-flight stream",
