@@ -128,14 +128,24 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A varint, with the one-byte case (lengths under 128, ports of the
-    /// defaults, versions, booleans) inline and the rest from prost.
+    /// A varint, with the cases of one to three bytes inline (lengths,
+    /// statuses, ports, versions, booleans) and the rest from prost. Like
+    /// prost, a value written longer than it needs (`80 00` for 0) reads
+    /// as its value.
     #[inline(always)]
     fn raw_varint(&mut self) -> Result<u64, PbError> {
         match self.rest {
             [b, rest @ ..] if *b < 0x80 => {
                 self.rest = rest;
                 Ok(u64::from(*b))
+            }
+            [b0, b1, rest @ ..] if *b1 < 0x80 => {
+                self.rest = rest;
+                Ok(u64::from(b0 & 0x7f) | u64::from(*b1) << 7)
+            }
+            [b0, b1, b2, rest @ ..] if *b2 < 0x80 => {
+                self.rest = rest;
+                Ok(u64::from(b0 & 0x7f) | u64::from(b1 & 0x7f) << 7 | u64::from(*b2) << 14)
             }
             _ => Ok(decode_varint(&mut self.rest)?),
         }
@@ -859,6 +869,52 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..4),
         ];
         proptest::collection::vec(field, 0..8).prop_map(|v| v.concat())
+    }
+
+    #[test]
+    fn varints_read_as_prost_reads_them() {
+        let mut cases: Vec<Vec<u8>> = vec![
+            // Written longer than needed, and cut short.
+            vec![0x80, 0x00],
+            vec![0xff, 0x7f],
+            vec![0x80, 0x80, 0x00],
+            vec![0xff, 0xff, 0x7f],
+            vec![0x80],
+            vec![0xff, 0xff],
+            vec![0xff, 0xff, 0xff],
+        ];
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            200,
+            8080,
+            16_383,
+            16_384,
+            65_535,
+            (1 << 21) - 1,
+            1 << 21,
+            1 << 32,
+            u64::MAX,
+        ] {
+            let mut b = Vec::new();
+            prost::encoding::encode_varint(v, &mut b);
+            cases.push(b);
+        }
+        for case in cases {
+            for tail in [&[][..], &[0x05, 0x80][..]] {
+                let buf = Bytes::from([&case[..], tail].concat());
+                let mut ours = Reader::new(&buf);
+                let got = ours.raw_varint().ok();
+                let mut theirs = &buf[..];
+                let want = prost::encoding::decode_varint(&mut theirs).ok();
+                assert_eq!(got, want, "{case:02x?} then {tail:02x?}");
+                if want.is_some() {
+                    assert_eq!(ours.rest, theirs, "{case:02x?} then {tail:02x?}");
+                }
+            }
+        }
     }
 
     proptest! {
