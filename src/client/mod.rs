@@ -629,31 +629,17 @@ impl Client {
     }
 }
 
-/// `fut`, failed with [`Kind::Timeout`] once `deadline` passes. The timer
-/// is made only if `fut` is not ready when first polled: most waits bounded
-/// this way (a pooled connection's checkout, a stream under the peer's
-/// limit) end at once, and a tokio timer registered and cancelled costs
-/// more than the wait.
+/// `fut`, failed with [`Kind::Timeout`] once `deadline` passes
+/// ([`crate::net::within`]: no timer unless `fut` has to wait; most waits
+/// bounded this way, a pooled connection's checkout or a stream under the
+/// peer's limit, end at once).
 async fn by_deadline<T>(
     deadline: Option<tokio::time::Instant>,
     fut: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    let Some(deadline) = deadline else {
-        return fut.await;
-    };
-    let mut fut = std::pin::pin!(fut);
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-            return Poll::Ready(r);
-        }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Error::new(Kind::Timeout))),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
+    crate::net::within(deadline, fut)
+        .await
+        .unwrap_or_else(|| Err(Error::new(Kind::Timeout)))
 }
 
 /// A boxed response future.

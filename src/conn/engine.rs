@@ -451,22 +451,17 @@ impl Connection {
     /// Resets every stream whose response deadline has passed at `now`
     /// (RESET `CANCEL`, [`Event::ResponseTimeout`]).
     fn expire_response_deadlines(&mut self, now: Instant) {
-        let mut expired = false;
         while let Some(&(at, id)) = self.head_deadlines.front() {
-            if self.awaits_head(id) && now < at {
+            let waiting = self.awaits_head(id);
+            if waiting && now < at {
                 break;
             }
             self.head_deadlines.pop_front();
-            if self.awaits_head(id) {
-                self.remove_stream(id, Recent::Reset);
-                self.control
-                    .push_back(Reset::new(id, Reason::CANCEL).into());
+            // (A drain that this ends closes the connection, which clears
+            // the queue.)
+            if waiting && self.reset_stream(id, Reason::CANCEL).is_ok() {
                 self.events.push_back(Event::ResponseTimeout { id });
-                expired = true;
             }
-        }
-        if expired {
-            self.maybe_finish_drain();
         }
     }
 

@@ -84,11 +84,9 @@ impl SendStream {
             let buffered = g.engine.send_buffered(id);
             let gone = g.slots.get(&id).and_then(|s| s.gone);
             match gone {
-                Some(Gone::Reset(..) | Gone::Lost | Gone::TimedOut) => {
-                    return Poll::Ready(Err(g.stream_error(g.slots.get(&id))))
-                }
                 // Finished: everything was written.
                 Some(Gone::Finished) => return Poll::Ready(Ok(())),
+                Some(_) => return Poll::Ready(Err(g.stream_error(g.slots.get(&id)))),
                 None => {}
             }
             if buffered <= SEND_LOW_WATER {
