@@ -194,6 +194,24 @@ class Setups:
             env=env,
         )
 
+    def proxy_serve(
+        self,
+        name: str,
+        title: str,
+        sock: Path,
+        tag: str,
+        env: dict[str, str] | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
+        """A `uwire proxy` -> `uwire serve` row: both started with `env`
+        and `extra` arguments, named `proxy-<tag>` and `serve-<tag>`."""
+        s = self.add(Setup(name, title))
+        s.port = free_port()
+        s.roles["serve"] = [self.serve(f"serve-{tag}", sock, env, extra)]
+        s.roles["proxy"] = [
+            self.proxy(f"proxy-{tag}", s.port, f"unix:{sock}", env, extra)
+        ]
+
     def uwsgi(self, name: str, sock: Path) -> Proc:
         somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
         p = self.procs.start(
@@ -354,48 +372,30 @@ class Setups:
                 )
             ]
         if self.want("proxy-serve"):
-            s = self.add(
-                Setup(
-                    "proxy-serve",
-                    "`uwire proxy` -> uwire/1 -> `uwire serve` (Rust handler)",
-                )
+            self.proxy_serve(
+                "proxy-serve",
+                "`uwire proxy` -> uwire/1 -> `uwire serve` (Rust handler)",
+                d / "ps.sock",
+                "ps",
             )
-            s.port = free_port()
-            s.roles["serve"] = [self.serve("serve-ps", d / "ps.sock")]
-            s.roles["proxy"] = [self.proxy("proxy-ps", s.port, f"unix:{d / 'ps.sock'}")]
         if self.want("proxy-serve-1t"):
-            s = self.add(
-                Setup(
-                    "proxy-serve-1t",
-                    "same, one worker thread in each (TOKIO_WORKER_THREADS=1)",
-                )
+            self.proxy_serve(
+                "proxy-serve-1t",
+                "same, one worker thread in each (TOKIO_WORKER_THREADS=1)",
+                d / "p1.sock",
+                "1t",
+                ONE_THREAD_ENV,
+                one_args,
             )
-            s.port = free_port()
-            s.roles["serve"] = [
-                self.serve("serve-1t", d / "p1.sock", ONE_THREAD_ENV, one_args)
-            ]
-            s.roles["proxy"] = [
-                self.proxy(
-                    "proxy-1t",
-                    s.port,
-                    f"unix:{d / 'p1.sock'}",
-                    ONE_THREAD_ENV,
-                    one_args,
-                )
-            ]
         if self.want("proxy-serve-nopoll"):
-            s = self.add(
-                Setup(
-                    "proxy-serve-nopoll",
-                    "same as proxy-serve, busy polling off in both (`--busy-poll 0`)",
-                )
+            self.proxy_serve(
+                "proxy-serve-nopoll",
+                "same as proxy-serve, busy polling off in both (`--busy-poll 0`)",
+                d / "np.sock",
+                "np",
+                None,
+                ["--busy-poll", "0"],
             )
-            s.port = free_port()
-            nopoll = ["--busy-poll", "0"]
-            s.roles["serve"] = [self.serve("serve-np", d / "np.sock", None, nopoll)]
-            s.roles["proxy"] = [
-                self.proxy("proxy-np", s.port, f"unix:{d / 'np.sock'}", None, nopoll)
-            ]
         if self.want("nginx-serve"):
             s = self.add(
                 Setup(
