@@ -457,10 +457,13 @@ impl Connection {
                 break;
             }
             self.head_deadlines.pop_front();
-            // (A drain that this ends closes the connection, which clears
-            // the queue.)
-            if waiting && self.reset_stream(id, Reason::CANCEL).is_ok() {
+            if waiting {
+                // The event first: a drain that the reset ends closes the
+                // connection (its `Closed` is the last event, and the
+                // queue is cleared, which ends this loop). The stream is
+                // known and the connection open, so the reset succeeds.
                 self.events.push_back(Event::ResponseTimeout { id });
+                let _ = self.reset_stream(id, Reason::CANCEL);
             }
         }
     }

@@ -287,3 +287,23 @@ fn response_deadlines_go_with_the_connection() {
     assert!(c.head_deadlines.is_empty());
     assert_eq!(c.poll_timeout(), None);
 }
+
+#[test]
+fn a_response_timeout_that_ends_a_drain_comes_before_closed() {
+    let (mut c, now) = client();
+    let a = c.open_stream(head(), true).unwrap();
+    c.set_response_deadline(a, now + std::time::Duration::from_secs(1));
+    // Draining: the last stream's end closes the connection.
+    c.go_away(Reason::NO_ERROR, Bytes::new(), now);
+    transmitted(&mut c);
+    events(&mut c);
+    c.handle_timeout(now + std::time::Duration::from_secs(1));
+    assert_eq!(
+        events(&mut c),
+        vec![
+            Event::ResponseTimeout { id: a },
+            Event::Closed { error: None }
+        ]
+    );
+    assert!(c.is_closed());
+}
