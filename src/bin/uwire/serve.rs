@@ -116,7 +116,8 @@ pub struct Args {
     /// long and takes what arrives meanwhile without being woken (much
     /// lower latency at few requests in flight where waking a sleeping CPU
     /// is dear, as on virtual machines); the window shrinks where it finds
-    /// nothing, so sparse work costs no polling. At most 10ms; 0: off.
+    /// nothing, so sparse work costs no polling, and a thread working over
+    /// 80% of its time does not poll. At most 10ms; 0: off.
     /// Default: 50us with one thread, off with more (a polling thread
     /// takes the new connections of the shared listening socket before a
     /// sleeping one wakes, so the threads would not share them). See
