@@ -278,16 +278,13 @@ impl Connection {
                     self.control
                         .push_back(GoAway::new(last, Reason::NO_ERROR, Bytes::new()).into());
                 }
+                // Each open stream is cancelled, to the peer and to the
+                // application alike.
                 for id in self.streams.sorted_ids() {
-                    self.remove_stream(id, Recent::Reset);
                     self.control
                         .push_back(Reset::new(id, Reason::CANCEL).into());
-                    self.events.push_back(Event::StreamReset {
-                        id,
-                        reason: Reason::CANCEL,
-                        remote: false,
-                    });
                 }
+                self.reset_all(Reason::CANCEL, false);
                 return self.close(None);
             }
         }
