@@ -908,47 +908,41 @@ mod tests {
     /// once its work leaves it most of its time.
     #[test]
     fn a_saturated_thread_does_not_poll() {
+        /// `n` rounds of `work` of work, then a wait whose tries take the
+        /// next job at once (`ready`) or never, and whose block sleeps
+        /// `gap`; says which waits tried. The window, 5 ms, is far longer
+        /// than the gaps, so that a sleep overrun by a loaded machine
+        /// does not shrink it.
+        fn rounds(n: usize, work: Duration, ready: bool, gap: Duration) -> Vec<bool> {
+            (0..n)
+                .map(|_| {
+                    let start = Instant::now();
+                    while start.elapsed() < work {
+                        std::hint::spin_loop();
+                    }
+                    let mut tried = false;
+                    let take = || {
+                        tried = true;
+                        ready.then_some(())
+                    };
+                    wait(Duration::from_millis(5), take, || std::thread::sleep(gap));
+                    tried
+                })
+                .collect()
+        }
         std::thread::spawn(|| {
             machine_busy(false);
-            let full = Duration::from_millis(1);
-            let burn = |d: Duration| {
-                let start = Instant::now();
-                while start.elapsed() < d {
-                    std::hint::spin_loop();
-                }
-            };
             // Work all the time: each wait's first try takes the next job.
-            let mut polled = Vec::new();
-            for _ in 0..60 {
-                burn(Duration::from_micros(200));
-                let mut tried = false;
-                wait(
-                    full,
-                    || {
-                        tried = true;
-                        Some(())
-                    },
-                    || (),
-                );
-                polled.push(tried);
-            }
+            let polled = rounds(60, Duration::from_micros(200), true, Duration::ZERO);
             assert!(polled[..5].iter().all(|&p| p), "{polled:?}");
             assert!(polled[30..].iter().all(|&p| !p), "{polled:?}");
             // Work a tenth of the time: polling comes back.
-            let mut polled = Vec::new();
-            for _ in 0..30 {
-                burn(Duration::from_micros(50));
-                let mut tried = false;
-                wait(
-                    full,
-                    || {
-                        tried = true;
-                        None
-                    },
-                    || std::thread::sleep(Duration::from_micros(500)),
-                );
-                polled.push(tried);
-            }
+            let polled = rounds(
+                30,
+                Duration::from_micros(50),
+                false,
+                Duration::from_micros(500),
+            );
             assert!(polled[15..].iter().all(|&p| p), "{polled:?}");
         })
         .join()
