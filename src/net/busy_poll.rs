@@ -108,6 +108,10 @@ struct Hook {
     /// Windows ended by readiness, and windows that ran out (for tests).
     #[cfg(test)]
     outcomes: [std::sync::atomic::AtomicU64; 2],
+    /// Parks that went on to sleep in the event loop (for tests that pace
+    /// their work by the thread's sleeps).
+    #[cfg(test)]
+    sleeps: std::sync::atomic::AtomicU64,
 }
 
 fn build_with(
@@ -129,11 +133,17 @@ fn build_with(
         if let Some(fd) = h.epoll.get() {
             let w = Adaptive::window(window);
             let ready = !w.is_zero() && poll_until_ready(fd, w);
-            #[cfg(test)]
-            if !w.is_zero() {
-                h.outcomes[usize::from(!ready)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
             Adaptive::parked(ready);
+            #[cfg(test)]
+            {
+                use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+                if !w.is_zero() {
+                    h.outcomes[usize::from(!ready)].fetch_add(1, Relaxed);
+                }
+                if !ready {
+                    h.sleeps.fetch_add(1, SeqCst);
+                }
+            }
         }
     });
     builder.on_thread_unpark(move || Adaptive::unparked(window));
@@ -951,15 +961,47 @@ mod tests {
 
     /// Work that comes in gaps far longer than the window: the windows
     /// run out, the thread's window shrinks to nothing and it stops
-    /// polling, so most of the 40 waits poll not at all.
+    /// polling, so most of the 40 waits poll not at all. Each gap starts
+    /// when the thread has gone to sleep, so that a thread held up by a
+    /// loaded machine cannot find its next job already there (which would
+    /// make a long gap look short): 400 µs, 200, 100, 50, then no window.
     #[test]
     fn long_gaps_stop_the_polling() {
+        use std::sync::atomic::Ordering::SeqCst;
         machine_busy(false);
         let (rt, _, hook) = build_with(&mut current_thread(), Duration::from_micros(400)).unwrap();
-        assert_eq!(fed(&rt, 40, Duration::from_millis(3)).len(), 40);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sender = std::thread::spawn({
+            let hook = hook.clone();
+            move || {
+                let mut seen = 0;
+                for i in 0..40u32 {
+                    // The receiver's next sleep (bounded: a hook that
+                    // never counted would fail the test, not hang it).
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while hook.sleeps.load(SeqCst) == seen {
+                        assert!(Instant::now() < deadline, "the thread never slept");
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                    seen = hook.sleeps.load(SeqCst);
+                    std::thread::sleep(Duration::from_millis(3));
+                    tx.send(i).unwrap();
+                }
+            }
+        });
+        let got = rt.block_on(async move {
+            let mut n = 0;
+            while rx.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        });
+        sender.join().unwrap();
+        assert_eq!(got, 40);
         let (ready, ran_out) = outcomes(&hook);
+        assert!(ran_out >= 1, "the first window is full");
         assert!(
-            ready + ran_out < 20,
+            ready + ran_out <= 6,
             "{ready} windows ended on readiness, {ran_out} ran out"
         );
     }
@@ -998,14 +1040,26 @@ mod tests {
     /// `wait` on a fresh thread (whose window starts full), counting the
     /// calls of `take` and of `block`.
     fn waits(full: Duration, gaps: &[Duration]) -> (Vec<usize>, usize) {
+        waits_paced(full, gaps, false)
+    }
+
+    /// [`waits`], where with `paced` each gap starts only when the waiting
+    /// thread blocks: its tries then never find the job, and each block
+    /// lasts at least its gap, however a loaded machine schedules the two
+    /// threads.
+    fn waits_paced(full: Duration, gaps: &[Duration], paced: bool) -> (Vec<usize>, usize) {
         let gaps = gaps.to_vec();
         std::thread::spawn(move || {
             machine_busy(false);
             let (tx, rx) = std::sync::mpsc::channel::<usize>();
+            let (blocking, blocked) = std::sync::mpsc::channel::<()>();
             let sender = std::thread::spawn({
                 let gaps = gaps.clone();
                 move || {
                     for (i, g) in gaps.into_iter().enumerate() {
+                        if paced {
+                            blocked.recv().unwrap();
+                        }
                         std::thread::sleep(g);
                         tx.send(i).unwrap();
                     }
@@ -1022,6 +1076,9 @@ mod tests {
                     },
                     || {
                         blocks += 1;
+                        if paced {
+                            blocking.send(()).unwrap();
+                        }
                         rx.recv().unwrap()
                     },
                 );
@@ -1053,15 +1110,18 @@ mod tests {
 
     #[test]
     fn wait_stops_spinning_when_work_is_sparse() {
-        // A 1 ms window, work every 4 ms: each window finds nothing and
-        // the sleep after it is longer than the full window, so the window
-        // halves until it is nothing (1, 1/2, 1/4, then 0): from then on
-        // `wait` blocks without trying.
-        let (takes, blocks) = waits(Duration::from_millis(1), &[Duration::from_millis(4); 12]);
+        // A 1 ms window, work 4 ms after each block: each window finds
+        // nothing and the sleep after it is longer than the full window,
+        // so the window halves until it is nothing (1, 1/2, 1/4, 1/8, then
+        // 0): from then on `wait` blocks without trying.
+        let (takes, blocks) = waits_paced(
+            Duration::from_millis(1),
+            &[Duration::from_millis(4); 12],
+            true,
+        );
         assert_eq!(blocks, 12, "{takes:?}");
-        let spun = takes.iter().filter(|&&t| t > 0).count();
-        assert!(spun <= 4, "spun in {spun} of 12 waits: {takes:?}");
-        assert!(takes[6..].iter().all(|&t| t == 0), "{takes:?}");
+        assert!(takes[0] > 0, "the first window is full: {takes:?}");
+        assert!(takes[4..].iter().all(|&t| t == 0), "{takes:?}");
     }
 
     #[test]
