@@ -80,8 +80,10 @@ pub enum Role {
 }
 
 /// Something the application must know about, from
-/// [`Connection::poll_event`].
+/// [`Connection::poll_event`]. Non-exhaustive: later versions may report
+/// more, so a `match` on it outside this crate ends with a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The peer's SETTINGS arrived; a client may now open streams.
     Ready,
