@@ -33,9 +33,15 @@ const BODY_CHUNKS: usize = 8;
 /// The background runtime, made again in a forked child (a runtime's
 /// threads do not survive `fork`).
 fn runtime() -> Arc<tokio::runtime::Runtime> {
+    runtime_in(std::process::id())
+}
+
+/// [`runtime`] for the calling process, `pid`. Called only with the GIL
+/// held (from Python calls), so that no thread holds its lock when the
+/// process forks (Python forks with the GIL held).
+fn runtime_in(pid: u32) -> Arc<tokio::runtime::Runtime> {
     static RT: Mutex<Option<(u32, Arc<tokio::runtime::Runtime>)>> = Mutex::new(None);
     let mut rt = RT.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
     match rt.as_ref() {
         Some((p, r)) if *p == pid => r.clone(),
         _ => {
@@ -292,7 +298,20 @@ impl ClientFailure {
 /// also `uwsgi+unix:`/`uwsgi+tcp:` for classic uwsgi servers).
 #[pyclass(frozen, module = "uwire._native")]
 pub struct Client {
-    inner: uwire::client::Client,
+    /// The pooled client, and the process that made it. A forked child
+    /// makes a fresh one at its first request rather than use the one it
+    /// inherited: those connections are driven by tasks of the parent's
+    /// runtime, whose threads are gone in the child (a request on them
+    /// would wait for its timeout), and their sockets are the parent's too
+    /// (frames written from both processes would interleave). The
+    /// inherited pool is left as it is, neither used nor dropped: dropping
+    /// it could write to the sockets or wake the parent's runtime through
+    /// descriptors the two processes share. Locked only with the GIL held
+    /// (see [`runtime_in`]).
+    inner: Mutex<(u32, uwire::client::Client)>,
+    /// What the pool was made from, to make it again after a fork.
+    upstreams: Vec<Upstream>,
+    config: ClientConfig,
     timeout: Option<Duration>,
 }
 
@@ -301,6 +320,26 @@ fn opt_secs(s: Option<f64>) -> Option<Duration> {
 }
 
 impl Client {
+    /// The pooled client for the calling process, `pid` (see
+    /// [`Client::inner`]).
+    fn pooled(&self, pid: u32) -> uwire::client::Client {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.0 != pid {
+            let fresh = uwire::client::Client::new(self.upstreams.clone(), self.config.clone())
+                .expect("the same upstreams and config made the first pool");
+            std::mem::forget(std::mem::replace(&mut inner.1, fresh));
+            inner.0 = pid;
+        }
+        inner.1.clone()
+    }
+
+    /// The pooled client and the runtime to run a request on, both of the
+    /// calling process.
+    fn for_request(&self) -> (uwire::client::Client, Arc<tokio::runtime::Runtime>) {
+        let pid = std::process::id();
+        (self.pooled(pid), runtime_in(pid))
+    }
+
     async fn send(
         client: uwire::client::Client,
         req: http::Request<ReqBody>,
@@ -350,8 +389,14 @@ impl Client {
             max_connections_per_upstream: max_connections.max(1),
             ..ClientConfig::default()
         };
-        let inner = uwire::client::Client::new(ups, cfg).map_err(PyValueError::new_err)?;
-        Ok(Client { inner, timeout })
+        let inner =
+            uwire::client::Client::new(ups.clone(), cfg.clone()).map_err(PyValueError::new_err)?;
+        Ok(Client {
+            inner: Mutex::new((std::process::id(), inner)),
+            upstreams: ups,
+            config: cfg,
+            timeout,
+        })
     }
 
     /// Sends a request and waits for the response head (GIL released).
@@ -368,8 +413,7 @@ impl Client {
         let body = request_body(py, body)?;
         let req = build_request(method, path, headers, body)?;
         let timeout = timeout.map_or(self.timeout, |t| opt_secs(Some(t)));
-        let client = self.inner.clone();
-        let rt = runtime();
+        let (client, rt) = self.for_request();
         let resp = py.detach(|| rt.block_on(Client::send(client, req, timeout)));
         match resp {
             Ok(r) => Ok(Response::new(r, timeout)),
@@ -395,8 +439,8 @@ impl Client {
         let body = request_body(py, body)?;
         let req = build_request(method, path, headers, body)?;
         let timeout = timeout.map_or(self.timeout, |t| opt_secs(Some(t)));
-        let client = self.inner.clone();
-        let task = runtime().spawn(async move {
+        let (client, rt) = self.for_request();
+        let task = rt.spawn(async move {
             let r = Client::send(client, req, timeout).await;
             let outcome = r.map(|resp| Value::Response(Box::new(Response::new(resp, timeout))));
             resolve(event_loop, fut, outcome);
@@ -408,7 +452,7 @@ impl Client {
 
     /// Live pooled connections per server.
     fn connection_counts(&self) -> Vec<usize> {
-        self.inner.connection_counts()
+        self.pooled(std::process::id()).connection_counts()
     }
 }
 

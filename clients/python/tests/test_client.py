@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -119,6 +120,53 @@ def test_thread_safe_and_multiplexed(rust_sock: Path) -> None:
         t.join(60)
     assert len(results) == 16 * 20
     assert sum(c.connection_counts()) <= 2
+
+
+def test_a_forked_child_makes_its_own_connections(rust_sock: Path) -> None:
+    # A client in use by threads when the process forks (a preloading
+    # server's workers, a multiprocessing pool): each child makes its own
+    # connections on its first request (the inherited ones are driven by
+    # the parent's runtime, whose threads the child does not have, and
+    # their sockets are the parent's), and the parent's keep working.
+    c = uwire.Client(f"unix:{rust_sock}", timeout=20)
+    assert c.request("POST", "/echo", body=b"before").read() == b"before"
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def load() -> None:
+        while not stop.is_set():
+            body = os.urandom(70_000)
+            try:
+                assert c.request("POST", "/echo", body=body).read() == body
+            except BaseException as e:  # reported by the parent below
+                failures.append(e)
+                return
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(8):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    # A child that hangs is killed by the alarm (and fails).
+                    signal.alarm(15)
+                    body = b"child %d" % i
+                    same = c.request("POST", "/echo", body=body).read() == body
+                    fresh = uwire.Client(f"unix:{rust_sock}").request("GET", "/")
+                    code = 0 if same and fresh.status == 200 else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, f"child {i}: status {status}"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not failures, failures
+    assert c.request("POST", "/echo", body=b"after").read() == b"after"
 
 
 def test_async_client(rust_sock: Path) -> None:
