@@ -462,6 +462,16 @@ async fn concurrent_requests_spread_over_the_pool_before_sharing_a_connection() 
         }
         assert_eq!(proxy.client.connections_opened(), [4]);
         assert_eq!(proxy.client.connection_counts(), [4]);
+        // A copy without connections (a forked child's): the same
+        // upstreams and configuration, none of the pool, which stays.
+        let fresh = proxy.client.without_connections();
+        assert_eq!(fresh.connection_counts(), [0]);
+        assert_eq!(fresh.connections_opened(), [0]);
+        assert_eq!(
+            format!("{:?}", fresh.config()),
+            format!("{:?}", proxy.client.config())
+        );
+        assert_eq!(proxy.client.connection_counts(), [4]);
     })
     .await
 }

@@ -333,6 +333,26 @@ impl Client {
         })
     }
 
+    /// A client for the same upstreams, with the same configuration, and
+    /// none of this one's connections: what a forked child uses in place
+    /// of the client it inherited, whose connections are driven by tasks
+    /// of the parent's runtime (their threads do not survive `fork`) over
+    /// sockets the parent still writes to.
+    pub fn without_connections(&self) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                upstreams: self
+                    .inner
+                    .upstreams
+                    .iter()
+                    .map(|u| Arc::new(UpstreamState::new(u.addr.clone())))
+                    .collect(),
+                config: self.inner.config.clone(),
+                rr: AtomicUsize::new(0),
+            }),
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config

@@ -309,9 +309,6 @@ pub struct Client {
     /// descriptors the two processes share. Locked only with the GIL held
     /// (see [`runtime_in`]).
     inner: Mutex<(u32, uwire::client::Client)>,
-    /// What the pool was made from, to make it again after a fork.
-    upstreams: Vec<Upstream>,
-    config: ClientConfig,
     timeout: Option<Duration>,
 }
 
@@ -325,8 +322,7 @@ impl Client {
     fn pooled(&self, pid: u32) -> uwire::client::Client {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.0 != pid {
-            let fresh = uwire::client::Client::new(self.upstreams.clone(), self.config.clone())
-                .expect("the same upstreams and config made the first pool");
+            let fresh = inner.1.without_connections();
             std::mem::forget(std::mem::replace(&mut inner.1, fresh));
             inner.0 = pid;
         }
@@ -389,12 +385,9 @@ impl Client {
             max_connections_per_upstream: max_connections.max(1),
             ..ClientConfig::default()
         };
-        let inner =
-            uwire::client::Client::new(ups.clone(), cfg.clone()).map_err(PyValueError::new_err)?;
+        let inner = uwire::client::Client::new(ups, cfg).map_err(PyValueError::new_err)?;
         Ok(Client {
             inner: Mutex::new((std::process::id(), inner)),
-            upstreams: ups,
-            config: cfg,
             timeout,
         })
     }
