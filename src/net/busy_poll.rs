@@ -813,9 +813,34 @@ mod tests {
     /// Runs `rt` until `n` numbers, sent one every `gap` from another
     /// thread, have arrived; what arrived, in order.
     fn fed(rt: &tokio::runtime::Runtime, n: u32, gap: Duration) -> Vec<u32> {
+        fed_paced(rt, None, n, gap)
+    }
+
+    /// [`fed`], where with `pace` (the hook of `rt`) each gap starts only
+    /// once the runtime's thread has gone to sleep: a thread held up by a
+    /// loaded machine then cannot find its next number already there
+    /// (which would make a long gap look short).
+    fn fed_paced(
+        rt: &tokio::runtime::Runtime,
+        pace: Option<Arc<Hook>>,
+        n: u32,
+        gap: Duration,
+    ) -> Vec<u32> {
+        use std::sync::atomic::Ordering::SeqCst;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let sender = std::thread::spawn(move || {
+            let mut seen = 0;
             for i in 0..n {
+                if let Some(hook) = &pace {
+                    // The thread's next sleep (bounded: a hook that never
+                    // counted would fail the test, not hang it).
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while hook.sleeps.load(SeqCst) == seen {
+                        assert!(Instant::now() < deadline, "the thread never slept");
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                    seen = hook.sleeps.load(SeqCst);
+                }
                 std::thread::sleep(gap);
                 tx.send(i).unwrap();
             }
@@ -962,42 +987,14 @@ mod tests {
     /// Work that comes in gaps far longer than the window: the windows
     /// run out, the thread's window shrinks to nothing and it stops
     /// polling, so most of the 40 waits poll not at all. Each gap starts
-    /// when the thread has gone to sleep, so that a thread held up by a
-    /// loaded machine cannot find its next job already there (which would
-    /// make a long gap look short): 400 µs, 200, 100, 50, then no window.
+    /// when the thread has gone to sleep (see [`fed_paced`]): 400 µs, 200,
+    /// 100, 50, then no window.
     #[test]
     fn long_gaps_stop_the_polling() {
-        use std::sync::atomic::Ordering::SeqCst;
         machine_busy(false);
         let (rt, _, hook) = build_with(&mut current_thread(), Duration::from_micros(400)).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let sender = std::thread::spawn({
-            let hook = hook.clone();
-            move || {
-                let mut seen = 0;
-                for i in 0..40u32 {
-                    // The receiver's next sleep (bounded: a hook that
-                    // never counted would fail the test, not hang it).
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    while hook.sleeps.load(SeqCst) == seen {
-                        assert!(Instant::now() < deadline, "the thread never slept");
-                        std::thread::sleep(Duration::from_micros(20));
-                    }
-                    seen = hook.sleeps.load(SeqCst);
-                    std::thread::sleep(Duration::from_millis(3));
-                    tx.send(i).unwrap();
-                }
-            }
-        });
-        let got = rt.block_on(async move {
-            let mut n = 0;
-            while rx.recv().await.is_some() {
-                n += 1;
-            }
-            n
-        });
-        sender.join().unwrap();
-        assert_eq!(got, 40);
+        let got = fed_paced(&rt, Some(hook.clone()), 40, Duration::from_millis(3));
+        assert_eq!(got.len(), 40);
         let (ready, ran_out) = outcomes(&hook);
         assert!(ran_out >= 1, "the first window is full");
         assert!(
