@@ -120,9 +120,9 @@ fn check_lengths(p: &Parts<'_>) -> Result<(), BlockError> {
 fn count_checked(block: &[u8], max_count: u32) -> Result<u32, BlockError> {
     let p = split(block, max_count)?;
     #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if super::scan::has_avx2() {
+    if super::scan::has_avx2_bmi2() {
         #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX2 (checked just above).
+        // SAFETY: the CPU has AVX2 and BMI2 (checked just above).
         if unsafe { valid_avx2(block, &p) } {
             return Ok(p.count);
         }
@@ -136,12 +136,20 @@ fn count_checked(block: &[u8], max_count: u32) -> Result<u32, BlockError> {
 /// one walk of its table: the lengths add up to the data, no name is empty
 /// or holds a byte that is not a `tchar`, and one scan of all the data
 /// finds no NUL, CR or LF (a name with one fails its own check too). The
-/// verdicts are gathered without a branch per entry: blocks are almost
-/// always valid, and a refused one is checked again to name the error.
+/// verdicts are gathered without a branch per entry but one: blocks are
+/// almost always valid, and a refused one is checked again to name the
+/// error.
+///
+/// A name of up to 32 bytes is checked with one load from its start, when
+/// 32 bytes remain in the block from there, which the table and count
+/// after the data guarantee for every name of a block of five entries or
+/// more; the others take [`far_name`]. A block shorter than one load is
+/// left to the portable path (`false`).
 #[cfg(all(target_arch = "x86_64", not(miri)))]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,bmi2")]
 fn valid_avx2(block: &[u8], p: &Parts<'_>) -> bool {
-    use super::scan::avx2::{ctl_in, not_tchar_in};
+    use super::scan::avx2::{ctl_in, not_tchar_at};
+    use std::arch::x86_64::_bzhi_u32;
     debug_assert!(std::ptr::eq(block.as_ptr(), p.data.as_ptr()));
     // Each entry adds under 2^33 to the running offset, so a u64 cannot
     // wrap below 2^31 entries, far more than any block that fits a frame
@@ -149,26 +157,55 @@ fn valid_avx2(block: &[u8], p: &Parts<'_>) -> bool {
     if p.count >= 1 << 31 {
         return false;
     }
+    // The last offset from which a 32-byte load stays in the block.
+    let Some(last) = block.len().checked_sub(32) else {
+        return false;
+    };
     let data_len = p.data.len();
     #[allow(unsafe_code)]
     // SAFETY: the data is the start of the block.
     let mut bad = unsafe { ctl_in(block, 0, data_len) };
-    let (mut at, mut empty) = (0u64, false);
+    // `names` gets a bit at 16 or above from an empty name (0 - 1 wraps),
+    // never from a name of 1 to 65,535 bytes.
+    let (mut at, mut names) = (0u64, 0u32);
     for e in p.table.chunks_exact(ENTRY) {
         let (n, v) = lengths(e.try_into().expect("ENTRY-sized chunk"));
-        empty |= n == 0;
-        // Until the sum is known to match, the offsets are only clamped
-        // into the data (a block whose lengths are wrong is refused below,
-        // whatever its names held).
-        let start = at.min(data_len as u64) as usize;
-        let end = (start + n).min(data_len);
-        #[allow(unsafe_code)]
-        // SAFETY: `start <= end <= data_len <= block.len()`.
-        let name = unsafe { not_tchar_in(block, start, end) };
-        bad |= name;
+        names |= (n as u32).wrapping_sub(1);
+        // Until the sum is known to match, `at` may be anywhere: the load
+        // is only taken when it stays in the block (a block whose lengths
+        // are wrong is refused below, whatever its names held).
+        let start = at as usize;
+        bad |= if start <= last && n <= 32 {
+            #[allow(unsafe_code)]
+            // SAFETY: `start + 32 <= block.len()`.
+            let marks = unsafe { not_tchar_at(block, start) };
+            // The name is the low `n` bits.
+            _bzhi_u32(marks, n as u32)
+        } else {
+            far_name(block, start, n, data_len)
+        };
         at += (n + v) as u64;
     }
-    bad == 0 && !empty && at == data_len as u64
+    bad == 0 && names <= u32::from(u16::MAX) && at == data_len as u64
+}
+
+/// The `tchar` check of a name [`valid_avx2`]'s one load does not cover
+/// (longer than 32 bytes, or within 32 bytes of the end of the block), at
+/// `start..start + n` clamped into the data: non-zero when a byte is not a
+/// `tchar`.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[cold]
+#[inline(never)]
+#[target_feature(enable = "avx2")]
+fn far_name(block: &[u8], start: usize, n: usize, data_len: usize) -> u32 {
+    use super::scan::avx2::not_tchar_in;
+    let start = start.min(data_len);
+    let end = (start + n).min(data_len);
+    #[allow(unsafe_code)]
+    // SAFETY: `start <= end <= data_len <= block.len()`.
+    unsafe {
+        not_tchar_in(block, start, end)
+    }
 }
 
 /// Validates every field of `p` on its own bytes, in order: the validator
@@ -774,6 +811,81 @@ mod tests {
                 let got = count_checked_or_empty(b, max_count);
                 proptest::prop_assert_eq!(got.ok(), want, "{:?}", b);
                 proptest::prop_assert_eq!(got, count_by_field(b, max_count));
+            }
+        }
+    }
+
+    /// The walk's two name paths at their edges: names of 1 to 40 bytes
+    /// (one load up to 32, `far_name` above), in blocks of 1 to 7 entries
+    /// (the last names of small blocks sit within one load of the block's
+    /// end), with values that start and end with bytes no name may hold. A
+    /// bad byte anywhere in a name is found; the neighbours' bytes, which
+    /// share the name's load, are never taken for the name's.
+    #[test]
+    fn every_name_byte_is_checked_and_no_other() {
+        let value = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|i| if i % 2 == 0 { b' ' } else { b':' })
+                .collect()
+        };
+        for count in 1..=7usize {
+            for name_len in [1usize, 2, 5, 16, 31, 32, 33, 40] {
+                for value_len in [0usize, 1, 3, 40] {
+                    let names: Vec<Vec<u8>> = (0..count)
+                        .map(|i| (0..name_len).map(|j| b"aZ09-~"[(i + j) % 6]).collect())
+                        .collect();
+                    let values: Vec<Vec<u8>> = (0..count).map(|_| value(value_len)).collect();
+                    let entries = |names: &[Vec<u8>]| -> Vec<u8> {
+                        let refs: Vec<(&[u8], &[u8])> = names
+                            .iter()
+                            .zip(&values)
+                            .map(|(n, v)| (&n[..], &v[..]))
+                            .collect();
+                        raw(&refs)
+                    };
+                    let block = entries(&names);
+                    assert_eq!(
+                        count_checked(&block, 10),
+                        Ok(count as u32),
+                        "{count} x {name_len}/{value_len}"
+                    );
+                    // Accepted by the walk itself, not only by the portable
+                    // check after it (a walk that refused valid blocks would
+                    // only be slow).
+                    #[cfg(all(target_arch = "x86_64", not(miri)))]
+                    if super::super::scan::has_avx2_bmi2() && block.len() >= 32 {
+                        let p = split(&block, 10).unwrap();
+                        #[allow(unsafe_code)]
+                        // SAFETY: the CPU has AVX2 and BMI2 (checked above).
+                        let walked = unsafe { valid_avx2(&block, &p) };
+                        assert!(walked, "{count} x {name_len}/{value_len}");
+                    }
+                    for e in 0..count {
+                        let mut names = names.clone();
+                        names[e].clear();
+                        assert_eq!(
+                            count_checked(&entries(&names), 10),
+                            Err(BlockError::Invalid("empty header name")),
+                            "entry {e} empty, {count} x {name_len}/{value_len}"
+                        );
+                    }
+                    for e in 0..count {
+                        for at in 0..name_len {
+                            for bad in [b' ', b':', b'\r', 0x80] {
+                                let mut names = names.clone();
+                                names[e][at] = bad;
+                                let block = entries(&names);
+                                assert_eq!(
+                                    count_checked(&block, 10),
+                                    Err(BlockError::Invalid(
+                                        "empty header name or name with a non-token byte"
+                                    )),
+                                    "entry {e} byte {at} = {bad:#04x}, {count} x {name_len}/{value_len}"
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }

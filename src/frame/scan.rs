@@ -142,6 +142,14 @@ pub(crate) fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
 }
 
+/// Whether the CPU can run the block walk's kernel, which also masks with
+/// BMI2 (every x86-64 CPU with AVX2 so far has it; checked all the same).
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[inline(always)]
+pub(crate) fn has_avx2_bmi2() -> bool {
+    has_avx2() && std::arch::is_x86_feature_detected!("bmi2")
+}
+
 /// Field checks 32 bytes per step. Each takes the whole block and a field's
 /// range in it, because a short field is checked with one 32-byte load that
 /// may cover bytes of its neighbours (the bits of those bytes are masked
@@ -189,6 +197,20 @@ pub(crate) mod avx2 {
     pub(crate) unsafe fn not_tchar_in(block: &[u8], start: usize, end: usize) -> u32 {
         // SAFETY: the caller's contract.
         unsafe { marked(block, start, end, |v| not_tchar(v), super::is_valid_name) }
+    }
+
+    /// Bit `i` set when byte `at + i` of `block` is not a `tchar`, for the
+    /// 32 bytes from `at` (a field of up to 32 bytes that starts at `at` is
+    /// the low bits; the bits above it are its neighbours').
+    ///
+    /// # Safety
+    /// `at + 32 <= block.len()`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(crate) unsafe fn not_tchar_at(block: &[u8], at: usize) -> u32 {
+        debug_assert!(at + 32 <= block.len());
+        // SAFETY: the 32 bytes from `at` are in the block (the contract).
+        not_tchar(unsafe { _mm256_loadu_si256(block.as_ptr().add(at).cast()) })
     }
 
     /// Non-zero when a byte of `block[start..end]` is NUL, CR or LF.
