@@ -353,6 +353,39 @@ impl Client {
         }
     }
 
+    /// In a forked child, closes the descriptors of the pooled
+    /// connections this client inherited from its parent, without writing
+    /// to them, and forgets the client: nothing of it is used or dropped
+    /// again. Returns how many it closed. Take
+    /// [`Client::without_connections`] first to go on with the same
+    /// upstreams.
+    ///
+    /// The child would otherwise hold the parent's sockets open until it
+    /// exits: when the parent closes a connection, its server would see it
+    /// stay open. A descriptor whose number now holds another file (closed
+    /// and reused since the fork) is left alone: each is checked to still
+    /// hold the socket it was opened with.
+    ///
+    /// # Safety
+    /// The tasks that drive this client's connections must never run in
+    /// this process again: true in a child forked from a process whose
+    /// runtime ran them on its own threads (a multi-thread runtime, or a
+    /// current-thread one on a thread other than the forking one), which
+    /// do not exist in the child. Every clone of the client must be
+    /// unused from then on too; their connections are closed with it.
+    #[allow(unsafe_code)]
+    pub unsafe fn close_inherited(self) -> usize {
+        let closed = self
+            .inner
+            .upstreams
+            .iter()
+            // SAFETY: the caller's contract.
+            .map(|u| unsafe { u.close_inherited() })
+            .sum();
+        std::mem::forget(self);
+        closed
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config

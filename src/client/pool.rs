@@ -21,6 +21,63 @@ struct Pooled {
     /// it is one: requests from that thread use it first, so a request and
     /// its connection never wake each other across threads.
     home: Option<std::thread::ThreadId>,
+    /// The connection's socket, as it was when opened (see
+    /// [`UpstreamState::close_inherited`]).
+    socket: Option<SocketId>,
+}
+
+/// Which socket a descriptor held when a connection was opened: its
+/// number, and the device and inode of the socket behind it, which tell a
+/// descriptor still holding that socket from one whose number was reused
+/// for another file since.
+#[derive(Debug, Clone, Copy)]
+struct SocketId {
+    fd: std::os::fd::RawFd,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketId {
+    /// The socket `fd` holds now, if it holds one.
+    fn of(fd: std::os::fd::RawFd) -> Option<SocketId> {
+        let st = fstat(fd)?;
+        (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket).then_some(
+            SocketId {
+                fd,
+                dev: st.st_dev,
+                ino: st.st_ino,
+            },
+        )
+    }
+
+    /// Closes the descriptor if it still holds the socket it held when
+    /// this was taken; whether it did.
+    ///
+    /// # Safety
+    /// Nothing in the process may use the descriptor again (see
+    /// [`UpstreamState::close_inherited`]).
+    #[allow(unsafe_code)]
+    unsafe fn close_if_same(self) -> bool {
+        match SocketId::of(self.fd) {
+            Some(now) if now.dev == self.dev && now.ino == self.ino => {
+                // SAFETY: the caller's contract; `fd` is open (just
+                // checked) and holds the connection's socket.
+                unsafe { rustix::io::close(self.fd) };
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `fstat(fd)`, `None` when it fails (a closed descriptor).
+#[allow(unsafe_code)]
+fn fstat(fd: std::os::fd::RawFd) -> Option<rustix::fs::Stat> {
+    // SAFETY: the borrow lasts for this one call, during which nothing in
+    // this thread closes `fd`; a number that is not open makes fstat fail
+    // with EBADF, nothing worse.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::fs::fstat(fd).ok()
 }
 
 /// The pool affinity of the calling task: its thread when it runs on a
@@ -104,6 +161,26 @@ impl UpstreamState {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns.retain(|c| !c.sender.is_closed());
         conns.len()
+    }
+
+    /// Closes the descriptors of this upstream's pooled connections that
+    /// still hold the sockets they were opened with; how many it closed.
+    /// The connections themselves are left as they are (the caller never
+    /// uses or drops them).
+    ///
+    /// # Safety
+    /// Nothing in the process may use these connections again: their
+    /// tasks must never run here (as in a forked child, where the threads
+    /// of the runtime that drove them do not exist).
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn close_inherited(&self) -> usize {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns
+            .iter()
+            .filter_map(|c| c.socket)
+            // SAFETY: the caller's contract.
+            .filter(|s| unsafe { s.close_if_same() })
+            .count()
     }
 
     /// Counts a request as outstanding on this upstream (before any lease).
@@ -210,7 +287,7 @@ impl UpstreamState {
                 ));
             }
         }
-        let sender = match connect_with_retry(&self.addr.transport, cfg).await {
+        let (sender, socket) = match connect_with_retry(&self.addr.transport, cfg).await {
             Ok(s) => s,
             Err(e) => {
                 *self
@@ -226,6 +303,7 @@ impl UpstreamState {
             sender,
             inflight: Arc::new(AtomicU32::new(0)),
             home: home(),
+            socket,
         };
         let lease = self.lease(&pooled);
         self.conns
@@ -346,24 +424,75 @@ pub(crate) async fn connect_raw_with_retry(
     }
 }
 
+/// Opens a pooled connection and spawns its task: its sender, and which
+/// socket it runs on.
 async fn connect_with_retry(
     transport: &Transport,
     cfg: &ClientConfig,
-) -> Result<SendRequest, Error> {
-    let (sender, task) = match open_with_retry(transport, cfg).await? {
+) -> Result<(SendRequest, Option<SocketId>), Error> {
+    use std::os::fd::AsRawFd;
+    let ((sender, task), socket) = match open_with_retry(transport, cfg).await? {
         // Registered for reading only (see `UnixConn`): waiting for an
         // answer, the connection is not woken when the app reads the
         // request.
-        Opened::Unix(s) => net::client(
-            net::UnixConn::new(s).map_err(|e| Error::with(Kind::Connect, e))?,
-            cfg.conn.clone(),
-        ),
-        Opened::Tcp(s) => net::client(Socket::Tcp(s), cfg.conn.clone()),
+        Opened::Unix(s) => {
+            let socket = SocketId::of(s.as_raw_fd());
+            let io = net::UnixConn::new(s).map_err(|e| Error::with(Kind::Connect, e))?;
+            (net::client(io, cfg.conn.clone()), socket)
+        }
+        Opened::Tcp(s) => {
+            let socket = SocketId::of(s.as_raw_fd());
+            (net::client(Socket::Tcp(s), cfg.conn.clone()), socket)
+        }
     };
     tokio::spawn(async move {
         if let Err(e) = task.await {
             tracing::debug!(error = %e, "upstream connection ended");
         }
     });
-    Ok(sender)
+    Ok((sender, socket))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SocketId;
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::unix::net::UnixStream;
+
+    /// A descriptor is closed only while it holds the socket it was
+    /// opened with: once its number holds another socket, it is left alone.
+    /// (Descriptor numbers are never left free here: the other tests of
+    /// this binary open files on other threads.)
+    #[test]
+    #[allow(unsafe_code)]
+    fn close_if_same_spares_a_reused_number() {
+        // The same socket: closed, as its peer sees.
+        let (a, mut peer) = UnixStream::pair().unwrap();
+        let id = SocketId::of(a.as_raw_fd()).unwrap();
+        let _released = a.into_raw_fd();
+        // SAFETY: the descriptor was released from its owner just above.
+        assert!(unsafe { id.close_if_same() });
+        assert_eq!(peer.read(&mut [0; 1]).unwrap(), 0, "end of stream");
+
+        // The number now holding another socket (dup2 puts `c` in place
+        // of `b` at once): left open.
+        let (b, _b_peer) = UnixStream::pair().unwrap();
+        let (c, mut c_peer) = UnixStream::pair().unwrap();
+        let id = SocketId::of(b.as_raw_fd()).unwrap();
+        // SAFETY: both descriptors are open; `b`'s number then holds `c`'s
+        // socket, and `b` owns that number still (it closes it on drop).
+        assert!(unsafe { libc::dup2(c.as_raw_fd(), b.as_raw_fd()) } >= 0);
+        // SAFETY: the number holds another socket, which is left alone.
+        assert!(!unsafe { id.close_if_same() });
+        drop(c);
+        c_peer.set_nonblocking(true).unwrap();
+        let open = c_peer.read(&mut [0; 1]).unwrap_err();
+        assert_eq!(open.kind(), std::io::ErrorKind::WouldBlock, "still open");
+        drop(b);
+
+        // Not a socket at all: nothing to take.
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(SocketId::of(f.as_raw_fd()).is_none());
+    }
 }

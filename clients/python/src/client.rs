@@ -296,7 +296,7 @@ impl ClientFailure {
 
 /// A uwire/1 client for one or more servers (`unix:/path`, `tcp:HOST:PORT`,
 /// also `uwsgi+unix:`/`uwsgi+tcp:` for classic uwsgi servers).
-#[pyclass(frozen, module = "uwire._native")]
+#[pyclass(frozen, weakref, module = "uwire._native")]
 pub struct Client {
     /// The pooled client, and the process that made it. A forked child
     /// makes a fresh one at its first request rather than use the one it
@@ -304,10 +304,15 @@ pub struct Client {
     /// runtime, whose threads are gone in the child (a request on them
     /// would wait for its timeout), and their sockets are the parent's too
     /// (frames written from both processes would interleave). The
-    /// inherited pool is left as it is, neither used nor dropped: dropping
-    /// it could write to the sockets or wake the parent's runtime through
-    /// descriptors the two processes share. Locked only with the GIL held
-    /// (see [`runtime_in`]).
+    /// inherited pool is neither used nor dropped (dropping it could write
+    /// to the sockets or wake the parent's runtime through descriptors the
+    /// two processes share): the child closes its copies of the sockets'
+    /// descriptors and forgets it, so that the parent's connections end
+    /// when the parent closes them. This happens right after an
+    /// `os.fork()` (the Python wrapper's fork hook calls
+    /// [`Client::after_fork`]), or at the first use in the child for a
+    /// fork Python did not see. Locked only with the GIL held (see
+    /// [`runtime_in`]).
     inner: Mutex<(u32, uwire::client::Client)>,
     timeout: Option<Duration>,
 }
@@ -323,7 +328,17 @@ impl Client {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.0 != pid {
             let fresh = inner.1.without_connections();
-            std::mem::forget(std::mem::replace(&mut inner.1, fresh));
+            let inherited = std::mem::replace(&mut inner.1, fresh);
+            #[allow(unsafe_code)]
+            // SAFETY: this is a forked child (the pool was made by another
+            // process), and the pool's connections were driven by the
+            // parent's multi-thread runtime, whose threads do not exist
+            // here; the runtime itself is never run here (`runtime_in`
+            // makes a new one). Clones of the inherited pool live only in
+            // requests of the parent, which are never polled here.
+            unsafe {
+                inherited.close_inherited();
+            }
             inner.0 = pid;
         }
         inner.1.clone()
@@ -441,6 +456,14 @@ impl Client {
         Ok(Abort {
             task: task.abort_handle(),
         })
+    }
+
+    /// In a forked child: lets go of the connections inherited from the
+    /// parent (closes this process's copies of their sockets) and starts a
+    /// pool of its own (see [`Client::inner`]). Does nothing in the
+    /// process that made the pool.
+    fn after_fork(&self) {
+        self.pooled(std::process::id());
     }
 
     /// Live pooled connections per server.

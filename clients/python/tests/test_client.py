@@ -4,6 +4,7 @@ uwire service) and ``python -m uwire``."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import os
 import shutil
@@ -167,6 +168,87 @@ def test_a_forked_child_makes_its_own_connections(rust_sock: Path) -> None:
             t.join(30)
     assert not failures, failures
     assert c.request("POST", "/echo", body=b"after").read() == b"after"
+
+
+def _sockets(pid: int) -> set[str]:
+    """The sockets process ``pid`` holds descriptors to (``socket:[inode]``)."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed while listed
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+def _fork_and_inspect(fork: object, child_work: object) -> tuple[set[str], bool]:
+    """Forks with ``fork`` (a callable returning 0 in the child); the child
+    runs ``child_work`` (True when it went well), signals, and waits. Returns
+    the sockets the child holds at that point, as the parent sees them in
+    /proc, and whether the child's work went well."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = fork()  # type: ignore[operator]
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(15)
+            ok = child_work()  # type: ignore[operator]
+            os.write(ready_w, b"1" if ok else b"0")
+            os.read(go_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        report = os.read(ready_r, 1)
+        held = _sockets(pid)
+    finally:
+        os.write(go_w, b"x")
+        _, status = os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, go_r, go_w):
+            os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, f"status {status}"
+    return held, report == b"1"
+
+
+def test_a_forked_child_lets_go_of_the_parents_sockets(rust_sock: Path) -> None:
+    # A child keeps no descriptor to the connections it inherited, so that
+    # they end when the parent closes them (else the server would see them
+    # stay open until every child exits). Right after os.fork() through the
+    # fork hook; for a fork Python does not see (C code calling fork()), at
+    # the child's first use of the client.
+    # The client runtime (started by the first request of the process)
+    # holds sockets of its own: start it before counting.
+    warm = uwire.Client(f"unix:{rust_sock}")
+    assert warm.request("GET", "/").status == 200
+    before = _sockets(os.getpid())
+    c = uwire.Client(f"unix:{rust_sock}", max_connections=1, timeout=20)
+    assert c.request("POST", "/echo", body=b"parent").read() == b"parent"
+    ours = _sockets(os.getpid()) - before
+    assert len(ours) == 1, ours  # the pooled connection
+
+    held, ok = _fork_and_inspect(os.fork, lambda: True)
+    assert ok
+    assert not held & ours, "the child kept the parent's connection after os.fork()"
+
+    def use() -> bool:
+        return bool(c.request("POST", "/echo", body=b"child").read() == b"child")
+
+    # fork(2) itself, with the GIL held (a PyDLL call does not release it):
+    # Python's fork hooks do not run.
+    libc = ctypes.PyDLL(None)
+    held, ok = _fork_and_inspect(libc.fork, lambda: bool(_sockets(os.getpid()) & ours))
+    assert ok, "without the hook, the child holds the connection until it uses the client"
+    held, ok = _fork_and_inspect(libc.fork, use)
+    assert ok
+    assert not held & ours, "the child kept the parent's connection after using the client"
+    assert held - before - ours, "the child made a connection of its own"
+
+    # The parent's connection is untouched.
+    assert c.request("POST", "/echo", body=b"after").read() == b"after"
+    assert _sockets(os.getpid()) - before == ours
 
 
 def test_async_client(rust_sock: Path) -> None:

@@ -22,6 +22,8 @@ concurrent requests multiplexed on a few pooled connections.
 from __future__ import annotations
 
 import asyncio
+import os
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import Optional, Union
@@ -32,6 +34,33 @@ __all__ = ["AsyncClient", "AsyncResponse", "Body", "Client", "Headers", "Respons
 
 Headers = Iterable[tuple[str, str]]
 Body = Union[bytes, bytearray, memoryview, Iterable[bytes], AsyncIterable[bytes], None]
+
+
+# Every native client alive in this process, for the fork hook below.
+_clients: weakref.WeakSet[_native.Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Right after ``os.fork()``, in the child: each client lets go of the
+    connections it inherited (closing the child's copies of the parent's
+    sockets, so that they end when the parent closes them) and makes its own
+    on its next request."""
+    for native in list(_clients):
+        native.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _native_client(
+    address: Union[str, list[str]],
+    timeout: Optional[float],
+    connect_timeout: float,
+    max_connections: int,
+) -> _native.Client:
+    native = _native.Client(address, timeout, connect_timeout, max_connections)
+    _clients.add(native)
+    return native
 
 
 def _headers(headers: Optional[Headers]) -> Optional[list[tuple[str, str]]]:
@@ -105,7 +134,7 @@ class Client:
         connect_timeout: float = 5.0,
         max_connections: int = 4,
     ) -> None:
-        self._native = _native.Client(address, timeout, connect_timeout, max_connections)
+        self._native = _native_client(address, timeout, connect_timeout, max_connections)
 
     def request(
         self,
@@ -214,7 +243,7 @@ class AsyncClient:
         connect_timeout: float = 5.0,
         max_connections: int = 4,
     ) -> None:
-        self._native = _native.Client(address, timeout, connect_timeout, max_connections)
+        self._native = _native_client(address, timeout, connect_timeout, max_connections)
 
     async def request(
         self,
