@@ -389,6 +389,10 @@ mod tests {
     #[test]
     fn avx2_detection_matches_the_cpu() {
         assert_eq!(has_avx2(), std::arch::is_x86_feature_detected!("avx2"));
+        assert_eq!(
+            has_avx2_bmi2(),
+            has_avx2() && std::arch::is_x86_feature_detected!("bmi2")
+        );
     }
 
     /// A long value with one bad byte on either side of each 32-byte step.
