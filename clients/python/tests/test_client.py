@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,58 @@ def test_thread_safe_and_multiplexed(rust_sock: Path) -> None:
     assert sum(c.connection_counts()) <= 2
 
 
+def _sockets(pid: int) -> set[str]:
+    """The sockets process ``pid`` holds descriptors to (``socket:[inode]``)."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed while listed
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+def _fork_and_inspect(
+    fork: Callable[[], int], child_work: Callable[[], bool]
+) -> tuple[set[str], bool]:
+    """Forks with ``fork`` (0 in the child); the child runs ``child_work``
+    (True when it went well) under a 15 s alarm, signals, and waits.
+    Returns the sockets the child holds at that point, as the parent sees
+    them in /proc, and whether the child's work went well. A child that
+    dies first (an exception, its alarm) fails the status check, not hangs
+    the parent: the parent holds no write end of the pipe it reads."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(15)
+            ok = child_work()
+            os.write(ready_w, b"1" if ok else b"0")
+            os.read(go_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        report = os.read(ready_r, 1)
+        held = _sockets(pid)
+    finally:
+        try:
+            os.write(go_w, b"x")
+        except BrokenPipeError:  # the child is gone: its status says why
+            pass
+        _, status = os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(go_w)
+    assert os.waitstatus_to_exitcode(status) == 0, f"status {status}"
+    return held, report == b"1"
+
+
 def test_a_forked_child_makes_its_own_connections(rust_sock: Path) -> None:
     # A client in use by threads when the process forks (a preloading
     # server's workers, a multiprocessing pool): each child makes its own
@@ -143,74 +196,25 @@ def test_a_forked_child_makes_its_own_connections(rust_sock: Path) -> None:
                 failures.append(e)
                 return
 
+    def child(i: int) -> bool:
+        body = b"child %d" % i
+        same = c.request("POST", "/echo", body=body).read() == body
+        fresh = uwire.Client(f"unix:{rust_sock}").request("GET", "/")
+        return bool(same and fresh.status == 200)
+
     threads = [threading.Thread(target=load) for _ in range(3)]
     for t in threads:
         t.start()
     try:
         for i in range(8):
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    # A child that hangs is killed by the alarm (and fails).
-                    signal.alarm(15)
-                    body = b"child %d" % i
-                    same = c.request("POST", "/echo", body=body).read() == body
-                    fresh = uwire.Client(f"unix:{rust_sock}").request("GET", "/")
-                    code = 0 if same and fresh.status == 200 else 2
-                finally:
-                    os._exit(code)
-            _, status = os.waitpid(pid, 0)
-            assert os.waitstatus_to_exitcode(status) == 0, f"child {i}: status {status}"
+            _, ok = _fork_and_inspect(os.fork, functools.partial(child, i))
+            assert ok, f"child {i}"
     finally:
         stop.set()
         for t in threads:
             t.join(30)
     assert not failures, failures
     assert c.request("POST", "/echo", body=b"after").read() == b"after"
-
-
-def _sockets(pid: int) -> set[str]:
-    """The sockets process ``pid`` holds descriptors to (``socket:[inode]``)."""
-    found = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except FileNotFoundError:  # closed while listed
-            continue
-        if target.startswith("socket:"):
-            found.add(target)
-    return found
-
-
-def _fork_and_inspect(fork: object, child_work: object) -> tuple[set[str], bool]:
-    """Forks with ``fork`` (a callable returning 0 in the child); the child
-    runs ``child_work`` (True when it went well), signals, and waits. Returns
-    the sockets the child holds at that point, as the parent sees them in
-    /proc, and whether the child's work went well."""
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    pid = fork()  # type: ignore[operator]
-    if pid == 0:
-        code = 1
-        try:
-            signal.alarm(15)
-            ok = child_work()  # type: ignore[operator]
-            os.write(ready_w, b"1" if ok else b"0")
-            os.read(go_r, 1)
-            code = 0
-        finally:
-            os._exit(code)
-    try:
-        report = os.read(ready_r, 1)
-        held = _sockets(pid)
-    finally:
-        os.write(go_w, b"x")
-        _, status = os.waitpid(pid, 0)
-        for fd in (ready_r, ready_w, go_r, go_w):
-            os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, f"status {status}"
-    return held, report == b"1"
 
 
 def test_a_forked_child_lets_go_of_the_parents_sockets(rust_sock: Path) -> None:
