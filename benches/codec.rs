@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use prost::Message;
 use tokio_util::codec::{Decoder, Encoder};
 use uwire::codec::Codec;
@@ -262,21 +262,7 @@ fn head_decode(c: &mut Criterion) {
     // outputs dropped outside the timed region, the same way for all.
     g.bench_function("uwire_frame", |b| {
         let mut codec = Codec::without_preface(Limits::default());
-        b.iter_custom(|iters| {
-            batched(
-                iters,
-                || read_buffer(&wire),
-                |mut buf| {
-                    let Some(Frame::Request(req)) = codec.decode(&mut buf).unwrap() else {
-                        unreachable!()
-                    };
-                    black_box(touch_uwire(req.head()));
-                    // Returned so that the drop (refcount releases) is not
-                    // timed: httparse's borrowed output has nothing to drop.
-                    (req, buf)
-                },
-            )
-        })
+        b.iter_custom(|iters| time_frame(&mut codec, &wire, iters))
     });
 
     // The same, but the decoded frame and the buffer are dropped inside the
@@ -298,17 +284,7 @@ fn head_decode(c: &mut Criterion) {
     });
 
     g.bench_function("uwire_payload", |b| {
-        b.iter_custom(|iters| {
-            batched(
-                iters,
-                || payload.clone(),
-                |p| {
-                    let head = RequestHead::decode_unbounded(p).unwrap();
-                    black_box(touch_uwire(&head));
-                    head
-                },
-            )
-        })
+        b.iter_custom(|iters| time_payload(&payload, iters))
     });
 
     // The floor under the uwire rows: a head already decoded, only read
@@ -319,23 +295,7 @@ fn head_decode(c: &mut Criterion) {
     });
 
     g.bench_function("httparse", |b| {
-        b.iter_custom(|iters| {
-            batched(
-                iters,
-                || &text[..],
-                |text| {
-                    let mut headers = [httparse::EMPTY_HEADER; 32];
-                    let mut req = httparse::Request::new(&mut headers);
-                    let status = req.parse(black_box(text)).unwrap();
-                    assert!(status.is_complete());
-                    let mut n = req.method.unwrap().len() + req.path.unwrap().len();
-                    for h in req.headers.iter() {
-                        n += h.name.len() + h.value.len();
-                    }
-                    black_box(n)
-                },
-            )
-        })
+        b.iter_custom(|iters| time_httparse(&text, iters))
     });
 
     g.bench_function("prost_repeated_payload", |b| {
@@ -353,6 +313,58 @@ fn head_decode(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// `iters` REQUEST frames decoded from fresh read buffers, every field a
+/// server needs and every header read (the `uwire_frame` row). The decoded
+/// frames and buffers are returned to `batched`, which drops them outside
+/// the timing: httparse's borrowed output has nothing to drop.
+fn time_frame(codec: &mut Codec, wire: &[u8], iters: u64) -> Duration {
+    batched(
+        iters,
+        || read_buffer(wire),
+        |mut buf| {
+            let Some(Frame::Request(req)) = codec.decode(&mut buf).unwrap() else {
+                unreachable!()
+            };
+            black_box(touch_uwire(req.head()));
+            (req, buf)
+        },
+    )
+}
+
+/// `iters` REQUEST payloads decoded into heads and read (the
+/// `uwire_payload` row): the frame header and the split left out.
+fn time_payload(payload: &Bytes, iters: u64) -> Duration {
+    batched(
+        iters,
+        || payload.clone(),
+        |p| {
+            let head = RequestHead::decode_unbounded(p).unwrap();
+            black_box(touch_uwire(&head));
+            head
+        },
+    )
+}
+
+/// `iters` parses of the same head as HTTP/1.1 text by httparse, every
+/// header read (the `httparse` row).
+fn time_httparse(text: &[u8], iters: u64) -> Duration {
+    batched(
+        iters,
+        || text,
+        |text| {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            let status = req.parse(black_box(text)).unwrap();
+            assert!(status.is_complete());
+            let mut n = req.method.unwrap().len() + req.path.unwrap().len();
+            for h in req.headers.iter() {
+                n += h.name.len() + h.value.len();
+            }
+            black_box(n)
+        },
+    )
 }
 
 /// Runs `routine` `iters` times on inputs made by `setup` and returns the
@@ -491,4 +503,67 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = head_decode, head_encode, data_frames
 }
-criterion_main!(benches);
+
+/// Interleaved head-decode rounds (`UWIRE_CODEC_INTERLEAVED=<file.json>`,
+/// run by `scripts/bench-codec`): each round times the `uwire_frame`,
+/// `uwire_payload` and `httparse` rows back to back, in an order that
+/// rotates from round to round, and the file gets every round's ns per
+/// decode. Criterion times one row after another, seconds apart, so on a
+/// shared machine whose speed drifts by half over minutes a ratio of two
+/// of its medians can be off by as much; rows timed within milliseconds of
+/// each other see the same machine, and the median of the per-round ratios
+/// is what `scripts/bench-codec` checks the target with.
+/// `UWIRE_CODEC_ROUNDS` (default 31) and `UWIRE_CODEC_ITERS` (decodes per
+/// row and round, default 50,000) size the run.
+fn interleaved(out: &std::path::Path) {
+    fn env(name: &str, default: u64) -> u64 {
+        std::env::var(name).map_or(default, |v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}: not a number: {v}"))
+        })
+    }
+    let rounds = env("UWIRE_CODEC_ROUNDS", 31).max(1);
+    let iters = env("UWIRE_CODEC_ITERS", 50_000).max(1);
+    let text = http_text();
+    let wire = encoded_frame(&request_frame());
+    let payload = Bytes::copy_from_slice(&wire[HEADER_LEN..]);
+    let mut codec = Codec::without_preface(Limits::default());
+    let names = ["uwire_frame", "uwire_payload", "httparse"];
+    let mut ns: [Vec<f64>; 3] = Default::default();
+    // One round's worth of each row first, not recorded: page faults,
+    // cold caches and the CPU-feature detection land there.
+    for round in 0..=rounds {
+        for k in 0..3 {
+            let row = (k + round as usize) % 3;
+            let t = match row {
+                0 => time_frame(&mut codec, &wire, iters),
+                1 => time_payload(&payload, iters),
+                _ => time_httparse(&text, iters),
+            };
+            if round > 0 {
+                ns[row].push(t.as_nanos() as f64 / iters as f64);
+            }
+        }
+    }
+    let mut json = format!("{{\"rounds\": {rounds}, \"iters\": {iters}");
+    for (name, v) in names.iter().zip(&ns) {
+        let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+        json += &format!(", \"{name}\": [{}]", list.join(", "));
+    }
+    json += "}\n";
+    std::fs::write(out, json).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    eprintln!(
+        "head_decode interleaved: {rounds} rounds of {iters} decodes per row, written to {}",
+        out.display()
+    );
+}
+
+fn main() {
+    match std::env::var_os("UWIRE_CODEC_INTERLEAVED") {
+        Some(out) => interleaved(std::path::Path::new(&out)),
+        None => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

@@ -480,14 +480,30 @@ def codec_median(rows: Sequence[Row], group: str, bench: str) -> float:
 
 def codec_targets(rows: Sequence[Row]) -> list[Target]:
     """Issue 9's codec target: a REQUEST head (20 header fields) decoded at
-    least 3x as fast as httparse parses the same head as HTTP/1.1 text."""
-    frame = codec_median(rows, "head_decode", "uwire_frame")
-    text = codec_median(rows, "head_decode", "httparse")
-    ratio = text / frame if frame > 0 else math.nan
+    least 3x as fast as httparse parses the same head as HTTP/1.1 text.
+    Checked with the median of the interleaved rounds' ratios when the CSV
+    has them (scripts/bench-codec since they were added), else with the
+    ratio of criterion's two medians."""
+    ratio = math.nan
+    for r in rows:
+        if (
+            r["group"] == "head_decode_interleaved"
+            and r["bench"] == "httparse_per_uwire_frame"
+        ):
+            ratio = num(r, "ratio")
+    if not math.isnan(ratio):
+        frame = codec_median(rows, "head_decode_interleaved", "uwire_frame")
+        text = codec_median(rows, "head_decode_interleaved", "httparse")
+        how = "median of the interleaved rounds' ratios"
+    else:
+        frame = codec_median(rows, "head_decode", "uwire_frame")
+        text = codec_median(rows, "head_decode", "httparse")
+        ratio = text / frame if frame > 0 else math.nan
+        how = "criterion's medians"
     return [
         Target(
             "codec: REQUEST head decode speed / httparse's (20 fields)",
-            f"{ratio:.2f}x ({frame:.0f} vs {text:.0f} ns)",
+            f"{ratio:.2f}x ({frame:.0f} vs {text:.0f} ns, {how})",
             ">= 3x",
             _check(ratio, 3.0, True),
         )
