@@ -2,8 +2,12 @@
 //! against the rejected "repeated Header message" protobuf design, plus DATA
 //! frame throughput.
 //!
-//! Run with `cargo bench --no-default-features --bench codec` (or
-//! `scripts/bench-codec` for a summary table with the ratios).
+//! Run with `cargo bench --no-default-features --features mimalloc --bench
+//! codec` (or `scripts/bench-codec` for a summary table with the ratios).
+//! With the `mimalloc` feature the bench allocates as the `uwire` binary
+//! and the Python package's native module do (`uwire::alloc::Mi`); without
+//! it, with the system's allocator (what a program embedding the crate
+//! gets unless it chooses one).
 //!
 //! All three head representations carry the same content: method, scheme,
 //! authority, path, query, version and the same 20 browser-like header
@@ -24,6 +28,17 @@ use uwire::codec::Codec;
 use uwire::frame::Limits;
 use uwire::frame::{
     Data, Frame, HeaderBlock, HttpVersion, Request, RequestHead, StreamId, HEADER_LEN,
+};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: uwire::alloc::Mi = uwire::alloc::Mi;
+
+/// The allocator this build runs with, as the interleaved mode reports it.
+const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "system"
 };
 
 // ---------------------------------------------------------------------------
@@ -545,7 +560,8 @@ fn interleaved(out: &std::path::Path) {
             }
         }
     }
-    let mut json = format!("{{\"rounds\": {rounds}, \"iters\": {iters}");
+    let mut json =
+        format!("{{\"rounds\": {rounds}, \"iters\": {iters}, \"allocator\": \"{ALLOCATOR}\"");
     for (name, v) in names.iter().zip(&ns) {
         let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
         json += &format!(", \"{name}\": [{}]", list.join(", "));
@@ -553,7 +569,8 @@ fn interleaved(out: &std::path::Path) {
     json += "}\n";
     std::fs::write(out, json).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
     eprintln!(
-        "head_decode interleaved: {rounds} rounds of {iters} decodes per row, written to {}",
+        "head_decode interleaved ({ALLOCATOR} allocator): {rounds} rounds of {iters} decodes \
+         per row, written to {}",
         out.display()
     );
 }
