@@ -399,6 +399,36 @@ impl RequestHead {
     /// overwritten `Bytes` is dropped through its vtable) and the checks
     /// see plain values, not a head in memory.
     pub(crate) fn decode(payload: Bytes, max_header_count: u32) -> Result<RequestHead, HeadError> {
+        RequestHead::decode_then(payload, max_header_count, |head| head)
+    }
+
+    /// [`decode`](Self::decode) into a box allocated up front, so that the
+    /// head is written where it stays instead of being built on the stack
+    /// and copied into its box (a REQUEST frame keeps its head boxed).
+    pub(crate) fn decode_boxed(
+        payload: Bytes,
+        max_header_count: u32,
+    ) -> Result<Box<RequestHead>, HeadError> {
+        let mut slot = Box::<RequestHead>::new_uninit();
+        RequestHead::decode_then(payload, max_header_count, move |head| {
+            slot.write(head);
+            // SAFETY: `write` has just initialized the box's value. (This
+            // is `Box::write`, which is newer than the crate's MSRV.)
+            #[allow(unsafe_code)]
+            unsafe {
+                slot.assume_init()
+            }
+        })
+    }
+
+    /// The decode itself; `place` receives the head, built in one struct
+    /// expression once every check has passed.
+    #[inline(always)]
+    fn decode_then<T>(
+        payload: Bytes,
+        max_header_count: u32,
+        place: impl FnOnce(RequestHead) -> T,
+    ) -> Result<T, HeadError> {
         let raw = read_request(&payload).map_err(|PbError| {
             (
                 ErrorClass::InvalidProtobuf,
@@ -415,7 +445,7 @@ impl RequestHead {
         let client_port = port(raw.client_port)?;
         let server_port = port(raw.server_port)?;
         let params = block(raw.params, max_header_count)?;
-        Ok(RequestHead {
+        Ok(place(RequestHead {
             method: raw.method,
             scheme: raw.scheme,
             authority: raw.authority,
@@ -431,7 +461,7 @@ impl RequestHead {
             params,
             body_length: raw.body_length,
             upgrade: raw.upgrade,
-        })
+        }))
     }
 
     /// Decodes a REQUEST payload with no header-count limit beyond the

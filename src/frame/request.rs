@@ -68,8 +68,7 @@ impl Request {
             return Err(header.error(ErrorClass::BadStreamId, "REQUEST on an even stream id"));
         }
         check_flags(&header, FLAG_END_STREAM)?;
-        let head = RequestHead::decode(payload, limits.max_header_count)
-            .map(Box::new)
+        let head = RequestHead::decode_boxed(payload, limits.max_header_count)
             .map_err(|(c, d)| header.error(c, d))?;
         // "A REQUEST that offers an upgrade MUST NOT carry END_STREAM: the
         // client's half carries the tunnel." (PROTOCOL.md, Upgrades and tunnels)
