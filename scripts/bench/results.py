@@ -469,12 +469,14 @@ def ipc_targets(ms: Sequence[IpcMedian]) -> list[Target]:
     return out
 
 
-def codec_median(rows: Sequence[Row], group: str, bench: str) -> float:
-    """The median (ns) of one criterion benchmark of scripts/bench-codec's
-    CSV, NaN when it did not run."""
+def codec_median(
+    rows: Sequence[Row], group: str, bench: str, column: str = "median_ns"
+) -> float:
+    """The median (ns) of one benchmark of scripts/bench-codec's CSV, or
+    another ``column`` of its row (``ratio``), NaN when it did not run."""
     for r in rows:
         if r["group"] == group and r["bench"] == bench:
-            return num(r, "median_ns")
+            return num(r, column)
     return math.nan
 
 
@@ -484,13 +486,9 @@ def codec_targets(rows: Sequence[Row]) -> list[Target]:
     Checked with the median of the interleaved rounds' ratios when the CSV
     has them (scripts/bench-codec since they were added), else with the
     ratio of criterion's two medians."""
-    ratio = math.nan
-    for r in rows:
-        if (
-            r["group"] == "head_decode_interleaved"
-            and r["bench"] == "httparse_per_uwire_frame"
-        ):
-            ratio = num(r, "ratio")
+    ratio = codec_median(
+        rows, "head_decode_interleaved", "httparse_per_uwire_frame", "ratio"
+    )
     if not math.isnan(ratio):
         frame = codec_median(rows, "head_decode_interleaved", "uwire_frame")
         text = codec_median(rows, "head_decode_interleaved", "httparse")

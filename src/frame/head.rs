@@ -393,11 +393,6 @@ impl RequestHead {
     /// Decodes a REQUEST payload. `payload` is sliced, not copied: the
     /// head's fields share its buffer (the header block takes the payload
     /// itself, cut down to the block).
-    ///
-    /// The head is built in one struct expression once every check has
-    /// passed, from fields read into locals: none is written twice (an
-    /// overwritten `Bytes` is dropped through its vtable) and the checks
-    /// see plain values, not a head in memory.
     pub(crate) fn decode(payload: Bytes, max_header_count: u32) -> Result<RequestHead, HeadError> {
         RequestHead::decode_then(payload, max_header_count, |head| head)
     }
@@ -421,8 +416,12 @@ impl RequestHead {
         })
     }
 
-    /// The decode itself; `place` receives the head, built in one struct
-    /// expression once every check has passed.
+    /// The decode itself; `place` receives the head.
+    ///
+    /// The head is built in one struct expression once every check has
+    /// passed, from fields read into locals: none is written twice (an
+    /// overwritten `Bytes` is dropped through its vtable) and the checks
+    /// see plain values, not a head in memory.
     #[inline(always)]
     fn decode_then<T>(
         payload: Bytes,
